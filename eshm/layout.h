@@ -1,0 +1,236 @@
+// The eshm shared-memory ABI: everything that lives in a segment, and nothing else.
+//
+// Two processes, possibly built by different compilers with different flags, map the same file, so every
+// type here has a fixed width, a fixed offset (checked by static_assert below) and no compiler-dependent
+// padding. Bump kLayoutVersion for any change to this file that an older peer would misread.
+//
+// Segment (a file at /dev/shm/eshm_<name>):
+//
+//   offset 0     +--------------------------------------------------------------+
+//                | SegmentHeader                                       384 bytes |
+//                |   0   magic "ESHMSEG\0"            u64                        |
+//                |   8   layout_version (written LAST) u32 atomic                |
+//                |  12   header_bytes                 u32                        |
+//                |  16   segment_bytes                u64                        |
+//                |  24   creation_epoch_ns            u64 (CLOCK_REALTIME)       |
+//                |  32   ring_offset[2]               u64 x2                     |
+//                |  48   ring_capacity[2]             u64 x2                     |
+//                |  64   max_message_bytes            u32                        |
+//                |  68   creator_pid                  u32                        |
+//                |  72   reserved                     56 bytes                   |
+//                | 128   roles[kMaster]  RoleControl  128 bytes                  |
+//                | 256   roles[kSlave]   RoleControl  128 bytes                  |
+//   384          +--------------------------------------------------------------+
+//                | RingControl master->slave                           384 bytes |
+//                |   0   producer line: tail, messages_written                  |
+//                | 128   consumer line: head, messages_read                     |
+//                | 256   wait line: futex words and sleeper flags               |
+//   768          +--------------------------------------------------------------+
+//                | ring data master->slave          ring_capacity[0] bytes      |
+//                +--------------------------------------------------------------+
+//                | RingControl slave->master                           384 bytes |
+//                | ring data slave->master          ring_capacity[1] bytes      |
+//                +--------------------------------------------------------------+
+//
+// Ring data is a sequence of records, each 16-byte aligned (so a header never straddles the end), never wrapping past the end of the data area
+// (the producer fills the tail end with a padding record instead):
+//
+//    0               8               12              16
+//   +---------------+---------------+---------------+------------------------------+
+//   | commit (u64)  | length (u32)  | kind (u32)    | payload: length bytes, then  |
+//   | = position+1  |               | data/padding  | zero to fifteen bytes of pad |
+//   +---------------+---------------+---------------+------------------------------+
+//
+// A record is committed when its commit word equals its own stream position + 1 (stored with release
+// order after the rest of the record). Positions are 64-bit and only grow, so a commit word left over
+// from an earlier lap never matches, and the consumer need not clear what it consumed.
+//
+// Producer- and consumer-written words are kept kFalseSharingRange (128) bytes apart: a fixed constant,
+// because std::hardware_destructive_interference_size depends on compiler flags, and because adjacent-line
+// prefetchers on x86 pull cache lines in 128-byte pairs.
+#ifndef ESHM_LAYOUT_H_
+#define ESHM_LAYOUT_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace eshm {
+
+inline constexpr std::size_t kFalseSharingRange = 128;
+
+// "ESHMSEG\0" read as a little-endian u64.
+inline constexpr std::uint64_t kSegmentMagic = 0x004745534d485345ull;
+inline constexpr std::uint32_t kLayoutVersion = 1;
+
+// Ring capacities are powers of two in this range (per direction).
+inline constexpr std::uint64_t kMinRingCapacity = 4096;
+inline constexpr std::uint64_t kMaxRingCapacity = std::uint64_t{1} << 32;  // 4 GiB
+
+enum class Direction : std::uint32_t {
+  kMasterToSlave = 0,
+  kSlaveToMaster = 1,
+};
+
+enum class Role : std::uint32_t {
+  kMaster = 0,
+  kSlave = 1,
+};
+
+// One per role. Written by the endpoint that holds the role; read by everyone. The channel layer defines
+// the state machine; the engine core only reserves and zero-initialises it.
+struct alignas(kFalseSharingRange) RoleControl {
+  std::atomic<std::uint32_t> state;        // 0 = vacant
+  std::atomic<std::uint32_t> pid;          // holder's pid, in the creator's pid namespace when possible
+  std::atomic<std::uint64_t> heartbeat;    // advanced by the holder while it is alive
+  std::atomic<std::uint64_t> attach_epoch; // incremented each time a new holder attaches
+  std::uint8_t reserved[kFalseSharingRange - 24];
+};
+
+struct alignas(kFalseSharingRange) SegmentHeader {
+  std::uint64_t magic;
+  // Written last by the creator with release order; an opener reads it first with acquire order and
+  // trusts no other field until it holds kLayoutVersion.
+  std::atomic<std::uint32_t> layout_version;
+  std::uint32_t header_bytes;
+  std::uint64_t segment_bytes;
+  std::uint64_t creation_epoch_ns;
+  std::uint64_t ring_offset[2];    // indexed by Direction; offset of that ring's RingControl
+  std::uint64_t ring_capacity[2];  // indexed by Direction; bytes of record data, a power of two
+  std::uint32_t max_message_bytes; // largest payload either ring accepts
+  std::uint32_t creator_pid;
+  std::uint8_t reserved[56];
+  RoleControl roles[2];            // indexed by Role
+};
+
+// Shared state of one single-producer/single-consumer ring; the record data follows it directly.
+struct alignas(kFalseSharingRange) RingControl {
+  // Written only by the producer.
+  struct alignas(kFalseSharingRange) ProducerLine {
+    // Position one past the last published record. The consumer never reads it (records carry their own
+    // commit words); it is for observers that report what is queued.
+    std::atomic<std::uint64_t> tail;
+    std::atomic<std::uint64_t> messages_written;
+  } producer;
+  // Written only by the consumer.
+  struct alignas(kFalseSharingRange) ConsumerLine {
+    // Position of the oldest record not yet released; the producer may overwrite everything before it.
+    std::atomic<std::uint64_t> head;
+    std::atomic<std::uint64_t> messages_read;
+  } consumer;
+  // Written rarely: only by a side that is about to sleep, or that wakes a sleeper.
+  struct alignas(kFalseSharingRange) WaitLine {
+    std::atomic<std::uint32_t> data_futex;     // bumped by the producer to wake a sleeping consumer
+    std::atomic<std::uint32_t> data_sleeping;  // nonzero while the consumer may be in FUTEX_WAIT
+    std::atomic<std::uint32_t> space_futex;    // bumped by the consumer to wake a sleeping producer
+    std::atomic<std::uint32_t> space_sleeping; // nonzero while the producer may be in FUTEX_WAIT
+    std::atomic<std::uint64_t> wake_syscalls;  // FUTEX_WAKE calls made on this ring, both sides
+    std::atomic<std::uint64_t> wait_syscalls;  // FUTEX_WAIT calls made on this ring, both sides
+  } wait;
+};
+
+enum class RecordKind : std::uint32_t {
+  kData = 0x44415441,     // "DATA"
+  kPadding = 0x50414444,  // "PADD"
+};
+
+struct RecordHeader {
+  std::atomic<std::uint64_t> commit;  // record position + 1 once the record is complete
+  std::uint32_t length;               // payload bytes (data) or bytes skipped after the header (padding)
+  std::uint32_t kind;                 // a RecordKind
+};
+
+inline constexpr std::uint64_t kRecordAlignment = 16;
+inline constexpr std::uint64_t kRecordHeaderBytes = sizeof(RecordHeader);
+
+// Bytes a record with `payload_bytes` of payload occupies in the ring.
+constexpr std::uint64_t RecordBytes(std::uint64_t payload_bytes) {
+  return (kRecordHeaderBytes + payload_bytes + kRecordAlignment - 1) & ~(kRecordAlignment - 1);
+}
+
+// The largest payload a ring of `capacity` bytes accepts: any record up to half the ring fits once the
+// ring drains, whatever the position of the wrap.
+constexpr std::uint64_t MaxPayloadForCapacity(std::uint64_t capacity) {
+  return capacity / 2 - kRecordHeaderBytes;
+}
+
+inline constexpr std::uint64_t kSegmentHeaderBytes = sizeof(SegmentHeader);
+inline constexpr std::uint64_t kRingControlBytes = sizeof(RingControl);
+
+// Where each part of a segment with the given capacities lives.
+struct SegmentGeometry {
+  std::uint64_t ring_offset[2];
+  std::uint64_t segment_bytes;
+};
+
+constexpr SegmentGeometry ComputeGeometry(std::uint64_t m2s_capacity, std::uint64_t s2m_capacity) {
+  SegmentGeometry g{};
+  g.ring_offset[0] = kSegmentHeaderBytes;
+  g.ring_offset[1] = g.ring_offset[0] + kRingControlBytes + m2s_capacity;
+  g.segment_bytes = g.ring_offset[1] + kRingControlBytes + s2m_capacity;
+  return g;
+}
+
+// ---- ABI checks: every offset, size and alignment above. ----
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "shared atomics must be lock-free");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
+static_assert(sizeof(std::atomic<std::uint64_t>) == 8 && alignof(std::atomic<std::uint64_t>) == 8);
+static_assert(sizeof(std::atomic<std::uint32_t>) == 4 && alignof(std::atomic<std::uint32_t>) == 4);
+
+static_assert(std::is_standard_layout_v<RoleControl>);
+static_assert(sizeof(RoleControl) == 128 && alignof(RoleControl) == 128);
+static_assert(offsetof(RoleControl, state) == 0);
+static_assert(offsetof(RoleControl, pid) == 4);
+static_assert(offsetof(RoleControl, heartbeat) == 8);
+static_assert(offsetof(RoleControl, attach_epoch) == 16);
+
+static_assert(std::is_standard_layout_v<SegmentHeader>);
+static_assert(offsetof(SegmentHeader, magic) == 0);
+static_assert(offsetof(SegmentHeader, layout_version) == 8);
+static_assert(offsetof(SegmentHeader, header_bytes) == 12);
+static_assert(offsetof(SegmentHeader, segment_bytes) == 16);
+static_assert(offsetof(SegmentHeader, creation_epoch_ns) == 24);
+static_assert(offsetof(SegmentHeader, ring_offset) == 32);
+static_assert(offsetof(SegmentHeader, ring_capacity) == 48);
+static_assert(offsetof(SegmentHeader, max_message_bytes) == 64);
+static_assert(offsetof(SegmentHeader, creator_pid) == 68);
+static_assert(offsetof(SegmentHeader, reserved) == 72);
+static_assert(offsetof(SegmentHeader, roles) == 128);
+static_assert(sizeof(SegmentHeader) == 384 && alignof(SegmentHeader) == 128);
+
+static_assert(std::is_standard_layout_v<RingControl>);
+static_assert(offsetof(RingControl, producer) == 0);
+static_assert(offsetof(RingControl, consumer) == 128);
+static_assert(offsetof(RingControl, wait) == 256);
+static_assert(offsetof(RingControl::ProducerLine, tail) == 0);
+static_assert(offsetof(RingControl::ProducerLine, messages_written) == 8);
+static_assert(offsetof(RingControl::ConsumerLine, head) == 0);
+static_assert(offsetof(RingControl::ConsumerLine, messages_read) == 8);
+static_assert(offsetof(RingControl::WaitLine, data_futex) == 0);
+static_assert(offsetof(RingControl::WaitLine, data_sleeping) == 4);
+static_assert(offsetof(RingControl::WaitLine, space_futex) == 8);
+static_assert(offsetof(RingControl::WaitLine, space_sleeping) == 12);
+static_assert(offsetof(RingControl::WaitLine, wake_syscalls) == 16);
+static_assert(offsetof(RingControl::WaitLine, wait_syscalls) == 24);
+static_assert(sizeof(RingControl) == 384 && alignof(RingControl) == 128);
+// The producer's and the consumer's words are a full false-sharing range apart.
+static_assert(offsetof(RingControl, consumer) - offsetof(RingControl, producer) >= kFalseSharingRange);
+
+static_assert(std::is_standard_layout_v<RecordHeader>);
+static_assert(offsetof(RecordHeader, commit) == 0);
+static_assert(offsetof(RecordHeader, length) == 8);
+static_assert(offsetof(RecordHeader, kind) == 12);
+static_assert(sizeof(RecordHeader) == 16 && alignof(RecordHeader) == 8);
+static_assert(kRecordHeaderBytes % kRecordAlignment == 0, "a padding header must fit any tail end");
+static_assert(RecordBytes(0) == 16 && RecordBytes(1) == 32 && RecordBytes(64) == 80);
+
+static_assert(ComputeGeometry(4096, 4096).ring_offset[0] == 384);
+static_assert(ComputeGeometry(4096, 4096).ring_offset[1] == 384 + 384 + 4096);
+static_assert(ComputeGeometry(4096, 4096).segment_bytes == 384 + 2 * (384 + 4096));
+static_assert(ComputeGeometry(4096, 4096).ring_offset[1] % kFalseSharingRange == 0);
+static_assert(kMinRingCapacity % kFalseSharingRange == 0, "ring data must keep RingControl aligned");
+
+}  // namespace eshm
+
+#endif  // ESHM_LAYOUT_H_

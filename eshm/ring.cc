@@ -1,0 +1,454 @@
+#include "eshm/ring.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "eshm/futex.h"
+
+namespace eshm {
+namespace {
+
+absl::Status NoCheck() { return absl::OkStatus(); }
+
+// Sleeps on `futex` after raising `sleeping`, unless `ready()` turns true in between. Shared by both sides:
+// the consumer sleeps for data, the producer for space. Returns true if it made a FUTEX_WAIT call.
+template <typename Ready>
+bool SleepUnlessReady(std::atomic<std::uint32_t>& futex, std::atomic<std::uint32_t>& sleeping, Deadline until,
+                      Ready ready, std::atomic<std::uint64_t>& wait_syscalls) {
+  // Read the futex word before the final recheck: a wake that lands after the recheck bumps the word,
+  // and FUTEX_WAIT then returns at once instead of sleeping through it.
+  const std::uint32_t seen = futex.load(std::memory_order_acquire);
+  // SYNC(sleep-flag): seq_cst, like the waker's publication (a commit or head store) and its load of this
+  // flag, and like ready()'s load of that publication. In the single total order of these four accesses
+  // either the waker sees our flag, or ready() sees its publication (Dekker). seq_cst operations rather
+  // than fences, because ThreadSanitizer models the former and not the latter.
+  sleeping.store(1, std::memory_order_seq_cst);
+  if (ready()) {
+    sleeping.store(0, std::memory_order_relaxed);
+    return false;
+  }
+  FutexWait(&futex, seen, until);
+  wait_syscalls.fetch_add(1, std::memory_order_relaxed);
+  // The waker normally clears the flag; after a timeout or a signal we clear it ourselves (a later
+  // sleep raises it again).
+  sleeping.store(0, std::memory_order_relaxed);
+  return true;
+}
+
+// Wakes the other side if it raised `sleeping`. Must follow the caller's seq_cst publication.
+bool WakeIfSleeping(std::atomic<std::uint32_t>& futex, std::atomic<std::uint32_t>& sleeping,
+                    std::atomic<std::uint64_t>& wake_syscalls) {
+  // SYNC(sleep-flag): seq_cst load, see SleepUnlessReady. The exchange lets only one publication per sleep
+  // pay for the system call.
+  if (sleeping.load(std::memory_order_seq_cst) == 0 || sleeping.exchange(0, std::memory_order_relaxed) == 0) {
+    return false;
+  }
+  // SYNC(futex-word): release so a sleeper that sees the new word value also sees our publication.
+  futex.fetch_add(1, std::memory_order_release);
+  FutexWakeAll(&futex);
+  wake_syscalls.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+// The slice a blocking wait sleeps before calling its WaitCheck again.
+Deadline SliceOf(Deadline deadline) { return deadline.CappedAfterNs(kWaitCheckIntervalNs); }
+
+}  // namespace
+
+const char* ReadResultName(ReadResult result) {
+  switch (result) {
+    case ReadResult::kOk:
+      return "ok";
+    case ReadResult::kEmpty:
+      return "empty";
+    case ReadResult::kBufferTooSmall:
+      return "buffer too small";
+    case ReadResult::kCorrupt:
+      return "corrupt";
+  }
+  return "unknown";
+}
+
+absl::Status ValidateRingCapacity(std::uint64_t capacity) {
+  if (capacity < kMinRingCapacity || capacity > kMaxRingCapacity || (capacity & (capacity - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ring capacity %d bytes is not allowed: it must be a power of two from %d to %d bytes", capacity,
+        kMinRingCapacity, kMaxRingCapacity));
+  }
+  return absl::OkStatus();
+}
+
+void InitializeRing(RingControl* control) { std::memset(static_cast<void*>(control), 0, sizeof(*control)); }
+
+// ---------------------------------------------------------------------------------------------------------
+// RingProducer
+
+RingProducer::RingProducer(RingControl* control, std::byte* data, std::uint64_t capacity,
+                           std::uint64_t max_message_bytes)
+    : control_(control),
+      data_(data),
+      capacity_(capacity),
+      mask_(capacity - 1),
+      max_message_bytes_(std::min(max_message_bytes, MaxPayloadForCapacity(capacity))),
+      batch_limit_(std::min(kMaxBatchBytes, capacity / 4)) {
+  // Resume after the last record a consumer can see. Walking the committed records from the consumer's
+  // head (rather than trusting the tail word) is right even when a previous producer died between
+  // committing a batch and updating `tail`, and it stops before records a dead producer staged but never
+  // published.
+  // SYNC(head): acquire pairs with the consumer's release in PublishHead.
+  cached_head_ = control_->consumer.head.load(std::memory_order_acquire);
+  std::uint64_t position = cached_head_;
+  while (position - cached_head_ < capacity_) {
+    const RecordHeader* header = HeaderAt(position);
+    // SYNC(commit): acquire pairs with the release in CommitReserved/Flush (of a previous producer).
+    if (header->commit.load(std::memory_order_acquire) != position + 1) break;
+    const std::uint64_t to_end = capacity_ - (position & mask_);
+    const std::uint64_t bytes = header->kind == static_cast<std::uint32_t>(RecordKind::kPadding)
+                                    ? to_end
+                                    : RecordBytes(header->length);
+    if (bytes > to_end || bytes == 0) break;
+    position += bytes;
+  }
+  tail_ = position;
+  messages_written_ = control_->producer.messages_written.load(std::memory_order_relaxed);
+  // Whatever a dead producer left at the resume point must not look committed.
+  if (tail_ - cached_head_ < capacity_) HeaderAt(tail_)->commit.store(0, std::memory_order_relaxed);
+  control_->producer.tail.store(tail_, std::memory_order_release);
+}
+
+bool RingProducer::HasSpace(std::uint64_t record_bytes) {
+  const std::uint64_t to_end = capacity_ - (tail_ & mask_);
+  const std::uint64_t needed = record_bytes + (record_bytes > to_end ? to_end : 0);
+  if (tail_ + needed - cached_head_ <= capacity_) return true;
+  // SYNC(head): acquire pairs with the consumer's release in PublishHead: the consumer is done with
+  // everything before the head we load, so we may overwrite it. seq_cst (a plain load on x86 and Arm64)
+  // for the sleep-flag handshake: this is the recheck of WaitForSpace.
+  const std::uint64_t head = control_->consumer.head.load(std::memory_order_seq_cst);
+  // A head outside [old cached head, tail] is a corrupt consumer; treat the ring as full rather than
+  // overwrite what we cannot prove was read (our writes stay inside our data area either way).
+  if (head < cached_head_ || head > tail_) return false;
+  cached_head_ = head;
+  return tail_ + needed - cached_head_ <= capacity_;
+}
+
+std::uint64_t RingProducer::Reserve(std::uint64_t record_bytes) {
+  if (!HasSpace(record_bytes)) return kNone;
+  const std::uint64_t to_end = capacity_ - (tail_ & mask_);
+  if (record_bytes > to_end) {
+    // Fill the rest of the data area with a padding record; the message starts the next lap.
+    RecordHeader* padding = HeaderAt(tail_);
+    padding->length = static_cast<std::uint32_t>(to_end - kRecordHeaderBytes);
+    padding->kind = static_cast<std::uint32_t>(RecordKind::kPadding);
+    tail_ += to_end;
+  }
+  const std::uint64_t position = tail_;
+  tail_ += record_bytes;
+  return position;
+}
+
+void RingProducer::CommitReserved(std::uint64_t padding, std::uint64_t record, Publish publish) {
+  // Guard the next record's position: until the producer writes a real record there, the consumer must
+  // see "not committed" rather than bytes left over from an earlier lap or an aborted claim. Skipped when
+  // the ring is exactly full: the next position then holds the oldest unread record's header, whose
+  // commit word belongs to the previous lap and cannot match.
+  if (tail_ - cached_head_ < capacity_) HeaderAt(tail_)->commit.store(0, std::memory_order_relaxed);
+
+  // Commit the padding (if any) and the record, except the batch's first record, whose commit is withheld
+  // until the batch is published.
+  for (const std::uint64_t position : {padding, record}) {
+    if (position == kNone) continue;
+    if (batch_start_ == kNone) {
+      batch_start_ = position;
+    } else {
+      // Invisible until the batch's first record is published (the consumer cannot get past it), so any
+      // order would do; release keeps each record self-contained for whoever resumes a crashed producer.
+      HeaderAt(position)->commit.store(position + 1, std::memory_order_release);
+    }
+  }
+  ++messages_written_;
+  if (publish == Publish::kNow || tail_ - batch_start_ >= batch_limit_) Flush();
+}
+
+bool RingProducer::TryWrite(std::span<const std::byte> message, Publish publish) {
+  if (message.size() > max_message_bytes_ || claim_position_ != kNone) return false;
+  const std::uint64_t before = tail_;
+  const std::uint64_t position = Reserve(RecordBytes(message.size()));
+  if (position == kNone) {
+    Flush();  // a full ring must never strand staged records
+    return false;
+  }
+  const std::uint64_t padding = position != before ? before : kNone;
+  RecordHeader* header = HeaderAt(position);
+  header->length = static_cast<std::uint32_t>(message.size());
+  header->kind = static_cast<std::uint32_t>(RecordKind::kData);
+  if (!message.empty()) std::memcpy(reinterpret_cast<std::byte*>(header + 1), message.data(), message.size());
+  CommitReserved(padding, position, publish);
+  return true;
+}
+
+std::byte* RingProducer::TryClaim(std::size_t size) {
+  if (size > max_message_bytes_ || claim_position_ != kNone) return nullptr;
+  const std::uint64_t before = tail_;
+  const std::uint64_t position = Reserve(RecordBytes(size));
+  if (position == kNone) {
+    Flush();
+    return nullptr;
+  }
+  claim_padding_ = position != before ? before : kNone;
+  claim_position_ = position;
+  claim_capacity_ = size;
+  RecordHeader* header = HeaderAt(position);
+  header->kind = static_cast<std::uint32_t>(RecordKind::kData);
+  header->length = static_cast<std::uint32_t>(size);
+  return reinterpret_cast<std::byte*>(header + 1);
+}
+
+void RingProducer::Commit(std::size_t size, Publish publish) {
+  if (claim_position_ == kNone) return;
+  if (size > claim_capacity_) size = claim_capacity_;  // never publish bytes that were not reserved
+  HeaderAt(claim_position_)->length = static_cast<std::uint32_t>(size);
+  tail_ = claim_position_ + RecordBytes(size);  // a shorter message gives back the unused space
+  const std::uint64_t padding = claim_padding_;
+  const std::uint64_t record = claim_position_;
+  claim_position_ = claim_padding_ = kNone;
+  CommitReserved(padding, record, publish);
+}
+
+void RingProducer::Abort() {
+  if (claim_position_ == kNone) return;
+  // Nothing of the claim (nor its padding) was committed, so rewinding makes it as if it never happened.
+  tail_ = claim_padding_ != kNone ? claim_padding_ : claim_position_;
+  claim_position_ = claim_padding_ = kNone;
+}
+
+void RingProducer::Flush() {
+  if (batch_start_ == kNone) return;
+  // SYNC(commit): release pairs with the consumer's acquire in TryPeek: the batch's records, and the
+  // commit words of all but its first, are visible before the first record is. seq_cst rather than
+  // release for the sleep-flag handshake with a consumer going to sleep (see SleepUnlessReady).
+  HeaderAt(batch_start_)->commit.store(batch_start_ + 1, std::memory_order_seq_cst);
+  batch_start_ = kNone;
+  // For observers only (the consumer follows commit words): relaxed counters, release tail.
+  control_->producer.messages_written.store(messages_written_, std::memory_order_relaxed);
+  control_->producer.tail.store(tail_, std::memory_order_release);
+  WakeConsumerIfSleeping();
+}
+
+void RingProducer::WakeConsumerIfSleeping() {
+  if (WakeIfSleeping(control_->wait.data_futex, control_->wait.data_sleeping, control_->wait.wake_syscalls)) {
+    ++wake_syscalls_;
+  }
+}
+
+absl::Status RingProducer::WaitForSpace(std::size_t size, const WaitStrategy& strategy, Deadline deadline,
+                                        WaitCheck check) {
+  const std::uint64_t record_bytes = RecordBytes(size);
+  Flush();
+  Backoff backoff(strategy);
+  while (!HasSpace(record_bytes)) {
+    if (backoff.Pause()) {
+      if (deadline.Expired()) break;
+      continue;
+    }
+    if (deadline.Expired()) break;
+    if (SleepUnlessReady(control_->wait.space_futex, control_->wait.space_sleeping, SliceOf(deadline),
+                         [&] { return HasSpace(record_bytes); }, control_->wait.wait_syscalls)) {
+      ++wait_syscalls_;
+    }
+    if (absl::Status status = check(); !status.ok()) return status;
+  }
+  if (HasSpace(record_bytes)) return absl::OkStatus();
+  return absl::DeadlineExceededError(absl::StrFormat(
+      "ring full: no room for a %d-byte message before the deadline (the reader is not keeping up; %d of %d "
+      "bytes in use)",
+      size, tail_ - cached_head_, capacity_));
+}
+
+absl::Status RingProducer::Write(std::span<const std::byte> message, const WaitStrategy& strategy,
+                                 Deadline deadline, Publish publish) {
+  return Write(message, strategy, deadline, publish, NoCheck);
+}
+
+absl::Status RingProducer::Write(std::span<const std::byte> message, const WaitStrategy& strategy,
+                                 Deadline deadline, Publish publish, WaitCheck check) {
+  if (message.size() > max_message_bytes_) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "message of %d bytes exceeds the ring's maximum message size of %d bytes (ring capacity %d): split it "
+        "or create the channel with a larger capacity",
+        message.size(), max_message_bytes_, capacity_));
+  }
+  if (claim_position_ != kNone) {
+    return absl::FailedPreconditionError("Write called while a claim is outstanding: Commit or Abort it first");
+  }
+  while (!TryWrite(message, publish)) {
+    if (absl::Status status = WaitForSpace(message.size(), strategy, deadline, check); !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// RingConsumer
+
+RingConsumer::RingConsumer(RingControl* control, const std::byte* data, std::uint64_t capacity,
+                           std::uint64_t max_message_bytes)
+    : control_(control),
+      data_(data),
+      capacity_(capacity),
+      mask_(capacity - 1),
+      max_message_bytes_(std::min(max_message_bytes, MaxPayloadForCapacity(capacity))),
+      release_batch_(std::min(kMaxReleaseBatchBytes, capacity / 4)) {
+  head_ = published_head_ = control_->consumer.head.load(std::memory_order_relaxed);
+  messages_read_ = control_->consumer.messages_read.load(std::memory_order_relaxed);
+}
+
+ReadResult RingConsumer::MarkCorrupt(std::string detail) {
+  if (corruption_.empty()) corruption_ = std::move(detail);
+  return ReadResult::kCorrupt;
+}
+
+absl::Status RingConsumer::corruption_status() const {
+  if (corruption_.empty()) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("ring corrupted by its producer: ", corruption_,
+                                          "; the channel must be re-created"));
+}
+
+ReadResult RingConsumer::TryPeek(std::span<const std::byte>* message) {
+  if (!corruption_.empty()) return ReadResult::kCorrupt;
+  // At most one padding record precedes a message: a padding record at offset 0 would mean a message
+  // larger than the whole ring, which the producer never writes.
+  for (int records = 0; records < 2; ++records) {
+    const std::uint64_t offset = head_ & mask_;
+    const RecordHeader* header = reinterpret_cast<const RecordHeader*>(data_ + offset);
+    // SYNC(commit): acquire pairs with the producer's release in Flush/CommitReserved. seq_cst (a plain
+    // load on x86 and Arm64) because this is also the recheck of the sleep-flag handshake in WaitForData.
+    if (header->commit.load(std::memory_order_seq_cst) != head_ + 1) {
+      PublishHead();  // drained: hand all released space back now
+      return ReadResult::kEmpty;
+    }
+    // Each field is read exactly once into a local: a hostile producer may change them under us.
+    RecordHeader copy;
+    std::memcpy(&copy.length, &header->length, sizeof(copy.length));
+    std::memcpy(&copy.kind, &header->kind, sizeof(copy.kind));
+    const std::uint64_t to_end = capacity_ - offset;
+    if (copy.kind == static_cast<std::uint32_t>(RecordKind::kData)) {
+      if (copy.length > max_message_bytes_ || RecordBytes(copy.length) > to_end) {
+        return MarkCorrupt(absl::StrFormat("record at position %d claims %d payload bytes (maximum %d, %d bytes "
+                                           "left before the end of the ring)",
+                                           head_, copy.length, max_message_bytes_, to_end - kRecordHeaderBytes));
+      }
+      peeked_bytes_ = RecordBytes(copy.length);
+      *message = std::span<const std::byte>(reinterpret_cast<const std::byte*>(header + 1), copy.length);
+      return ReadResult::kOk;
+    }
+    if (copy.kind != static_cast<std::uint32_t>(RecordKind::kPadding)) {
+      return MarkCorrupt(absl::StrFormat("record at position %d has unknown kind 0x%08x", head_, copy.kind));
+    }
+    if (offset == 0 || copy.length != to_end - kRecordHeaderBytes) {
+      return MarkCorrupt(absl::StrFormat("padding record at position %d covers %d bytes, expected %d", head_,
+                                         copy.length, to_end - kRecordHeaderBytes));
+    }
+    head_ += to_end;
+  }
+  return MarkCorrupt(absl::StrFormat("two padding records in a row at position %d", head_));
+}
+
+void RingConsumer::Release() {
+  if (peeked_bytes_ == 0) return;
+  head_ += peeked_bytes_;
+  peeked_bytes_ = 0;
+  ++messages_read_;
+  // Hand space back in batches, or at once if the producer is waiting for it. The relaxed flag load can
+  // miss a producer that is just going to sleep; the seq_cst check in PublishHead (reached at the latest
+  // when the ring drains) does not.
+  if (head_ - published_head_ >= release_batch_ ||
+      control_->wait.space_sleeping.load(std::memory_order_relaxed) != 0) {
+    PublishHead();
+  }
+}
+
+void RingConsumer::PublishHead() {
+  if (head_ == published_head_) return;
+  control_->consumer.messages_read.store(messages_read_, std::memory_order_relaxed);
+  // SYNC(head): release pairs with the producer's acquire in HasSpace: we are done reading before head_.
+  // seq_cst for the sleep-flag handshake with a producer waiting for space (see SleepUnlessReady).
+  control_->consumer.head.store(head_, std::memory_order_seq_cst);
+  published_head_ = head_;
+  WakeProducerIfSleeping();
+}
+
+void RingConsumer::WakeProducerIfSleeping() {
+  if (WakeIfSleeping(control_->wait.space_futex, control_->wait.space_sleeping, control_->wait.wake_syscalls)) {
+    ++wake_syscalls_;
+  }
+}
+
+ReadResult RingConsumer::TryRead(std::span<std::byte> buffer, std::size_t* size) {
+  std::span<const std::byte> message;
+  const ReadResult result = TryPeek(&message);
+  if (result != ReadResult::kOk) return result;
+  *size = message.size();
+  if (message.size() > buffer.size()) return ReadResult::kBufferTooSmall;
+  if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
+  Release();
+  return ReadResult::kOk;
+}
+
+bool RingConsumer::HasData() {
+  if (peeked_bytes_ != 0 || !corruption_.empty()) return true;
+  std::span<const std::byte> message;
+  // TryPeek skips padding and keeps the message peeked, so the next read starts where this left off.
+  return TryPeek(&message) != ReadResult::kEmpty;
+}
+
+absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline deadline, WaitCheck check) {
+  Backoff backoff(strategy);
+  while (!HasData()) {
+    if (backoff.Pause()) {
+      if (deadline.Expired()) break;
+      continue;
+    }
+    if (deadline.Expired()) break;
+    PublishHead();
+    if (SleepUnlessReady(control_->wait.data_futex, control_->wait.data_sleeping, SliceOf(deadline),
+                         [&] { return HasData(); }, control_->wait.wait_syscalls)) {
+      ++wait_syscalls_;
+    }
+    if (absl::Status status = check(); !status.ok()) return status;
+  }
+  if (HasData()) return absl::OkStatus();
+  return absl::DeadlineExceededError("no message arrived before the deadline");
+}
+
+absl::StatusOr<std::size_t> RingConsumer::Read(std::span<std::byte> buffer, const WaitStrategy& strategy,
+                                               Deadline deadline) {
+  return Read(buffer, strategy, deadline, NoCheck);
+}
+
+absl::StatusOr<std::size_t> RingConsumer::Read(std::span<std::byte> buffer, const WaitStrategy& strategy,
+                                               Deadline deadline, WaitCheck check) {
+  for (;;) {
+    std::size_t size = 0;
+    switch (TryRead(buffer, &size)) {
+      case ReadResult::kOk:
+        return size;
+      case ReadResult::kBufferTooSmall:
+        return absl::OutOfRangeError(absl::StrFormat(
+            "the next message is %d bytes but the buffer holds %d; the message stays in the ring: read it "
+            "with a buffer of at least %d bytes",
+            size, buffer.size(), size));
+      case ReadResult::kCorrupt:
+        return corruption_status();
+      case ReadResult::kEmpty:
+        break;
+    }
+    if (absl::Status status = WaitForData(strategy, deadline, check); !status.ok()) return status;
+  }
+}
+
+}  // namespace eshm

@@ -1,0 +1,233 @@
+// A lock-free single-producer/single-consumer ring of variable-length messages over memory it is given.
+//
+// The ring never maps or allocates: RingProducer and RingConsumer work on a RingControl and a data area
+// (see layout.h) that may be a heap buffer in a unit test or a shared-memory segment between two
+// processes. It never overwrites an unread message: a full ring makes TryWrite fail and Write wait
+// (backpressure).
+//
+// Publication. A record is visible to the consumer once its commit word holds its position + 1. Writes
+// with Publish::kNow become visible at once. Writes with Publish::kDeferred are staged: the first record of
+// a batch keeps its commit word unwritten, which hides the whole batch, until Flush() (or the next kNow
+// write, or a full ring, or kBatchBytes of staged data) publishes it with a single release store. Batching
+// keeps the consumer off the cache lines the producer is still filling, which is where streaming
+// throughput is won. Staged records are never stranded by the ring itself: any write that finds the ring
+// full publishes them first, and Write() publishes before it waits.
+//
+// Memory ordering (each pair is marked SYNC at both ends in ring.cc):
+//  * Producer commit (release) -> consumer commit load (acquire): everything the producer wrote into a
+//    record, and every record staged before the batch's first record was published, happens-before the
+//    consumer reads it.
+//  * Consumer head store (release) -> producer head load (acquire): the consumer has finished reading
+//    everything before `head` before the producer overwrites it.
+//  * Sleep/wake handshakes (Dekker): the sleeper raises its flag, then rechecks the condition; the waker
+//    publishes (a commit or head store), then checks the flag; all four accesses are seq_cst, so at least
+//    one side sees the other and a wakeup is never lost. The futex word itself is compared by the kernel,
+//    so a wake between the recheck and the sleep is not lost either.
+//
+// Untrusted peers. The consumer validates every length and kind it reads from shared memory, reads each
+// header field exactly once, and never touches memory outside its data area: a corrupt or hostile producer
+// yields ReadResult::kCorrupt (and a DataLoss status from Read), never an out-of-bounds access. The
+// producer only ever writes inside its data area, whatever the consumer publishes as its head.
+//
+// Threading: each class is thread-compatible. A ring has exactly one RingProducer and one RingConsumer,
+// each used by one thread at a time; they may live in different threads or processes.
+#ifndef ESHM_RING_H_
+#define ESHM_RING_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "eshm/deadline.h"
+#include "eshm/layout.h"
+#include "eshm/wait_strategy.h"
+
+namespace eshm {
+
+enum class Publish : std::uint8_t {
+  kNow,       // visible to the consumer when the call returns
+  kDeferred,  // staged; visible at the next Flush() or kNow write (see the file comment)
+};
+
+enum class ReadResult : std::uint8_t {
+  kOk,              // a message was read (or peeked)
+  kEmpty,           // nothing to read now
+  kBufferTooSmall,  // the next message is larger than the buffer; it stays in the ring
+  kCorrupt,         // the shared memory breaks the ring's invariants; the ring is unusable
+};
+
+const char* ReadResultName(ReadResult result);
+
+// Called by blocking operations between sleeps (and after a signal interrupts one). A non-OK status ends
+// the wait with that status: the channel layer uses it to report a dead peer, Python to raise
+// KeyboardInterrupt.
+using WaitCheck = absl::FunctionRef<absl::Status()>;
+
+// Maximum time a blocking wait sleeps before calling its WaitCheck again.
+inline constexpr std::int64_t kWaitCheckIntervalNs = 10'000'000;  // 10 ms
+
+// Validates that `capacity` can back a ring: a power of two in [kMinRingCapacity, kMaxRingCapacity].
+absl::Status ValidateRingCapacity(std::uint64_t capacity);
+
+// Prepares zeroed memory for a new ring (control block zeroed; data need not be). For heap-backed rings;
+// a new shared-memory segment is already zero.
+void InitializeRing(RingControl* control);
+
+class RingProducer {
+ public:
+  // Staged (kDeferred) bytes that trigger an automatic publication.
+  static constexpr std::uint64_t kMaxBatchBytes = 16 * 1024;
+
+  RingProducer() = default;
+  // Writes records into `data[0, capacity)`, resuming at the tail recorded in `control`. `capacity` must
+  // satisfy ValidateRingCapacity; `max_message_bytes` at most MaxPayloadForCapacity(capacity).
+  RingProducer(RingControl* control, std::byte* data, std::uint64_t capacity, std::uint64_t max_message_bytes);
+
+  RingProducer(RingProducer&&) = default;
+  RingProducer& operator=(RingProducer&&) = default;
+
+  std::uint64_t capacity() const { return capacity_; }
+  std::uint64_t max_message_bytes() const { return max_message_bytes_; }
+
+  // Copies `message` into the ring. False when it does not fit now (ring full), or never will (larger
+  // than max_message_bytes(); Write() says so with a Status).
+  bool TryWrite(std::span<const std::byte> message, Publish publish = Publish::kNow);
+  bool TryWrite(const void* data, std::size_t size, Publish publish = Publish::kNow) {
+    return TryWrite(std::span<const std::byte>(static_cast<const std::byte*>(data), size), publish);
+  }
+
+  // Zero-copy: reserves room for a message of up to `size` bytes and returns where to write it, or nullptr
+  // when it does not fit now (or ever: see TryWrite). Exactly one claim may be outstanding; end it with
+  // Commit (any size up to the claimed one) or Abort. Nothing becomes visible before Commit.
+  std::byte* TryClaim(std::size_t size);
+  void Commit(std::size_t size, Publish publish = Publish::kNow);
+  void Abort();
+  bool has_claim() const { return claim_position_ != kNone; }
+
+  // Publishes every staged record and wakes the consumer if it sleeps. Cheap when nothing is staged.
+  void Flush();
+
+  // Blocking write: waits for space under `strategy` until `deadline`, calling `check` between sleeps.
+  // InvalidArgument if the message can never fit; DeadlineExceeded if the ring stayed full.
+  absl::Status Write(std::span<const std::byte> message, const WaitStrategy& strategy, Deadline deadline,
+                     Publish publish = Publish::kNow);
+  absl::Status Write(std::span<const std::byte> message, const WaitStrategy& strategy, Deadline deadline,
+                     Publish publish, WaitCheck check);
+
+  // Waits until a message of `size` bytes fits. Publishes staged records first.
+  absl::Status WaitForSpace(std::size_t size, const WaitStrategy& strategy, Deadline deadline, WaitCheck check);
+
+  // Messages written (published or staged) by this producer since it attached.
+  std::uint64_t messages_written() const { return messages_written_; }
+  // FUTEX_WAKE / FUTEX_WAIT system calls this producer made.
+  std::uint64_t wake_syscalls() const { return wake_syscalls_; }
+  std::uint64_t wait_syscalls() const { return wait_syscalls_; }
+  std::uint64_t staged_bytes() const { return batch_start_ == kNone ? 0 : tail_ - batch_start_; }
+
+ private:
+  static constexpr std::uint64_t kNone = ~std::uint64_t{0};
+
+  RecordHeader* HeaderAt(std::uint64_t position) const {
+    return reinterpret_cast<RecordHeader*>(data_ + (position & mask_));
+  }
+  // True if a record of `record_bytes` (plus any padding before it) fits; refreshes the cached head.
+  bool HasSpace(std::uint64_t record_bytes);
+  // Reserves a record of `record_bytes` at tail_, writing (but not committing) padding first if the record
+  // would cross the end of the data area. Returns the record's position, or kNone when full.
+  std::uint64_t Reserve(std::uint64_t record_bytes);
+  // Adds the reserved padding (kNone if none) and record to the current batch, committing all but the
+  // batch's first record, and publishes the batch if asked to or if it is large enough.
+  void CommitReserved(std::uint64_t padding, std::uint64_t record, Publish publish);
+  void WakeConsumerIfSleeping();
+
+  RingControl* control_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t mask_ = 0;
+  std::uint64_t max_message_bytes_ = 0;
+  std::uint64_t batch_limit_ = 0;
+  std::uint64_t tail_ = 0;          // next position to write
+  std::uint64_t cached_head_ = 0;   // last head read from the consumer
+  std::uint64_t batch_start_ = kNone;  // first record whose commit is withheld
+  std::uint64_t claim_position_ = kNone;
+  std::uint64_t claim_padding_ = kNone;  // padding written for the outstanding claim, uncommitted
+  std::uint64_t claim_capacity_ = 0;
+  std::uint64_t messages_written_ = 0;
+  std::uint64_t wake_syscalls_ = 0;
+  std::uint64_t wait_syscalls_ = 0;
+};
+
+class RingConsumer {
+ public:
+  // Released bytes that trigger publishing the head to the producer even while more data is queued.
+  static constexpr std::uint64_t kMaxReleaseBatchBytes = 16 * 1024;
+
+  RingConsumer() = default;
+  // Reads records from `data[0, capacity)`, resuming at the head recorded in `control`. Rejects (as
+  // corruption) any record whose payload exceeds `max_message_bytes`.
+  RingConsumer(RingControl* control, const std::byte* data, std::uint64_t capacity,
+               std::uint64_t max_message_bytes);
+
+  RingConsumer(RingConsumer&&) = default;
+  RingConsumer& operator=(RingConsumer&&) = default;
+
+  // Zero-copy: points `message` at the next message, which stays valid and in the ring until Release().
+  // Peeking again without Release returns the same message.
+  ReadResult TryPeek(std::span<const std::byte>* message);
+  // Releases the peeked message so its space can be reused.
+  void Release();
+
+  // Copies the next message into `buffer` and sets `*size` to its length. kBufferTooSmall leaves the
+  // message in the ring and sets `*size` to the length needed.
+  ReadResult TryRead(std::span<std::byte> buffer, std::size_t* size);
+
+  // True if a message is ready to read (kCorrupt counts as ready: the read reports it).
+  bool HasData();
+
+  // Blocking read: waits for a message under `strategy` until `deadline`, calling `check` between sleeps.
+  // Returns the message length. OutOfRange (message kept) if `buffer` is too small, DeadlineExceeded if
+  // nothing arrived, DataLoss if the ring is corrupt.
+  absl::StatusOr<std::size_t> Read(std::span<std::byte> buffer, const WaitStrategy& strategy, Deadline deadline);
+  absl::StatusOr<std::size_t> Read(std::span<std::byte> buffer, const WaitStrategy& strategy, Deadline deadline,
+                                   WaitCheck check);
+
+  // Waits until HasData(). Publishes released space first, so a waiting producer is never starved.
+  absl::Status WaitForData(const WaitStrategy& strategy, Deadline deadline, WaitCheck check);
+
+  // Makes released space visible to the producer now (otherwise it is returned in batches).
+  void PublishHead();
+
+  bool corrupted() const { return !corruption_.empty(); }
+  // Why the ring is considered corrupt (DataLoss), or OK.
+  absl::Status corruption_status() const;
+
+  std::uint64_t messages_read() const { return messages_read_; }
+  std::uint64_t wake_syscalls() const { return wake_syscalls_; }
+  std::uint64_t wait_syscalls() const { return wait_syscalls_; }
+
+ private:
+  ReadResult MarkCorrupt(std::string detail);
+  void WakeProducerIfSleeping();
+
+  RingControl* control_ = nullptr;
+  const std::byte* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t mask_ = 0;
+  std::uint64_t max_message_bytes_ = 0;
+  std::uint64_t release_batch_ = 0;
+  std::uint64_t head_ = 0;            // next position to read
+  std::uint64_t published_head_ = 0;  // last head stored for the producer
+  std::uint64_t peeked_bytes_ = 0;    // record bytes of the peeked message, 0 if none
+  std::uint64_t messages_read_ = 0;
+  std::uint64_t wake_syscalls_ = 0;
+  std::uint64_t wait_syscalls_ = 0;
+  std::string corruption_;
+};
+
+}  // namespace eshm
+
+#endif  // ESHM_RING_H_

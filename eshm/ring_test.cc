@@ -1,0 +1,544 @@
+#include "eshm/ring.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "eshm/layout.h"
+#include "gtest/gtest.h"
+
+namespace eshm {
+namespace {
+
+// A ring on the heap: RingControl followed by `capacity` bytes of data, 128-byte aligned like a segment.
+class HeapRing {
+ public:
+  explicit HeapRing(std::uint64_t capacity, std::uint64_t max_message = 0)
+      : capacity_(capacity),
+        max_message_(max_message == 0 ? MaxPayloadForCapacity(capacity) : max_message),
+        memory_(static_cast<std::byte*>(std::aligned_alloc(kFalseSharingRange, kRingControlBytes + capacity))) {
+    std::memset(memory_.get(), 0, kRingControlBytes + capacity);
+    InitializeRing(control());
+  }
+  RingControl* control() { return reinterpret_cast<RingControl*>(memory_.get()); }
+  std::byte* data() { return memory_.get() + kRingControlBytes; }
+  RingProducer Producer() { return RingProducer(control(), data(), capacity_, max_message_); }
+  RingConsumer Consumer() { return RingConsumer(control(), data(), capacity_, max_message_); }
+  std::uint64_t capacity() const { return capacity_; }
+
+ private:
+  struct Free {
+    void operator()(std::byte* p) const { std::free(p); }
+  };
+  std::uint64_t capacity_;
+  std::uint64_t max_message_;
+  std::unique_ptr<std::byte, Free> memory_;
+};
+
+// Stress sizes shrink under sanitizers (the test runner sets ESHM_STRESS_SCALE), where each step is slower.
+int Scaled(int count) {
+  const char* scale = std::getenv("ESHM_STRESS_SCALE");
+  const double factor = scale != nullptr ? std::atof(scale) : 1.0;
+  return std::max(1, static_cast<int>(count * (factor > 0 ? factor : 1.0)));
+}
+
+std::vector<std::byte> Message(std::size_t size, std::uint32_t seed) {
+  std::vector<std::byte> m(size);
+  std::uint32_t x = seed * 2654435761u + 1;
+  for (auto& b : m) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = static_cast<std::byte>(x);
+  }
+  return m;
+}
+
+std::vector<std::byte> ReadOne(RingConsumer& consumer, std::size_t buffer_size = 1 << 20) {
+  std::vector<std::byte> buffer(buffer_size);
+  std::size_t size = 0;
+  EXPECT_EQ(consumer.TryRead(buffer, &size), ReadResult::kOk);
+  buffer.resize(size);
+  return buffer;
+}
+
+TEST(RingTest, EmptyRingHasNothingToRead) {
+  HeapRing ring(4096);
+  RingConsumer consumer = ring.Consumer();
+  std::byte buffer[16];
+  std::size_t size = 123;
+  EXPECT_EQ(consumer.TryRead(buffer, &size), ReadResult::kEmpty);
+  EXPECT_EQ(size, 123u);
+  EXPECT_FALSE(consumer.HasData());
+}
+
+TEST(RingTest, MessageRoundTripsWithItsExactLength) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  const std::string text = "Hello from master #0";
+  ASSERT_TRUE(producer.TryWrite(text.data(), text.size()));
+  EXPECT_TRUE(consumer.HasData());
+  const std::vector<std::byte> got = ReadOne(consumer);
+  ASSERT_EQ(got.size(), text.size());
+  EXPECT_EQ(std::memcmp(got.data(), text.data(), text.size()), 0);
+  EXPECT_FALSE(consumer.HasData());
+}
+
+TEST(RingTest, ZeroLengthMessageIsAMessage) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  ASSERT_TRUE(producer.TryWrite(nullptr, 0));
+  std::size_t size = 99;
+  std::byte buffer[1];
+  EXPECT_EQ(consumer.TryRead(std::span<std::byte>(buffer, 0), &size), ReadResult::kOk);
+  EXPECT_EQ(size, 0u);
+  EXPECT_EQ(consumer.TryRead(buffer, &size), ReadResult::kEmpty);
+}
+
+TEST(RingTest, FullRingRefusesWritesAndNeverOverwrites) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  // 100-byte payloads occupy 128-byte records: exactly 32 fit in 4 KiB.
+  int written = 0;
+  while (producer.TryWrite(Message(100, written))) ++written;
+  EXPECT_EQ(written, 32);
+  EXPECT_FALSE(producer.TryWrite(Message(100, 999)));
+  EXPECT_FALSE(producer.TryWrite(nullptr, 0));  // not even an empty record fits
+  // Every message is still the original, in order.
+  for (int i = 0; i < written; ++i) {
+    ASSERT_EQ(ReadOne(consumer), Message(100, i)) << "message " << i;
+  }
+  // Space comes back once read.
+  EXPECT_TRUE(producer.TryWrite(Message(100, 1000)));
+  EXPECT_EQ(ReadOne(consumer), Message(100, 1000));
+}
+
+TEST(RingTest, WrapInsertsPaddingAndKeepsOrder) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  // Sizes chosen so records straddle the end of the data area on several laps.
+  std::uint32_t seed = 0;
+  for (int lap = 0; lap < 50; ++lap) {
+    for (std::size_t size : {1000u, 700u, 333u, 1500u}) {
+      ASSERT_TRUE(producer.TryWrite(Message(size, seed))) << "lap " << lap << " size " << size;
+      ASSERT_EQ(ReadOne(consumer), Message(size, seed)) << "lap " << lap << " size " << size;
+      ++seed;
+    }
+  }
+  EXPECT_EQ(consumer.messages_read(), 200u);
+}
+
+TEST(RingTest, LargestMessageFitsWheneverTheRingIsEmpty) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  const std::size_t max = producer.max_message_bytes();
+  EXPECT_EQ(max, 4096u / 2 - kRecordHeaderBytes);
+  // Shift the write position through many offsets; the largest message must fit each time.
+  for (std::size_t shift = 0; shift < 64; ++shift) {
+    ASSERT_TRUE(producer.TryWrite(Message(shift * 16, shift)));
+    ASSERT_EQ(ReadOne(consumer), Message(shift * 16, shift));
+    ASSERT_TRUE(producer.TryWrite(Message(max, shift))) << "shift " << shift;
+    ASSERT_EQ(ReadOne(consumer, max), Message(max, shift));
+  }
+}
+
+TEST(RingTest, OversizedMessageIsRefusedWithAClearError) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  const std::vector<std::byte> too_big(producer.max_message_bytes() + 1);
+  EXPECT_FALSE(producer.TryWrite(too_big));
+  EXPECT_EQ(producer.TryClaim(too_big.size()), nullptr);
+  const absl::Status status = producer.Write(too_big, WaitStrategy::Spin(), Deadline::AfterMs(10));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("exceeds"), std::string_view::npos) << status;
+  // A message larger than the whole ring is refused the same way, not waited for.
+  const std::vector<std::byte> huge(1 << 20);
+  EXPECT_EQ(producer.Write(huge, WaitStrategy::Spin(), Deadline::Infinite()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(RingTest, EverySizeClassRoundTrips) {
+  HeapRing ring(1 << 16);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  std::vector<std::size_t> sizes;
+  for (std::size_t s = 0; s <= 48; ++s) sizes.push_back(s);  // around header and alignment boundaries
+  for (std::size_t s : {63u, 64u, 65u, 127u, 128u, 129u, 255u, 256u, 1023u, 1024u, 4095u, 4096u, 4097u,
+                        16383u, 16384u, 32000u}) {
+    sizes.push_back(s);
+  }
+  sizes.push_back(producer.max_message_bytes());
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    ASSERT_TRUE(producer.TryWrite(Message(sizes[i], i))) << sizes[i];
+    ASSERT_EQ(ReadOne(consumer), Message(sizes[i], i)) << sizes[i];
+  }
+}
+
+TEST(RingTest, ClaimThenCommitPublishesInPlace) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  std::byte* slot = producer.TryClaim(64);
+  ASSERT_NE(slot, nullptr);
+  EXPECT_TRUE(producer.has_claim());
+  const std::vector<std::byte> payload = Message(40, 7);
+  std::memcpy(slot, payload.data(), payload.size());
+  EXPECT_FALSE(consumer.HasData()) << "a claim must be invisible before Commit";
+  producer.Commit(40);  // commit fewer bytes than claimed
+  EXPECT_FALSE(producer.has_claim());
+  EXPECT_EQ(ReadOne(consumer), payload);
+}
+
+TEST(RingTest, ClaimThenAbortLeavesNoTrace) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  for (int round = 0; round < 100; ++round) {
+    std::byte* slot = producer.TryClaim(300);
+    ASSERT_NE(slot, nullptr);
+    std::memset(slot, 0xAB, 300);
+    producer.Abort();
+    EXPECT_FALSE(consumer.HasData());
+    ASSERT_TRUE(producer.TryWrite(Message(200, round)));
+    ASSERT_EQ(ReadOne(consumer), Message(200, round));
+  }
+}
+
+TEST(RingTest, AbortedClaimAcrossTheWrapDoesNotLeakPadding) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  // Move to 3968 bytes into the ring so a 1000-byte claim needs padding.
+  for (int i = 0; i < 31; ++i) {
+    ASSERT_TRUE(producer.TryWrite(Message(112, i)));
+    ASSERT_EQ(ReadOne(consumer), Message(112, i));
+  }
+  ASSERT_NE(producer.TryClaim(1000), nullptr);
+  producer.Abort();
+  EXPECT_FALSE(consumer.HasData());
+  ASSERT_TRUE(producer.TryWrite(Message(16, 1)));  // fits before the end: no padding this time
+  EXPECT_EQ(ReadOne(consumer), Message(16, 1));
+}
+
+TEST(RingTest, OnlyOneClaimAtATime) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  ASSERT_NE(producer.TryClaim(10), nullptr);
+  EXPECT_EQ(producer.TryClaim(10), nullptr);
+  EXPECT_FALSE(producer.TryWrite(Message(10, 0)));
+  EXPECT_EQ(producer.Write(Message(10, 0), WaitStrategy::Spin(), Deadline::AfterMs(5)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  producer.Commit(10);
+  EXPECT_TRUE(producer.TryWrite(Message(10, 0)));
+}
+
+TEST(RingTest, DeferredWritesAreInvisibleUntilFlush) {
+  HeapRing ring(1 << 16);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(producer.TryWrite(Message(50, i), Publish::kDeferred));
+  EXPECT_FALSE(consumer.HasData()) << "a partial batch must be invisible";
+  EXPECT_GT(producer.staged_bytes(), 0u);
+  producer.Flush();
+  EXPECT_EQ(producer.staged_bytes(), 0u);
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(ReadOne(consumer), Message(50, i));
+}
+
+TEST(RingTest, ANowWritePublishesEarlierStagedWrites) {
+  HeapRing ring(1 << 16);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  ASSERT_TRUE(producer.TryWrite(Message(5, 1), Publish::kDeferred));
+  ASSERT_TRUE(producer.TryWrite(Message(6, 2), Publish::kNow));
+  EXPECT_EQ(ReadOne(consumer), Message(5, 1));
+  EXPECT_EQ(ReadOne(consumer), Message(6, 2));
+}
+
+TEST(RingTest, LargeBatchesPublishThemselves) {
+  HeapRing ring(1 << 20);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  int written = 0;
+  while (!consumer.HasData()) {
+    ASSERT_TRUE(producer.TryWrite(Message(100, written), Publish::kDeferred));
+    ++written;
+    ASSERT_LE(written * 128u, RingProducer::kMaxBatchBytes) << "staged bytes were never published";
+  }
+}
+
+TEST(RingTest, FullRingPublishesStagedWrites) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  int written = 0;
+  while (producer.TryWrite(Message(100, written), Publish::kDeferred)) ++written;
+  // The failed write published everything: a consumer can drain the ring without a Flush.
+  for (int i = 0; i < written; ++i) ASSERT_EQ(ReadOne(consumer), Message(100, i));
+}
+
+TEST(RingTest, PeekKeepsTheMessageUntilRelease) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  ASSERT_TRUE(producer.TryWrite(Message(30, 1)));
+  ASSERT_TRUE(producer.TryWrite(Message(31, 2)));
+  std::span<const std::byte> first;
+  ASSERT_EQ(consumer.TryPeek(&first), ReadResult::kOk);
+  std::span<const std::byte> again;
+  ASSERT_EQ(consumer.TryPeek(&again), ReadResult::kOk);
+  EXPECT_EQ(first.data(), again.data());
+  EXPECT_EQ(std::vector<std::byte>(first.begin(), first.end()), Message(30, 1));
+  consumer.Release();
+  EXPECT_EQ(ReadOne(consumer), Message(31, 2));
+}
+
+TEST(RingTest, TooSmallBufferKeepsTheMessage) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  ASSERT_TRUE(producer.TryWrite(Message(100, 3)));
+  std::byte small[10];
+  std::size_t size = 0;
+  EXPECT_EQ(consumer.TryRead(small, &size), ReadResult::kBufferTooSmall);
+  EXPECT_EQ(size, 100u);
+  absl::StatusOr<std::size_t> blocking = consumer.Read(small, WaitStrategy::Spin(), Deadline::AfterMs(10));
+  EXPECT_EQ(blocking.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(blocking.status().message().find("stays in the ring"), std::string_view::npos);
+  EXPECT_EQ(ReadOne(consumer), Message(100, 3));
+}
+
+TEST(RingTest, PartialRecordIsInvisible) {
+  HeapRing ring(4096);
+  RingConsumer consumer = ring.Consumer();
+  // Everything of a record except its commit word: the consumer must not see it.
+  auto* header = reinterpret_cast<RecordHeader*>(ring.data());
+  header->length = 8;
+  header->kind = static_cast<std::uint32_t>(RecordKind::kData);
+  std::memset(static_cast<void*>(header + 1), 0x5A, 8);
+  EXPECT_FALSE(consumer.HasData());
+  header->commit.store(1, std::memory_order_release);
+  EXPECT_TRUE(consumer.HasData());
+}
+
+TEST(RingTest, CommitWordFromAnEarlierLapIsNotData) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  for (int i = 0; i < 32; ++i) {
+    ASSERT_TRUE(producer.TryWrite(Message(112, i)));
+    ASSERT_EQ(ReadOne(consumer), Message(112, i));
+  }
+  // One full lap later, position 4096 holds the record written at position 0 (commit 1): not data.
+  EXPECT_FALSE(consumer.HasData());
+}
+
+TEST(RingTest, CorruptedLengthIsDetected) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  ASSERT_TRUE(producer.TryWrite(Message(10, 1)));
+  reinterpret_cast<RecordHeader*>(ring.data())->length = 0xFFFFFF00u;
+  std::byte buffer[64];
+  std::size_t size = 0;
+  EXPECT_EQ(consumer.TryRead(buffer, &size), ReadResult::kCorrupt);
+  EXPECT_TRUE(consumer.corrupted());
+  EXPECT_EQ(consumer.corruption_status().code(), absl::StatusCode::kDataLoss);
+  // Sticky: the ring stays unusable rather than resynchronizing on garbage.
+  EXPECT_EQ(consumer.TryRead(buffer, &size), ReadResult::kCorrupt);
+  EXPECT_EQ(consumer.Read(buffer, WaitStrategy::Spin(), Deadline::AfterMs(5)).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+TEST(RingTest, LengthCrossingTheEndOfTheRingIsDetected) {
+  HeapRing ring(4096);
+  RingConsumer consumer = ring.Consumer();
+  // Within max_message_bytes, but the record would run past the end of the data area.
+  auto* header = reinterpret_cast<RecordHeader*>(ring.data() + 4096 - 64);
+  ring.control()->consumer.head.store(4096 - 64);
+  RingConsumer shifted = ring.Consumer();
+  header->length = 100;
+  header->kind = static_cast<std::uint32_t>(RecordKind::kData);
+  header->commit.store(4096 - 64 + 1);
+  std::span<const std::byte> message;
+  EXPECT_EQ(shifted.TryPeek(&message), ReadResult::kCorrupt);
+}
+
+TEST(RingTest, UnknownKindAndBadPaddingAreDetected) {
+  {
+    HeapRing ring(4096);
+    RingConsumer consumer = ring.Consumer();
+    auto* header = reinterpret_cast<RecordHeader*>(ring.data());
+    header->length = 4;
+    header->kind = 0x12345678;
+    header->commit.store(1);
+    std::span<const std::byte> message;
+    EXPECT_EQ(consumer.TryPeek(&message), ReadResult::kCorrupt);
+    EXPECT_NE(consumer.corruption_status().message().find("unknown kind"), std::string_view::npos);
+  }
+  {
+    HeapRing ring(4096);
+    RingConsumer consumer = ring.Consumer();
+    auto* header = reinterpret_cast<RecordHeader*>(ring.data());
+    header->length = 4096 - 16;  // padding at offset 0 is never legitimate
+    header->kind = static_cast<std::uint32_t>(RecordKind::kPadding);
+    header->commit.store(1);
+    std::span<const std::byte> message;
+    EXPECT_EQ(consumer.TryPeek(&message), ReadResult::kCorrupt);
+  }
+}
+
+TEST(RingTest, HostileHeadDoesNotLetTheProducerOverwriteUnreadData) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  while (producer.TryWrite(Message(100, 0))) {
+  }
+  // A consumer publishing a head beyond the tail is lying; the producer keeps treating the ring as full.
+  ring.control()->consumer.head.store(1 << 30, std::memory_order_release);
+  EXPECT_FALSE(producer.TryWrite(Message(100, 1)));
+}
+
+TEST(RingTest, ProducerResumesAfterTheLastPublishedRecord) {
+  HeapRing ring(4096);
+  {
+    RingProducer first = ring.Producer();
+    ASSERT_TRUE(first.TryWrite(Message(40, 1)));
+    ASSERT_TRUE(first.TryWrite(Message(40, 2)));
+    // Staged but never published: a producer that dies now must not deliver these.
+    ASSERT_TRUE(first.TryWrite(Message(40, 3), Publish::kDeferred));
+    ASSERT_TRUE(first.TryWrite(Message(40, 4), Publish::kDeferred));
+  }
+  RingProducer second = ring.Producer();
+  ASSERT_TRUE(second.TryWrite(Message(24, 5)));
+  ASSERT_TRUE(second.TryWrite(Message(90, 6)));
+  RingConsumer consumer = ring.Consumer();
+  EXPECT_EQ(ReadOne(consumer), Message(40, 1));
+  EXPECT_EQ(ReadOne(consumer), Message(40, 2));
+  EXPECT_EQ(ReadOne(consumer), Message(24, 5));
+  EXPECT_EQ(ReadOne(consumer), Message(90, 6));
+  EXPECT_FALSE(consumer.HasData());
+}
+
+TEST(RingTest, StaleStagedRecordsOfADeadProducerNeverSurface) {
+  HeapRing ring(4096);
+  {
+    RingProducer first = ring.Producer();
+    ASSERT_TRUE(first.TryWrite(Message(48, 1), Publish::kDeferred));  // withheld batch head
+    ASSERT_TRUE(first.TryWrite(Message(48, 2), Publish::kDeferred));  // committed behind it
+    ASSERT_TRUE(first.TryWrite(Message(48, 3), Publish::kDeferred));
+  }
+  // The next producer writes same-sized records at the same positions, one at a time.
+  RingProducer second = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  ASSERT_TRUE(second.TryWrite(Message(48, 10)));
+  EXPECT_EQ(ReadOne(consumer), Message(48, 10));
+  EXPECT_FALSE(consumer.HasData()) << "a dead producer's staged record surfaced";
+  ASSERT_TRUE(second.TryWrite(Message(48, 11)));
+  EXPECT_EQ(ReadOne(consumer), Message(48, 11));
+  EXPECT_FALSE(consumer.HasData());
+}
+
+TEST(RingTest, CountersTrackMessages) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(producer.TryWrite(Message(8, i)));
+  for (int i = 0; i < 3; ++i) ReadOne(consumer);
+  consumer.PublishHead();
+  EXPECT_EQ(producer.messages_written(), 5u);
+  EXPECT_EQ(consumer.messages_read(), 3u);
+  EXPECT_EQ(ring.control()->producer.messages_written.load(), 5u);
+  EXPECT_EQ(ring.control()->consumer.messages_read.load(), 3u);
+}
+
+TEST(RingTest, BlockingReadTimesOutWhenNothingArrives) {
+  HeapRing ring(4096);
+  RingConsumer consumer = ring.Consumer();
+  std::byte buffer[16];
+  for (const WaitStrategy& strategy : {WaitStrategy::Spin(), WaitStrategy::Sleep(), WaitStrategy::Adaptive()}) {
+    EXPECT_EQ(consumer.Read(buffer, strategy, Deadline::AfterMs(20)).status().code(),
+              absl::StatusCode::kDeadlineExceeded);
+  }
+}
+
+TEST(RingTest, BlockingWriteTimesOutWhenTheRingStaysFull) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  while (producer.TryWrite(Message(100, 0))) {
+  }
+  const absl::Status status = producer.Write(Message(100, 1), WaitStrategy::Sleep(), Deadline::AfterMs(20));
+  EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(status.message().find("ring full"), std::string_view::npos);
+}
+
+TEST(RingTest, WaitCheckEndsABlockingWait) {
+  HeapRing ring(4096);
+  RingConsumer consumer = ring.Consumer();
+  std::byte buffer[16];
+  int calls = 0;
+  auto check = [&]() -> absl::Status {
+    return ++calls < 3 ? absl::OkStatus() : absl::UnavailableError("peer gone");
+  };
+  const auto result = consumer.Read(buffer, WaitStrategy::Sleep(), Deadline::Infinite(), check);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(calls, 3);
+}
+
+// Sleeping consumer and sleeping producer wake each other through the futex protocol; with a small ring
+// and Sleep() on both sides every message exercises both sleep paths.
+TEST(RingTest, SleepingSidesWakeEachOther) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  const int kMessages = Scaled(20000);
+  std::thread reader([&] {
+    std::vector<std::byte> buffer(2048);
+    for (int i = 0; i < kMessages; ++i) {
+      auto size = consumer.Read(buffer, WaitStrategy::Sleep(), Deadline::AfterMs(10000));
+      ASSERT_TRUE(size.ok()) << size.status();
+      buffer.resize(*size);
+      ASSERT_EQ(buffer, Message(i % 700, i));
+      buffer.resize(2048);
+    }
+  });
+  for (int i = 0; i < kMessages; ++i) {
+    ASSERT_TRUE(producer.Write(Message(i % 700, i), WaitStrategy::Sleep(), Deadline::AfterMs(10000)).ok());
+  }
+  reader.join();
+  EXPECT_EQ(consumer.messages_read(), static_cast<std::uint64_t>(kMessages));
+}
+
+TEST(RingTest, AwakeReaderCostsTheWriterNoSystemCalls) {
+  HeapRing ring(1 << 20);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  // Nobody sleeps: every write and read is pure shared-memory traffic.
+  for (int i = 0; i < 10000; ++i) {
+    ASSERT_TRUE(producer.TryWrite(Message(64, i)));
+    ASSERT_EQ(ReadOne(consumer), Message(64, i));
+  }
+  EXPECT_EQ(producer.wake_syscalls(), 0u);
+  EXPECT_EQ(consumer.wake_syscalls(), 0u);
+  EXPECT_EQ(ring.control()->wait.wake_syscalls.load(), 0u);
+}
+
+TEST(RingTest, CapacityValidation) {
+  EXPECT_TRUE(ValidateRingCapacity(4096).ok());
+  EXPECT_TRUE(ValidateRingCapacity(1 << 20).ok());
+  EXPECT_EQ(ValidateRingCapacity(0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateRingCapacity(2048).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateRingCapacity(5000).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateRingCapacity(kMaxRingCapacity * 2).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace eshm

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs whatever eshm needs that is missing on this machine (Debian packages and pinned Python tools).
+# Idempotent: when everything is present it only checks, which takes about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  bazel-bootstrap    # Bazel 4.2.3
+  bazel-rules-java   # @rules_java, wired as a local repository
+  pkg-config         # third_party/repositories.bzl reads link flags through it
+  g++
+  libabsl-dev
+  libgtest-dev
+  libgmock-dev
+  libbenchmark-dev
+  python3-dev        # headers for the Python extension
+  util-linux         # taskset, for pinned benchmarks
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python tools: reinstall only when requirements.txt changed since the last successful install.
+PYTHON=${PYTHON:-python3}
+stamp_dir=${XDG_CACHE_HOME:-$HOME/.cache}/eshm
+stamp="$stamp_dir/requirements.$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])').sha256"
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! "$PYTHON" -c 'import Cython, pytest' 2>/dev/null; then
+  echo "setup: installing Python tools from requirements.txt"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r requirements.txt
+  mkdir -p "$stamp_dir"
+  echo "$want" >"$stamp"
+fi
