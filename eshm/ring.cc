@@ -362,7 +362,9 @@ void RingConsumer::Release() {
   if (peeked_bytes_ == 0) return;
   head_ += peeked_bytes_;
   peeked_bytes_ = 0;
-  ++messages_read_;
+  // Relaxed: a statistic for observers, on the consumer's own line (the producer reads that line only when
+  // it believes the ring full).
+  control_->consumer.messages_read.store(++messages_read_, std::memory_order_relaxed);
   // Hand space back in batches, or at once if the producer is waiting for it. The relaxed flag load can
   // miss a producer that is just going to sleep; the seq_cst check in PublishHead (reached at the latest
   // when the ring drains) does not.
