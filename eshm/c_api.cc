@@ -1,0 +1,655 @@
+// The C ABI (eshm.h) over eshm::Channel.
+//
+// Every exported function validates its arguments before touching them, never lets a C++ exception cross
+// the boundary, and reports failures as an ESHM_ERROR_* code plus a thread-local message. The non-blocking
+// hot-path results (ESHM_ERROR_NO_DATA, ESHM_ERROR_RING_FULL) record a static message, so polling costs no
+// allocation or formatting.
+#include "eshm/eshm.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "eshm/channel.h"
+#include "eshm/deadline.h"
+#include "eshm/layout.h"
+#include "eshm/segment.h"
+
+// The ABI is frozen by these: a change here is a change for every binding.
+static_assert(sizeof(eshm_config) == 88, "eshm_config layout changed");
+static_assert(offsetof(eshm_config, m2s_capacity) == 40, "eshm_config layout changed");
+static_assert(offsetof(eshm_config, spin_ns) == 64, "eshm_config layout changed");
+static_assert(offsetof(eshm_config, mode) == 80, "eshm_config layout changed");
+static_assert(offsetof(eshm_config, allow_sleep) == 84, "eshm_config layout changed");
+static_assert(sizeof(eshm_stats) == 168, "eshm_stats layout changed");
+static_assert(offsetof(eshm_stats, master_heartbeat) == 24, "eshm_stats layout changed");
+static_assert(offsetof(eshm_stats, segment_epoch_ns) == 160, "eshm_stats layout changed");
+static_assert(ESHM_ROLE_MASTER == static_cast<int>(eshm::ChannelRole::kMaster));
+static_assert(ESHM_ROLE_SLAVE == static_cast<int>(eshm::ChannelRole::kSlave));
+static_assert(ESHM_ROLE_AUTO == static_cast<int>(eshm::ChannelRole::kAuto));
+static_assert(ESHM_DISCONNECT_IMMEDIATELY == static_cast<int>(eshm::DisconnectBehavior::kImmediately));
+static_assert(ESHM_DISCONNECT_ON_TIMEOUT == static_cast<int>(eshm::DisconnectBehavior::kOnTimeout));
+static_assert(ESHM_DISCONNECT_NEVER == static_cast<int>(eshm::DisconnectBehavior::kNever));
+
+struct eshm_handle {
+  // Distinguishes a live handle from a zeroed or closed one in the common mistakes (not a guarantee: a
+  // freed handle is undefined behaviour).
+  static constexpr std::uint64_t kMagic = 0x454c444e41484d53ull;  // "SMHANDLE"
+  std::uint64_t magic = kMagic;
+  std::unique_ptr<eshm::Channel> channel;
+};
+
+namespace {
+
+// Struct sizes above this are certainly garbage (an uninitialized struct_size), not a newer header.
+constexpr std::uint32_t kMaxStructSize = 64 * 1024;
+
+// ---- The thread's last error ----
+
+struct LastError {
+  std::string text;
+  const char* fixed = nullptr;  // when set, the message (static storage); `text` is stale
+};
+thread_local LastError t_last_error;
+
+// Records a static message. Never allocates.
+int Fail(int code, const char* fixed_message) noexcept {
+  t_last_error.fixed = fixed_message;
+  return code;
+}
+
+// Records a formatted message. Never throws: out of memory degrades to a static message.
+int Fail(int code, std::string_view message) noexcept {
+  try {
+    t_last_error.text.assign(message.data(), message.size());
+    t_last_error.fixed = nullptr;
+  } catch (...) {
+    t_last_error.fixed = "eshm: out of memory while recording an error message";
+  }
+  return code;
+}
+
+template <typename... Args>
+int Failf(int code, const absl::FormatSpec<Args...>& format, const Args&... args) noexcept {
+  try {
+    return Fail(code, absl::StrFormat(format, args...));
+  } catch (...) {
+    return Fail(code, "eshm: out of memory while formatting an error message");
+  }
+}
+
+// Runs `body`, turning any exception into ESHM_ERROR_INTERNAL: nothing may unwind into C.
+template <typename Body>
+int Guarded(const char* function, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return Failf(ESHM_ERROR_INTERNAL, "%s: out of memory", function);
+  } catch (const std::exception& e) {
+    return Failf(ESHM_ERROR_INTERNAL, "%s: unexpected exception: %s", function, e.what());
+  } catch (...) {
+    return Failf(ESHM_ERROR_INTERNAL, "%s: unexpected exception", function);
+  }
+}
+
+absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// ---- Status -> result code ----
+
+enum class Op { kOpen, kWrite, kRead };
+
+int StaleCode(eshm::Role role) {
+  // The peer is the one that is gone.
+  return role == eshm::Role::kMaster ? ESHM_ERROR_SLAVE_STALE : ESHM_ERROR_MASTER_STALE;
+}
+
+int CodeForOpen(const absl::Status& status, eshm::ChannelRole wanted) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+      return ESHM_ERROR_INVALID_PARAM;
+    case absl::StatusCode::kAlreadyExists:
+      return ESHM_ERROR_ROLE_TAKEN;
+    case absl::StatusCode::kNotFound:
+      return ESHM_ERROR_NOT_FOUND;
+    case absl::StatusCode::kPermissionDenied:
+      return ESHM_ERROR_PERMISSION;
+    case absl::StatusCode::kResourceExhausted:  // ENOSPC, ENOMEM, EMFILE, ENFILE
+      return ESHM_ERROR_NO_SPACE;
+    case absl::StatusCode::kFailedPrecondition:
+      // Segment::Open's refusals: foreign file, other layout version, symlink, truncated, or a header that
+      // contradicts itself (the messages say "corrupt" for the last).
+      return absl::StrContains(status.message(), "corrupt") ? ESHM_ERROR_CORRUPT
+                                                                       : ESHM_ERROR_INCOMPATIBLE;
+    case absl::StatusCode::kDataLoss:
+      return ESHM_ERROR_CORRUPT;
+    case absl::StatusCode::kDeadlineExceeded:  // a segment whose creator never finished initializing it
+      return ESHM_ERROR_TIMEOUT;
+    default:
+      // Any other operating-system failure.
+      return wanted == eshm::ChannelRole::kSlave ? ESHM_ERROR_SHM_ATTACH : ESHM_ERROR_SHM_CREATE;
+  }
+}
+
+int CodeForIo(const absl::Status& status, Op op, eshm::Role role) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return ESHM_SUCCESS;
+    case absl::StatusCode::kDeadlineExceeded:
+      return ESHM_ERROR_TIMEOUT;
+    case absl::StatusCode::kUnavailable:
+      return StaleCode(role);
+    case absl::StatusCode::kInvalidArgument:
+      return op == Op::kWrite ? ESHM_ERROR_MESSAGE_TOO_LARGE : ESHM_ERROR_INVALID_PARAM;
+    case absl::StatusCode::kOutOfRange:
+      return ESHM_ERROR_BUFFER_TOO_SMALL;
+    case absl::StatusCode::kResourceExhausted:
+      return op == Op::kWrite ? ESHM_ERROR_RING_FULL : ESHM_ERROR_NO_DATA;
+    case absl::StatusCode::kDataLoss:
+      return ESHM_ERROR_CORRUPT;
+    case absl::StatusCode::kFailedPrecondition:  // "channel is closed"
+    case absl::StatusCode::kCancelled:           // closed during a wait
+      return ESHM_ERROR_CLOSED;
+    default:
+      return ESHM_ERROR_INTERNAL;
+  }
+}
+
+int FailStatus(const char* function, int code, const absl::Status& status) noexcept {
+  try {
+    return Fail(code, absl::StrCat(function, ": ", status.message()));
+  } catch (...) {
+    return Fail(code, "eshm: out of memory while recording an error message");
+  }
+}
+
+// ---- Argument checks ----
+
+// Returns ESHM_SUCCESS if `handle` can be used, else records why.
+int CheckHandle(const char* function, const eshm_handle* handle) {
+  if (handle == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: handle is NULL", function);
+  if (handle->magic != eshm_handle::kMagic || handle->channel == nullptr) {
+    return Failf(ESHM_ERROR_INVALID_PARAM,
+                 "%s: handle is not an open eshm handle (closed already, or not from eshm_open)", function);
+  }
+  return ESHM_SUCCESS;
+}
+
+int CheckTimeout(const char* function, int timeout_ms) {
+  if (timeout_ms >= -1) return ESHM_SUCCESS;
+  return Failf(ESHM_ERROR_INVALID_PARAM,
+               "%s: timeout_ms is %d; use -1 to wait forever, 0 not to wait, or a positive number of ms", function,
+               timeout_ms);
+}
+
+eshm::Deadline DeadlineFor(int timeout_ms) {
+  return timeout_ms < 0 ? eshm::Deadline::Infinite() : eshm::Deadline::AfterMs(timeout_ms);
+}
+
+bool IsPowerOfTwo(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+// Copies the caller's config (of any struct_size) into `out`, checking every field.
+int ConfigFromC(const eshm_config* cfg, eshm::ChannelOptions* out) {
+  constexpr const char* kFn = "eshm_open";
+  eshm_config c;
+  eshm_config_init(&c);
+  if (cfg != nullptr) {
+    const std::uint32_t size = cfg->struct_size;
+    if (size == 0) {
+      return Failf(ESHM_ERROR_NOT_INITIALIZED,
+                   "%s: cfg->struct_size is 0: initialize the config with eshm_config_init(&cfg) before setting "
+                   "its fields (or pass NULL for the defaults)",
+                   kFn);
+    }
+    if (size > kMaxStructSize) {
+      return Failf(ESHM_ERROR_INVALID_PARAM,
+                   "%s: cfg->struct_size is %u, which no eshm_config has: the config is uninitialized or "
+                   "corrupt; initialize it with eshm_config_init(&cfg)",
+                   kFn, size);
+    }
+    if (size < sizeof(eshm_config)) {
+      return Failf(ESHM_ERROR_INVALID_PARAM,
+                   "%s: cfg->struct_size is %u but the smallest eshm_config is %u bytes: initialize the config "
+                   "with eshm_config_init(&cfg)",
+                   kFn, size, static_cast<unsigned>(sizeof(eshm_config)));
+    }
+    // A newer header's config: accepted only if the fields this library does not know are left zero.
+    const unsigned char* bytes = reinterpret_cast<const unsigned char*>(cfg);
+    for (std::uint32_t i = sizeof(eshm_config); i < size; ++i) {
+      if (bytes[i] != 0) {
+        return Failf(ESHM_ERROR_INVALID_PARAM,
+                     "%s: cfg is %u bytes and sets fields past byte %u, which this libeshm %s does not know: "
+                     "use a libeshm at least as new as your eshm.h",
+                     kFn, size, static_cast<unsigned>(sizeof(eshm_config)), ESHM_VERSION_STRING);
+      }
+    }
+    std::memcpy(&c, cfg, sizeof(c));
+  }
+
+  auto range = [&](const char* field, std::int64_t v, std::int64_t lo, std::int64_t hi, const char* what) {
+    if (v >= lo && v <= hi) return ESHM_SUCCESS;
+    return Failf(ESHM_ERROR_INVALID_PARAM, "%s: cfg->%s is %d; %s", kFn, field, v, what);
+  };
+  int rc;
+  if ((rc = range("role", c.role, 0, 2, "use ESHM_ROLE_MASTER (0), ESHM_ROLE_SLAVE (1) or ESHM_ROLE_AUTO (2)")) ||
+      (rc = range("disconnect_behavior", c.disconnect_behavior, 0, 2,
+                  "use ESHM_DISCONNECT_IMMEDIATELY (0), ESHM_DISCONNECT_ON_TIMEOUT (1) or ESHM_DISCONNECT_NEVER (2)")) ||
+      (rc = range("stale_threshold_ms", c.stale_threshold_ms, 1, INT32_MAX, "it must be positive")) ||
+      (rc = range("heartbeat_interval_ms", c.heartbeat_interval_ms, 1, INT32_MAX, "it must be positive")) ||
+      (rc = range("reconnect_wait_ms", c.reconnect_wait_ms, 0, INT32_MAX, "it must not be negative")) ||
+      (rc = range("reconnect_retry_interval_ms", c.reconnect_retry_interval_ms, 1, INT32_MAX,
+                  "it must be positive")) ||
+      (rc = range("max_reconnect_attempts", c.max_reconnect_attempts, 0, INT32_MAX,
+                  "it must not be negative (0 = unlimited)")) ||
+      (rc = range("auto_cleanup", c.auto_cleanup, 0, 1, "use 0 or 1")) ||
+      (rc = range("use_threads", c.use_threads, 0, 1, "use 0 or 1")) ||
+      (rc = range("allow_sleep", c.allow_sleep, 0, 1, "use 0 or 1")) ||
+      (rc = range("spin_ns", c.spin_ns, 0, INT64_MAX, "it must not be negative")) ||
+      (rc = range("yield_ns", c.yield_ns, 0, INT64_MAX, "it must not be negative"))) {
+    return rc;
+  }
+  if (c.heartbeat_interval_ms >= c.stale_threshold_ms) {
+    return Failf(ESHM_ERROR_INVALID_PARAM,
+                 "%s: cfg->heartbeat_interval_ms (%d) must be below cfg->stale_threshold_ms (%d), or every peer "
+                 "looks stale",
+                 kFn, c.heartbeat_interval_ms, c.stale_threshold_ms);
+  }
+  const struct {
+    const char* field;
+    std::uint64_t value;
+  } capacities[] = {{"m2s_capacity", c.m2s_capacity}, {"s2m_capacity", c.s2m_capacity}};
+  for (const auto& cap : capacities) {
+    if (!IsPowerOfTwo(cap.value) || cap.value < eshm::kMinRingCapacity || cap.value > eshm::kMaxRingCapacity) {
+      return Failf(ESHM_ERROR_INVALID_PARAM, "%s: cfg->%s is %u; use a power of two from %u to %u bytes", kFn,
+                   cap.field, cap.value, eshm::kMinRingCapacity, eshm::kMaxRingCapacity);
+    }
+  }
+  if ((c.mode & ~std::uint32_t{0777}) != 0 || (c.mode & 0600) != 0600) {
+    return Failf(ESHM_ERROR_INVALID_PARAM,
+                 "%s: cfg->mode is 0%o; use permission bits only (at most 0777), including owner read and write "
+                 "(0600)",
+                 kFn, c.mode);
+  }
+
+  out->role = static_cast<eshm::ChannelRole>(c.role);
+  out->disconnect_behavior = static_cast<eshm::DisconnectBehavior>(c.disconnect_behavior);
+  out->stale_threshold_ms = c.stale_threshold_ms;
+  out->heartbeat_interval_ms = c.heartbeat_interval_ms;
+  out->reconnect_wait_ms = c.reconnect_wait_ms;
+  out->reconnect_retry_interval_ms = c.reconnect_retry_interval_ms;
+  out->max_reconnect_attempts = c.max_reconnect_attempts;
+  out->auto_cleanup = c.auto_cleanup != 0;
+  out->use_threads = c.use_threads != 0;
+  out->m2s_capacity = c.m2s_capacity;
+  out->s2m_capacity = c.s2m_capacity;
+  out->max_message_bytes = c.max_message_bytes;
+  out->mode = static_cast<mode_t>(c.mode);
+  out->wait.spin_ns = c.spin_ns;
+  out->wait.yield_ns = c.yield_ns;
+  out->wait.allow_sleep = c.allow_sleep != 0;
+  return ESHM_SUCCESS;
+}
+
+// Records why a non-blocking call returned `result` (static text on the polling paths).
+int FailIo(const char* function, eshm_handle* handle, eshm::IoResult result, Op op) {
+  eshm::Channel& ch = *handle->channel;
+  switch (result) {
+    case eshm::IoResult::kOk:
+      return ESHM_SUCCESS;
+    case eshm::IoResult::kWouldBlock:
+      if (op == Op::kWrite) {
+        return Fail(ESHM_ERROR_RING_FULL,
+                    "eshm_try_write: the outgoing ring has no room for the message right now (the reader is "
+                    "behind); retry, or use eshm_write to wait");
+      }
+      return Fail(ESHM_ERROR_NO_DATA, "no message is queued right now");
+    case eshm::IoResult::kTooLarge:
+      return FailStatus(function, ESHM_ERROR_MESSAGE_TOO_LARGE, ch.StatusOf(result));
+    case eshm::IoResult::kBufferTooSmall:
+      return FailStatus(function, ESHM_ERROR_BUFFER_TOO_SMALL, ch.StatusOf(result));
+    case eshm::IoResult::kPeerGone:
+      return FailStatus(function, StaleCode(ch.role()), ch.StatusOf(result));
+    case eshm::IoResult::kCorrupt:
+      return FailStatus(function, ESHM_ERROR_CORRUPT, ch.StatusOf(result));
+    case eshm::IoResult::kClosed:
+      return FailStatus(function, ESHM_ERROR_CLOSED, ch.StatusOf(result));
+  }
+  return Failf(ESHM_ERROR_INTERNAL, "%s: unknown result %d", function, static_cast<int>(result));
+}
+
+int FailBufferTooSmall(const char* function, std::size_t needed, std::size_t cap) {
+  return Failf(ESHM_ERROR_BUFFER_TOO_SMALL,
+               "%s: the next message is %u bytes but the buffer holds %u; it stays queued: read it again with a "
+               "buffer of at least %u bytes (*out_len holds the size)",
+               function, needed, cap, needed);
+}
+
+// The read paths: copy a peeked message out, or leave it queued if it does not fit.
+int DeliverPeeked(const char* function, eshm::Channel& ch, std::span<const std::byte> message, void* buf,
+                  std::size_t cap, std::size_t* out_len) {
+  *out_len = message.size();
+  if (message.size() > cap) return FailBufferTooSmall(function, message.size(), cap);
+  if (!message.empty()) std::memcpy(buf, message.data(), message.size());
+  ch.Release();
+  return ESHM_SUCCESS;
+}
+
+int CheckReadArgs(const char* function, eshm_handle* handle, const void* buf, std::size_t cap,
+                  const std::size_t* out_len) {
+  if (int rc = CheckHandle(function, handle); rc != ESHM_SUCCESS) return rc;
+  if (out_len == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: out_len is NULL", function);
+  if (buf == nullptr && cap != 0) {
+    return Failf(ESHM_ERROR_INVALID_PARAM, "%s: buf is NULL but cap is %u (pass cap 0 to only learn the size)",
+                 function, cap);
+  }
+  return ESHM_SUCCESS;
+}
+
+int CheckWriteArgs(const char* function, eshm_handle* handle, const void* data, std::size_t len) {
+  if (int rc = CheckHandle(function, handle); rc != ESHM_SUCCESS) return rc;
+  if (data == nullptr && len != 0) {
+    return Failf(ESHM_ERROR_INVALID_PARAM, "%s: data is NULL but len is %u", function, len);
+  }
+  return ESHM_SUCCESS;
+}
+
+std::span<const std::byte> Bytes(const void* data, std::size_t len) {
+  if (len == 0) return {};
+  return std::span<const std::byte>(static_cast<const std::byte*>(data), len);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// Exported functions (C linkage and default visibility come from the declarations in eshm.h).
+
+void eshm_config_init(eshm_config* cfg) {
+  if (cfg == nullptr) return;
+  const eshm::ChannelOptions d;
+  std::memset(cfg, 0, sizeof(*cfg));
+  cfg->struct_size = sizeof(eshm_config);
+  cfg->role = static_cast<std::int32_t>(d.role);
+  cfg->disconnect_behavior = static_cast<std::int32_t>(d.disconnect_behavior);
+  cfg->stale_threshold_ms = d.stale_threshold_ms;
+  cfg->heartbeat_interval_ms = d.heartbeat_interval_ms;
+  cfg->reconnect_wait_ms = d.reconnect_wait_ms;
+  cfg->reconnect_retry_interval_ms = d.reconnect_retry_interval_ms;
+  cfg->max_reconnect_attempts = d.max_reconnect_attempts;
+  cfg->auto_cleanup = d.auto_cleanup ? 1 : 0;
+  cfg->use_threads = d.use_threads ? 1 : 0;
+  cfg->m2s_capacity = d.m2s_capacity;
+  cfg->s2m_capacity = d.s2m_capacity;
+  cfg->max_message_bytes = d.max_message_bytes;
+  cfg->spin_ns = d.wait.spin_ns;
+  cfg->yield_ns = d.wait.yield_ns;
+  cfg->mode = static_cast<std::uint32_t>(d.mode);
+  cfg->allow_sleep = d.wait.allow_sleep ? 1 : 0;
+}
+
+int eshm_open(const char* name, const eshm_config* cfg, eshm_handle** out) {
+  return Guarded("eshm_open", [&]() -> int {
+    constexpr const char* kFn = "eshm_open";
+    if (out == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: out is NULL", kFn);
+    *out = nullptr;
+    if (name == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: name is NULL", kFn);
+    // Bounded: never scans far past the longest valid name.
+    const std::string_view name_view(name, strnlen(name, eshm::kMaxSegmentNameLength + 1));
+    if (absl::Status s = eshm::Segment::ValidateName(name_view); !s.ok()) {
+      if (name_view.size() > eshm::kMaxSegmentNameLength) {
+        return Failf(ESHM_ERROR_INVALID_PARAM, "%s: name is longer than %u characters (the limit)", kFn,
+                     eshm::kMaxSegmentNameLength);
+      }
+      return Failf(ESHM_ERROR_INVALID_PARAM, "%s: name \"%s\": %s", kFn, absl::CHexEscape(AbslView(name_view)),
+                   s.message());
+    }
+    eshm::ChannelOptions options;
+    if (int rc = ConfigFromC(cfg, &options); rc != ESHM_SUCCESS) return rc;
+
+    absl::StatusOr<std::unique_ptr<eshm::Channel>> channel = eshm::Channel::Open(name_view, options);
+    if (!channel.ok()) return FailStatus(kFn, CodeForOpen(channel.status(), options.role), channel.status());
+    auto handle = std::make_unique<eshm_handle>();
+    handle->channel = *std::move(channel);
+    *out = handle.release();
+    return ESHM_SUCCESS;
+  });
+}
+
+int eshm_close(eshm_handle* handle) {
+  if (handle == nullptr) return ESHM_SUCCESS;
+  return Guarded("eshm_close", [&]() -> int {
+    if (int rc = CheckHandle("eshm_close", handle); rc != ESHM_SUCCESS) return rc;
+    handle->magic = 0;
+    handle->channel->Close();
+    delete handle;
+    return ESHM_SUCCESS;
+  });
+}
+
+int eshm_write(eshm_handle* handle, const void* data, size_t len, int timeout_ms) {
+  return Guarded("eshm_write", [&]() -> int {
+    constexpr const char* kFn = "eshm_write";
+    if (int rc = CheckWriteArgs(kFn, handle, data, len); rc != ESHM_SUCCESS) return rc;
+    if (int rc = CheckTimeout(kFn, timeout_ms); rc != ESHM_SUCCESS) return rc;
+    eshm::Channel& ch = *handle->channel;
+    const absl::Status status = ch.Write(Bytes(data, len), DeadlineFor(timeout_ms));
+    if (status.ok()) return ESHM_SUCCESS;
+    return FailStatus(kFn, CodeForIo(status, Op::kWrite, ch.role()), status);
+  });
+}
+
+int eshm_try_write(eshm_handle* handle, const void* data, size_t len) {
+  return Guarded("eshm_try_write", [&]() -> int {
+    constexpr const char* kFn = "eshm_try_write";
+    if (int rc = CheckWriteArgs(kFn, handle, data, len); rc != ESHM_SUCCESS) return rc;
+    const eshm::IoResult result = handle->channel->TryWrite(Bytes(data, len));
+    if (result == eshm::IoResult::kOk) return ESHM_SUCCESS;
+    return FailIo(kFn, handle, result, Op::kWrite);
+  });
+}
+
+int eshm_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len, int timeout_ms) {
+  return Guarded("eshm_read", [&]() -> int {
+    constexpr const char* kFn = "eshm_read";
+    if (int rc = CheckReadArgs(kFn, handle, buf, cap, out_len); rc != ESHM_SUCCESS) return rc;
+    *out_len = 0;
+    if (int rc = CheckTimeout(kFn, timeout_ms); rc != ESHM_SUCCESS) return rc;
+    eshm::Channel& ch = *handle->channel;
+    absl::StatusOr<std::span<const std::byte>> message = ch.Peek(DeadlineFor(timeout_ms));
+    if (!message.ok()) return FailStatus(kFn, CodeForIo(message.status(), Op::kRead, ch.role()), message.status());
+    return DeliverPeeked(kFn, ch, *message, buf, cap, out_len);
+  });
+}
+
+int eshm_try_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len) {
+  return Guarded("eshm_try_read", [&]() -> int {
+    constexpr const char* kFn = "eshm_try_read";
+    if (int rc = CheckReadArgs(kFn, handle, buf, cap, out_len); rc != ESHM_SUCCESS) return rc;
+    *out_len = 0;
+    eshm::Channel& ch = *handle->channel;
+    std::span<const std::byte> message;
+    const eshm::IoResult result = ch.TryPeek(&message);
+    if (result != eshm::IoResult::kOk) {
+      if (result == eshm::IoResult::kWouldBlock) {
+        return Fail(ESHM_ERROR_NO_DATA, "eshm_try_read: no message is queued right now");
+      }
+      return FailIo(kFn, handle, result, Op::kRead);
+    }
+    return DeliverPeeked(kFn, ch, message, buf, cap, out_len);
+  });
+}
+
+int eshm_next_message_size(eshm_handle* handle, size_t* out) {
+  return Guarded("eshm_next_message_size", [&]() -> int {
+    constexpr const char* kFn = "eshm_next_message_size";
+    if (int rc = CheckHandle(kFn, handle); rc != ESHM_SUCCESS) return rc;
+    if (out == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: out is NULL", kFn);
+    *out = 0;
+    std::span<const std::byte> message;
+    // The message stays peeked (not released): the next read returns it.
+    const eshm::IoResult result = handle->channel->TryPeek(&message);
+    if (result == eshm::IoResult::kOk) {
+      *out = message.size();
+      return ESHM_SUCCESS;
+    }
+    if (result == eshm::IoResult::kWouldBlock) {
+      return Fail(ESHM_ERROR_NO_DATA, "eshm_next_message_size: no message is queued right now");
+    }
+    return FailIo(kFn, handle, result, Op::kRead);
+  });
+}
+
+int eshm_max_message_size(eshm_handle* handle, size_t* out) {
+  return Guarded("eshm_max_message_size", [&]() -> int {
+    constexpr const char* kFn = "eshm_max_message_size";
+    if (int rc = CheckHandle(kFn, handle); rc != ESHM_SUCCESS) return rc;
+    if (out == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: out is NULL", kFn);
+    // From stats(), which is thread-safe (max_message_bytes() is not: a slave's monitor thread updates it
+    // when it follows its master to a new segment).
+    *out = static_cast<std::size_t>(handle->channel->stats().max_message_bytes);
+    return ESHM_SUCCESS;
+  });
+}
+
+int eshm_flush(eshm_handle* handle) {
+  return Guarded("eshm_flush", [&]() -> int {
+    if (int rc = CheckHandle("eshm_flush", handle); rc != ESHM_SUCCESS) return rc;
+    handle->channel->Flush();
+    return ESHM_SUCCESS;
+  });
+}
+
+int eshm_get_role(eshm_handle* handle, int* role) {
+  return Guarded("eshm_get_role", [&]() -> int {
+    if (int rc = CheckHandle("eshm_get_role", handle); rc != ESHM_SUCCESS) return rc;
+    if (role == nullptr) return Fail(ESHM_ERROR_INVALID_PARAM, "eshm_get_role: role is NULL");
+    *role = handle->channel->role() == eshm::Role::kMaster ? ESHM_ROLE_MASTER : ESHM_ROLE_SLAVE;
+    return ESHM_SUCCESS;
+  });
+}
+
+int eshm_is_remote_alive(eshm_handle* handle) {
+  return Guarded("eshm_is_remote_alive", [&]() -> int {
+    if (int rc = CheckHandle("eshm_is_remote_alive", handle); rc != ESHM_SUCCESS) return rc;
+    return handle->channel->IsRemoteAlive() ? 1 : 0;
+  });
+}
+
+int eshm_get_stats(eshm_handle* handle, eshm_stats* out) {
+  return Guarded("eshm_get_stats", [&]() -> int {
+    constexpr const char* kFn = "eshm_get_stats";
+    if (int rc = CheckHandle(kFn, handle); rc != ESHM_SUCCESS) return rc;
+    if (out == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: out is NULL", kFn);
+    const std::uint32_t size = out->struct_size;
+    if (size == 0) {
+      return Failf(ESHM_ERROR_NOT_INITIALIZED, "%s: out->struct_size is 0: set it to sizeof(eshm_stats) first",
+                   kFn);
+    }
+    if (size < sizeof(std::uint32_t) || size > kMaxStructSize) {
+      return Failf(ESHM_ERROR_INVALID_PARAM, "%s: out->struct_size is %u; set it to sizeof(eshm_stats) (%u)", kFn,
+                   size, static_cast<unsigned>(sizeof(eshm_stats)));
+    }
+    const eshm::ChannelStats s = handle->channel->stats();
+    eshm_stats c;
+    std::memset(&c, 0, sizeof(c));
+    c.master_pid = s.master_pid;
+    c.slave_pid = s.slave_pid;
+    c.master_alive = s.master_alive ? 1 : 0;
+    c.slave_alive = s.slave_alive ? 1 : 0;
+    c.master_heartbeat = s.master_heartbeat;
+    c.slave_heartbeat = s.slave_heartbeat;
+    c.m2s_write_count = s.m2s_write_count;
+    c.m2s_read_count = s.m2s_read_count;
+    c.s2m_write_count = s.s2m_write_count;
+    c.s2m_read_count = s.s2m_read_count;
+    c.epoch = s.epoch;
+    c.reconnect_count = s.reconnect_count;
+    c.m2s_queued_bytes = s.m2s_queued_bytes;
+    c.m2s_queued_messages = s.m2s_queued_messages;
+    c.s2m_queued_bytes = s.s2m_queued_bytes;
+    c.s2m_queued_messages = s.s2m_queued_messages;
+    c.m2s_capacity = s.m2s_capacity;
+    c.s2m_capacity = s.s2m_capacity;
+    c.max_message_bytes = s.max_message_bytes;
+    c.wake_syscalls = s.wake_syscalls;
+    c.wait_syscalls = s.wait_syscalls;
+    c.segment_epoch_ns = s.segment_epoch_ns;
+    // An older caller gets the prefix it knows; a newer one learns which fields were filled.
+    const std::uint32_t filled = size < sizeof(c) ? size : static_cast<std::uint32_t>(sizeof(c));
+    c.struct_size = filled;
+    std::memcpy(out, &c, filled);
+    return ESHM_SUCCESS;
+  });
+}
+
+const char* eshm_strerror(int code) {
+  switch (code) {
+    case ESHM_SUCCESS:
+      return "success";
+    case ESHM_ERROR_INVALID_PARAM:
+      return "invalid parameter";
+    case ESHM_ERROR_SHM_CREATE:
+      return "failed to create the shared-memory segment";
+    case ESHM_ERROR_SHM_ATTACH:
+      return "failed to open or map the shared-memory segment";
+    case ESHM_ERROR_SHM_DETACH:
+      return "failed to detach the shared-memory segment (reserved)";
+    case ESHM_ERROR_SHM_DELETE:
+      return "failed to remove the shared-memory segment (reserved)";
+    case ESHM_ERROR_MUTEX_INIT:
+      return "mutex initialization failed (reserved)";
+    case ESHM_ERROR_NOT_INITIALIZED:
+      return "struct not initialized (struct_size is 0)";
+    case ESHM_ERROR_BUFFER_TOO_SMALL:
+      return "buffer too small for the next message (it stays queued)";
+    case ESHM_ERROR_NO_DATA:
+      return "no data available";
+    case ESHM_ERROR_TIMEOUT:
+      return "timed out";
+    case ESHM_ERROR_MASTER_STALE:
+      return "the master is gone (exited or unresponsive)";
+    case ESHM_ERROR_SLAVE_STALE:
+      return "the slave is gone (exited, unresponsive or not attached)";
+    case ESHM_ERROR_ROLE_TAKEN:
+      return "the role is held by another live process";
+    case ESHM_ERROR_MESSAGE_TOO_LARGE:
+      return "message larger than the channel's maximum message size";
+    case ESHM_ERROR_RING_FULL:
+      return "the ring is full";
+    case ESHM_ERROR_CORRUPT:
+      return "the shared memory is corrupt";
+    case ESHM_ERROR_CLOSED:
+      return "the channel is closed";
+    case ESHM_ERROR_NOT_FOUND:
+      return "no such channel (the master has not created it)";
+    case ESHM_ERROR_PERMISSION:
+      return "permission denied";
+    case ESHM_ERROR_NO_SPACE:
+      return "not enough shared memory";
+    case ESHM_ERROR_INCOMPATIBLE:
+      return "not a compatible eshm segment";
+    case ESHM_ERROR_INTERNAL:
+      return "internal error";
+    default:
+      return "unknown error code";
+  }
+}
+
+const char* eshm_last_error(void) {
+  const LastError& e = t_last_error;
+  return e.fixed != nullptr ? e.fixed : e.text.c_str();
+}
+
+const char* eshm_version(void) { return ESHM_VERSION_STRING; }

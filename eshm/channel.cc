@@ -1,0 +1,685 @@
+#include "eshm/channel.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "eshm/futex.h"
+#include "eshm/internal/status_macros.h"
+#include "eshm/role_lock.h"
+
+namespace eshm {
+namespace {
+
+constexpr std::int64_t kNsPerMs = 1'000'000;
+// How long an opener waits for a creator that is still initializing a segment.
+constexpr std::int64_t kInitWaitMs = 1000;
+
+// Ends a blocking ring wait so the channel's loop can look at the peer or the attachment again. Never
+// reaches a caller.
+absl::Status RecheckSignal() { return absl::AbortedError("eshm internal: recheck channel state"); }
+bool IsRecheckSignal(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kAborted && s.message() == "eshm internal: recheck channel state";
+}
+
+const char* RoleName(Role role) { return role == Role::kMaster ? "master" : "slave"; }
+Role Other(Role role) { return role == Role::kMaster ? Role::kSlave : Role::kMaster; }
+
+absl::Status ValidateOptions(const ChannelOptions& o) {
+  auto positive = [](int v, const char* what) -> absl::Status {
+    if (v > 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrFormat("%s must be positive, got %d", what, v));
+  };
+  auto non_negative = [](int v, const char* what) -> absl::Status {
+    if (v >= 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrFormat("%s must not be negative, got %d", what, v));
+  };
+  ESHM_RETURN_IF_ERROR(positive(o.stale_threshold_ms, "stale_threshold_ms"));
+  ESHM_RETURN_IF_ERROR(positive(o.heartbeat_interval_ms, "heartbeat_interval_ms"));
+  ESHM_RETURN_IF_ERROR(non_negative(o.reconnect_wait_ms, "reconnect_wait_ms"));
+  ESHM_RETURN_IF_ERROR(positive(o.reconnect_retry_interval_ms, "reconnect_retry_interval_ms"));
+  ESHM_RETURN_IF_ERROR(non_negative(o.max_reconnect_attempts, "max_reconnect_attempts"));
+  if (o.heartbeat_interval_ms >= o.stale_threshold_ms) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "heartbeat_interval_ms (%d) must be below stale_threshold_ms (%d), or every peer looks stale",
+        o.heartbeat_interval_ms, o.stale_threshold_ms));
+  }
+  const int role = static_cast<int>(o.role);
+  const int behavior = static_cast<int>(o.disconnect_behavior);
+  if (role < 0 || role > 2) return absl::InvalidArgumentError(absl::StrFormat("unknown role %d", role));
+  if (behavior < 0 || behavior > 2) {
+    return absl::InvalidArgumentError(absl::StrFormat("unknown disconnect behavior %d", behavior));
+  }
+  return absl::OkStatus();
+}
+
+// The inode currently at the segment's path, or 0 if there is none.
+ino_t InodeAtPath(const std::string& name) {
+  struct stat st;
+  if (stat(Segment::PathFor(name).c_str(), &st) != 0) return 0;
+  return st.st_ino;
+}
+
+}  // namespace
+
+const char* PeerStateName(PeerState state) {
+  switch (state) {
+    case PeerState::kAbsent:
+      return "absent";
+    case PeerState::kAlive:
+      return "alive";
+    case PeerState::kUnresponsive:
+      return "unresponsive";
+    case PeerState::kDead:
+      return "dead";
+  }
+  return "unknown";
+}
+
+const char* IoResultName(IoResult result) {
+  switch (result) {
+    case IoResult::kOk:
+      return "ok";
+    case IoResult::kWouldBlock:
+      return "would block";
+    case IoResult::kTooLarge:
+      return "too large";
+    case IoResult::kBufferTooSmall:
+      return "buffer too small";
+    case IoResult::kPeerGone:
+      return "peer gone";
+    case IoResult::kCorrupt:
+      return "corrupt";
+    case IoResult::kClosed:
+      return "closed";
+  }
+  return "unknown";
+}
+
+Channel::Channel(std::string name, const ChannelOptions& options) : name_(std::move(name)), options_(options) {}
+
+absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, const ChannelOptions& options) {
+  ESHM_RETURN_IF_ERROR(Segment::ValidateName(name));
+  ESHM_RETURN_IF_ERROR(ValidateOptions(options));
+  std::unique_ptr<Channel> channel(new Channel(std::string(name), options));
+  SegmentOptions shape;
+  shape.m2s_capacity = options.m2s_capacity;
+  shape.s2m_capacity = options.s2m_capacity;
+  shape.max_message_bytes = options.max_message_bytes;
+  shape.mode = options.mode;
+
+  const bool may_create = options.role != ChannelRole::kSlave;
+  int attempts = 0;
+  for (;;) {
+    absl::StatusOr<Segment> segment = absl::NotFoundError("");
+    if (may_create) {
+      segment = Segment::Create(name, shape);
+      if (segment.status().code() == absl::StatusCode::kAlreadyExists) {
+        segment = Segment::Open(name, Deadline::AfterMs(kInitWaitMs));
+      }
+    } else {
+      segment = Segment::Open(name, Deadline::AfterMs(kInitWaitMs));
+    }
+    if (segment.status().code() == absl::StatusCode::kNotFound) {
+      // A slave waits for its master to create the segment; a creator saw it vanish between create and open.
+      ++attempts;
+      if (may_create || options.max_reconnect_attempts == 0 || attempts < options.max_reconnect_attempts) {
+        if (!may_create) usleep(static_cast<useconds_t>(options.reconnect_retry_interval_ms) * 1000);
+        continue;
+      }
+      return absl::NotFoundError(absl::StrFormat(
+          "no master created channel '%s' (%s) after %d attempts %d ms apart: start the master first, or raise "
+          "max_reconnect_attempts (0 waits forever)",
+          name, Segment::PathFor(name), attempts, options.reconnect_retry_interval_ms));
+    }
+    if (!segment.ok()) return segment.status();
+
+    absl::StatusOr<Role> role = ClaimRole(*segment, options.role);
+    if (!role.ok()) return role.status();
+
+    // A master taking over a dead master's segment of another shape replaces it; the slave follows by
+    // inode. Done while holding the master lock, so no other master can be using the old one.
+    const bool reshaped = segment->ring_capacity(Direction::kMasterToSlave) != options.m2s_capacity ||
+                          segment->ring_capacity(Direction::kSlaveToMaster) != options.s2m_capacity ||
+                          (options.max_message_bytes != 0 && segment->max_message_bytes() != options.max_message_bytes);
+    if (*role == Role::kMaster && reshaped) {
+      if (InodeAtPath(std::string(name)) == segment->inode()) (void)Segment::Unlink(name);
+      continue;  // the old segment (and its lock) is released as `segment` goes out of scope
+    }
+
+    auto attachment = std::make_shared<Attachment>(*std::move(segment));
+    ESHM_RETURN_IF_ERROR(channel->Attach(std::move(attachment), *role));
+    break;
+  }
+  if (options.use_threads) {
+    channel->monitor_ = std::thread([c = channel.get()] { c->MonitorLoop(); });
+  }
+  return channel;
+}
+
+absl::StatusOr<Role> Channel::ClaimRole(const Segment& segment, ChannelRole wanted) {
+  const SegmentHeader* h = segment.header();
+  auto holder = [&](Role r) { return h->roles[static_cast<int>(r)].pid.load(std::memory_order_acquire); };
+  if (wanted != ChannelRole::kSlave) {
+    ESHM_ASSIGN_OR_RETURN(const bool got_master, TryLockRole(segment.fd(), Role::kMaster));
+    if (got_master) return Role::kMaster;
+    if (wanted == ChannelRole::kMaster) {
+      return absl::AlreadyExistsError(absl::StrFormat(
+          "channel '%s' already has a live master (pid %d): only one master per name", segment.name(),
+          holder(Role::kMaster)));
+    }
+  }
+  ESHM_ASSIGN_OR_RETURN(const bool got_slave, TryLockRole(segment.fd(), Role::kSlave));
+  if (got_slave) return Role::kSlave;
+  if (wanted == ChannelRole::kSlave) {
+    return absl::AlreadyExistsError(absl::StrFormat(
+        "channel '%s' already has a live slave (pid %d): only one slave per name", segment.name(),
+        holder(Role::kSlave)));
+  }
+  return absl::AlreadyExistsError(absl::StrFormat(
+      "channel '%s' already has a live master (pid %d) and a live slave (pid %d)", segment.name(),
+      holder(Role::kMaster), holder(Role::kSlave)));
+}
+
+absl::Status Channel::Attach(std::shared_ptr<Attachment> attachment, Role role) {
+  role_ = role;
+  out_ = role == Role::kMaster ? Direction::kMasterToSlave : Direction::kSlaveToMaster;
+  in_ = role == Role::kMaster ? Direction::kSlaveToMaster : Direction::kMasterToSlave;
+  Segment& segment = attachment->segment;
+  max_message_bytes_.store(segment.max_message_bytes(), std::memory_order_relaxed);
+  RoleControl& me = segment.header()->roles[static_cast<int>(role)];
+  heartbeat_ = me.heartbeat.load(std::memory_order_relaxed);
+  // Relaxed/release: observers read these with acquire; nothing else depends on their order.
+  me.pid.store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
+  me.heartbeat.store(++heartbeat_, std::memory_order_relaxed);
+  me.attach_epoch.fetch_add(1, std::memory_order_acq_rel);
+  me.state.store(1, std::memory_order_release);
+  attachment->producer = segment.MakeProducer(out_);
+  attachment->consumer = segment.MakeConsumer(in_);
+
+  // The peer as we find it: its lock says whether it is there at all.
+  const Role peer = Other(role);
+  const RoleControl& them = segment.header()->roles[static_cast<int>(peer)];
+  peer_heartbeat_seen_ = them.heartbeat.load(std::memory_order_relaxed);
+  peer_attach_epoch_seen_ = them.attach_epoch.load(std::memory_order_relaxed);
+  peer_heartbeat_change_ns_ = MonotonicNowNs();
+  peer_ever_seen_ = IsRoleLockedByOther(segment.fd(), peer);
+  peer_state_.store(static_cast<int>(peer_ever_seen_ ? PeerState::kAlive : PeerState::kAbsent),
+                    std::memory_order_release);
+  if (!peer_ever_seen_) peer_gone_since_ns_.store(MonotonicNowNs(), std::memory_order_relaxed);
+
+  std::lock_guard<std::mutex> lock(mu_);
+  attachment->generation = generation_.load(std::memory_order_relaxed) + 1;
+  current_ = attachment;
+  writer_.attachment = reader_.attachment = attachment;
+  writer_.generation = reader_.generation = attachment->generation;
+  // Release: a side that sees the new generation sees the attachment it belongs to.
+  generation_.store(attachment->generation, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+Channel::~Channel() { Close(); }
+
+void Channel::Close() {
+  if (closed_) return;
+  closed_ = true;
+  stop_.store(true, std::memory_order_release);
+  stop_word_.fetch_add(1, std::memory_order_release);
+  FutexWakeAll(&stop_word_);
+  if (monitor_.joinable()) monitor_.join();
+
+  std::lock_guard<std::mutex> lock(mu_);
+  WakeLocalWaiters(current_.get());
+  if (writer_.attachment != nullptr) writer_.attachment->producer.Flush();
+  if (current_ != nullptr) {
+    Segment& segment = current_->segment;
+    RoleControl& me = segment.header()->roles[static_cast<int>(role_)];
+    me.state.store(0, std::memory_order_release);
+    me.pid.store(0, std::memory_order_release);
+    // Remove the name while still holding the master lock, so we never remove a successor's takeover.
+    if (options_.auto_cleanup && role_ == Role::kMaster && InodeAtPath(name_) == segment.inode()) {
+      (void)Segment::Unlink(name_);
+    }
+  }
+  writer_.attachment.reset();
+  reader_.attachment.reset();
+  current_.reset();  // closes the descriptor, which releases the role lock
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Heartbeat, liveness and reconnection.
+
+void Channel::MonitorLoop() {
+  const std::int64_t interval_ns = std::int64_t{options_.heartbeat_interval_ms} * kNsPerMs;
+  std::int64_t next = MonotonicNowNs();
+  while (!stop_.load(std::memory_order_acquire)) {
+    const std::uint32_t word = stop_word_.load(std::memory_order_acquire);
+    const std::int64_t now = MonotonicNowNs();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Tick(now);
+    }
+    next = std::max(next + interval_ns, now);  // a late tick does not trigger a burst of catch-up ticks
+    FutexWait(&stop_word_, word, Deadline::AtMonotonicNs(next));
+  }
+}
+
+void Channel::InlineTick() {
+  // use_threads == false: the heartbeat advances on every call, the liveness check at most once per
+  // heartbeat interval.
+  if (!mu_.try_lock()) return;  // the other side's thread is ticking right now
+  const std::int64_t now = MonotonicNowNs();
+  if (current_ != nullptr) {
+    current_->segment.header()->roles[static_cast<int>(role_)].heartbeat.store(++heartbeat_,
+                                                                               std::memory_order_relaxed);
+    if (now - last_tick_ns_ >= std::int64_t{options_.heartbeat_interval_ms} * kNsPerMs) Tick(now);
+  }
+  mu_.unlock();
+}
+
+void Channel::Tick(std::int64_t now) {
+  if (current_ == nullptr) return;
+  last_tick_ns_ = now;
+  Segment& segment = current_->segment;
+  SegmentHeader* h = segment.header();
+  // Relaxed: the peer only needs to see the counter move, not order it against anything.
+  h->roles[static_cast<int>(role_)].heartbeat.store(++heartbeat_, std::memory_order_relaxed);
+
+  const Role peer = Other(role_);
+  const RoleControl& them = h->roles[static_cast<int>(peer)];
+  const bool locked = IsRoleLockedByOther(segment.fd(), peer);
+  const std::uint64_t hb = them.heartbeat.load(std::memory_order_relaxed);
+  const std::uint64_t epoch = them.attach_epoch.load(std::memory_order_relaxed);
+  const PeerState old_state = peer_state();
+  PeerState state;
+  bool restarted = false;
+  if (!locked) {
+    state = peer_ever_seen_ ? PeerState::kDead : PeerState::kAbsent;
+  } else {
+    if (!peer_ever_seen_ || hb != peer_heartbeat_seen_ || epoch != peer_attach_epoch_seen_) {
+      restarted = peer_ever_seen_ && epoch != peer_attach_epoch_seen_;
+      peer_heartbeat_seen_ = hb;
+      peer_attach_epoch_seen_ = epoch;
+      peer_heartbeat_change_ns_ = now;
+    }
+    peer_ever_seen_ = true;
+    const bool stale = now - peer_heartbeat_change_ns_ > std::int64_t{options_.stale_threshold_ms} * kNsPerMs;
+    state = stale ? PeerState::kUnresponsive : PeerState::kAlive;
+  }
+  if (state != old_state || restarted) {
+    if (state == PeerState::kAlive && (old_state == PeerState::kDead || restarted)) {
+      reconnect_count_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (state != PeerState::kAlive && old_state == PeerState::kAlive) {
+      peer_gone_since_ns_.store(now, std::memory_order_relaxed);
+    }
+    peer_state_.store(static_cast<int>(state), std::memory_order_release);
+    peer_event_.fetch_add(1, std::memory_order_release);
+    FutexWakeAll(&peer_event_);
+    WakeLocalWaiters(current_.get());
+  }
+  if (role_ == Role::kSlave && (state == PeerState::kDead || state == PeerState::kAbsent) &&
+      now - last_reattach_try_ns_ >= std::int64_t{options_.reconnect_retry_interval_ms} * kNsPerMs) {
+    last_reattach_try_ns_ = now;
+    TryReattach();
+  }
+}
+
+bool Channel::TryReattach() {
+  // The master may have been replaced by a new segment under the same name (a clean exit with
+  // auto_cleanup, or a takeover that changed the ring shape). Same inode: keep waiting for a master here.
+  const ino_t inode = InodeAtPath(name_);
+  if (inode == 0 || inode == current_->segment.inode()) return false;
+  if (options_.max_reconnect_attempts != 0 && reattach_attempts_ >= options_.max_reconnect_attempts) return false;
+  ++reattach_attempts_;
+  absl::StatusOr<Segment> segment = Segment::Open(name_, Deadline::AfterMs(options_.reconnect_retry_interval_ms));
+  if (!segment.ok()) return false;
+  absl::StatusOr<bool> locked = TryLockRole(segment->fd(), Role::kSlave);
+  if (!locked.ok() || !*locked) return false;
+
+  // Leave the old segment visibly: observers see the slave role vacant there.
+  RoleControl& old_me = current_->segment.header()->roles[static_cast<int>(role_)];
+  old_me.state.store(0, std::memory_order_release);
+  old_me.pid.store(0, std::memory_order_release);
+  WakeLocalWaiters(current_.get());  // sides blocked on the old rings move over
+
+  auto attachment = std::make_shared<Attachment>(*std::move(segment));
+  Segment& s = attachment->segment;
+  RoleControl& me = s.header()->roles[static_cast<int>(role_)];
+  heartbeat_ = me.heartbeat.load(std::memory_order_relaxed);
+  me.pid.store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
+  me.heartbeat.store(++heartbeat_, std::memory_order_relaxed);
+  me.attach_epoch.fetch_add(1, std::memory_order_acq_rel);
+  me.state.store(1, std::memory_order_release);
+  attachment->producer = s.MakeProducer(out_);
+  attachment->consumer = s.MakeConsumer(in_);
+  attachment->generation = generation_.load(std::memory_order_relaxed) + 1;
+  max_message_bytes_.store(s.max_message_bytes(), std::memory_order_relaxed);
+  peer_ever_seen_ = false;
+  peer_heartbeat_change_ns_ = MonotonicNowNs();
+  reattach_attempts_ = 0;
+  current_ = std::move(attachment);
+  // Release: pairs with the acquire in SyncSide.
+  generation_.store(current_->generation, std::memory_order_release);
+  reconnect_count_.fetch_add(1, std::memory_order_relaxed);
+  peer_event_.fetch_add(1, std::memory_order_release);
+  FutexWakeAll(&peer_event_);
+  return true;
+}
+
+void Channel::WakeLocalWaiters(const Attachment* attachment) {
+  // Wake our own sleepers (the reader on the incoming ring's data word, the writer on the outgoing ring's
+  // space word) so they re-examine the peer state. FUTEX_WAKE needs no change of value.
+  if (attachment == nullptr) return;
+  FutexWakeAll(&attachment->segment.ring_control(in_)->wait.data_futex);
+  FutexWakeAll(&attachment->segment.ring_control(out_)->wait.space_futex);
+}
+
+void Channel::SwitchSide(Side& side) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (current_ == nullptr) return;
+  side.attachment = current_;
+  side.generation = current_->generation;
+}
+
+absl::Status Channel::PeerGoneError() const {
+  const PeerState state = peer_state();
+  const char* peer = RoleName(Other(role_));
+  switch (state) {
+    case PeerState::kAbsent:
+      return absl::UnavailableError(
+          absl::StrFormat("channel '%s': no %s has attached yet", name_, peer));
+    case PeerState::kUnresponsive:
+      return absl::UnavailableError(absl::StrFormat(
+          "channel '%s': the %s is unresponsive (no heartbeat for over %d ms)", name_, peer,
+          options_.stale_threshold_ms));
+    case PeerState::kDead:
+      return absl::UnavailableError(absl::StrFormat("channel '%s': the %s has exited", name_, peer));
+    case PeerState::kAlive:
+      break;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Channel::AwaitPeer(Deadline deadline) {
+  if (options_.disconnect_behavior == DisconnectBehavior::kImmediately) return PeerGoneError();
+  Deadline limit = deadline;
+  bool reconnect_limited = false;
+  if (options_.disconnect_behavior == DisconnectBehavior::kOnTimeout) {
+    const Deadline reconnect = Deadline::AfterMs(options_.reconnect_wait_ms);
+    if (reconnect.monotonic_ns() < deadline.monotonic_ns()) {
+      limit = reconnect;
+      reconnect_limited = true;
+    }
+  }
+  const std::uint64_t generation = generation_.load(std::memory_order_acquire);
+  for (;;) {
+    if (closed_ || stop_.load(std::memory_order_acquire)) return absl::CancelledError("channel closed");
+    if (!options_.use_threads) InlineTick();
+    const std::uint32_t event = peer_event_.load(std::memory_order_acquire);
+    if (!PeerGone() || generation_.load(std::memory_order_acquire) != generation) return absl::OkStatus();
+    if (limit.Expired()) {
+      if (!reconnect_limited) {
+        return absl::DeadlineExceededError(
+            absl::StrFormat("channel '%s': the deadline passed while waiting for a %s to attach", name_,
+                            RoleName(Other(role_))));
+      }
+      absl::Status gone = PeerGoneError();
+      return absl::UnavailableError(absl::StrFormat("%s; none attached within reconnect_wait_ms (%d ms)",
+                                                    gone.message(), options_.reconnect_wait_ms));
+    }
+    // Without a monitor thread nobody else ticks: wake up every heartbeat interval to do it.
+    const std::int64_t slice_ns = options_.use_threads ? 50 * kNsPerMs
+                                                       : std::int64_t{options_.heartbeat_interval_ms} * kNsPerMs;
+    FutexWait(&peer_event_, event, limit.CappedAfterNs(slice_ns));
+  }
+}
+
+absl::Status Channel::CheckDuringWait(std::uint64_t side_generation) {
+  if (!options_.use_threads) InlineTick();
+  if (stop_.load(std::memory_order_acquire)) return absl::CancelledError("channel closed");
+  if (generation_.load(std::memory_order_acquire) != side_generation || PeerGone()) return RecheckSignal();
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Write side.
+
+IoResult Channel::TryWrite(std::span<const std::byte> message, Publish publish) {
+  if (closed_) return IoResult::kClosed;
+  if (!options_.use_threads) InlineTick();
+  SyncSide(writer_);
+  // The limit of the segment this side writes to (it can differ from a newer one the monitor attached).
+  if (message.size() > writer_.attachment->producer.max_message_bytes()) return IoResult::kTooLarge;
+  if (options_.disconnect_behavior == DisconnectBehavior::kImmediately && PeerGone()) return IoResult::kPeerGone;
+  return writer_.attachment->producer.TryWrite(message, publish) ? IoResult::kOk : IoResult::kWouldBlock;
+}
+
+absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadline, Publish publish) {
+  if (closed_) return StatusOf(IoResult::kClosed);
+  for (;;) {
+    switch (TryWrite(message, publish)) {
+      case IoResult::kOk:
+        return absl::OkStatus();
+      case IoResult::kWouldBlock:
+        break;
+      case IoResult::kTooLarge:
+        return StatusOf(IoResult::kTooLarge);
+      case IoResult::kClosed:
+        return StatusOf(IoResult::kClosed);
+      default:
+        return PeerGoneError();
+    }
+    if (PeerGone()) {
+      // The ring is full and nobody is reading it: whether to wait is the disconnect behaviour's call.
+      ESHM_RETURN_IF_ERROR(AwaitPeer(deadline));
+      continue;
+    }
+    const std::uint64_t generation = writer_.generation;
+    absl::Status status = writer_.attachment->producer.WaitForSpace(
+        message.size(), options_.wait, deadline, [&] { return CheckDuringWait(generation); });
+    if (!status.ok() && !IsRecheckSignal(status)) return status;
+  }
+}
+
+absl::StatusOr<std::size_t> Channel::WriteBatch(std::span<const std::span<const std::byte>> messages,
+                                                Deadline deadline) {
+  std::size_t written = 0;
+  absl::Status status;
+  for (const std::span<const std::byte>& message : messages) {
+    status = Write(message, deadline, Publish::kDeferred);
+    if (!status.ok()) break;
+    ++written;
+  }
+  Flush();
+  if (!status.ok() && written == 0) return status;
+  return written;
+}
+
+std::byte* Channel::TryClaim(std::size_t size) {
+  if (closed_) return nullptr;
+  if (!options_.use_threads) InlineTick();
+  SyncSide(writer_);
+  if (options_.disconnect_behavior == DisconnectBehavior::kImmediately && PeerGone()) return nullptr;
+  return writer_.attachment->producer.TryClaim(size);
+}
+
+void Channel::Commit(std::size_t size, Publish publish) {
+  if (writer_.attachment != nullptr) writer_.attachment->producer.Commit(size, publish);
+}
+
+void Channel::Abort() {
+  if (writer_.attachment != nullptr) writer_.attachment->producer.Abort();
+}
+
+void Channel::Flush() {
+  if (writer_.attachment != nullptr) writer_.attachment->producer.Flush();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Read side.
+
+IoResult Channel::TryPeek(std::span<const std::byte>* message) {
+  if (closed_) return IoResult::kClosed;
+  if (!options_.use_threads) InlineTick();
+  SyncSide(reader_);
+  switch (reader_.attachment->consumer.TryPeek(message)) {
+    case ReadResult::kOk:
+      return IoResult::kOk;
+    case ReadResult::kCorrupt:
+      return IoResult::kCorrupt;
+    case ReadResult::kBufferTooSmall:
+    case ReadResult::kEmpty:
+      break;
+  }
+  if (options_.disconnect_behavior == DisconnectBehavior::kImmediately && PeerGone()) return IoResult::kPeerGone;
+  return IoResult::kWouldBlock;
+}
+
+void Channel::Release() {
+  if (reader_.attachment != nullptr) reader_.attachment->consumer.Release();
+}
+
+IoResult Channel::TryRead(std::span<std::byte> buffer, std::size_t* size) {
+  std::span<const std::byte> message;
+  const IoResult result = TryPeek(&message);
+  if (result != IoResult::kOk) return result;
+  *size = message.size();
+  if (message.size() > buffer.size()) return IoResult::kBufferTooSmall;
+  if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
+  Release();
+  return IoResult::kOk;
+}
+
+absl::StatusOr<std::span<const std::byte>> Channel::Peek(Deadline deadline) {
+  for (;;) {
+    std::span<const std::byte> message;
+    const IoResult result = TryPeek(&message);
+    if (result == IoResult::kOk) return message;
+    if (result != IoResult::kWouldBlock) return StatusOf(result);
+    if (PeerGone()) {
+      // Anything the peer published before it went has been delivered by now (TryPeek came first).
+      ESHM_RETURN_IF_ERROR(AwaitPeer(deadline));
+      continue;
+    }
+    const std::uint64_t generation = reader_.generation;
+    absl::Status status =
+        reader_.attachment->consumer.WaitForData(options_.wait, deadline, [&] { return CheckDuringWait(generation); });
+    if (status.code() == absl::StatusCode::kDeadlineExceeded) {
+      return absl::DeadlineExceededError(absl::StrFormat("channel '%s': no message arrived before the deadline", name_));
+    }
+    if (!status.ok() && !IsRecheckSignal(status)) return status;
+  }
+}
+
+absl::StatusOr<std::size_t> Channel::Read(std::span<std::byte> buffer, Deadline deadline) {
+  ESHM_ASSIGN_OR_RETURN(const std::span<const std::byte> message, Peek(deadline));
+  if (message.size() > buffer.size()) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "the next message is %d bytes but the buffer holds %d; the message stays in the channel: read it with a "
+        "buffer of at least %d bytes",
+        message.size(), buffer.size(), message.size()));
+  }
+  if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
+  Release();
+  return message.size();
+}
+
+absl::Status Channel::ReadBatch(std::size_t max_messages, Deadline deadline, std::vector<std::vector<std::byte>>* out) {
+  out->clear();
+  if (max_messages == 0) return absl::OkStatus();
+  ESHM_ASSIGN_OR_RETURN(std::span<const std::byte> message, Peek(deadline));
+  for (;;) {
+    out->emplace_back(message.begin(), message.end());
+    Release();
+    if (out->size() == max_messages || TryPeek(&message) != IoResult::kOk) return absl::OkStatus();
+  }
+}
+
+std::optional<std::size_t> Channel::NextMessageSize() {
+  std::span<const std::byte> message;
+  if (TryPeek(&message) != IoResult::kOk) return std::nullopt;
+  return message.size();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Observers.
+
+absl::Status Channel::StatusOf(IoResult result) const {
+  switch (result) {
+    case IoResult::kOk:
+      return absl::OkStatus();
+    case IoResult::kWouldBlock:
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("channel '%s': the ring is full (write) or empty (read) right now", name_));
+    case IoResult::kTooLarge:
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "channel '%s': message exceeds the maximum message size of %d bytes: split it, or create the channel "
+          "with larger rings",
+          name_, max_message_bytes()));
+    case IoResult::kBufferTooSmall:
+      return absl::OutOfRangeError(absl::StrFormat(
+          "channel '%s': the next message is larger than the buffer; it stays in the channel", name_));
+    case IoResult::kPeerGone:
+      return PeerGoneError();
+    case IoResult::kCorrupt:
+      return absl::DataLossError(absl::StrFormat(
+          "channel '%s': the incoming ring was corrupted by the peer; close and re-open the channel", name_));
+    case IoResult::kClosed:
+      return absl::FailedPreconditionError(absl::StrFormat("channel '%s' is closed", name_));
+  }
+  return absl::UnknownError("unknown result");
+}
+
+ChannelStats Channel::stats() const {
+  ChannelStats s;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (current_ == nullptr) return s;
+  const Segment& segment = current_->segment;
+  const SegmentHeader* h = segment.header();
+  const RoleControl& master = h->roles[static_cast<int>(Role::kMaster)];
+  const RoleControl& slave = h->roles[static_cast<int>(Role::kSlave)];
+  // Acquire/relaxed: these are independent snapshots for reporting.
+  s.master_pid = master.state.load(std::memory_order_acquire) != 0 ? master.pid.load(std::memory_order_relaxed) : 0;
+  s.slave_pid = slave.state.load(std::memory_order_acquire) != 0 ? slave.pid.load(std::memory_order_relaxed) : 0;
+  const bool peer_alive = peer_state() == PeerState::kAlive;
+  s.master_alive = role_ == Role::kMaster || peer_alive;
+  s.slave_alive = role_ == Role::kSlave || peer_alive;
+  s.master_heartbeat = master.heartbeat.load(std::memory_order_relaxed);
+  s.slave_heartbeat = slave.heartbeat.load(std::memory_order_relaxed);
+  s.epoch = master.attach_epoch.load(std::memory_order_relaxed);
+  s.segment_epoch_ns = segment.creation_epoch_ns();
+  s.reconnect_count = reconnect_count_.load(std::memory_order_relaxed);
+  s.max_message_bytes = segment.max_message_bytes();
+  for (const Direction d : {Direction::kMasterToSlave, Direction::kSlaveToMaster}) {
+    const RingControl* ring = segment.ring_control(d);
+    const std::uint64_t written = ring->producer.messages_written.load(std::memory_order_relaxed);
+    const std::uint64_t read = ring->consumer.messages_read.load(std::memory_order_relaxed);
+    const std::uint64_t tail = ring->producer.tail.load(std::memory_order_acquire);
+    const std::uint64_t head = ring->consumer.head.load(std::memory_order_acquire);
+    const std::uint64_t queued_bytes = tail >= head ? tail - head : 0;
+    const std::uint64_t queued_messages = written >= read ? written - read : 0;
+    s.wake_syscalls += ring->wait.wake_syscalls.load(std::memory_order_relaxed);
+    s.wait_syscalls += ring->wait.wait_syscalls.load(std::memory_order_relaxed);
+    if (d == Direction::kMasterToSlave) {
+      s.m2s_write_count = written;
+      s.m2s_read_count = read;
+      s.m2s_queued_bytes = queued_bytes;
+      s.m2s_queued_messages = queued_messages;
+      s.m2s_capacity = segment.ring_capacity(d);
+    } else {
+      s.s2m_write_count = written;
+      s.s2m_read_count = read;
+      s.s2m_queued_bytes = queued_bytes;
+      s.s2m_queued_messages = queued_messages;
+      s.s2m_capacity = segment.ring_capacity(d);
+    }
+  }
+  return s;
+}
+
+}  // namespace eshm

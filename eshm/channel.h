@@ -1,0 +1,260 @@
+// A channel: one endpoint (master or slave) of a named two-way eshm connection, with roles, a heartbeat,
+// liveness detection, automatic reconnection and statistics, over the two rings of a Segment.
+//
+// Roles. Exactly one master and one slave per name, arbitrated by OFD locks on the segment file
+// (role_lock.h): a second live master or slave is refused with an error naming the holder's pid. The
+// master creates the segment; a master (or AUTO) that finds a segment whose master is dead takes it over
+// without anyone removing files. AUTO takes the master role if it is free and the slave role otherwise,
+// race-free because the lock decides.
+//
+// Liveness. The peer is dead when its role lock is free (kernel evidence: the lock dies with the
+// process), unresponsive when its heartbeat has not advanced for stale_threshold_ms on this process's
+// monotonic clock, alive otherwise. A blocked read or write learns of a death within a few milliseconds:
+// the monitor wakes it.
+//
+// Disconnects. While the peer is gone (dead, unresponsive, or not yet attached), a read first delivers
+// what is already queued; then, and for writes at once, the disconnect behaviour decides: kImmediately
+// fails (kPeerGone), kOnTimeout waits up to reconnect_wait_ms for the peer to come back, kNever waits as long
+// as the operation's own deadline allows.
+//
+// Reconnection and crash semantics (what survives what):
+//  * Master killed: the segment stays; the slave keeps it, reports the master gone, and carries on when the
+//    next master takes the segment over. Messages either side had published survive and are delivered in
+//    order (to the slave, or to the new master).
+//  * Master closed with auto_cleanup: the name is removed. The slave can still read what was queued for it;
+//    when a new master creates a new segment under the name (a new inode), the slave re-attaches to it by
+//    itself (every reconnect_retry_interval_ms, at most max_reconnect_attempts times; 0 = unlimited).
+//    Messages the slave had queued for the old master are dropped with the old segment.
+//  * Slave killed or closed: messages queued for it are delivered to the next slave. Messages it had read
+//    but whose space it had not yet handed back (at most RingConsumer::kMaxReleaseBatchBytes) are
+//    delivered again: across a reader crash delivery is at-least-once; otherwise it is exactly-once.
+//  * A writer killed mid-message or mid-batch: nothing partial is ever delivered; staged, unpublished
+//    messages are lost.
+//
+// Threading: thread-compatible per side. The write side (Write, TryWrite, Claim/Commit/Abort, WriteBatch,
+// Flush) may be used by one thread at a time, and the read side (Read, TryRead, Peek/Release, ReadBatch)
+// by one thread at a time; one writer thread and one reader thread may run concurrently. stats(), role(),
+// peer_state() and IsRemoteAlive() are thread-safe. Close() and the destructor must not race with any
+// other call.
+#ifndef ESHM_CHANNEL_H_
+#define ESHM_CHANNEL_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "eshm/deadline.h"
+#include "eshm/layout.h"
+#include "eshm/ring.h"
+#include "eshm/segment.h"
+#include "eshm/wait_strategy.h"
+
+namespace eshm {
+
+enum class ChannelRole : int { kMaster = 0, kSlave = 1, kAuto = 2 };
+enum class DisconnectBehavior : int { kImmediately = 0, kOnTimeout = 1, kNever = 2 };
+enum class PeerState : int {
+  kAbsent = 0,        // no peer has attached to this segment since we did
+  kAlive = 1,         // role lock held, heartbeat advancing
+  kUnresponsive = 2,  // role lock held, heartbeat stale (frozen, stopped, or starved)
+  kDead = 3,          // role lock free after a peer had attached
+};
+const char* PeerStateName(PeerState state);
+
+struct ChannelOptions {
+  ChannelRole role = ChannelRole::kAuto;
+  DisconnectBehavior disconnect_behavior = DisconnectBehavior::kOnTimeout;
+  int stale_threshold_ms = 100;
+  int heartbeat_interval_ms = 1;
+  int reconnect_wait_ms = 5000;
+  int reconnect_retry_interval_ms = 100;
+  int max_reconnect_attempts = 50;  // 0 = unlimited
+  bool auto_cleanup = true;         // the master removes the segment name when it closes
+  bool use_threads = true;          // false: no monitor thread; heartbeat and checks advance on each call
+  // Segment shape, used by the side that creates it (the slave adopts the master's).
+  std::uint64_t m2s_capacity = 1 << 20;
+  std::uint64_t s2m_capacity = 1 << 20;
+  std::uint64_t max_message_bytes = 0;  // 0: the largest the rings allow
+  mode_t mode = 0600;
+  // How blocking calls wait: spin, then yield, then sleep on a futex.
+  WaitStrategy wait = WaitStrategy::Adaptive();
+};
+
+// Results of the non-blocking calls: cheap to return on the hot path; StatusOf() explains them.
+enum class IoResult : std::uint8_t {
+  kOk,
+  kWouldBlock,      // ring full (write) or empty (read)
+  kTooLarge,        // message larger than max_message_bytes(): it can never be written
+  kBufferTooSmall,  // the next message is larger than the buffer; it stays in the ring
+  kPeerGone,        // disconnect behaviour kImmediately and the peer is dead, unresponsive or absent
+  kCorrupt,         // the peer broke the ring's invariants
+  kClosed,          // the channel was closed
+};
+const char* IoResultName(IoResult result);
+
+struct ChannelStats {
+  std::uint32_t master_pid = 0;
+  std::uint32_t slave_pid = 0;
+  bool master_alive = false;
+  bool slave_alive = false;
+  std::uint64_t master_heartbeat = 0;
+  std::uint64_t slave_heartbeat = 0;
+  std::uint64_t m2s_write_count = 0;
+  std::uint64_t m2s_read_count = 0;
+  std::uint64_t s2m_write_count = 0;
+  std::uint64_t s2m_read_count = 0;
+  std::uint64_t epoch = 0;            // master attachments to this segment (1 = its creator)
+  std::uint64_t segment_epoch_ns = 0; // when the segment was created (CLOCK_REALTIME)
+  std::uint64_t reconnect_count = 0;  // times this endpoint saw its peer come back or re-attached
+  std::uint64_t m2s_queued_bytes = 0;
+  std::uint64_t m2s_queued_messages = 0;
+  std::uint64_t s2m_queued_bytes = 0;
+  std::uint64_t s2m_queued_messages = 0;
+  std::uint64_t m2s_capacity = 0;
+  std::uint64_t s2m_capacity = 0;
+  std::uint64_t max_message_bytes = 0;
+  std::uint64_t wake_syscalls = 0;    // FUTEX_WAKE calls on both rings, both sides
+  std::uint64_t wait_syscalls = 0;    // FUTEX_WAIT calls on both rings, both sides
+};
+
+class Channel {
+ public:
+  // Opens the endpoint `name` (validated as Segment::ValidateName) in the role options.role asks for.
+  static absl::StatusOr<std::unique_ptr<Channel>> Open(std::string_view name, const ChannelOptions& options = {});
+
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+  ~Channel();
+
+  // ---- Write side ----
+  // Copies `message` into the outgoing ring.
+  IoResult TryWrite(std::span<const std::byte> message, Publish publish = Publish::kNow);
+  // Waits for space (backpressure; never overwrites) and for the peer, per the disconnect behaviour.
+  absl::Status Write(std::span<const std::byte> message, Deadline deadline, Publish publish = Publish::kNow);
+  // Writes every message in order, publishing once at the end; stops at the first failure. Returns how
+  // many were written (all of them on success).
+  absl::StatusOr<std::size_t> WriteBatch(std::span<const std::span<const std::byte>> messages, Deadline deadline);
+  // Zero-copy: room for up to `size` bytes (nullptr if it does not fit now, or ever, or the peer is gone
+  // under kImmediately). End with Commit or Abort.
+  std::byte* TryClaim(std::size_t size);
+  void Commit(std::size_t size, Publish publish = Publish::kNow);
+  void Abort();
+  void Flush();
+
+  // ---- Read side ----
+  IoResult TryRead(std::span<std::byte> buffer, std::size_t* size);
+  absl::StatusOr<std::size_t> Read(std::span<std::byte> buffer, Deadline deadline);
+  // Zero-copy: the next message stays in the ring (and `message` valid) until Release().
+  IoResult TryPeek(std::span<const std::byte>* message);
+  absl::StatusOr<std::span<const std::byte>> Peek(Deadline deadline);
+  void Release();
+  // Reads up to `max_messages` messages: waits (until `deadline`) for the first, then takes whatever else
+  // is queued without waiting. Each message is appended to `out` (cleared first).
+  absl::Status ReadBatch(std::size_t max_messages, Deadline deadline, std::vector<std::vector<std::byte>>* out);
+  // Size of the next queued message, if any (so a caller can size its buffer and never truncate).
+  std::optional<std::size_t> NextMessageSize();
+
+  // ---- Any thread ----
+  const std::string& name() const { return name_; }
+  Role role() const { return role_; }
+  PeerState peer_state() const { return static_cast<PeerState>(peer_state_.load(std::memory_order_acquire)); }
+  bool IsRemoteAlive() const { return peer_state() == PeerState::kAlive; }
+  std::uint64_t max_message_bytes() const { return max_message_bytes_.load(std::memory_order_relaxed); }
+  ChannelStats stats() const;
+  // Why a non-blocking call returned `result`.
+  absl::Status StatusOf(IoResult result) const;
+
+  // Releases the role; with auto_cleanup a master also removes the segment name. Idempotent.
+  void Close();
+
+ private:
+  // One segment this endpoint is attached to, with the ring ends it uses. Replaced (by the monitor) when
+  // the slave follows its master to a new segment; each side keeps the one it uses alive until it moves.
+  struct Attachment {
+    explicit Attachment(Segment s) : segment(std::move(s)) {}
+    Segment segment;
+    RingProducer producer;
+    RingConsumer consumer;
+    std::uint64_t generation = 0;
+  };
+  // Per-side state: which attachment the side's thread is using.
+  struct Side {
+    std::shared_ptr<Attachment> attachment;
+    std::uint64_t generation = 0;
+  };
+
+  Channel(std::string name, const ChannelOptions& options);
+  absl::Status Attach(std::shared_ptr<Attachment> attachment, Role role);
+  static absl::StatusOr<Role> ClaimRole(const Segment& segment, ChannelRole wanted);
+
+  // Heartbeat and liveness; run by the monitor thread, or inline when use_threads is false.
+  void MonitorLoop();
+  void Tick(std::int64_t now_ns);
+  void InlineTick();
+  bool TryReattach();
+  void WakeLocalWaiters(const Attachment* attachment);
+
+  // Moves a side onto the current attachment if the monitor replaced it. Cheap when nothing changed.
+  void SyncSide(Side& side) {
+    if (generation_.load(std::memory_order_acquire) != side.generation) SwitchSide(side);
+  }
+  void SwitchSide(Side& side);
+  bool PeerGone() const { return peer_state_.load(std::memory_order_acquire) != static_cast<int>(PeerState::kAlive); }
+  // Waits, per the disconnect behaviour, until the peer is alive. OK when it is.
+  absl::Status AwaitPeer(Deadline deadline);
+  // The WaitCheck of blocking ring waits: ends the wait when the peer goes or the attachment changes.
+  absl::Status CheckDuringWait(std::uint64_t side_generation);
+  absl::Status PeerGoneError() const;
+
+  const std::string name_;
+  const ChannelOptions options_;
+  Role role_ = Role::kMaster;
+  Direction out_ = Direction::kMasterToSlave;
+  Direction in_ = Direction::kSlaveToMaster;
+  std::atomic<std::uint64_t> max_message_bytes_{0};  // of the current attachment
+
+  Side writer_;
+  Side reader_;
+
+  // std::mutex rather than absl::Mutex: the system abseil is not built for ThreadSanitizer.
+  mutable std::mutex mu_;
+  std::shared_ptr<Attachment> current_;  // guarded by mu_
+  std::atomic<std::uint64_t> generation_{0};
+
+  // Peer liveness, written by Tick.
+  std::atomic<int> peer_state_{static_cast<int>(PeerState::kAbsent)};
+  std::atomic<std::uint32_t> peer_event_{0};  // bumped (and futex-woken) on every peer state change
+  std::atomic<std::int64_t> peer_gone_since_ns_{0};
+  std::atomic<std::uint64_t> reconnect_count_{0};
+
+  // Tick's own bookkeeping (monitor thread, or the calling thread under mu_ when use_threads is false).
+  std::uint64_t heartbeat_ = 0;
+  std::uint64_t peer_heartbeat_seen_ = 0;
+  std::uint64_t peer_attach_epoch_seen_ = 0;
+  std::int64_t peer_heartbeat_change_ns_ = 0;
+  std::int64_t last_tick_ns_ = 0;
+  std::int64_t last_reattach_try_ns_ = 0;
+  int reattach_attempts_ = 0;
+  bool peer_ever_seen_ = false;
+
+  std::atomic<bool> stop_{false};
+  std::atomic<std::uint32_t> stop_word_{0};
+  std::thread monitor_;
+  bool closed_ = false;
+};
+
+}  // namespace eshm
+
+#endif  // ESHM_CHANNEL_H_

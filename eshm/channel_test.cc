@@ -1,0 +1,154 @@
+// In-process tests of the channel: both endpoints in one process (each Channel has its own open file
+// description, so the role locks behave as between processes). Cross-process behaviour is in //tests.
+#include "eshm/channel.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace eshm {
+namespace {
+
+std::string UniqueName(const char* test) {
+  static int counter = 0;
+  return absl::StrCat("chan_", test, "_", getpid(), "_", counter++);
+}
+
+std::span<const std::byte> Bytes(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
+
+std::string ReadString(Channel& channel, int timeout_ms = 2000) {
+  std::string buffer(65536, '\0');
+  auto size = channel.Read(std::as_writable_bytes(std::span(buffer.data(), buffer.size())),
+                           Deadline::AfterMs(timeout_ms));
+  if (!size.ok()) return absl::StrCat("<error: ", size.status().ToString(), ">");
+  buffer.resize(*size);
+  return buffer;
+}
+
+ChannelOptions WithRole(ChannelRole role) {
+  ChannelOptions options;
+  options.role = role;
+  options.m2s_capacity = options.s2m_capacity = 64 * 1024;
+  return options;
+}
+
+TEST(ChannelTest, MasterAndSlaveTalkBothWays) {
+  const std::string name = UniqueName("talk");
+  auto master = Channel::Open(name, WithRole(ChannelRole::kMaster));
+  ASSERT_TRUE(master.ok()) << master.status();
+  auto slave = Channel::Open(name, WithRole(ChannelRole::kSlave));
+  ASSERT_TRUE(slave.ok()) << slave.status();
+  EXPECT_EQ((*master)->role(), Role::kMaster);
+  EXPECT_EQ((*slave)->role(), Role::kSlave);
+  ASSERT_TRUE((*master)->Write(Bytes("Hello from master #0"), Deadline::AfterMs(1000)).ok());
+  EXPECT_EQ(ReadString(**slave), "Hello from master #0");
+  ASSERT_TRUE((*slave)->Write(Bytes("ACK from slave #0"), Deadline::AfterMs(1000)).ok());
+  EXPECT_EQ(ReadString(**master), "ACK from slave #0");
+  const ChannelStats stats = (*master)->stats();
+  EXPECT_EQ(stats.m2s_write_count, 1u);
+  EXPECT_EQ(stats.m2s_read_count, 1u);
+  EXPECT_EQ(stats.s2m_write_count, 1u);
+  EXPECT_EQ(stats.s2m_read_count, 1u);
+  EXPECT_EQ(stats.master_pid, static_cast<std::uint32_t>(getpid()));
+  EXPECT_EQ(stats.slave_pid, static_cast<std::uint32_t>(getpid()));
+}
+
+TEST(ChannelTest, AutoTakesMasterThenSlave) {
+  const std::string name = UniqueName("auto");
+  auto first = Channel::Open(name, WithRole(ChannelRole::kAuto));
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = Channel::Open(name, WithRole(ChannelRole::kAuto));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*first)->role(), Role::kMaster);
+  EXPECT_EQ((*second)->role(), Role::kSlave);
+  auto third = Channel::Open(name, WithRole(ChannelRole::kAuto));
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(third.status().message().find(absl::StrCat("pid ", getpid())), std::string_view::npos)
+      << third.status();
+}
+
+TEST(ChannelTest, SecondMasterIsRefusedWithTheHoldersPid) {
+  const std::string name = UniqueName("second");
+  auto master = Channel::Open(name, WithRole(ChannelRole::kMaster));
+  ASSERT_TRUE(master.ok()) << master.status();
+  auto again = Channel::Open(name, WithRole(ChannelRole::kMaster));
+  ASSERT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(again.status().message().find(absl::StrCat("live master (pid ", getpid(), ")")),
+            std::string_view::npos)
+      << again.status();
+}
+
+TEST(ChannelTest, PeerBecomesAliveAndDeadOnClose) {
+  const std::string name = UniqueName("alive");
+  auto master = Channel::Open(name, WithRole(ChannelRole::kMaster));
+  ASSERT_TRUE(master.ok());
+  EXPECT_EQ((*master)->peer_state(), PeerState::kAbsent);
+  {
+    auto slave = Channel::Open(name, WithRole(ChannelRole::kSlave));
+    ASSERT_TRUE(slave.ok());
+    EXPECT_TRUE((*slave)->IsRemoteAlive());
+    const std::int64_t start = MonotonicNowNs();
+    while (!(*master)->IsRemoteAlive() && MonotonicNowNs() - start < 2'000'000'000) usleep(1000);
+    EXPECT_TRUE((*master)->IsRemoteAlive());
+  }
+  const std::int64_t start = MonotonicNowNs();
+  while ((*master)->peer_state() != PeerState::kDead && MonotonicNowNs() - start < 2'000'000'000) usleep(1000);
+  EXPECT_EQ((*master)->peer_state(), PeerState::kDead);
+}
+
+TEST(ChannelTest, MasterCloseRemovesTheSegment) {
+  const std::string name = UniqueName("cleanup");
+  {
+    auto master = Channel::Open(name, WithRole(ChannelRole::kMaster));
+    ASSERT_TRUE(master.ok());
+    EXPECT_EQ(access(Segment::PathFor(name).c_str(), F_OK), 0);
+  }
+  EXPECT_NE(access(Segment::PathFor(name).c_str(), F_OK), 0);
+}
+
+TEST(ChannelTest, ReadWithoutAPeerTimesOut) {
+  const std::string name = UniqueName("timeout");
+  auto master = Channel::Open(name, WithRole(ChannelRole::kMaster));
+  ASSERT_TRUE(master.ok());
+  std::byte buffer[8];
+  auto result = (*master)->Read(buffer, Deadline::AfterMs(50));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded) << result.status();
+}
+
+TEST(ChannelTest, ImmediatelyFailsAtOnceWithoutAPeer) {
+  const std::string name = UniqueName("immediately");
+  ChannelOptions options = WithRole(ChannelRole::kMaster);
+  options.disconnect_behavior = DisconnectBehavior::kImmediately;
+  auto master = Channel::Open(name, options);
+  ASSERT_TRUE(master.ok());
+  std::byte buffer[8];
+  auto result = (*master)->Read(buffer, Deadline::AfterMs(5000));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+  EXPECT_EQ((*master)->TryWrite(Bytes("x")), IoResult::kPeerGone);
+}
+
+TEST(ChannelTest, InlineHeartbeatWithoutThreads) {
+  const std::string name = UniqueName("inline");
+  ChannelOptions options = WithRole(ChannelRole::kMaster);
+  options.use_threads = false;
+  auto master = Channel::Open(name, options);
+  ASSERT_TRUE(master.ok());
+  options.role = ChannelRole::kSlave;
+  auto slave = Channel::Open(name, options);
+  ASSERT_TRUE(slave.ok());
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE((*master)->Write(Bytes(absl::StrCat("m", i)), Deadline::AfterMs(1000)).ok());
+    ASSERT_EQ(ReadString(**slave), absl::StrCat("m", i));
+  }
+  const ChannelStats stats = (*master)->stats();
+  EXPECT_GT(stats.master_heartbeat, 100u);
+  EXPECT_GT(stats.slave_heartbeat, 100u);
+}
+
+}  // namespace
+}  // namespace eshm

@@ -1,0 +1,311 @@
+/*
+ * eshm.h - the C ABI of eshm, a lock-free shared-memory IPC engine for Linux.
+ *
+ * One named channel (/dev/shm/eshm_<name>) connects exactly one MASTER and one SLAVE process through two
+ * rings of length-delimited messages: master->slave and slave->master. A full ring pushes back on the
+ * writer; an unread message is never overwritten. Each side sees the other's liveness (role lock plus
+ * heartbeat) and reconnects by itself when the peer comes back.
+ *
+ * This header is plain C (C99 or later, and C++): fixed-width integer types, no enums in signatures, no
+ * bit fields, no padding in the structs. It is meant to be bound from any FFI (Python ctypes/cffi,
+ * Node koffi, JNI/JNA, Rust bindgen, Go cgo). The shared library libeshm.so exports exactly the eshm_*
+ * functions declared here.
+ *
+ * Conventions, for every function below:
+ *  - Functions return an int result code: ESHM_SUCCESS (0) or a negative ESHM_ERROR_* code, unless stated
+ *    otherwise. No function aborts, throws, or crashes on a NULL pointer or an out-of-range argument:
+ *    those return ESHM_ERROR_INVALID_PARAM, and eshm_last_error() names the offending argument.
+ *    (A pointer that is neither NULL nor valid, such as a handle already passed to eshm_close(), cannot be
+ *    detected and is undefined behaviour, as in any C API.)
+ *  - After a function returns an error, eshm_last_error() describes it (a message of the calling thread).
+ *  - Timeouts are in milliseconds: -1 waits forever, 0 does not wait, a positive value waits at most that
+ *    long. Any other negative value is ESHM_ERROR_INVALID_PARAM.
+ *  - Messages are byte strings of 0..max_message_size bytes, delivered whole and in order. eshm adds no
+ *    terminator: to send a C string, send strlen() bytes (or strlen()+1 to interoperate with old peers that
+ *    expect the NUL).
+ *  - Structs carry a `struct_size` first field, for ABI evolution: set it to sizeof(the struct) as your
+ *    header declares it (eshm_config_init() does it for eshm_config). A library newer than your header
+ *    reads/writes only the fields you know; an older library accepts a newer, larger struct as long as the
+ *    fields it does not know are zero (eshm_config) and fills only the fields it knows (eshm_stats).
+ *
+ * Threading: one handle may be used by one writing thread (eshm_write, eshm_try_write, eshm_flush) and one
+ * reading thread (eshm_read, eshm_try_read, eshm_next_message_size) at the same time. eshm_get_role,
+ * eshm_is_remote_alive, eshm_get_stats and eshm_max_message_size may be called from any thread at any
+ * time. eshm_close must not run concurrently with any other call on the same handle. Different handles are
+ * independent.
+ *
+ * Signals: blocking calls (eshm_open as a slave waiting for its master, eshm_write, eshm_read) are not
+ * interrupted by signals; use a finite timeout and check your own flag between calls.
+ *
+ * Example (error handling shortened):
+ *
+ *   eshm_config cfg;
+ *   eshm_config_init(&cfg);
+ *   cfg.role = ESHM_ROLE_MASTER;
+ *   eshm_handle* h = NULL;
+ *   if (eshm_open("demo", &cfg, &h) != ESHM_SUCCESS) {
+ *     fprintf(stderr, "open: %s\n", eshm_last_error());
+ *     return 1;
+ *   }
+ *   eshm_write(h, "hello", 5, 1000);
+ *   char buf[4096];
+ *   size_t n = 0;
+ *   int rc = eshm_read(h, buf, sizeof buf, &n, 1000);  // ESHM_SUCCESS: buf[0..n) holds the reply
+ *   eshm_close(h);
+ */
+#ifndef ESHM_ESHM_H_
+#define ESHM_ESHM_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Marks the exported API (libeshm.so also limits its exports to eshm_* with a linker version script). */
+#if defined(__GNUC__)
+#define ESHM_API __attribute__((visibility("default")))
+#else
+#define ESHM_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The version of this header; eshm_version() reports the library's. */
+#define ESHM_VERSION_MAJOR 2
+#define ESHM_VERSION_MINOR 0
+#define ESHM_VERSION_PATCH 0
+#define ESHM_VERSION_STRING "2.0.0"
+
+/* ---- Roles (eshm_config.role, eshm_get_role) ---- */
+#define ESHM_ROLE_MASTER 0 /* creates the channel; at most one live master per name */
+#define ESHM_ROLE_SLAVE 1  /* attaches to the master's channel; at most one live slave per name */
+#define ESHM_ROLE_AUTO 2   /* master if the master role is free, slave otherwise (race-free) */
+
+/* ---- Disconnect behaviour (eshm_config.disconnect_behavior) ----
+ * What a write (or a read that finds nothing queued) does while the peer is gone: dead, unresponsive, or
+ * not yet attached. Messages already queued are always delivered first. */
+#define ESHM_DISCONNECT_IMMEDIATELY 0 /* fail at once: ESHM_ERROR_MASTER_STALE / ESHM_ERROR_SLAVE_STALE */
+#define ESHM_DISCONNECT_ON_TIMEOUT 1  /* wait up to reconnect_wait_ms for the peer, then fail (*_STALE) */
+#define ESHM_DISCONNECT_NEVER 2       /* wait for the peer as long as the call's own timeout allows */
+
+/* ---- Result codes ----
+ * Every code is distinct. 0 and -8..-11 keep the values of the original ESHM library. */
+#define ESHM_SUCCESS 0
+/* An argument is NULL, out of range, or inconsistent (a bad name, a bad config field, a NULL buffer with a
+ * nonzero length, a negative timeout other than -1...). eshm_last_error() names the argument. */
+#define ESHM_ERROR_INVALID_PARAM -1
+/* The master could not create the shared-memory segment (an operating-system error other than
+ * permissions or lack of space; see eshm_last_error()). */
+#define ESHM_ERROR_SHM_CREATE -2
+/* The segment could not be opened or mapped (an operating-system error other than the more specific codes
+ * below). */
+#define ESHM_ERROR_SHM_ATTACH -3
+/* Reserved (the original library's detach failure); not returned by this version. */
+#define ESHM_ERROR_SHM_DETACH -4
+/* Reserved (the original library's segment removal failure); not returned by this version: a master's
+ * eshm_close() removes the name best-effort. */
+#define ESHM_ERROR_SHM_DELETE -5
+/* Reserved (the original library's mutex initialization failure); eshm uses no locks in shared memory
+ * and never returns it. */
+#define ESHM_ERROR_MUTEX_INIT -6
+/* A struct was passed without being initialized: its struct_size is 0. Call eshm_config_init(), or set
+ * stats.struct_size = sizeof(eshm_stats). */
+#define ESHM_ERROR_NOT_INITIALIZED -7
+/* The next message is larger than the buffer. It stays queued; *out_len holds its size: read it again
+ * with a buffer at least that large. */
+#define ESHM_ERROR_BUFFER_TOO_SMALL -8
+/* Nothing is queued (eshm_try_read, eshm_next_message_size). */
+#define ESHM_ERROR_NO_DATA -9
+/* The timeout passed: no message arrived (read), the ring stayed full (write), or the peer did not come
+ * back in time. Also: a segment whose creator never finished initializing it. */
+#define ESHM_ERROR_TIMEOUT -10
+/* This endpoint is the slave and its master is gone (exited, unresponsive, or never attached) and, per the
+ * disconnect behaviour, did not come back in time. Retrying later is fine: the slave reconnects by itself. */
+#define ESHM_ERROR_MASTER_STALE -11
+/* This endpoint is the master and its slave is gone (exited, unresponsive, or not attached yet); see
+ * ESHM_ERROR_MASTER_STALE. */
+#define ESHM_ERROR_SLAVE_STALE -12
+/* eshm_open: a live process already holds the requested role (or, with ESHM_ROLE_AUTO, both roles).
+ * eshm_last_error() gives its pid. */
+#define ESHM_ERROR_ROLE_TAKEN -13
+/* The message is larger than the channel's maximum message size (eshm_max_message_size()); it can never
+ * be written. */
+#define ESHM_ERROR_MESSAGE_TOO_LARGE -14
+/* eshm_try_write: the outgoing ring has no room for the message right now (the reader is behind). */
+#define ESHM_ERROR_RING_FULL -15
+/* The shared memory is corrupt: the peer broke the ring's invariants, or the segment's header is
+ * inconsistent. Close the handle; remove the segment once no process uses it. */
+#define ESHM_ERROR_CORRUPT -16
+/* The channel is closed. Not returned in correct use of this API (eshm_close frees the handle, and must
+ * not run concurrently with other calls); meant for bindings that wrap a handle in an object and report a
+ * call after its close() with it. */
+#define ESHM_ERROR_CLOSED -17
+/* eshm_open as a slave: no master created the channel within max_reconnect_attempts retries. */
+#define ESHM_ERROR_NOT_FOUND -18
+/* eshm_open: the operating system refused access to /dev/shm/eshm_<name> (another user's segment, or
+ * the mode does not allow it). */
+#define ESHM_ERROR_PERMISSION -19
+/* eshm_open: not enough shared memory for the segment (/dev/shm is full, or too many open files / too
+ * little memory). Free space, use smaller capacities, or enlarge /dev/shm (docker run --shm-size=...). */
+#define ESHM_ERROR_NO_SPACE -20
+/* eshm_open: /dev/shm/eshm_<name> exists but is not a segment this library can use: another program's
+ * file, a different eshm layout version, a symbolic link, or a truncated file. */
+#define ESHM_ERROR_INCOMPATIBLE -21
+/* An unexpected internal error; eshm_last_error() has the details. */
+#define ESHM_ERROR_INTERNAL -22
+
+/* The lowest (most negative) result code, for table-driven bindings: codes are ESHM_ERROR_LAST..0. */
+#define ESHM_ERROR_LAST ESHM_ERROR_INTERNAL
+
+/* An open endpoint. Opaque: create with eshm_open, destroy with eshm_close. */
+typedef struct eshm_handle eshm_handle;
+
+/* Channel options. Initialize with eshm_config_init(), then change what you need.
+ * Layout (bytes): 88, no padding; offsets in the comments. */
+typedef struct eshm_config {
+  uint32_t struct_size;                /*  0: sizeof(eshm_config); set by eshm_config_init */
+  int32_t role;                        /*  4: ESHM_ROLE_*; default ESHM_ROLE_AUTO */
+  int32_t disconnect_behavior;         /*  8: ESHM_DISCONNECT_*; default ESHM_DISCONNECT_ON_TIMEOUT */
+  int32_t stale_threshold_ms;          /* 12: peer is unresponsive after this long without a heartbeat;
+                                                 > heartbeat_interval_ms; default 100 */
+  int32_t heartbeat_interval_ms;       /* 16: how often this side beats and checks its peer; > 0;
+                                                 default 1 */
+  int32_t reconnect_wait_ms;           /* 20: ON_TIMEOUT: how long a call waits for a gone peer; >= 0;
+                                                 default 5000 */
+  int32_t reconnect_retry_interval_ms; /* 24: slave: how often it looks for a (new) master; > 0;
+                                                 default 100 */
+  int32_t max_reconnect_attempts;      /* 28: slave: how many times; 0 = unlimited (then eshm_open as a
+                                                 slave waits forever for its master); default 50 */
+  int32_t auto_cleanup;                /* 32: 1: a master's eshm_close removes the segment name; 0 or 1;
+                                                 default 1 */
+  int32_t use_threads;                 /* 36: 1: a monitor thread keeps the heartbeat; 0: the heartbeat
+                                                 advances only inside eshm calls (call at least every
+                                                 heartbeat interval); 0 or 1; default 1 */
+  uint64_t m2s_capacity;               /* 40: master->slave ring bytes, a power of two in [4096, 2^32];
+                                                 used by the creator only; default 1 MiB */
+  uint64_t s2m_capacity;               /* 48: slave->master ring bytes, as above; default 1 MiB */
+  uint64_t max_message_bytes;          /* 56: largest message; 0 = the largest the rings allow (about
+                                                 half the smaller ring); creator only; default 0 */
+  int64_t spin_ns;                     /* 64: blocking calls busy-poll this long first; >= 0;
+                                                 default 20000 */
+  int64_t yield_ns;                    /* 72: then poll with sched_yield() this long; >= 0;
+                                                 default 30000 */
+  uint32_t mode;                       /* 80: segment file permissions (creator only), permission bits
+                                                 including 0600; default 0600 */
+  int32_t allow_sleep;                 /* 84: 1: then sleep on a futex (idle costs no CPU); 0: never sleep
+                                                 (lowest latency, a busy core per waiter); default 1 */
+} eshm_config;
+
+/* Statistics of a channel, as seen by one endpoint. Set struct_size = sizeof(eshm_stats) before calling
+ * eshm_get_stats; the library sets it to the number of bytes it filled.
+ * Layout (bytes): 168, no padding. The first ten fields after struct_size are the original library's. */
+typedef struct eshm_stats {
+  uint32_t struct_size;          /* in: sizeof(eshm_stats); out: bytes filled */
+  uint32_t master_pid;           /* pid of the attached master, 0 if none */
+  uint32_t slave_pid;            /* pid of the attached slave, 0 if none */
+  uint32_t master_alive;         /* 1 if the master is alive (as this endpoint sees it) */
+  uint32_t slave_alive;          /* 1 if the slave is alive (as this endpoint sees it) */
+  uint32_t reserved0;            /* 0; keeps the 64-bit fields aligned */
+  uint64_t master_heartbeat;     /* the master's heartbeat counter */
+  uint64_t slave_heartbeat;      /* the slave's heartbeat counter */
+  uint64_t m2s_write_count;      /* messages written master->slave (this segment's lifetime) */
+  uint64_t m2s_read_count;       /* messages read master->slave */
+  uint64_t s2m_write_count;      /* messages written slave->master */
+  uint64_t s2m_read_count;       /* messages read slave->master */
+  uint64_t epoch;                /* master attachments to this segment (1 = its creator only) */
+  uint64_t reconnect_count;      /* times this endpoint saw its peer come back, or re-attached */
+  uint64_t m2s_queued_bytes;     /* bytes queued master->slave (records, including headers) */
+  uint64_t m2s_queued_messages;  /* messages queued master->slave */
+  uint64_t s2m_queued_bytes;     /* bytes queued slave->master */
+  uint64_t s2m_queued_messages;  /* messages queued slave->master */
+  uint64_t m2s_capacity;         /* master->slave ring capacity, bytes */
+  uint64_t s2m_capacity;         /* slave->master ring capacity, bytes */
+  uint64_t max_message_bytes;    /* largest message either direction accepts */
+  uint64_t wake_syscalls;        /* FUTEX_WAKE system calls, both rings, both sides */
+  uint64_t wait_syscalls;        /* FUTEX_WAIT system calls, both rings, both sides */
+  uint64_t segment_epoch_ns;     /* when the segment was created, ns since the Unix epoch */
+} eshm_stats;
+
+/* Fills *cfg with the defaults (those of the original ESHM library): role AUTO, disconnect ON_TIMEOUT,
+ * stale_threshold_ms 100, heartbeat_interval_ms 1, reconnect_wait_ms 5000, reconnect_retry_interval_ms
+ * 100, max_reconnect_attempts 50, auto_cleanup 1, use_threads 1, 1 MiB rings, the largest message size,
+ * mode 0600, adaptive waits (spin 20 us, yield 30 us, then sleep), and struct_size. NULL is ignored. */
+ESHM_API void eshm_config_init(eshm_config* cfg);
+
+/* Opens the endpoint `name` of a channel and stores its handle in *out (set to NULL on failure).
+ *  name: 1 to 250 characters from [A-Za-z0-9._-], NUL-terminated; the segment is /dev/shm/eshm_<name>.
+ *  cfg:  NULL for the defaults, or a struct initialized with eshm_config_init().
+ * A master (or AUTO) creates the segment, or takes over one whose master is dead. A slave waits for the
+ * master to create it, retrying every reconnect_retry_interval_ms up to max_reconnect_attempts times
+ * (0 = forever): with the defaults, about 5 s. Errors: INVALID_PARAM, NOT_INITIALIZED, ROLE_TAKEN,
+ * NOT_FOUND, PERMISSION, NO_SPACE, INCOMPATIBLE, CORRUPT, TIMEOUT, SHM_CREATE, SHM_ATTACH. */
+ESHM_API int eshm_open(const char* name, const eshm_config* cfg, eshm_handle** out);
+
+/* Closes the endpoint: publishes anything still staged, releases the role and, for a master with
+ * auto_cleanup, removes the segment name. Frees the handle: do not use it afterwards. NULL is a no-op.
+ * Returns ESHM_SUCCESS. */
+ESHM_API int eshm_close(eshm_handle* handle);
+
+/* Sends one message of `len` bytes (data may be NULL only when len is 0), waiting up to timeout_ms for
+ * room in the ring (backpressure) and, per the disconnect behaviour, for a gone peer. A message written
+ * while the peer is absent is queued for it (unless ESHM_DISCONNECT_IMMEDIATELY). Errors: INVALID_PARAM,
+ * MESSAGE_TOO_LARGE, TIMEOUT, MASTER_STALE / SLAVE_STALE. */
+ESHM_API int eshm_write(eshm_handle* handle, const void* data, size_t len, int timeout_ms);
+
+/* Sends one message without waiting. ESHM_ERROR_RING_FULL when the ring has no room right now;
+ * MASTER_STALE / SLAVE_STALE only under ESHM_DISCONNECT_IMMEDIATELY. Other errors as eshm_write. */
+ESHM_API int eshm_try_write(eshm_handle* handle, const void* data, size_t len);
+
+/* Receives the next message into buf[0..cap), waiting up to timeout_ms, and stores its length in
+ * *out_len. buf may be NULL only when cap is 0 (a way to learn the next message's size).
+ * ESHM_ERROR_BUFFER_TOO_SMALL: the message is larger than cap; it stays queued and *out_len holds its
+ * size. Other errors: INVALID_PARAM, TIMEOUT, MASTER_STALE / SLAVE_STALE, CORRUPT. With the peer gone,
+ * messages it queued are delivered first; then ON_TIMEOUT waits up to min(timeout_ms, reconnect_wait_ms)
+ * for it: TIMEOUT if timeout_ms ran out first, MASTER_STALE / SLAVE_STALE if reconnect_wait_ms did.
+ * *out_len is 0 after any other error. */
+ESHM_API int eshm_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len, int timeout_ms);
+
+/* Receives the next message without waiting: as eshm_read, but ESHM_ERROR_NO_DATA when nothing is
+ * queued (and MASTER_STALE / SLAVE_STALE only under ESHM_DISCONNECT_IMMEDIATELY). */
+ESHM_API int eshm_try_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len);
+
+/* Stores the size of the next queued message in *out without consuming it; ESHM_ERROR_NO_DATA (and
+ * *out = 0) when nothing is queued. Read-side call. */
+ESHM_API int eshm_next_message_size(eshm_handle* handle, size_t* out);
+
+/* Stores the largest message size this channel accepts, in bytes, in *out. */
+ESHM_API int eshm_max_message_size(eshm_handle* handle, size_t* out);
+
+/* Publishes any staged messages. eshm_write / eshm_try_write publish at once, so this is only needed by
+ * future batching calls; it is always safe. Write-side call. */
+ESHM_API int eshm_flush(eshm_handle* handle);
+
+/* Stores the role this endpoint holds, ESHM_ROLE_MASTER or ESHM_ROLE_SLAVE (never AUTO), in *role. */
+ESHM_API int eshm_get_role(eshm_handle* handle, int* role);
+
+/* Returns 1 if the peer is alive (holds its role and its heartbeat advances), 0 if it is absent, dead or
+ * unresponsive, or a negative ESHM_ERROR_* code (ESHM_ERROR_INVALID_PARAM for a NULL handle). */
+ESHM_API int eshm_is_remote_alive(eshm_handle* handle);
+
+/* Fills *out with the channel's statistics. Set out->struct_size = sizeof(eshm_stats) first
+ * (ESHM_ERROR_NOT_INITIALIZED if it is 0); on return it holds the number of bytes filled. */
+ESHM_API int eshm_get_stats(eshm_handle* handle, eshm_stats* out);
+
+/* A static, human-readable description of a result code ("success", "no data available", ...), never
+ * NULL; "unknown error code" for a value that is not a code. */
+ESHM_API const char* eshm_strerror(int code);
+
+/* The message of the last failure of an eshm_* call on the calling thread (the full explanation, with the
+ * channel name, paths, pids and what to do), or "" if none has failed on this thread. Never NULL. The
+ * pointer stays valid until the next failing eshm_* call on the same thread; copy the text to keep it.
+ * Successful calls leave it unchanged, so read it only right after a call returned an error. */
+ESHM_API const char* eshm_last_error(void);
+
+/* The library's version, e.g. "2.0.0" (static string). */
+ESHM_API const char* eshm_version(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* ESHM_ESHM_H_ */

@@ -1,0 +1,43 @@
+#include "eshm/role_lock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+
+namespace eshm {
+namespace {
+
+struct flock RoleRange(Role role, short type) {
+  struct flock lock = {};
+  lock.l_type = type;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = static_cast<off_t>(role);  // byte 0: master, byte 1: slave
+  lock.l_len = 1;
+  lock.l_pid = 0;  // required to be 0 for OFD locks
+  return lock;
+}
+
+}  // namespace
+
+absl::StatusOr<bool> TryLockRole(int fd, Role role) {
+  struct flock lock = RoleRange(role, F_WRLCK);
+  if (fcntl(fd, F_OFD_SETLK, &lock) == 0) return true;
+  if (errno == EAGAIN || errno == EACCES) return false;
+  return absl::ErrnoToStatus(errno, absl::StrFormat("fcntl(F_OFD_SETLK) on the %s role byte",
+                                                    role == Role::kMaster ? "master" : "slave"));
+}
+
+void UnlockRole(int fd, Role role) {
+  struct flock lock = RoleRange(role, F_UNLCK);
+  fcntl(fd, F_OFD_SETLK, &lock);
+}
+
+bool IsRoleLockedByOther(int fd, Role role) {
+  struct flock lock = RoleRange(role, F_WRLCK);
+  if (fcntl(fd, F_OFD_GETLK, &lock) != 0) return true;
+  return lock.l_type != F_UNLCK;
+}
+
+}  // namespace eshm
