@@ -359,7 +359,9 @@ bool Channel::TryReattach() {
   attachment->consumer = s.MakeConsumer(in_);
   attachment->generation = generation_.load(std::memory_order_relaxed) + 1;
   max_message_bytes_.store(s.max_message_bytes(), std::memory_order_relaxed);
+  // A new segment: no master seen on it yet. (Counting the reconnect here, not again when the master shows.)
   peer_ever_seen_ = false;
+  peer_state_.store(static_cast<int>(PeerState::kAbsent), std::memory_order_release);
   peer_heartbeat_change_ns_ = MonotonicNowNs();
   reattach_attempts_ = 0;
   current_ = std::move(attachment);
@@ -374,9 +376,14 @@ bool Channel::TryReattach() {
 void Channel::WakeLocalWaiters(const Attachment* attachment) {
   // Wake our own sleepers (the reader on the incoming ring's data word, the writer on the outgoing ring's
   // space word) so they re-examine the peer state. FUTEX_WAKE needs no change of value.
+  // Bump each word first: a side between reading the word and entering FUTEX_WAIT then returns at once
+  // instead of sleeping through a wake that came too early. Release pairs with the waiter's acquire.
   if (attachment == nullptr) return;
-  FutexWakeAll(&attachment->segment.ring_control(in_)->wait.data_futex);
-  FutexWakeAll(&attachment->segment.ring_control(out_)->wait.space_futex);
+  for (std::atomic<std::uint32_t>* word : {&attachment->segment.ring_control(in_)->wait.data_futex,
+                                           &attachment->segment.ring_control(out_)->wait.space_futex}) {
+    word->fetch_add(1, std::memory_order_release);
+    FutexWakeAll(word);
+  }
 }
 
 void Channel::SwitchSide(Side& side) {
@@ -660,8 +667,8 @@ ChannelStats Channel::stats() const {
     const std::uint64_t written = ring->producer.messages_written.load(std::memory_order_relaxed);
     const std::uint64_t read = ring->consumer.messages_read.load(std::memory_order_relaxed);
     const std::uint64_t tail = ring->producer.tail.load(std::memory_order_acquire);
-    const std::uint64_t head = ring->consumer.head.load(std::memory_order_acquire);
-    const std::uint64_t queued_bytes = tail >= head ? tail - head : 0;
+    const std::uint64_t read_to = ring->consumer.read_position.load(std::memory_order_relaxed);
+    const std::uint64_t queued_bytes = tail >= read_to ? tail - read_to : 0;
     const std::uint64_t queued_messages = written >= read ? written - read : 0;
     s.wake_syscalls += ring->wait.wake_syscalls.load(std::memory_order_relaxed);
     s.wait_syscalls += ring->wait.wait_syscalls.load(std::memory_order_relaxed);

@@ -12,10 +12,12 @@
 // monotonic clock, alive otherwise. A blocked read or write learns of a death within a few milliseconds:
 // the monitor wakes it.
 //
-// Disconnects. While the peer is gone (dead, unresponsive, or not yet attached), a read first delivers
-// what is already queued; then, and for writes at once, the disconnect behaviour decides: kImmediately
-// fails (kPeerGone), kOnTimeout waits up to reconnect_wait_ms for the peer to come back, kNever waits as long
-// as the operation's own deadline allows.
+// Disconnects. While the peer is gone (dead, unresponsive, or not yet attached), reads deliver what is
+// already queued and writes queue messages while the ring has room (they reach the next peer). An
+// operation that would have to wait for the peer (a read from an empty ring, a write to a full one) does as
+// the disconnect behaviour says: kImmediately fails at once (kPeerGone / Unavailable; under kImmediately
+// writes fail at once even with room), kOnTimeout waits up to reconnect_wait_ms for a peer to attach, then
+// fails, kNever waits as long as the operation's own deadline allows.
 //
 // Reconnection and crash semantics (what survives what):
 //  * Master killed: the segment stays; the slave keeps it, reports the master gone, and carries on when the
@@ -206,9 +208,12 @@ class Channel {
   bool TryReattach();
   void WakeLocalWaiters(const Attachment* attachment);
 
-  // Moves a side onto the current attachment if the monitor replaced it. Cheap when nothing changed.
+  // Moves a side onto the current attachment if the monitor replaced it. Cheap when nothing changed. The
+  // reader first drains the old segment: its writer is gone, so what is queued there is all there will be.
   void SyncSide(Side& side) {
-    if (generation_.load(std::memory_order_acquire) != side.generation) SwitchSide(side);
+    if (generation_.load(std::memory_order_acquire) == side.generation) return;
+    if (&side == &reader_ && side.attachment != nullptr && side.attachment->consumer.HasData()) return;
+    SwitchSide(side);
   }
   void SwitchSide(Side& side);
   bool PeerGone() const { return peer_state_.load(std::memory_order_acquire) != static_cast<int>(PeerState::kAlive); }

@@ -23,7 +23,7 @@
 //   384          +--------------------------------------------------------------+
 //                | RingControl master->slave                           384 bytes |
 //                |   0   producer line: tail, messages_written                  |
-//                | 128   consumer line: head, messages_read                     |
+//                | 128   consumer line: head, messages_read, read_position      |
 //                | 256   wait line: futex words and sleeper flags               |
 //   768          +--------------------------------------------------------------+
 //                | ring data master->slave          ring_capacity[0] bytes      |
@@ -118,6 +118,9 @@ struct alignas(kFalseSharingRange) RingControl {
     // Position of the oldest record not yet released; the producer may overwrite everything before it.
     std::atomic<std::uint64_t> head;
     std::atomic<std::uint64_t> messages_read;
+    // How far the consumer has read, ahead of `head` by what it has not yet handed back. For observers
+    // that report what is queued; the producer never reads it.
+    std::atomic<std::uint64_t> read_position;
   } consumer;
   // Written rarely: only by a side that is about to sleep, or that wakes a sleeper.
   struct alignas(kFalseSharingRange) WaitLine {
@@ -207,6 +210,7 @@ static_assert(offsetof(RingControl::ProducerLine, tail) == 0);
 static_assert(offsetof(RingControl::ProducerLine, messages_written) == 8);
 static_assert(offsetof(RingControl::ConsumerLine, head) == 0);
 static_assert(offsetof(RingControl::ConsumerLine, messages_read) == 8);
+static_assert(offsetof(RingControl::ConsumerLine, read_position) == 16);
 static_assert(offsetof(RingControl::WaitLine, data_futex) == 0);
 static_assert(offsetof(RingControl::WaitLine, data_sleeping) == 4);
 static_assert(offsetof(RingControl::WaitLine, space_futex) == 8);

@@ -365,6 +365,7 @@ void RingConsumer::Release() {
   // Relaxed: a statistic for observers, on the consumer's own line (the producer reads that line only when
   // it believes the ring full).
   control_->consumer.messages_read.store(++messages_read_, std::memory_order_relaxed);
+  control_->consumer.read_position.store(head_, std::memory_order_relaxed);
   // Hand space back in batches, or at once if the producer is waiting for it. The relaxed flag load can
   // miss a producer that is just going to sleep; the seq_cst check in PublishHead (reached at the latest
   // when the ring drains) does not.
