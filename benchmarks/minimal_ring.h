@@ -1,0 +1,133 @@
+// The baseline ring for eshm's throughput benchmarks: the smallest correct single-producer/single-consumer
+// ring of variable-length messages, written the classic way (Lamport's queue with cached indices, as in
+// rigtorp's SPSCQueue, but over bytes instead of fixed slots).
+//
+// Why it is the baseline: it is what anyone would write first, and it publishes EVERY message: the producer
+// does one release store of `tail` per message and the consumer one release store of `head` per message, so
+// the two index lines bounce between the cores once per message (the cached copies only spare the reloads).
+// eshm's claim is that batched publication beats this; benchmarks/ipc_benchmark.cc measures both on the same
+// memory, message sizes and cores. It does no validation, blocking or crash recovery: it is a floor, not a
+// library.
+//
+// IndexCaching::kCached (the default, and the baseline) keeps a private copy of the other side's index and
+// reloads it only when the copy says full/empty. kUncached is Lamport's original: every write loads head and
+// every read loads tail, so a reader chasing the writer pulls the tail line across once per message;
+// ipc_benchmark reports it for information.
+//
+// Record format: a u64 length, the payload, then padding up to 8 bytes. A record never wraps: if it does not
+// fit before the end of the data area, the producer writes kPaddingLength there and starts at offset 0.
+// Positions are byte counts that only grow; `capacity` is a power of two.
+#ifndef ESHM_BENCHMARKS_MINIMAL_RING_H_
+#define ESHM_BENCHMARKS_MINIMAL_RING_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+
+namespace eshm_bench {
+
+inline constexpr std::size_t kMinimalLine = 128;  // keep producer and consumer words a prefetch pair apart
+
+// Shared between the two sides; the data area follows it (any 8-aligned address).
+struct MinimalRingControl {
+  alignas(kMinimalLine) std::atomic<std::uint64_t> tail;  // written by the producer only
+  alignas(kMinimalLine) std::atomic<std::uint64_t> head;  // written by the consumer only
+};
+
+inline constexpr std::uint64_t kMinimalHeaderBytes = 8;
+inline constexpr std::uint64_t kPaddingLength = ~std::uint64_t{0};
+
+constexpr std::uint64_t MinimalRecordBytes(std::uint64_t payload) {
+  return kMinimalHeaderBytes + ((payload + 7) & ~std::uint64_t{7});
+}
+
+// Largest payload that always fits once the ring drains, wherever the wrap falls.
+constexpr std::uint64_t MinimalMaxPayload(std::uint64_t capacity) { return capacity / 2 - kMinimalHeaderBytes; }
+
+enum class IndexCaching { kCached, kUncached };
+
+template <IndexCaching kCaching = IndexCaching::kCached>
+class MinimalRingProducer {
+ public:
+  MinimalRingProducer(MinimalRingControl* control, std::byte* data, std::uint64_t capacity)
+      : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
+
+  // Copies the message in and publishes it. False if the ring is full now (or the message is too large).
+  bool TryWrite(const void* message, std::size_t size) {
+    if (size > MinimalMaxPayload(capacity_)) return false;
+    const std::uint64_t record = MinimalRecordBytes(size);
+    const std::uint64_t to_end = capacity_ - (tail_ & mask_);
+    const std::uint64_t needed = record <= to_end ? record : to_end + record;
+    if (kCaching == IndexCaching::kUncached || tail_ + needed - cached_head_ > capacity_) {
+      // acquire: pairs with the consumer's release store of head; it is done with the bytes before head.
+      cached_head_ = control_->head.load(std::memory_order_acquire);
+      if (tail_ + needed - cached_head_ > capacity_) return false;
+    }
+    std::uint64_t position = tail_;
+    if (record > to_end) {
+      std::memcpy(data_ + (position & mask_), &kPaddingLength, kMinimalHeaderBytes);
+      position += to_end;
+    }
+    const std::uint64_t length = size;
+    std::byte* at = data_ + (position & mask_);
+    std::memcpy(at, &length, kMinimalHeaderBytes);
+    std::memcpy(at + kMinimalHeaderBytes, message, size);
+    tail_ = position + record;
+    // release: pairs with the consumer's acquire load of tail; the record (and any padding) is written.
+    control_->tail.store(tail_, std::memory_order_release);
+    return true;
+  }
+
+ private:
+  MinimalRingControl* control_;
+  std::byte* data_;
+  std::uint64_t capacity_;
+  std::uint64_t mask_;
+  std::uint64_t tail_ = 0;
+  std::uint64_t cached_head_ = 0;
+};
+
+template <IndexCaching kCaching = IndexCaching::kCached>
+class MinimalRingConsumer {
+ public:
+  MinimalRingConsumer(MinimalRingControl* control, const std::byte* data, std::uint64_t capacity)
+      : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
+
+  // Copies the next message into `buffer` (truncating if it is larger) and sets `*size` to its length.
+  // False if the ring is empty.
+  bool TryRead(std::span<std::byte> buffer, std::size_t* size) {
+    if (kCaching == IndexCaching::kUncached || head_ == cached_tail_) {
+      // acquire: pairs with the producer's release store of tail; records before it are complete.
+      cached_tail_ = control_->tail.load(std::memory_order_acquire);
+      if (head_ == cached_tail_) return false;
+    }
+    std::uint64_t length;
+    std::memcpy(&length, data_ + (head_ & mask_), kMinimalHeaderBytes);
+    if (length == kPaddingLength) {
+      // Padding is always published together with the record after it.
+      head_ += capacity_ - (head_ & mask_);
+      std::memcpy(&length, data_ + (head_ & mask_), kMinimalHeaderBytes);
+    }
+    *size = length;
+    std::memcpy(buffer.data(), data_ + (head_ & mask_) + kMinimalHeaderBytes,
+                length < buffer.size() ? length : buffer.size());
+    head_ += MinimalRecordBytes(length);
+    // release: pairs with the producer's acquire load of head; we are done reading before head_.
+    control_->head.store(head_, std::memory_order_release);
+    return true;
+  }
+
+ private:
+  MinimalRingControl* control_;
+  const std::byte* data_;
+  std::uint64_t capacity_;
+  std::uint64_t mask_;
+  std::uint64_t head_ = 0;
+  std::uint64_t cached_tail_ = 0;
+};
+
+}  // namespace eshm_bench
+
+#endif  // ESHM_BENCHMARKS_MINIMAL_RING_H_
