@@ -104,7 +104,7 @@ RingProducer::RingProducer(RingControl* control, std::byte* data, std::uint64_t 
   std::uint64_t position = cached_head_;
   while (position - cached_head_ < capacity_) {
     const RecordHeader* header = HeaderAt(position);
-    // SYNC(commit): acquire pairs with the release in CommitReserved/Flush (of a previous producer).
+    // SYNC(commit): acquire pairs with the release in AddToBatch/Flush (of a previous producer).
     if (header->commit.load(std::memory_order_acquire) != position + 1) break;
     const std::uint64_t to_end = capacity_ - (position & mask_);
     const std::uint64_t bytes = header->kind == static_cast<std::uint32_t>(RecordKind::kPadding)
@@ -115,9 +115,24 @@ RingProducer::RingProducer(RingControl* control, std::byte* data, std::uint64_t 
   }
   tail_ = position;
   messages_written_ = control_->producer.messages_written.load(std::memory_order_relaxed);
-  // Whatever a dead producer left at the resume point must not look committed.
-  if (tail_ - cached_head_ < capacity_) HeaderAt(tail_)->commit.store(0, std::memory_order_relaxed);
+  ScrubFreeSpace();
   control_->producer.tail.store(tail_, std::memory_order_release);
+}
+
+void RingProducer::ScrubFreeSpace() {
+  // A dead producer may have staged records after its last published one: all but the first of a batch
+  // carry matching commit words, and a new producer writing records of the same sizes would line up with
+  // them. Zeroing every 16-byte-aligned commit word of the free space (never read by the consumer, which
+  // stops at tail_) removes them all, once, at attach.
+  for (std::uint64_t position = tail_; position - cached_head_ < capacity_; position += kRecordAlignment) {
+    HeaderAt(position)->commit.store(0, std::memory_order_relaxed);
+  }
+}
+
+void RingProducer::GuardNextPosition() {
+  // Skipped when the ring is exactly full: the next position then holds the oldest unread record's header,
+  // whose commit word belongs to the previous lap and cannot match.
+  if (tail_ - cached_head_ < capacity_) HeaderAt(tail_)->commit.store(0, std::memory_order_relaxed);
 }
 
 bool RingProducer::HasSpace(std::uint64_t record_bytes) {
@@ -140,9 +155,7 @@ std::uint64_t RingProducer::Reserve(std::uint64_t record_bytes) {
   const std::uint64_t to_end = capacity_ - (tail_ & mask_);
   if (record_bytes > to_end) {
     // Fill the rest of the data area with a padding record; the message starts the next lap.
-    RecordHeader* padding = HeaderAt(tail_);
-    padding->length = static_cast<std::uint32_t>(to_end - kRecordHeaderBytes);
-    padding->kind = static_cast<std::uint32_t>(RecordKind::kPadding);
+    SetHeaderFields(HeaderAt(tail_), to_end - kRecordHeaderBytes, RecordKind::kPadding);
     tail_ += to_end;
   }
   const std::uint64_t position = tail_;
@@ -150,30 +163,7 @@ std::uint64_t RingProducer::Reserve(std::uint64_t record_bytes) {
   return position;
 }
 
-void RingProducer::CommitReserved(std::uint64_t padding, std::uint64_t record, Publish publish) {
-  // Guard the next record's position: until the producer writes a real record there, the consumer must
-  // see "not committed" rather than bytes left over from an earlier lap or an aborted claim. Skipped when
-  // the ring is exactly full: the next position then holds the oldest unread record's header, whose
-  // commit word belongs to the previous lap and cannot match.
-  if (tail_ - cached_head_ < capacity_) HeaderAt(tail_)->commit.store(0, std::memory_order_relaxed);
-
-  // Commit the padding (if any) and the record, except the batch's first record, whose commit is withheld
-  // until the batch is published.
-  for (const std::uint64_t position : {padding, record}) {
-    if (position == kNone) continue;
-    if (batch_start_ == kNone) {
-      batch_start_ = position;
-    } else {
-      // Invisible until the batch's first record is published (the consumer cannot get past it), so any
-      // order would do; release keeps each record self-contained for whoever resumes a crashed producer.
-      HeaderAt(position)->commit.store(position + 1, std::memory_order_release);
-    }
-  }
-  ++messages_written_;
-  if (publish == Publish::kNow || tail_ - batch_start_ >= batch_limit_) Flush();
-}
-
-bool RingProducer::TryWrite(std::span<const std::byte> message, Publish publish) {
+bool RingProducer::TryWriteSlow(std::span<const std::byte> message, Publish publish) {
   if (message.size() > max_message_bytes_ || claim_position_ != kNone) return false;
   const std::uint64_t before = tail_;
   const std::uint64_t position = Reserve(RecordBytes(message.size()));
@@ -181,12 +171,10 @@ bool RingProducer::TryWrite(std::span<const std::byte> message, Publish publish)
     Flush();  // a full ring must never strand staged records
     return false;
   }
-  const std::uint64_t padding = position != before ? before : kNone;
   RecordHeader* header = HeaderAt(position);
-  header->length = static_cast<std::uint32_t>(message.size());
-  header->kind = static_cast<std::uint32_t>(RecordKind::kData);
+  SetHeaderFields(header, message.size(), RecordKind::kData);
   if (!message.empty()) std::memcpy(reinterpret_cast<std::byte*>(header + 1), message.data(), message.size());
-  CommitReserved(padding, position, publish);
+  CommitRecord(position != before ? before : kNone, position, publish);
   return true;
 }
 
@@ -211,16 +199,20 @@ void RingProducer::Commit(std::size_t size, Publish publish) {
   if (claim_position_ == kNone) return;
   if (size > claim_capacity_) size = claim_capacity_;  // never publish bytes that were not reserved
   HeaderAt(claim_position_)->length = static_cast<std::uint32_t>(size);
-  tail_ = claim_position_ + RecordBytes(size);  // a shorter message gives back the unused space
+  // A shorter message gives back the unused space, where the caller may have written bytes.
+  dirty_until_ = std::max(dirty_until_, tail_);
+  tail_ = claim_position_ + RecordBytes(size);
   const std::uint64_t padding = claim_padding_;
   const std::uint64_t record = claim_position_;
   claim_position_ = claim_padding_ = kNone;
-  CommitReserved(padding, record, publish);
+  CommitRecord(padding, record, publish);
 }
 
 void RingProducer::Abort() {
   if (claim_position_ == kNone) return;
-  // Nothing of the claim (nor its padding) was committed, so rewinding makes it as if it never happened.
+  // Nothing of the claim (nor its padding) was committed, so rewinding makes it as if it never happened,
+  // except for the bytes the caller wrote: the next records guard their successors until past them.
+  dirty_until_ = std::max(dirty_until_, tail_);
   tail_ = claim_padding_ != kNone ? claim_padding_ : claim_position_;
   claim_position_ = claim_padding_ = kNone;
 }
@@ -308,24 +300,25 @@ RingConsumer::RingConsumer(RingControl* control, const std::byte* data, std::uin
 }
 
 ReadResult RingConsumer::MarkCorrupt(std::string detail) {
-  if (corruption_.empty()) corruption_ = std::move(detail);
+  if (!corrupt_) corruption_ = std::move(detail);
+  corrupt_ = true;
   return ReadResult::kCorrupt;
 }
 
 absl::Status RingConsumer::corruption_status() const {
-  if (corruption_.empty()) return absl::OkStatus();
+  if (!corrupt_) return absl::OkStatus();
   return absl::DataLossError(absl::StrCat("ring corrupted by its producer: ", corruption_,
                                           "; the channel must be re-created"));
 }
 
-ReadResult RingConsumer::TryPeek(std::span<const std::byte>* message) {
-  if (!corruption_.empty()) return ReadResult::kCorrupt;
+ReadResult RingConsumer::TryPeekSlow(std::span<const std::byte>* message) {
+  if (corrupt_) return ReadResult::kCorrupt;
   // At most one padding record precedes a message: a padding record at offset 0 would mean a message
   // larger than the whole ring, which the producer never writes.
   for (int records = 0; records < 2; ++records) {
     const std::uint64_t offset = head_ & mask_;
     const RecordHeader* header = reinterpret_cast<const RecordHeader*>(data_ + offset);
-    // SYNC(commit): acquire pairs with the producer's release in Flush/CommitReserved. seq_cst (a plain
+    // SYNC(commit): acquire pairs with the producer's release in Flush/AddToBatch. seq_cst (a plain
     // load on x86 and Arm64) because this is also the recheck of the sleep-flag handshake in WaitForData.
     if (header->commit.load(std::memory_order_seq_cst) != head_ + 1) {
       PublishHead();  // drained: hand all released space back now
@@ -343,7 +336,8 @@ ReadResult RingConsumer::TryPeek(std::span<const std::byte>* message) {
                                            head_, copy.length, max_message_bytes_, to_end - kRecordHeaderBytes));
       }
       peeked_bytes_ = RecordBytes(copy.length);
-      *message = std::span<const std::byte>(reinterpret_cast<const std::byte*>(header + 1), copy.length);
+      peeked_ = std::span<const std::byte>(reinterpret_cast<const std::byte*>(header + 1), copy.length);
+      *message = peeked_;
       return ReadResult::kOk;
     }
     if (copy.kind != static_cast<std::uint32_t>(RecordKind::kPadding)) {
@@ -356,23 +350,6 @@ ReadResult RingConsumer::TryPeek(std::span<const std::byte>* message) {
     head_ += to_end;
   }
   return MarkCorrupt(absl::StrFormat("two padding records in a row at position %d", head_));
-}
-
-void RingConsumer::Release() {
-  if (peeked_bytes_ == 0) return;
-  head_ += peeked_bytes_;
-  peeked_bytes_ = 0;
-  // Relaxed: a statistic for observers, on the consumer's own line (the producer reads that line only when
-  // it believes the ring full).
-  control_->consumer.messages_read.store(++messages_read_, std::memory_order_relaxed);
-  control_->consumer.read_position.store(head_, std::memory_order_relaxed);
-  // Hand space back in batches, or at once if the producer is waiting for it. The relaxed flag load can
-  // miss a producer that is just going to sleep; the seq_cst check in PublishHead (reached at the latest
-  // when the ring drains) does not.
-  if (head_ - published_head_ >= release_batch_ ||
-      control_->wait.space_sleeping.load(std::memory_order_relaxed) != 0) {
-    PublishHead();
-  }
 }
 
 void RingConsumer::PublishHead() {
@@ -391,19 +368,8 @@ void RingConsumer::WakeProducerIfSleeping() {
   }
 }
 
-ReadResult RingConsumer::TryRead(std::span<std::byte> buffer, std::size_t* size) {
-  std::span<const std::byte> message;
-  const ReadResult result = TryPeek(&message);
-  if (result != ReadResult::kOk) return result;
-  *size = message.size();
-  if (message.size() > buffer.size()) return ReadResult::kBufferTooSmall;
-  if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
-  Release();
-  return ReadResult::kOk;
-}
-
 bool RingConsumer::HasData() {
-  if (peeked_bytes_ != 0 || !corruption_.empty()) return true;
+  if (peeked_bytes_ != 0 || corrupt_) return true;
   std::span<const std::byte> message;
   // TryPeek skips padding and keeps the message peeked, so the next read starts where this left off.
   return TryPeek(&message) != ReadResult::kEmpty;

@@ -36,6 +36,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 
@@ -95,7 +96,23 @@ class RingProducer {
 
   // Copies `message` into the ring. False when it does not fit now (ring full), or never will (larger
   // than max_message_bytes(); Write() says so with a Status).
-  bool TryWrite(std::span<const std::byte> message, Publish publish = Publish::kNow);
+  bool TryWrite(std::span<const std::byte> message, Publish publish = Publish::kNow) {
+    const std::uint64_t size = message.size();
+    const std::uint64_t record_bytes = RecordBytes(size);
+    const std::uint64_t offset = tail_ & mask_;
+    // Fast path: the record fits before the end of the data area and within the free space last seen.
+    if (size > max_message_bytes_ || claim_position_ != kNone || record_bytes > capacity_ - offset ||
+        tail_ + record_bytes - cached_head_ > capacity_) {
+      return TryWriteSlow(message, publish);
+    }
+    RecordHeader* header = reinterpret_cast<RecordHeader*>(data_ + offset);
+    SetHeaderFields(header, size, RecordKind::kData);
+    if (size != 0) std::memcpy(reinterpret_cast<std::byte*>(header + 1), message.data(), size);
+    const std::uint64_t position = tail_;
+    tail_ += record_bytes;
+    CommitRecord(kNone, position, publish);
+    return true;
+  }
   bool TryWrite(const void* data, std::size_t size, Publish publish = Publish::kNow) {
     return TryWrite(std::span<const std::byte>(static_cast<const std::byte*>(data), size), publish);
   }
@@ -134,14 +151,41 @@ class RingProducer {
   RecordHeader* HeaderAt(std::uint64_t position) const {
     return reinterpret_cast<RecordHeader*>(data_ + (position & mask_));
   }
+  static void SetHeaderFields(RecordHeader* header, std::uint64_t length, RecordKind kind) {
+    header->length = static_cast<std::uint32_t>(length);
+    header->kind = static_cast<std::uint32_t>(kind);
+  }
+  bool TryWriteSlow(std::span<const std::byte> message, Publish publish);
   // True if a record of `record_bytes` (plus any padding before it) fits; refreshes the cached head.
   bool HasSpace(std::uint64_t record_bytes);
   // Reserves a record of `record_bytes` at tail_, writing (but not committing) padding first if the record
   // would cross the end of the data area. Returns the record's position, or kNone when full.
   std::uint64_t Reserve(std::uint64_t record_bytes);
   // Adds the reserved padding (kNone if none) and record to the current batch, committing all but the
-  // batch's first record, and publishes the batch if asked to or if it is large enough.
-  void CommitReserved(std::uint64_t padding, std::uint64_t record, Publish publish);
+  // batch's first record, and publishes the batch if asked to or if it is large enough. tail_ is already
+  // past the record.
+  void CommitRecord(std::uint64_t padding, std::uint64_t record, Publish publish) {
+    if (tail_ < dirty_until_) GuardNextPosition();
+    if (padding != kNone) AddToBatch(padding);
+    AddToBatch(record);
+    ++messages_written_;
+    if (publish == Publish::kNow || tail_ - batch_start_ >= batch_limit_) Flush();
+  }
+  void AddToBatch(std::uint64_t position) {
+    if (batch_start_ == kNone) {
+      batch_start_ = position;  // its commit is withheld: it hides the whole batch until Flush
+    } else {
+      // Invisible until the batch's first record is published (the consumer cannot get past it), so any
+      // order would do; release keeps each record self-contained for whoever resumes a crashed producer.
+      HeaderAt(position)->commit.store(position + 1, std::memory_order_release);
+    }
+  }
+  // Makes the next record position read as "not committed" while it lies where this lap's bytes may
+  // have been written without a record (an aborted or shrunk claim).
+  void GuardNextPosition();
+  // Zeroes every commit word in the free part of the ring (at attach: a dead producer may have left
+  // committed-looking records behind its last published one).
+  void ScrubFreeSpace();
   void WakeConsumerIfSleeping();
 
   RingControl* control_ = nullptr;
@@ -156,6 +200,7 @@ class RingProducer {
   std::uint64_t claim_position_ = kNone;
   std::uint64_t claim_padding_ = kNone;  // padding written for the outstanding claim, uncommitted
   std::uint64_t claim_capacity_ = 0;
+  std::uint64_t dirty_until_ = 0;  // positions below this may hold stray bytes of an aborted/shrunk claim
   std::uint64_t messages_written_ = 0;
   std::uint64_t wake_syscalls_ = 0;
   std::uint64_t wait_syscalls_ = 0;
@@ -177,13 +222,49 @@ class RingConsumer {
 
   // Zero-copy: points `message` at the next message, which stays valid and in the ring until Release().
   // Peeking again without Release returns the same message.
-  ReadResult TryPeek(std::span<const std::byte>* message);
+  ReadResult TryPeek(std::span<const std::byte>* message) {
+    if (peeked_bytes_ == 0) {
+      const std::byte* payload;
+      std::uint32_t length;
+      if (!PeekFast(&payload, &length)) return TryPeekSlow(message);
+      peeked_bytes_ = RecordBytes(length);
+      peeked_ = std::span<const std::byte>(payload, length);
+      *message = std::span<const std::byte>(payload, length);
+      return ReadResult::kOk;
+    }
+    *message = peeked_;
+    return ReadResult::kOk;
+  }
   // Releases the peeked message so its space can be reused.
-  void Release();
-
+  void Release() {
+    if (peeked_bytes_ == 0) return;
+    const std::uint64_t bytes = peeked_bytes_;
+    peeked_bytes_ = 0;
+    Advance(bytes);
+  }
   // Copies the next message into `buffer` and sets `*size` to its length. kBufferTooSmall leaves the
   // message in the ring and sets `*size` to the length needed.
-  ReadResult TryRead(std::span<std::byte> buffer, std::size_t* size);
+  ReadResult TryRead(std::span<std::byte> buffer, std::size_t* size) {
+    const std::byte* payload;
+    std::uint32_t length;
+    if (peeked_bytes_ == 0 && PeekFast(&payload, &length)) {
+      // The common case, without a round trip through the peek state.
+      *size = length;
+      if (length <= buffer.size()) {
+        if (length != 0) std::memcpy(buffer.data(), payload, length);
+        Advance(RecordBytes(length));
+        return ReadResult::kOk;
+      }
+    }
+    std::span<const std::byte> message;
+    const ReadResult result = TryPeek(&message);
+    if (result != ReadResult::kOk) return result;
+    *size = message.size();
+    if (message.size() > buffer.size()) return ReadResult::kBufferTooSmall;
+    if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
+    Release();
+    return ReadResult::kOk;
+  }
 
   // True if a message is ready to read (kCorrupt counts as ready: the read reports it).
   bool HasData();
@@ -201,7 +282,7 @@ class RingConsumer {
   // Makes released space visible to the producer now (otherwise it is returned in batches).
   void PublishHead();
 
-  bool corrupted() const { return !corruption_.empty(); }
+  bool corrupted() const { return corrupt_; }
   // Why the ring is considered corrupt (DataLoss), or OK.
   absl::Status corruption_status() const;
 
@@ -210,6 +291,41 @@ class RingConsumer {
   std::uint64_t wait_syscalls() const { return wait_syscalls_; }
 
  private:
+  // Consumes `record_bytes` at the head: statistics, and space handed back in batches.
+  void Advance(std::uint64_t record_bytes) {
+    head_ += record_bytes;
+    // Relaxed: statistics for observers, on the consumer's own line (the producer reads that line only
+    // when it believes the ring full).
+    control_->consumer.messages_read.store(++messages_read_, std::memory_order_relaxed);
+    control_->consumer.read_position.store(head_, std::memory_order_relaxed);
+    // Hand space back in batches, or at once if the producer is waiting for it. The relaxed flag load can
+    // miss a producer that is just going to sleep; the seq_cst check in PublishHead (reached at the
+    // latest when the ring drains) does not.
+    if (head_ - published_head_ >= release_batch_ ||
+        control_->wait.space_sleeping.load(std::memory_order_relaxed) != 0) {
+      PublishHead();
+    }
+  }
+  // The next record if it is a committed, valid data record; false for anything else (empty, padding,
+  // corruption), which TryPeekSlow sorts out. Leaves the peek state alone.
+  bool PeekFast(const std::byte** payload, std::uint32_t* length) const {
+    const std::uint64_t offset = head_ & mask_;
+    const RecordHeader* header = reinterpret_cast<const RecordHeader*>(data_ + offset);
+    // SYNC(commit): acquire pairs with the producer's release in Flush/AddToBatch. seq_cst (a plain load
+    // on x86 and Arm64) because this is also the recheck of the sleep-flag handshake in WaitForData.
+    if (corrupt_ || header->commit.load(std::memory_order_seq_cst) != head_ + 1) return false;
+    // Each field is read exactly once into a local: a hostile producer may change them under us.
+    std::uint32_t kind;
+    std::memcpy(length, &header->length, sizeof(*length));
+    std::memcpy(&kind, &header->kind, sizeof(kind));
+    if (kind != static_cast<std::uint32_t>(RecordKind::kData) || *length > max_message_bytes_ ||
+        RecordBytes(*length) > capacity_ - offset) {
+      return false;
+    }
+    *payload = reinterpret_cast<const std::byte*>(header + 1);
+    return true;
+  }
+  ReadResult TryPeekSlow(std::span<const std::byte>* message);
   ReadResult MarkCorrupt(std::string detail);
   void WakeProducerIfSleeping();
 
@@ -222,6 +338,8 @@ class RingConsumer {
   std::uint64_t head_ = 0;            // next position to read
   std::uint64_t published_head_ = 0;  // last head stored for the producer
   std::uint64_t peeked_bytes_ = 0;    // record bytes of the peeked message, 0 if none
+  std::span<const std::byte> peeked_;  // the peeked message
+  bool corrupt_ = false;
   std::uint64_t messages_read_ = 0;
   std::uint64_t wake_syscalls_ = 0;
   std::uint64_t wait_syscalls_ = 0;

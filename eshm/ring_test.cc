@@ -59,7 +59,7 @@ std::vector<std::byte> Message(std::size_t size, std::uint32_t seed) {
   return m;
 }
 
-std::vector<std::byte> ReadOne(RingConsumer& consumer, std::size_t buffer_size = 1 << 20) {
+std::vector<std::byte> ReadOne(RingConsumer& consumer, std::size_t buffer_size = 1 << 16) {
   std::vector<std::byte> buffer(buffer_size);
   std::size_t size = 0;
   EXPECT_EQ(consumer.TryRead(buffer, &size), ReadResult::kOk);
@@ -228,6 +228,47 @@ TEST(RingTest, AbortedClaimAcrossTheWrapDoesNotLeakPadding) {
   EXPECT_FALSE(consumer.HasData());
   ASSERT_TRUE(producer.TryWrite(Message(16, 1)));  // fits before the end: no padding this time
   EXPECT_EQ(ReadOne(consumer), Message(16, 1));
+}
+
+// Writes what looks like a committed 8-byte record for stream position `position` at `where`.
+void ForgeRecord(std::byte* where, std::uint64_t position) {
+  const std::uint64_t commit = position + 1;
+  const std::uint32_t length = 8;
+  const std::uint32_t kind = static_cast<std::uint32_t>(RecordKind::kData);
+  std::memcpy(where, &commit, 8);
+  std::memcpy(where + 8, &length, 4);
+  std::memcpy(where + 12, &kind, 4);
+}
+
+TEST(RingTest, StrayBytesOfAShrunkClaimNeverLookCommitted) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  std::byte* slot = producer.TryClaim(1000);  // record at position 0, payload from byte 16
+  ASSERT_NE(slot, nullptr);
+  // The caller's bytes happen to form a committed-looking record exactly where the next record will start
+  // once the claim shrinks to 8 bytes (position 32), and again further on (position 64).
+  ForgeRecord(slot + 16, 32);
+  ForgeRecord(slot + 48, 64);
+  producer.Commit(8);
+  EXPECT_EQ(ReadOne(consumer).size(), 8u);
+  EXPECT_FALSE(consumer.HasData()) << "stray claim bytes were read as a record";
+  ASSERT_TRUE(producer.TryWrite(Message(8, 1)));
+  EXPECT_EQ(ReadOne(consumer), Message(8, 1));
+  EXPECT_FALSE(consumer.HasData()) << "stray claim bytes were read as a record";
+}
+
+TEST(RingTest, StrayBytesOfAnAbortedClaimNeverLookCommitted) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  std::byte* slot = producer.TryClaim(1000);
+  ASSERT_NE(slot, nullptr);
+  ForgeRecord(slot + 16, 32);  // where the successor of an 8-byte record at position 0 starts
+  producer.Abort();
+  ASSERT_TRUE(producer.TryWrite(Message(8, 2)));
+  EXPECT_EQ(ReadOne(consumer), Message(8, 2));
+  EXPECT_FALSE(consumer.HasData()) << "stray claim bytes were read as a record";
 }
 
 TEST(RingTest, OnlyOneClaimAtATime) {
