@@ -27,9 +27,10 @@
 //    when a new master creates a new segment under the name (a new inode), the slave re-attaches to it by
 //    itself (every reconnect_retry_interval_ms, at most max_reconnect_attempts times; 0 = unlimited).
 //    Messages the slave had queued for the old master are dropped with the old segment.
-//  * Slave killed or closed: messages queued for it are delivered to the next slave. Messages it had read
-//    but whose space it had not yet handed back (at most RingConsumer::kMaxReleaseBatchBytes) are
-//    delivered again: across a reader crash delivery is at-least-once; otherwise it is exactly-once.
+//  * Slave killed or closed: messages queued for it are delivered to the next slave.
+//  * Either side killed while reading: the messages it had read but whose space it had not yet handed back
+//    (at most RingConsumer::kMaxReleaseBatchBytes of them) are delivered again to its successor. Across a
+//    reader crash delivery is at-least-once; otherwise it is exactly-once and in order.
 //  * A writer killed mid-message or mid-batch: nothing partial is ever delivered; staged, unpublished
 //    messages are lost.
 //
