@@ -191,13 +191,7 @@ absl::Status Channel::Attach(std::shared_ptr<Attachment> attachment, Role role) 
   in_ = role == Role::kMaster ? Direction::kSlaveToMaster : Direction::kMasterToSlave;
   Segment& segment = attachment->segment;
   max_message_bytes_.store(segment.max_message_bytes(), std::memory_order_relaxed);
-  RoleControl& me = segment.header()->roles[static_cast<int>(role)];
-  heartbeat_ = me.heartbeat.load(std::memory_order_relaxed);
-  // Relaxed/release: observers read these with acquire; nothing else depends on their order.
-  me.pid.store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
-  me.heartbeat.store(++heartbeat_, std::memory_order_relaxed);
-  me.attach_epoch.fetch_add(1, std::memory_order_acq_rel);
-  me.state.store(1, std::memory_order_release);
+  TakeRoleControl(segment);
   attachment->producer = segment.MakeProducer(out_);
   attachment->consumer = segment.MakeConsumer(in_);
 
@@ -322,16 +316,21 @@ void Channel::Tick(std::int64_t now) {
     FutexWakeAll(&peer_event_);
     WakeLocalWaiters(current_.get());
   }
-  if (role_ == Role::kSlave && (state == PeerState::kDead || state == PeerState::kAbsent) &&
-      now - last_reattach_try_ns_ >= std::int64_t{options_.reconnect_retry_interval_ms} * kNsPerMs) {
-    last_reattach_try_ns_ = now;
-    TryReattach();
+  if (now - last_reattach_try_ns_ >= std::int64_t{options_.reconnect_retry_interval_ms} * kNsPerMs) {
+    if (role_ == Role::kSlave && (state == PeerState::kDead || state == PeerState::kAbsent)) {
+      last_reattach_try_ns_ = now;
+      TryReattach();
+    } else if (role_ == Role::kMaster) {
+      last_reattach_try_ns_ = now;
+      RecreateIfUnlinked();
+    }
   }
 }
 
 bool Channel::TryReattach() {
   // The master may have been replaced by a new segment under the same name (a clean exit with
-  // auto_cleanup, or a takeover that changed the ring shape). Same inode: keep waiting for a master here.
+  // auto_cleanup, a takeover that changed the ring shape, or a master re-creating a removed name). Same
+  // inode: keep waiting for a master here.
   const ino_t inode = InodeAtPath(name_);
   if (inode == 0 || inode == current_->segment.inode()) return false;
   if (options_.max_reconnect_attempts != 0 && reattach_attempts_ >= options_.max_reconnect_attempts) return false;
@@ -340,26 +339,46 @@ bool Channel::TryReattach() {
   if (!segment.ok()) return false;
   absl::StatusOr<bool> locked = TryLockRole(segment->fd(), Role::kSlave);
   if (!locked.ok() || !*locked) return false;
+  Adopt(*std::move(segment));
+  return true;
+}
 
-  // Leave the old segment visibly: observers see the slave role vacant there.
+bool Channel::RecreateIfUnlinked() {
+  // Someone removed our name (`rm /dev/shm/eshm_<name>`, a cleanup script): no new slave could find us.
+  // Create a fresh segment of the same shape under the name and move there; the slave sees this master's
+  // lock go on the old segment and follows by inode.
+  if (InodeAtPath(name_) != 0) return false;
+  const Segment& old = current_->segment;
+  SegmentOptions shape;
+  shape.m2s_capacity = old.ring_capacity(Direction::kMasterToSlave);
+  shape.s2m_capacity = old.ring_capacity(Direction::kSlaveToMaster);
+  shape.max_message_bytes = old.max_message_bytes();
+  shape.mode = options_.mode;
+  absl::StatusOr<Segment> segment = Segment::Create(name_, shape);
+  if (!segment.ok()) return false;  // e.g. another process re-created it first
+  absl::StatusOr<bool> locked = TryLockRole(segment->fd(), Role::kMaster);
+  if (!locked.ok() || !*locked) return false;  // an AUTO process got there first: it is that name's master
+  Adopt(*std::move(segment));
+  return true;
+}
+
+void Channel::Adopt(Segment segment) {
+  // Leave the old segment visibly: the role is vacant there, and its lock is released now (not when the
+  // last side lets go of the old mapping), so the peer learns at once that we are gone from it.
   RoleControl& old_me = current_->segment.header()->roles[static_cast<int>(role_)];
   old_me.state.store(0, std::memory_order_release);
   old_me.pid.store(0, std::memory_order_release);
+  UnlockRole(current_->segment.fd(), role_);
   WakeLocalWaiters(current_.get());  // sides blocked on the old rings move over
 
-  auto attachment = std::make_shared<Attachment>(*std::move(segment));
+  auto attachment = std::make_shared<Attachment>(std::move(segment));
+  TakeRoleControl(attachment->segment);
   Segment& s = attachment->segment;
-  RoleControl& me = s.header()->roles[static_cast<int>(role_)];
-  heartbeat_ = me.heartbeat.load(std::memory_order_relaxed);
-  me.pid.store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
-  me.heartbeat.store(++heartbeat_, std::memory_order_relaxed);
-  me.attach_epoch.fetch_add(1, std::memory_order_acq_rel);
-  me.state.store(1, std::memory_order_release);
   attachment->producer = s.MakeProducer(out_);
   attachment->consumer = s.MakeConsumer(in_);
   attachment->generation = generation_.load(std::memory_order_relaxed) + 1;
   max_message_bytes_.store(s.max_message_bytes(), std::memory_order_relaxed);
-  // A new segment: no master seen on it yet. (Counting the reconnect here, not again when the master shows.)
+  // A new segment: no peer seen on it yet. (Counting the reconnect here, not again when the peer shows.)
   peer_ever_seen_ = false;
   peer_state_.store(static_cast<int>(PeerState::kAbsent), std::memory_order_release);
   peer_heartbeat_change_ns_ = MonotonicNowNs();
@@ -370,7 +389,16 @@ bool Channel::TryReattach() {
   reconnect_count_.fetch_add(1, std::memory_order_relaxed);
   peer_event_.fetch_add(1, std::memory_order_release);
   FutexWakeAll(&peer_event_);
-  return true;
+}
+
+void Channel::TakeRoleControl(Segment& segment) {
+  RoleControl& me = segment.header()->roles[static_cast<int>(role_)];
+  heartbeat_ = me.heartbeat.load(std::memory_order_relaxed);
+  // Relaxed/release: observers read these with acquire; nothing else depends on their order.
+  me.pid.store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
+  me.heartbeat.store(++heartbeat_, std::memory_order_relaxed);
+  me.attach_epoch.fetch_add(1, std::memory_order_acq_rel);
+  me.state.store(1, std::memory_order_release);
 }
 
 void Channel::WakeLocalWaiters(const Attachment* attachment) {

@@ -27,6 +27,10 @@
 //    when a new master creates a new segment under the name (a new inode), the slave re-attaches to it by
 //    itself (every reconnect_retry_interval_ms, at most max_reconnect_attempts times; 0 = unlimited).
 //    Messages the slave had queued for the old master are dropped with the old segment.
+//  * Segment name removed by hand while the master runs (`rm /dev/shm/eshm_<name>`): the master notices
+//    within reconnect_retry_interval_ms, creates a new segment of the same shape under the name and moves
+//    there; the slave drains the old one and follows, as above. What the slave writes between the move
+//    and its following (at most about reconnect_retry_interval_ms) is lost with the old segment.
 //  * Slave killed or closed: messages queued for it are delivered to the next slave.
 //  * Either side killed while reading: the messages it had read but whose space it had not yet handed back
 //    (at most RingConsumer::kMaxReleaseBatchBytes of them) are delivered again to its successor. Across a
@@ -207,6 +211,11 @@ class Channel {
   void Tick(std::int64_t now_ns);
   void InlineTick();
   bool TryReattach();
+  bool RecreateIfUnlinked();
+  // Moves this endpoint (role already locked on `segment`) from current_ to `segment`.
+  void Adopt(Segment segment);
+  // Writes our pid, heartbeat, attach epoch and state into our role's control block.
+  void TakeRoleControl(Segment& segment);
   void WakeLocalWaiters(const Attachment* attachment);
 
   // Moves a side onto the current attachment if the monitor replaced it. Cheap when nothing changed. The

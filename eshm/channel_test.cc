@@ -2,9 +2,11 @@
 // description, so the role locks behave as between processes). Cross-process behaviour is in //tests.
 #include "eshm/channel.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -109,6 +111,45 @@ TEST(ChannelTest, MasterCloseRemovesTheSegment) {
     EXPECT_EQ(access(Segment::PathFor(name).c_str(), F_OK), 0);
   }
   EXPECT_NE(access(Segment::PathFor(name).c_str(), F_OK), 0);
+}
+
+bool WaitFor(const std::function<bool()>& condition, int timeout_ms = 5000) {
+  const std::int64_t end = MonotonicNowNs() + std::int64_t{timeout_ms} * 1'000'000;
+  while (!condition()) {
+    if (MonotonicNowNs() > end) return false;
+    usleep(1000);
+  }
+  return true;
+}
+
+TEST(ChannelTest, MasterRecreatesARemovedNameAndTheSlaveFollows) {
+  const std::string name = UniqueName("removed");
+  ChannelOptions options = WithRole(ChannelRole::kMaster);
+  options.reconnect_retry_interval_ms = 20;
+  auto master = Channel::Open(name, options);
+  ASSERT_TRUE(master.ok()) << master.status();
+  options.role = ChannelRole::kSlave;
+  auto slave = Channel::Open(name, options);
+  ASSERT_TRUE(slave.ok()) << slave.status();
+  ASSERT_TRUE((*master)->Write(Bytes("before"), Deadline::AfterMs(1000)).ok());
+
+  struct stat before;
+  ASSERT_EQ(stat(Segment::PathFor(name).c_str(), &before), 0);
+  ASSERT_TRUE(Segment::Unlink(name).ok());  // what `rm /dev/shm/eshm_<name>` does
+
+  // The master puts a new segment under the name; the slave drains the old one, then follows.
+  ASSERT_TRUE(WaitFor([&] {
+    struct stat now;
+    return stat(Segment::PathFor(name).c_str(), &now) == 0 && now.st_ino != before.st_ino;
+  }));
+  EXPECT_EQ(ReadString(**slave), "before");
+  ASSERT_TRUE(WaitFor([&] { return (*slave)->stats().reconnect_count >= 1 && (*slave)->IsRemoteAlive(); }))
+      << PeerStateName((*slave)->peer_state());
+  ASSERT_TRUE(WaitFor([&] { return (*master)->IsRemoteAlive(); }));
+  ASSERT_TRUE((*master)->Write(Bytes("after"), Deadline::AfterMs(1000)).ok());
+  EXPECT_EQ(ReadString(**slave), "after");
+  ASSERT_TRUE((*slave)->Write(Bytes("ack"), Deadline::AfterMs(1000)).ok());
+  EXPECT_EQ(ReadString(**master), "ack");
 }
 
 TEST(ChannelTest, ReadWithoutAPeerTimesOut) {
