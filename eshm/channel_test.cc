@@ -152,6 +152,28 @@ TEST(ChannelTest, MasterRecreatesARemovedNameAndTheSlaveFollows) {
   EXPECT_EQ(ReadString(**master), "ack");
 }
 
+TEST(ChannelTest, SpinningReaderLearnsThatItsPeerLeft) {
+  const std::string name = UniqueName("spinning");
+  ChannelOptions options = WithRole(ChannelRole::kMaster);
+  options.wait = WaitStrategy::Spin();  // never sleeps: the peer check must run while polling
+  options.disconnect_behavior = DisconnectBehavior::kImmediately;
+  auto master = Channel::Open(name, options);
+  ASSERT_TRUE(master.ok());
+  options.role = ChannelRole::kSlave;
+  auto slave = Channel::Open(name, options);
+  ASSERT_TRUE(slave.ok());
+  ASSERT_TRUE(WaitFor([&] { return (*master)->IsRemoteAlive(); }));
+  absl::Status result;
+  std::thread reader([&] {
+    std::byte buffer[16];
+    result = (*master)->Read(buffer, Deadline::AfterMs(20000)).status();
+  });
+  usleep(20000);
+  (*slave)->Close();
+  reader.join();
+  EXPECT_EQ(result.code(), absl::StatusCode::kUnavailable) << result;
+}
+
 TEST(ChannelTest, ReadWithoutAPeerTimesOut) {
   const std::string name = UniqueName("timeout");
   auto master = Channel::Open(name, WithRole(ChannelRole::kMaster));

@@ -54,6 +54,9 @@ bool WakeIfSleeping(std::atomic<std::uint32_t>& futex, std::atomic<std::uint32_t
   return true;
 }
 
+// How many polls a spinning wait makes between looks at its deadline and WaitCheck (a few microseconds).
+constexpr std::uint32_t kPollsPerCheck = 64;
+
 // The slice a blocking wait sleeps before calling its WaitCheck again.
 Deadline SliceOf(Deadline deadline) { return deadline.CappedAfterNs(kWaitCheckIntervalNs); }
 
@@ -241,9 +244,12 @@ absl::Status RingProducer::WaitForSpace(std::size_t size, const WaitStrategy& st
   const std::uint64_t record_bytes = RecordBytes(size);
   Flush();
   Backoff backoff(strategy);
-  while (!HasSpace(record_bytes)) {
+  for (std::uint32_t polls = 1; !HasSpace(record_bytes); ++polls) {
     if (backoff.Pause()) {
+      // Polling: look at the clock and the caller's check now and then, not on every poll.
+      if (polls % kPollsPerCheck != 0) continue;
       if (deadline.Expired()) break;
+      if (absl::Status status = check(); !status.ok()) return status;
       continue;
     }
     if (deadline.Expired()) break;
@@ -377,9 +383,12 @@ bool RingConsumer::HasData() {
 
 absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline deadline, WaitCheck check) {
   Backoff backoff(strategy);
-  while (!HasData()) {
+  for (std::uint32_t polls = 1; !HasData(); ++polls) {
     if (backoff.Pause()) {
+      // Polling: look at the clock and the caller's check now and then, not on every poll.
+      if (polls % kPollsPerCheck != 0) continue;
       if (deadline.Expired()) break;
+      if (absl::Status status = check(); !status.ok()) return status;
       continue;
     }
     if (deadline.Expired()) break;

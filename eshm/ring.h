@@ -63,9 +63,9 @@ enum class ReadResult : std::uint8_t {
 
 const char* ReadResultName(ReadResult result);
 
-// Called by blocking operations between sleeps (and after a signal interrupts one). A non-OK status ends
-// the wait with that status: the channel layer uses it to report a dead peer, Python to raise
-// KeyboardInterrupt.
+// Called by blocking operations every few microseconds while they poll, and between sleeps (so also after
+// a signal interrupts one). A non-OK status ends the wait with that status: the channel layer uses it to
+// report a dead peer, Python to raise KeyboardInterrupt. Keep it cheap.
 using WaitCheck = absl::FunctionRef<absl::Status()>;
 
 // Maximum time a blocking wait sleeps before calling its WaitCheck again.
