@@ -478,6 +478,8 @@ absl::Status Channel::CheckDuringWait(std::uint64_t side_generation) {
   if (!options_.use_threads) InlineTick();
   if (stop_.load(std::memory_order_acquire)) return absl::CancelledError("channel closed");
   if (generation_.load(std::memory_order_acquire) != side_generation || PeerGone()) return RecheckSignal();
+  if (writer_.attachment != nullptr && writer_.attachment->segment.truncated()) return RecheckSignal();
+  if (reader_.attachment != nullptr && reader_.attachment->segment.truncated()) return RecheckSignal();
   return absl::OkStatus();
 }
 
@@ -490,6 +492,7 @@ IoResult Channel::TryWrite(std::span<const std::byte> message, Publish publish) 
   SyncSide(writer_);
   // The limit of the segment this side writes to (it can differ from a newer one the monitor attached).
   if (message.size() > writer_.attachment->producer.max_message_bytes()) return IoResult::kTooLarge;
+  if (writer_.attachment->segment.truncated()) return IoResult::kCorrupt;
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately && PeerGone()) return IoResult::kPeerGone;
   return writer_.attachment->producer.TryWrite(message, publish) ? IoResult::kOk : IoResult::kWouldBlock;
 }
@@ -497,7 +500,8 @@ IoResult Channel::TryWrite(std::span<const std::byte> message, Publish publish) 
 absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadline, Publish publish) {
   if (closed_) return StatusOf(IoResult::kClosed);
   for (;;) {
-    switch (TryWrite(message, publish)) {
+    const IoResult result = TryWrite(message, publish);
+    switch (result) {
       case IoResult::kOk:
         return absl::OkStatus();
       case IoResult::kWouldBlock:
@@ -505,9 +509,10 @@ absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadlin
       case IoResult::kTooLarge:
         return StatusOf(IoResult::kTooLarge);
       case IoResult::kClosed:
-        return StatusOf(IoResult::kClosed);
-      default:
-        return PeerGoneError();
+      case IoResult::kCorrupt:
+      case IoResult::kPeerGone:
+      case IoResult::kBufferTooSmall:
+        return StatusOf(result);
     }
     if (PeerGone()) {
       // The ring is full and nobody is reading it: whether to wait is the disconnect behaviour's call.
@@ -539,6 +544,7 @@ std::byte* Channel::TryClaim(std::size_t size) {
   if (closed_) return nullptr;
   if (!options_.use_threads) InlineTick();
   SyncSide(writer_);
+  if (writer_.attachment->segment.truncated()) return nullptr;
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately && PeerGone()) return nullptr;
   return writer_.attachment->producer.TryClaim(size);
 }
@@ -562,6 +568,7 @@ IoResult Channel::TryPeek(std::span<const std::byte>* message) {
   if (closed_) return IoResult::kClosed;
   if (!options_.use_threads) InlineTick();
   SyncSide(reader_);
+  if (reader_.attachment->segment.truncated()) return IoResult::kCorrupt;
   switch (reader_.attachment->consumer.TryPeek(message)) {
     case ReadResult::kOk:
       return IoResult::kOk;
@@ -660,8 +667,17 @@ absl::Status Channel::StatusOf(IoResult result) const {
       return absl::OutOfRangeError(absl::StrFormat(
           "channel '%s': the next message is larger than the buffer; it stays in the channel", name_));
     case IoResult::kPeerGone:
-      return PeerGoneError();
+      if (absl::Status gone = PeerGoneError(); !gone.ok()) return gone;
+      return absl::UnavailableError(
+          absl::StrFormat("channel '%s': the %s was gone (it is back now: retry)", name_, RoleName(Other(role_))));
     case IoResult::kCorrupt:
+      if ((writer_.attachment != nullptr && writer_.attachment->segment.truncated()) ||
+          (reader_.attachment != nullptr && reader_.attachment->segment.truncated())) {
+        return absl::DataLossError(absl::StrFormat(
+            "channel '%s': another process truncated the segment file %s under this channel; messages in it "
+            "are lost: close and re-open the channel",
+            name_, Segment::PathFor(name_)));
+      }
       return absl::DataLossError(absl::StrFormat(
           "channel '%s': the incoming ring was corrupted by the peer; close and re-open the channel", name_));
     case IoResult::kClosed:

@@ -2,6 +2,7 @@
 // description, so the role locks behave as between processes). Cross-process behaviour is in //tests.
 #include "eshm/channel.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -172,6 +173,31 @@ TEST(ChannelTest, SpinningReaderLearnsThatItsPeerLeft) {
   (*slave)->Close();
   reader.join();
   EXPECT_EQ(result.code(), absl::StatusCode::kUnavailable) << result;
+}
+
+TEST(ChannelTest, TruncatedSegmentIsAnErrorNotACrash) {
+  const std::string name = UniqueName("truncated");
+  auto master = Channel::Open(name, WithRole(ChannelRole::kMaster));
+  ASSERT_TRUE(master.ok());
+  auto slave = Channel::Open(name, WithRole(ChannelRole::kSlave));
+  ASSERT_TRUE(slave.ok());
+  ASSERT_TRUE((*master)->Write(Bytes("doomed"), Deadline::AfterMs(1000)).ok());
+  // Any process that can open the file can do this; touching the lost pages would raise SIGBUS.
+  const int fd = open(Segment::PathFor(name).c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, 0), 0);
+  close(fd);
+  std::byte buffer[64];
+  std::size_t size = 0;
+  IoResult result = IoResult::kOk;
+  for (int i = 0; i < 1000 && result != IoResult::kCorrupt; ++i) result = (*slave)->TryRead(buffer, &size);
+  EXPECT_EQ(result, IoResult::kCorrupt);
+  auto read = (*slave)->Read(buffer, Deadline::AfterMs(100));
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
+  EXPECT_NE(read.status().message().find("truncated"), std::string_view::npos) << read.status();
+  absl::Status write = absl::OkStatus();
+  for (int i = 0; i < 1000 && write.ok(); ++i) write = (*master)->Write(Bytes("more"), Deadline::AfterMs(100));
+  EXPECT_EQ(write.code(), absl::StatusCode::kDataLoss) << write;
 }
 
 TEST(ChannelTest, ReadWithoutAPeerTimesOut) {

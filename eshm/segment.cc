@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "eshm/internal/sigbus_guard.h"
 
 namespace eshm {
 namespace {
@@ -176,6 +177,7 @@ absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOpti
   segment.name_ = std::string(name);
   segment.fd_ = guard.Release();
   segment.base_ = static_cast<std::byte*>(base);
+  segment.guard_slot_ = internal::GuardMapping(base, geometry.segment_bytes);
   segment.size_ = geometry.segment_bytes;
   segment.epoch_ns_ = RealtimeNowNs();
   segment.max_message_bytes_ = max_message;
@@ -235,12 +237,15 @@ absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline) 
     const std::uint64_t file_bytes = static_cast<std::uint64_t>(st.st_size);
     if (file_bytes >= kSegmentHeaderBytes) {
       if (segment.base_ == nullptr || segment.size_ != file_bytes) {
+        internal::UnguardMapping(std::exchange(segment.guard_slot_, -1));
         if (segment.base_ != nullptr) munmap(segment.base_, segment.size_);
         segment.base_ = nullptr;
         void* base = mmap(nullptr, file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (base == MAP_FAILED) return ErrnoError(errno, "mmap", name);
         segment.base_ = static_cast<std::byte*>(base);
         segment.size_ = file_bytes;
+        // Guarded from the first read on: the file may shrink between fstat and here.
+        segment.guard_slot_ = internal::GuardMapping(base, file_bytes);
       }
       const SegmentHeader* h = segment.header();
       // SYNC(layout-version): acquire pairs with the creator's release in Create.
@@ -318,6 +323,7 @@ Segment& Segment::operator=(Segment&& other) noexcept {
     Reset();
     name_ = std::move(other.name_);
     fd_ = std::exchange(other.fd_, -1);
+    guard_slot_ = std::exchange(other.guard_slot_, -1);
     base_ = std::exchange(other.base_, nullptr);
     size_ = std::exchange(other.size_, 0);
     epoch_ns_ = other.epoch_ns_;
@@ -334,7 +340,10 @@ Segment& Segment::operator=(Segment&& other) noexcept {
 
 Segment::~Segment() { Reset(); }
 
+bool Segment::truncated() const { return internal::GuardedMappingFaulted(guard_slot_); }
+
 void Segment::Reset() {
+  internal::UnguardMapping(std::exchange(guard_slot_, -1));
   if (base_ != nullptr) munmap(base_, size_);
   if (fd_ >= 0) close(fd_);
   base_ = nullptr;

@@ -75,6 +75,10 @@ class Segment {
   RingProducer MakeProducer(Direction d) const;
   RingConsumer MakeConsumer(Direction d) const;
 
+  // True once another process truncated the file under our mapping: the mapping now holds private zero
+  // pages (see internal/sigbus_guard.h) and the segment is lost.
+  bool truncated() const;
+
   int fd() const { return fd_; }
   dev_t device() const { return device_; }
   ino_t inode() const { return inode_; }
@@ -86,6 +90,7 @@ class Segment {
 
   std::string name_;
   int fd_ = -1;
+  int guard_slot_ = -1;  // SIGBUS guard of the mapping
   std::byte* base_ = nullptr;
   std::uint64_t size_ = 0;
   std::uint64_t epoch_ns_ = 0;
