@@ -81,10 +81,16 @@ filegroup(name = "lcov_merger", srcs = [], visibility = ["//visibility:public"])
 _remote_coverage_tools_stub = repository_rule(implementation = _remote_coverage_tools_stub_impl)
 
 def eshm_dependencies():
-    """Declares every repository eshm builds with. Call once from WORKSPACE."""
-    _rules_cc_forwarder(name = "rules_cc")
-    _remote_coverage_tools_stub(name = "remote_coverage_tools")
-    native.local_repository(name = "rules_java", path = "/usr/share/bazel/rules/java")
+    """Declares every repository eshm builds with. Call once from WORKSPACE.
+
+    Repositories a depending workspace already declares (rules_cc, rules_java, ...) are left as they are.
+    """
+    if not native.existing_rule("rules_cc"):
+        _rules_cc_forwarder(name = "rules_cc")
+    if not native.existing_rule("remote_coverage_tools"):
+        _remote_coverage_tools_stub(name = "remote_coverage_tools")
+    if not native.existing_rule("rules_java"):
+        native.local_repository(name = "rules_java", path = "/usr/share/bazel/rules/java")
     debian_cc_library(
         name = "system_abseil",
         pkg_config_modules = [

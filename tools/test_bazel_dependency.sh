@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Checks that eshm works as an external Bazel repository: builds and runs tests/bazel_dependency (a separate
+# workspace that declares eshm with local_repository and calls eshm_dependencies()) against this checkout.
+#
+# Run from anywhere: bash tools/test_bazel_dependency.sh   (exit 0 on success)
+# It uses its own Bazel server and output root under a temporary directory, so it never disturbs the main
+# workspace's server. The first build takes about 15-40 s.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+[[ -f "$ROOT/WORKSPACE" && -d "$ROOT/tests/bazel_dependency" ]] || { echo "FAIL: $ROOT is not an eshm checkout"; exit 1; }
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/eshm_bazel_dep.XXXXXX")"
+WS="$TMP/workspace"
+OUT="$TMP/output_user_root"
+BAZEL=(bazel --output_user_root="$OUT" --max_idle_secs=60)
+
+cleanup() {
+  (cd "$WS" 2>/dev/null && "${BAZEL[@]}" shutdown >/dev/null 2>&1) || true
+  chmod -R u+w "$TMP" 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+mkdir -p "$WS"
+cp -r "$ROOT/tests/bazel_dependency/." "$WS/"
+# Point local_repository at this checkout (paths may hold any character but '|').
+sed -i "s|ESHM_CHECKOUT|$ROOT|" "$WS/WORKSPACE"
+grep -q "path = \"$ROOT\"" "$WS/WORKSPACE" || { echo "FAIL: could not set the eshm path in WORKSPACE"; exit 1; }
+
+cd "$WS"
+echo "== bazel build //:hello_eshm (eshm from $ROOT)"
+if ! timeout 600 "${BAZEL[@]}" build //:hello_eshm; then
+  echo "FAIL: the dependent workspace does not build"
+  exit 1
+fi
+echo "== running hello_eshm"
+if ! OUTPUT="$(timeout 60 ./bazel-bin/hello_eshm 2>&1)"; then
+  echo "$OUTPUT"
+  echo "FAIL: hello_eshm failed"
+  exit 1
+fi
+echo "$OUTPUT"
+[[ "$OUTPUT" == *OK* ]] || { echo "FAIL: hello_eshm did not print OK"; exit 1; }
+echo "test_bazel_dependency: PASSED"
