@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sets up the machine, builds eshm and runs every test: the C++ suite plain, under ASan+UBSan and under
-# TSan. Ends with "N passed, N failed" counting every test case that ran, and exits non-zero on any failure.
+# TSan, then the Python binding's tests (built and installed with pip into a fresh virtual environment),
+# then a separate Bazel workspace that depends on eshm.
+# Ends with "N passed, N failed" counting every test case that ran, and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh || exit 1
@@ -39,6 +41,29 @@ run_bazel_suite "plain"
 # Sanitized builds run the stress tests at a fraction of their size: they are 5-20x slower.
 run_bazel_suite "asan+ubsan" --config=asan --test_env=ESHM_STRESS_SCALE=0.1
 run_bazel_suite "tsan" --config=tsan --test_env=ESHM_STRESS_SCALE=0.05
+
+echo "=== Python tests ==="
+python_log=$(mktemp -d)
+bash tools/run_python_tests.sh "$python_log/junit.xml"
+python_rc=$?
+counts=$(python3 tools/count_test_results.py --junit "$python_log/junit.xml")
+passed=${counts% *} failed=${counts#* }
+if [[ $python_rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # a failed build runs no test but must count
+echo "--- python: $passed passed, $failed failed"
+total_passed=$((total_passed + passed))
+total_failed=$((total_failed + failed))
+[[ $python_rc -eq 0 ]] || status=1
+rm -rf "$python_log"
+
+echo "=== eshm as a Bazel dependency (a separate workspace using local_repository) ==="
+if bash tools/test_bazel_dependency.sh; then
+  echo "--- bazel dependency: 1 passed, 0 failed"
+  total_passed=$((total_passed + 1))
+else
+  echo "--- bazel dependency: 0 passed, 1 failed"
+  total_failed=$((total_failed + 1))
+  status=1
+fi
 
 echo "$total_passed passed, $total_failed failed"
 exit $status

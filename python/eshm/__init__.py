@@ -1,0 +1,138 @@
+"""eshm: lock-free shared-memory IPC between two processes (Linux).
+
+One named channel connects exactly one master and one slave through two rings of whole messages
+(master->slave and slave->master). A full ring pushes back on the writer; nothing is ever overwritten.
+Each side sees whether the other is alive and reconnects by itself when the peer comes back.
+
+    from eshm import ESHM, ESHMRole
+
+    with ESHM("demo", role=ESHMRole.MASTER) as ch:
+        ch.write(b"hello")
+        reply = ch.read(timeout_ms=1000)
+
+This is the API of the original ESHM Python wrapper (ESHM, ESHMRole, ESHMDisconnectBehavior, ESHMError,
+TimeoutError on timeouts, RuntimeError for the rest), on top of the C++ engine.
+"""
+
+from enum import IntEnum
+
+from eshm.errors import (
+    BufferTooSmallError,
+    ChannelClosedError,
+    ChannelNotFoundError,
+    ChannelPermissionError,
+    CorruptError,
+    ESHMError,
+    ESHMException,
+    ESHMRuntimeError,
+    ESHMTimeoutError,
+    IncompatibleError,
+    InvalidParameterError,
+    MessageTooLargeError,
+    NoSpaceError,
+    PeerStaleError,
+    RingFullError,
+    RoleTakenError,
+)
+from eshm import _eshm
+
+__version__ = "2.0.0"
+
+__all__ = [
+    "ESHM",
+    "ESHMRole",
+    "ESHMDisconnectBehavior",
+    "ESHMError",
+    "ESHMException",
+    "ESHMTimeoutError",
+    "ESHMRuntimeError",
+    "InvalidParameterError",
+    "BufferTooSmallError",
+    "MessageTooLargeError",
+    "PeerStaleError",
+    "RoleTakenError",
+    "RingFullError",
+    "CorruptError",
+    "ChannelClosedError",
+    "ChannelNotFoundError",
+    "ChannelPermissionError",
+    "NoSpaceError",
+    "IncompatibleError",
+]
+
+
+class ESHMRole(IntEnum):
+    """Which end of the channel: MASTER creates it, SLAVE attaches; AUTO takes master if free, else slave."""
+
+    MASTER = 0
+    SLAVE = 1
+    AUTO = 2
+
+
+class ESHMDisconnectBehavior(IntEnum):
+    """What a read (with nothing queued) or a write (with the ring full) does while the peer is gone.
+
+    IMMEDIATELY fails at once; ON_TIMEOUT waits up to reconnect_wait_ms for a peer, then fails; NEVER waits
+    as long as the call's own timeout allows.
+    """
+
+    IMMEDIATELY = 0
+    ON_TIMEOUT = 1
+    NEVER = 2
+
+
+class ESHM(_eshm.Channel):
+    """One endpoint of the named channel ``shm_name`` (the segment /dev/shm/eshm_<shm_name>).
+
+    ESHM(shm_name, role=ESHMRole.AUTO, disconnect_behavior=ESHMDisconnectBehavior.ON_TIMEOUT,
+         stale_threshold_ms=100, reconnect_wait_ms=5000, reconnect_retry_interval_ms=100,
+         max_reconnect_attempts=50, auto_cleanup=True, use_threads=True, *,
+         heartbeat_interval_ms=1, m2s_capacity=1 << 20, s2m_capacity=1 << 20, max_message_bytes=0)
+
+    A slave waits for its master up to max_reconnect_attempts x reconnect_retry_interval_ms (0 attempts:
+    forever). Raises RoleTakenError (a FileExistsError) if a live process holds the role (the message names
+    its pid), InvalidParameterError (a ValueError) for a bad name or option, ChannelNotFoundError (a
+    FileNotFoundError) if no master appears.
+
+    Methods: write(data, timeout_ms=None), try_write(data), read(buffer_size=4096, timeout_ms=None),
+    try_read(buffer_size=4096), next_message_size(), get_stats(), get_role(), is_remote_alive(),
+    peer_state(), close(); a context manager. A timeout_ms of None means 1000 ms; a negative one waits
+    forever.
+    """
+
+    def __init__(
+        self,
+        shm_name: str,
+        role: ESHMRole = ESHMRole.AUTO,
+        disconnect_behavior: ESHMDisconnectBehavior = ESHMDisconnectBehavior.ON_TIMEOUT,
+        stale_threshold_ms: int = 100,
+        reconnect_wait_ms: int = 5000,
+        reconnect_retry_interval_ms: int = 100,
+        max_reconnect_attempts: int = 50,
+        auto_cleanup: bool = True,
+        use_threads: bool = True,
+        *,
+        heartbeat_interval_ms: int = 1,
+        m2s_capacity: int = 1 << 20,
+        s2m_capacity: int = 1 << 20,
+        max_message_bytes: int = 0,
+    ) -> None:
+        super().__init__(
+            shm_name,
+            role,
+            disconnect_behavior,
+            stale_threshold_ms,
+            reconnect_wait_ms,
+            reconnect_retry_interval_ms,
+            max_reconnect_attempts,
+            auto_cleanup,
+            use_threads,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            m2s_capacity=m2s_capacity,
+            s2m_capacity=s2m_capacity,
+            max_message_bytes=max_message_bytes,
+        )
+
+    def get_role(self) -> ESHMRole:
+        """This endpoint's role: ESHMRole.MASTER or ESHMRole.SLAVE (never AUTO)."""
+        return ESHMRole(super().get_role())

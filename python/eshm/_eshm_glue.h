@@ -1,0 +1,73 @@
+// Thin C++ helpers for the Cython layer: the conversions Cython cannot spell cleanly (std::span<const
+// std::byte>, std::string_view, the Deadline class without a default constructor, scoped enums). Each is a
+// one-line forward to the public eshm::Channel API; no logic lives here.
+#ifndef ESHM_PYTHON_ESHM_GLUE_H_
+#define ESHM_PYTHON_ESHM_GLUE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "eshm/channel.h"
+#include "eshm/deadline.h"
+
+namespace eshm_py {
+
+inline std::int64_t NowNs() { return eshm::MonotonicNowNs(); }
+
+inline absl::StatusOr<std::unique_ptr<eshm::Channel>> Open(const std::string& name,
+                                                           const eshm::ChannelOptions& options) {
+  return eshm::Channel::Open(std::string_view(name), options);
+}
+
+inline void SetEnums(eshm::ChannelOptions* options, int role, int disconnect_behavior) {
+  options->role = static_cast<eshm::ChannelRole>(role);
+  options->disconnect_behavior = static_cast<eshm::DisconnectBehavior>(disconnect_behavior);
+}
+
+inline int RoleOf(const eshm::Channel& channel) { return static_cast<int>(channel.role()); }
+inline int PeerStateOf(const eshm::Channel& channel) { return static_cast<int>(channel.peer_state()); }
+inline int IoResultCode(eshm::IoResult result) { return static_cast<int>(result); }
+
+// StatusOf() for an IoResult given by its number (the order of the enum in channel.h).
+inline absl::Status StatusOfResult(const eshm::Channel& channel, int result) {
+  return channel.StatusOf(static_cast<eshm::IoResult>(result));
+}
+
+inline std::string MessageOf(const absl::Status& status) { return std::string(status.message()); }
+
+inline eshm::IoResult TryWrite(eshm::Channel* channel, const char* data, std::size_t size) {
+  return channel->TryWrite(std::span<const std::byte>(reinterpret_cast<const std::byte*>(data), size));
+}
+
+// Waits at most until `deadline_ns` on CLOCK_MONOTONIC (INT64_MAX: forever).
+inline absl::Status Write(eshm::Channel* channel, const char* data, std::size_t size, std::int64_t deadline_ns) {
+  return channel->Write(std::span<const std::byte>(reinterpret_cast<const std::byte*>(data), size),
+                        eshm::Deadline::AtMonotonicNs(deadline_ns));
+}
+
+inline eshm::IoResult TryRead(eshm::Channel* channel, char* buffer, std::size_t capacity, std::size_t* size) {
+  return channel->TryRead(std::span<std::byte>(reinterpret_cast<std::byte*>(buffer), capacity), size);
+}
+
+inline absl::StatusOr<std::size_t> Read(eshm::Channel* channel, char* buffer, std::size_t capacity,
+                                        std::int64_t deadline_ns) {
+  return channel->Read(std::span<std::byte>(reinterpret_cast<std::byte*>(buffer), capacity),
+                       eshm::Deadline::AtMonotonicNs(deadline_ns));
+}
+
+// The size of the next queued message, or -1 when none is queued.
+inline std::int64_t NextMessageSize(eshm::Channel* channel) {
+  const std::optional<std::size_t> size = channel->NextMessageSize();
+  return size.has_value() ? static_cast<std::int64_t>(*size) : -1;
+}
+
+}  // namespace eshm_py
+
+#endif  // ESHM_PYTHON_ESHM_GLUE_H_
