@@ -136,7 +136,15 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, co
           "max_reconnect_attempts (0 waits forever)",
           name, Segment::PathFor(name), attempts, options.reconnect_retry_interval_ms));
     }
-    if (!segment.ok()) return segment.status();
+    if (!segment.ok()) {
+      // A creator killed while initializing leaves a file nobody can open; a master clears it away.
+      ino_t abandoned = 0;
+      if (may_create && Segment::IsAbandoned(name, &abandoned) && InodeAtPath(std::string(name)) == abandoned) {
+        (void)Segment::Unlink(name);
+        continue;
+      }
+      return segment.status();
+    }
 
     absl::StatusOr<Role> role = ClaimRole(*segment, options.role);
     if (!role.ok()) return role.status();

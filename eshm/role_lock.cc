@@ -9,15 +9,20 @@
 namespace eshm {
 namespace {
 
-struct flock RoleRange(Role role, short type) {
+constexpr off_t kCreatorByte = 2;
+
+struct flock ByteRange(off_t byte, short type) {
   struct flock lock = {};
   lock.l_type = type;
   lock.l_whence = SEEK_SET;
-  lock.l_start = static_cast<off_t>(role);  // byte 0: master, byte 1: slave
+  lock.l_start = byte;
   lock.l_len = 1;
   lock.l_pid = 0;  // required to be 0 for OFD locks
   return lock;
 }
+
+// Byte 0: master, byte 1: slave.
+struct flock RoleRange(Role role, short type) { return ByteRange(static_cast<off_t>(role), type); }
 
 }  // namespace
 
@@ -36,6 +41,19 @@ void UnlockRole(int fd, Role role) {
 
 bool IsRoleLockedByOther(int fd, Role role) {
   struct flock lock = RoleRange(role, F_WRLCK);
+  if (fcntl(fd, F_OFD_GETLK, &lock) != 0) return true;
+  return lock.l_type != F_UNLCK;
+}
+
+absl::StatusOr<bool> TryLockCreator(int fd) {
+  struct flock lock = ByteRange(kCreatorByte, F_WRLCK);
+  if (fcntl(fd, F_OFD_SETLK, &lock) == 0) return true;
+  if (errno == EAGAIN || errno == EACCES) return false;
+  return absl::ErrnoToStatus(errno, "fcntl(F_OFD_SETLK) on the creator byte");
+}
+
+bool IsCreatorLockedByOther(int fd) {
+  struct flock lock = ByteRange(kCreatorByte, F_WRLCK);
   if (fcntl(fd, F_OFD_GETLK, &lock) != 0) return true;
   return lock.l_type != F_UNLCK;
 }

@@ -1,6 +1,6 @@
 // Kernel evidence that a role's holder is alive: an open-file-description (OFD) lock on the segment file.
 //
-// Each role owns one byte of lock space on the segment file (the locks cover no data; the byte offsets are
+// Each role owns one byte of lock space on the segment file (and the creator a third, below) (the locks cover no data; the byte offsets are
 // beyond nothing in particular). The holder takes a write lock on its byte with F_OFD_SETLK. The kernel
 // drops the lock when the last descriptor of that open file description closes, which happens when the
 // holder exits or is killed, so "the byte is unlocked" proves the holder is gone. Unlike a pid check this
@@ -26,6 +26,12 @@ void UnlockRole(int fd, Role role);
 // True if an open file description other than `fd`'s holds `role`'s lock. An error (rare: EBADF, ENOLCK)
 // is reported as "held", the cautious answer: a role is never declared vacant without proof.
 bool IsRoleLockedByOther(int fd, Role role);
+
+// The creator's lock (byte 2): taken by Segment::Create before it initializes the file and held while the
+// segment stays open, so an opener that finds a half-initialized file can tell a creator still at work from
+// one that died.
+absl::StatusOr<bool> TryLockCreator(int fd);
+bool IsCreatorLockedByOther(int fd);
 
 }  // namespace eshm
 

