@@ -482,12 +482,12 @@ absl::Status Channel::AwaitPeer(Deadline deadline) {
   }
 }
 
-absl::Status Channel::CheckDuringWait(std::uint64_t side_generation) {
+absl::Status Channel::CheckDuringWait(const Side& side) {
   if (!options_.use_threads) InlineTick();
   if (stop_.load(std::memory_order_acquire)) return absl::CancelledError("channel closed");
-  if (generation_.load(std::memory_order_acquire) != side_generation || PeerGone()) return RecheckSignal();
-  if (writer_.attachment != nullptr && writer_.attachment->segment.truncated()) return RecheckSignal();
-  if (reader_.attachment != nullptr && reader_.attachment->segment.truncated()) return RecheckSignal();
+  if (generation_.load(std::memory_order_acquire) != side.generation || PeerGone()) return RecheckSignal();
+  // Only this side's own attachment: the other side's thread may be replacing its own right now.
+  if (side.attachment->segment.truncated()) return RecheckSignal();
   return absl::OkStatus();
 }
 
@@ -520,16 +520,15 @@ absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadlin
       case IoResult::kCorrupt:
       case IoResult::kPeerGone:
       case IoResult::kBufferTooSmall:
-        return StatusOf(result);
+        return StatusOf(result, writer_);
     }
     if (PeerGone()) {
       // The ring is full and nobody is reading it: whether to wait is the disconnect behaviour's call.
       ESHM_RETURN_IF_ERROR(AwaitPeer(deadline));
       continue;
     }
-    const std::uint64_t generation = writer_.generation;
     absl::Status status = writer_.attachment->producer.WaitForSpace(
-        message.size(), options_.wait, deadline, [&] { return CheckDuringWait(generation); });
+        message.size(), options_.wait, deadline, [&] { return CheckDuringWait(writer_); });
     if (!status.ok() && !IsRecheckSignal(status)) return status;
   }
 }
@@ -610,15 +609,14 @@ absl::StatusOr<std::span<const std::byte>> Channel::Peek(Deadline deadline) {
     std::span<const std::byte> message;
     const IoResult result = TryPeek(&message);
     if (result == IoResult::kOk) return message;
-    if (result != IoResult::kWouldBlock) return StatusOf(result);
+    if (result != IoResult::kWouldBlock) return StatusOf(result, reader_);
     if (PeerGone()) {
       // Anything the peer published before it went has been delivered by now (TryPeek came first).
       ESHM_RETURN_IF_ERROR(AwaitPeer(deadline));
       continue;
     }
-    const std::uint64_t generation = reader_.generation;
     absl::Status status =
-        reader_.attachment->consumer.WaitForData(options_.wait, deadline, [&] { return CheckDuringWait(generation); });
+        reader_.attachment->consumer.WaitForData(options_.wait, deadline, [&] { return CheckDuringWait(reader_); });
     if (status.code() == absl::StatusCode::kDeadlineExceeded) {
       return absl::DeadlineExceededError(absl::StrFormat("channel '%s': no message arrived before the deadline", name_));
     }
@@ -660,6 +658,14 @@ std::optional<std::size_t> Channel::NextMessageSize() {
 // Observers.
 
 absl::Status Channel::StatusOf(IoResult result) const {
+  if (result != IoResult::kCorrupt) return StatusOf(result, writer_);  // only kCorrupt looks at a side
+  std::lock_guard<std::mutex> lock(mu_);
+  Side current;
+  current.attachment = current_;
+  return StatusOf(result, current);
+}
+
+absl::Status Channel::StatusOf(IoResult result, const Side& side) const {
   switch (result) {
     case IoResult::kOk:
       return absl::OkStatus();
@@ -679,8 +685,7 @@ absl::Status Channel::StatusOf(IoResult result) const {
       return absl::UnavailableError(
           absl::StrFormat("channel '%s': the %s was gone (it is back now: retry)", name_, RoleName(Other(role_))));
     case IoResult::kCorrupt:
-      if ((writer_.attachment != nullptr && writer_.attachment->segment.truncated()) ||
-          (reader_.attachment != nullptr && reader_.attachment->segment.truncated())) {
+      if (side.attachment != nullptr && side.attachment->segment.truncated()) {
         return absl::DataLossError(absl::StrFormat(
             "channel '%s': another process truncated the segment file %s under this channel; messages in it "
             "are lost: close and re-open the channel",

@@ -230,7 +230,10 @@ class Channel {
   // Waits, per the disconnect behaviour, until the peer is alive. OK when it is.
   absl::Status AwaitPeer(Deadline deadline);
   // The WaitCheck of blocking ring waits: ends the wait when the peer goes or the attachment changes.
-  absl::Status CheckDuringWait(std::uint64_t side_generation);
+  absl::Status CheckDuringWait(const Side& side);
+  // StatusOf for a result of `side`'s own call: reads only that side's attachment, so it is safe while
+  // the other side's thread moves to a new one.
+  absl::Status StatusOf(IoResult result, const Side& side) const;
   absl::Status PeerGoneError() const;
 
   const std::string name_;

@@ -104,6 +104,9 @@ RingProducer::RingProducer(RingControl* control, std::byte* data, std::uint64_t 
   // published.
   // SYNC(head): acquire pairs with the consumer's release in PublishHead.
   cached_head_ = control_->consumer.head.load(std::memory_order_acquire);
+  // Records start at multiples of kRecordAlignment; a head that is not is corrupt, and rounding it down keeps
+  // every header this producer touches inside the data area.
+  cached_head_ &= ~(kRecordAlignment - 1);
   std::uint64_t position = cached_head_;
   while (position - cached_head_ < capacity_) {
     const RecordHeader* header = HeaderAt(position);
@@ -146,9 +149,10 @@ bool RingProducer::HasSpace(std::uint64_t record_bytes) {
   // everything before the head we load, so we may overwrite it. seq_cst (a plain load on x86 and Arm64)
   // for the sleep-flag handshake: this is the recheck of WaitForSpace.
   const std::uint64_t head = control_->consumer.head.load(std::memory_order_seq_cst);
-  // A head outside [old cached head, tail] is a corrupt consumer; treat the ring as full rather than
-  // overwrite what we cannot prove was read (our writes stay inside our data area either way).
-  if (head < cached_head_ || head > tail_) return false;
+  // A head outside [old cached head, tail], or not at a record boundary, is a corrupt consumer; treat the
+  // ring as full rather than overwrite what we cannot prove was read (our writes stay inside our data area
+  // either way).
+  if (head < cached_head_ || head > tail_ || (head & (kRecordAlignment - 1)) != 0) return false;
   cached_head_ = head;
   return tail_ + needed - cached_head_ <= capacity_;
 }
@@ -303,6 +307,10 @@ RingConsumer::RingConsumer(RingControl* control, const std::byte* data, std::uin
       release_batch_(std::min(kMaxReleaseBatchBytes, capacity / 4)) {
   head_ = published_head_ = control_->consumer.head.load(std::memory_order_relaxed);
   messages_read_ = control_->consumer.messages_read.load(std::memory_order_relaxed);
+  if ((head_ & (kRecordAlignment - 1)) != 0) {
+    // Records start at multiples of kRecordAlignment: reading a header here could cross the end of the ring.
+    MarkCorrupt(absl::StrFormat("the shared read position %d is not a multiple of %d", head_, kRecordAlignment));
+  }
 }
 
 ReadResult RingConsumer::MarkCorrupt(std::string detail) {
