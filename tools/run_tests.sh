@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up the machine, builds eshm and runs every test: the C++ suite plain, under ASan+UBSan and under
 # TSan, then the Python binding's tests (built and installed with pip into a fresh virtual environment),
-# then a separate Bazel workspace that depends on eshm.
+# the cross-language interop tests (real eshm_demo and Python example processes), and a separate Bazel
+# workspace that depends on eshm.
 # Ends with "N passed, N failed" counting every test case that ran, and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -42,18 +43,27 @@ run_bazel_suite "plain"
 run_bazel_suite "asan+ubsan" --config=asan --test_env=ESHM_STRESS_SCALE=0.1
 run_bazel_suite "tsan" --config=tsan --test_env=ESHM_STRESS_SCALE=0.05
 
-echo "=== Python tests ==="
-python_log=$(mktemp -d)
-bash tools/run_python_tests.sh "$python_log/junit.xml"
-python_rc=$?
-counts=$(python3 tools/count_test_results.py --junit "$python_log/junit.xml")
-passed=${counts% *} failed=${counts#* }
-if [[ $python_rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # a failed build runs no test but must count
-echo "--- python: $passed passed, $failed failed"
-total_passed=$((total_passed + passed))
-total_failed=$((total_failed + failed))
-[[ $python_rc -eq 0 ]] || status=1
-rm -rf "$python_log"
+# run_junit_suite LABEL SCRIPT: runs SCRIPT with a JUnit XML path and counts that file's cases.
+run_junit_suite() {
+  local label=$1 script=$2
+  local dir
+  dir=$(mktemp -d)
+  echo "=== $label ==="
+  bash "$script" "$dir/junit.xml"
+  local rc=$?
+  local counts
+  counts=$(python3 tools/count_test_results.py --junit "$dir/junit.xml")
+  local passed=${counts% *} failed=${counts#* }
+  if [[ $rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # a failed build runs no test but must count
+  echo "--- $label: $passed passed, $failed failed"
+  total_passed=$((total_passed + passed))
+  total_failed=$((total_failed + failed))
+  [[ $rc -eq 0 ]] || status=1
+  rm -rf "$dir"
+}
+
+run_junit_suite "python" tools/run_python_tests.sh
+run_junit_suite "interop (C++ <-> Python, C ABI <-> Cython)" tests/interop/run.sh
 
 echo "=== eshm as a Bazel dependency (a separate workspace using local_repository) ==="
 if bash tools/test_bazel_dependency.sh; then

@@ -20,6 +20,7 @@ from eshm.errors import (
     BufferTooSmallError,
     ChannelClosedError,
     ChannelNotFoundError,
+    ForkedChannelError,
     ChannelPermissionError,
     CorruptError,
     ESHMError,
@@ -35,6 +36,7 @@ from eshm.errors import (
     RoleTakenError,
 )
 from eshm import _eshm
+from eshm._eshm import Claim, MessageView
 
 __version__ = "2.0.0"
 
@@ -54,10 +56,13 @@ __all__ = [
     "RingFullError",
     "CorruptError",
     "ChannelClosedError",
+    "ForkedChannelError",
     "ChannelNotFoundError",
     "ChannelPermissionError",
     "NoSpaceError",
     "IncompatibleError",
+    "MessageView",
+    "Claim",
 ]
 
 
@@ -94,10 +99,14 @@ class ESHM(_eshm.Channel):
     its pid), InvalidParameterError (a ValueError) for a bad name or option, ChannelNotFoundError (a
     FileNotFoundError) if no master appears.
 
-    Methods: write(data, timeout_ms=None), try_write(data), read(buffer_size=4096, timeout_ms=None),
-    try_read(buffer_size=4096), next_message_size(), get_stats(), get_role(), is_remote_alive(),
+    Methods: write(data, timeout_ms=None), try_write(data), write_many(messages, timeout_ms=None),
+    flush(), read(buffer_size=4096, timeout_ms=None), try_read(buffer_size=4096),
+    read_many(max_messages=1024, timeout_ms=None, buffer_size=None), read_into(buffer, timeout_ms=None),
+    zero-copy recv_view(timeout_ms=None) and claim(size, timeout_ms=None) (context managers giving a
+    memoryview into the ring), next_message_size(), get_stats(), get_role(), is_remote_alive(),
     peer_state(), close(); a context manager. A timeout_ms of None means 1000 ms; a negative one waits
-    forever.
+    forever. An object garbage-collected while open emits a ResourceWarning; one inherited through fork()
+    raises ForkedChannelError in the child.
     """
 
     def __init__(

@@ -11,9 +11,22 @@ threads may share one object safely. Blocking calls release the GIL and wait in 
 checking for signals between slices: Ctrl-C raises KeyboardInterrupt promptly. Non-blocking calls keep the
 GIL (they take microseconds). ``close()`` waits for a call in flight on another thread to notice it (at
 most one slice) and makes that call raise ChannelClosedError.
+
+Zero-copy. ``recv_view()`` and ``claim()`` return a MessageView / Claim: a message in place in the ring,
+exported through the buffer protocol with an export count. While one is in progress its side's lock stays
+taken (other threads' calls on that side wait; this thread's raise BufferError), and ending it or closing
+the channel while a buffer made from it is alive raises BufferError, as mmap.close() does.
 """
 
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (
+    PyBUF_FORMAT,
+    PyBUF_ND,
+    PyBUF_SIMPLE,
+    PyBUF_STRIDES,
+    PyBUF_WRITABLE,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport (
@@ -25,8 +38,10 @@ from cpython.pythread cimport (
     PyThread_release_lock,
     PyThread_type_lock,
 )
+cimport cython
 from libc.stdint cimport INT64_MAX, int64_t, uint64_t
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
+from posix.unistd cimport usleep
 from libcpp.memory cimport unique_ptr
 from libcpp.string cimport string
 from libcpp.utility cimport move
@@ -43,17 +58,23 @@ from eshm._eshm_cpp cimport (
     NextMessageSize,
     NowNs,
     Open,
+    Peek,
     PeerStateOf,
     Read,
     RoleOf,
     SetEnums,
     StatusOfResult,
+    TryClaim,
+    TryPeek,
     TryRead,
     TryWrite,
+    TryWriteBatch,
     Write,
+    WriteBatch,
 )
 
 import os as _os
+import warnings as _warnings
 import weakref as _weakref
 
 import eshm.errors as _errors
@@ -133,6 +154,7 @@ DISCONNECT_ON_TIMEOUT = 1
 DISCONNECT_NEVER = 2
 PEER_STATE_NAMES = ("absent", "alive", "unresponsive", "dead")
 DEFAULT_TIMEOUT_MS = 1000
+DEFAULT_MAX_MESSAGES = 1024
 
 cdef int64_t SLICE_NS = 50 * 1000 * 1000  # the longest a blocking call waits without checking for signals
 cdef int PEER_ALIVE = 1
@@ -216,10 +238,19 @@ cdef class Channel:
     cdef char* _buf            # the read buffer, guarded by _rlock
     cdef size_t _buf_cap
     cdef bint _disowned        # inherited through fork(): the parent's channel, not this process's
+    # The zero-copy view in progress on each side (a borrowed pointer to a _RingBuffer, which holds a reference
+    # to this channel and clears the pointer when it ends), and the thread that made it. While one is in
+    # progress its side's lock stays taken.
+    cdef void* _rview
+    cdef void* _wview
+    cdef long _rview_thread
+    cdef long _wview_thread
     cdef readonly str name
+    cdef long _owner_pid
     cdef object __weakref__
 
     def __cinit__(self, *args, **kwargs):
+        self._role = -1
         self._rlock = PyThread_allocate_lock()
         self._wlock = PyThread_allocate_lock()
         if self._rlock == NULL or self._wlock == NULL:
@@ -266,6 +297,7 @@ cdef class Channel:
         self._reconnect_wait_ns = <int64_t>reconnect_wait_ms * 1000000
         self._closing = False
         self._close_pending = False
+        self._owner_pid = _os.getpid()
         _open_channels.add(self)
 
     cdef void _disown(self):
@@ -277,6 +309,14 @@ cdef class Channel:
         self._ch.release()  # leaked on purpose: destroying it would join a thread that only the parent has
         self._disowned = True
         self._closing = True
+
+    def __del__(self):
+        # Garbage collected while open (like an unclosed file): say so; __dealloc__ then closes it.
+        if self._ch.get() != NULL and not self._closing and not self._disowned:
+            try:
+                _warnings.warn(f"unclosed {self!r}: call close() or use 'with'", ResourceWarning, source=self)
+            except Exception:
+                pass  # interpreter shutdown
 
     def __dealloc__(self):
         # No call can be in flight: each holds a reference to self.
@@ -294,9 +334,9 @@ cdef class Channel:
 
     cdef CChannel* _open_channel(self) except NULL:
         if self._disowned:
-            raise _errors.ChannelClosedError(
-                f"channel '{self.name}' was opened by the parent process before fork(); open a new ESHM in this "
-                "process", E_CLOSED)
+            raise _errors.ForkedChannelError(
+                f"channel '{self.name}' was opened by process {self._owner_pid} and inherited through fork(); it "
+                "cannot be used in this process: open a new ESHM in the child", E_CLOSED)
         if self._ch.get() == NULL or self._closing:
             raise _errors.ChannelClosedError(f"channel '{self.name}' is closed", E_CLOSED)
         return self._ch.get()
@@ -317,8 +357,20 @@ cdef class Channel:
                 PyErr_CheckSignals()
         return 0
 
+    cdef int _no_view_here(self, bint reader) except -1:
+        """Refuses a call on a side whose zero-copy view this very thread still holds (it would wait for itself)."""
+        cdef long me = PyThread_get_thread_ident()
+        if reader and self._rview != NULL and self._rview_thread == me:
+            raise BufferError(f"channel '{self.name}': this thread holds a message from recv_view(); leave its "
+                              "with block (or call its release()) before reading again")
+        if not reader and self._wview != NULL and self._wview_thread == me:
+            raise BufferError(f"channel '{self.name}': this thread holds a claim(); leave its with block (or call "
+                              "its commit() or abort()) before writing again")
+        return 0
+
     cdef int _take_reader(self, int64_t deadline_ns) except -1:
         self._open_channel()
+        self._no_view_here(True)
         self._acquire(self._rlock, deadline_ns)
         self._rowner = PyThread_get_thread_ident()
         return 0
@@ -329,6 +381,7 @@ cdef class Channel:
 
     cdef int _take_writer(self, int64_t deadline_ns) except -1:
         self._open_channel()
+        self._no_view_here(False)
         self._acquire(self._wlock, deadline_ns)
         self._wowner = PyThread_get_thread_ident()
         return 0
@@ -348,6 +401,20 @@ cdef class Channel:
         """Releases the role; with auto_cleanup a master also removes the channel name. Idempotent."""
         if self._ch.get() == NULL:
             return
+        # Like mmap.close(): refuse while a buffer still points into the rings (they are unmapped below).
+        cdef int exports = 0
+        if self._rview != NULL:
+            exports += (<_RingBuffer>self._rview)._exports
+        if self._wview != NULL:
+            exports += (<_RingBuffer>self._wview)._exports
+        if exports:
+            raise BufferError(f"cannot close channel '{self.name}': {exports} exported buffer(s) still point into "
+                              "it (a recv_view() or claim() memoryview); release them first")
+        # Views with no buffer exported end here: a message view is released, a claim aborted.
+        if self._rview != NULL:
+            (<_RingBuffer>self._rview)._finish(False)
+        if self._wview != NULL:
+            (<_RingBuffer>self._wview)._finish(False)
         self._closing = True
         cdef long me = PyThread_get_thread_ident()
         if self._rowner == me or self._wowner == me:
@@ -492,6 +559,7 @@ cdef class Channel:
         cdef CChannel* ch = self._open_channel()
         cdef size_t n = 0
         cdef int r
+        self._no_view_here(True)
         if not PyThread_acquire_lock(self._rlock, NOWAIT_LOCK):
             return None  # another thread is reading: whatever arrives is its
         self._rowner = PyThread_get_thread_ident()
@@ -513,6 +581,7 @@ cdef class Channel:
         """The size in bytes of the next queued message, or None if none is queued. Never waits."""
         cdef CChannel* ch = self._open_channel()
         cdef int64_t size
+        self._no_view_here(True)
         if not PyThread_acquire_lock(self._rlock, NOWAIT_LOCK):
             return None
         try:
@@ -570,6 +639,7 @@ cdef class Channel:
         cdef Py_buffer view
         cdef CChannel* ch = self._open_channel()
         cdef int r
+        self._no_view_here(False)
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             if not PyThread_acquire_lock(self._wlock, NOWAIT_LOCK):
@@ -587,6 +657,283 @@ cdef class Channel:
                 self._after_call()
         finally:
             PyBuffer_Release(&view)
+
+    # ---- Batches and caller-owned buffers ----
+
+    cdef int _wait_peek(self, CChannel* ch, int64_t deadline, const char** data, size_t* size) except -1:
+        """Peeks at the next message, waiting (GIL released, in slices) until deadline. Holds the reader lock."""
+        cdef int r = IoResultCode(TryPeek(ch, data, size))
+        cdef int64_t slice_end, gone_since = 0
+        cdef CStatus status
+        if r == R_OK:
+            return 0
+        if r != R_WOULD_BLOCK and r != R_PEER_GONE:
+            check_status(StatusOfResult(ch[0], r), OP_READ, self._role)
+        if self._disconnect == DISCONNECT_ON_TIMEOUT and PeerStateOf(ch[0]) != PEER_ALIVE:
+            gone_since = NowNs()
+        while True:
+            slice_end = min(deadline, NowNs() + SLICE_NS)
+            with nogil:
+                status = Peek(ch, slice_end, data, size)
+            if status.ok():
+                return 0
+            if status.raw_code() != S_DEADLINE_EXCEEDED or slice_end >= deadline:
+                check_status(status, OP_READ, self._role)
+            self._between_slices(ch, &gone_since)
+
+    def read_many(self, Py_ssize_t max_messages=DEFAULT_MAX_MESSAGES, timeout_ms=None, buffer_size=None):
+        """Returns a list of up to max_messages messages (bytes): waits up to timeout_ms for the first (None:
+        1000 ms; negative: forever), then takes whatever else is queued without waiting.
+
+        buffer_size (None: no limit) is the largest message accepted: a larger first message raises
+        BufferTooSmallError, a larger later one ends the list; either stays queued. Raises TimeoutError if
+        nothing arrives in time.
+        """
+        if max_messages < 1:
+            raise _errors.InvalidParameterError(f"max_messages is {max_messages}; it must be at least 1",
+                                                E_INVALID_PARAM)
+        cdef size_t limit = <size_t>-1
+        if buffer_size is not None:
+            if buffer_size < 0:
+                raise _errors.InvalidParameterError(f"buffer_size is {buffer_size}; it must not be negative",
+                                                    E_INVALID_PARAM)
+            limit = buffer_size
+        cdef int64_t deadline = _deadline_ns(timeout_ms)
+        cdef CChannel* ch
+        cdef const char* data = NULL
+        cdef size_t size = 0
+        cdef list out = []
+        self._take_reader(deadline)
+        try:
+            ch = self._open_channel()
+            self._wait_peek(ch, deadline, &data, &size)
+            while True:
+                if size > limit:
+                    if not out:
+                        raise self._buffer_too_small(ch, limit)
+                    break
+                out.append(PyBytes_FromStringAndSize(data, size))
+                ch.Release()
+                if len(out) >= max_messages or IoResultCode(TryPeek(ch, &data, &size)) != R_OK:
+                    break
+            return out
+        finally:
+            self._drop_reader()
+            self._after_call()
+
+    def read_into(self, buffer, timeout_ms=None):
+        """Reads the next message into `buffer` (any writable, C-contiguous buffer: bytearray, memoryview,
+        array, numpy array) and returns its size in bytes. Waits like read(); a message larger than the buffer
+        raises BufferTooSmallError and stays queued.
+        """
+        cdef int64_t deadline = _deadline_ns(timeout_ms)
+        cdef Py_buffer view
+        cdef CChannel* ch
+        cdef size_t n = 0
+        cdef int r
+        cdef int64_t slice_end, gone_since = 0
+        cdef CStatusOr[size_t] got
+        cdef int code
+        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        try:
+            self._take_reader(deadline)
+            try:
+                ch = self._open_channel()
+                r = IoResultCode(TryRead(ch, <char*>view.buf, view.len, &n))
+                if r == R_OK:
+                    return n
+                if r == R_BUFFER_TOO_SMALL:
+                    raise self._buffer_too_small(ch, view.len)
+                if r != R_WOULD_BLOCK and r != R_PEER_GONE:
+                    check_status(StatusOfResult(ch[0], r), OP_READ, self._role)
+                if self._disconnect == DISCONNECT_ON_TIMEOUT and PeerStateOf(ch[0]) != PEER_ALIVE:
+                    gone_since = NowNs()
+                while True:
+                    slice_end = min(deadline, NowNs() + SLICE_NS)
+                    with nogil:
+                        got = Read(ch, <char*>view.buf, view.len, slice_end)
+                    if got.ok():
+                        return got.value()
+                    code = got.status().raw_code()
+                    if code == S_OUT_OF_RANGE:
+                        raise self._buffer_too_small(ch, view.len)
+                    if code != S_DEADLINE_EXCEEDED or slice_end >= deadline:
+                        check_status(got.status(), OP_READ, self._role)
+                    self._between_slices(ch, &gone_since)
+            finally:
+                self._drop_reader()
+                self._after_call()
+        finally:
+            PyBuffer_Release(&view)
+
+    def write_many(self, messages, timeout_ms=None):
+        """Sends every message of the iterable `messages` (bytes-like objects, or str sent as UTF-8) in order,
+        publishing them to the reader at once at the end, and returns how many were sent.
+
+        Waits up to timeout_ms (None: 1000 ms; negative: forever) for room as write() does, releasing the GIL
+        once for the whole batch. If the deadline passes after some messages were sent, returns that count
+        (the rest were not sent); if none could be sent, raises as write() does. A message larger than
+        max_message_size raises MessageTooLargeError before anything is sent.
+        """
+        cdef list items = [(<str>m).encode("utf-8") if isinstance(m, str) else m for m in messages]
+        cdef Py_ssize_t n = len(items)
+        if n == 0:
+            return 0
+        cdef int64_t deadline = _deadline_ns(timeout_ms)
+        cdef Py_buffer* views = <Py_buffer*>calloc(n, sizeof(Py_buffer))
+        cdef const char** ptrs = <const char**>malloc(n * sizeof(char*))
+        cdef size_t* sizes = <size_t*>malloc(n * sizeof(size_t))
+        cdef Py_ssize_t held = 0, i
+        cdef size_t done = 0, largest = 0, limit
+        cdef CChannel* ch
+        cdef int64_t slice_end, gone_since = 0
+        cdef CStatusOr[size_t] got
+        try:
+            if views == NULL or ptrs == NULL or sizes == NULL:
+                raise MemoryError()
+            for i in range(n):
+                PyObject_GetBuffer(items[i], &views[i], PyBUF_SIMPLE)
+                held += 1
+                ptrs[i] = <const char*>views[i].buf
+                sizes[i] = views[i].len
+                if sizes[i] > largest:
+                    largest = sizes[i]
+            self._take_writer(deadline)
+            try:
+                ch = self._open_channel()
+                limit = ch.max_message_bytes()
+                if largest > limit:
+                    for i in range(n):
+                        if sizes[i] > limit:
+                            raise _errors.MessageTooLargeError(
+                                f"channel '{self.name}': message {i} is {sizes[i]} bytes, more than the maximum "
+                                f"message size of {limit} bytes; nothing was sent", E_MESSAGE_TOO_LARGE)
+                # Fast path, with the GIL: everything fits now.
+                done = TryWriteBatch(ch, ptrs, sizes, n)
+                while done < <size_t>n:
+                    slice_end = min(deadline, NowNs() + SLICE_NS)
+                    with nogil:
+                        got = WriteBatch(ch, ptrs + done, sizes + done, n - done, slice_end)
+                    if got.ok():
+                        done += got.value()
+                        if done == <size_t>n or slice_end >= deadline:
+                            break
+                    elif got.status().raw_code() != S_DEADLINE_EXCEEDED or slice_end >= deadline:
+                        if done > 0:
+                            break
+                        check_status(got.status(), OP_WRITE, self._role)
+                    self._between_slices(ch, &gone_since)
+                return done
+            finally:
+                self._drop_writer()
+                self._after_call()
+        finally:
+            for i in range(held):
+                PyBuffer_Release(&views[i])
+            free(views)
+            free(<void*>ptrs)
+            free(sizes)
+
+    def flush(self):
+        """Publishes messages staged by this writer (claim commits with publish deferred). Cheap; never waits
+        for room."""
+        self._take_writer(_deadline_ns(None))
+        try:
+            self._open_channel().Flush()
+        finally:
+            self._drop_writer()
+            self._after_call()
+
+    # ---- Zero-copy ----
+
+    def recv_view(self, timeout_ms=None):
+        """Waits like read() for the next message and returns a MessageView of it, in place in the ring:
+
+            with ch.recv_view(timeout_ms=100) as mv:   # mv: a read-only memoryview
+                handle(mv)
+
+        The message stays in the ring, and this side's reads wait, until the with block ends (or the view's
+        release()). Ending it, or close(), while buffers made from the view are still alive raises BufferError
+        (like mmap.close()); the message is then released with the last such buffer.
+        """
+        cdef int64_t deadline = _deadline_ns(timeout_ms)
+        cdef CChannel* ch
+        cdef const char* data = NULL
+        cdef size_t size = 0
+        cdef MessageView view
+        self._take_reader(deadline)
+        try:
+            ch = self._open_channel()
+            self._wait_peek(ch, deadline, &data, &size)
+            view = MessageView.__new__(MessageView)
+            view._start(self, <char*>data, size, False)
+            self._rview = <void*>view
+            self._rview_thread = PyThread_get_thread_ident()
+            self._rowner = 0
+            return view  # the reader lock stays taken until the view ends
+        except BaseException:
+            self._drop_reader()
+            raise
+        finally:
+            self._after_call()
+
+    def claim(self, Py_ssize_t size, timeout_ms=None):
+        """Reserves room for a message of up to `size` bytes in the ring, waiting like write() for room, and
+        returns a Claim; write the message in place:
+
+            with ch.claim(len(header) + n) as mv:   # mv: a writable memoryview of `size` bytes
+                mv[:len(header)] = header
+                ...
+
+        A normal exit sends the message (all `size` bytes, or the n given to the Claim's commit(n)); an
+        exception aborts it. Ending it while buffers made from the view are alive raises BufferError.
+        """
+        if size < 0:
+            raise _errors.InvalidParameterError(f"size is {size}; it must not be negative", E_INVALID_PARAM)
+        cdef int64_t deadline = _deadline_ns(timeout_ms)
+        cdef CChannel* ch
+        cdef char* p = NULL
+        cdef int64_t slice_end, gone_since = 0
+        cdef unsigned int nap
+        cdef Claim view
+        self._take_writer(deadline)
+        try:
+            ch = self._open_channel()
+            if <size_t>size > ch.max_message_bytes():
+                raise _errors.MessageTooLargeError(
+                    f"channel '{self.name}': a claim of {size} bytes is more than the maximum message size of "
+                    f"{ch.max_message_bytes()} bytes", E_MESSAGE_TOO_LARGE)
+            p = TryClaim(ch, size)
+            while p == NULL:
+                if self._disconnect == DISCONNECT_IMMEDIATELY and PeerStateOf(ch[0]) != PEER_ALIVE:
+                    check_status(StatusOfResult(ch[0], R_PEER_GONE), OP_WRITE, self._role)
+                if NowNs() >= deadline:
+                    raise _errors.ESHMTimeoutError(
+                        f"channel '{self.name}': no room for a claim of {size} bytes before the deadline", E_TIMEOUT)
+                # The engine has no blocking claim: poll, backing off from 10 us to 1 ms, GIL released.
+                slice_end = min(deadline, NowNs() + SLICE_NS)
+                nap = 10
+                with nogil:
+                    while True:
+                        usleep(nap)
+                        p = TryClaim(ch, size)
+                        if p != NULL or NowNs() >= slice_end:
+                            break
+                        if nap < 1000:
+                            nap *= 2
+                if p == NULL:
+                    self._between_slices(ch, &gone_since)
+            view = Claim.__new__(Claim)
+            view._start(self, p, size, True)
+            self._wview = <void*>view
+            self._wview_thread = PyThread_get_thread_ident()
+            self._wowner = 0
+            return view  # the writer lock stays taken until the claim ends
+        except BaseException:
+            self._drop_writer()
+            raise
+        finally:
+            self._after_call()
 
     # ---- Observers (any thread) ----
 
@@ -636,7 +983,186 @@ cdef class Channel:
         return self._open_channel().max_message_bytes()
 
     def __repr__(self):
-        if self._ch.get() == NULL:
-            return f"<{type(self).__name__} {self.name!r} closed>"
-        role = "master" if self._role == ROLE_MASTER else "slave"
-        return f"<{type(self).__name__} {self.name!r} {role}, peer {self.peer_state()}>"
+        cls = type(self).__name__
+        if self._role == ROLE_MASTER:
+            role = "master"
+        elif self._role == ROLE_SLAVE:
+            role = "slave"
+        else:
+            role = "unopened"
+        if self._disowned:
+            return f"<{cls} {self.name!r} {role}, inherited from pid {self._owner_pid} through fork(): unusable>"
+        if self._ch.get() == NULL or self._closing:
+            return f"<{cls} {self.name!r} {role}, closed>"
+        return f"<{cls} {self.name!r} {role}, peer {PEER_STATE_NAMES[PeerStateOf(self._ch.get()[0])]}, open>"
+
+
+cdef char* BYTE_FORMAT = "B"
+
+cdef enum:
+    VIEW_ACTIVE = 0
+    VIEW_ENDED = 1
+
+
+@cython.no_gc_clear  # __dealloc__ needs _channel to end the message (the object can be in a cycle with _mv)
+cdef class _RingBuffer:
+    """A message in place in a channel's ring, exported through the buffer protocol (see MessageView, Claim).
+
+    Counts the buffers it exports; the message ends (released, committed or aborted) only when none is left,
+    because the ring reuses its memory and close() unmaps it.
+    """
+
+    cdef Channel _channel
+    cdef char* _ptr
+    cdef Py_ssize_t _len
+    cdef Py_ssize_t _itemsize
+    cdef bint _writable
+    cdef int _exports
+    cdef int _state
+    cdef bint _end_pending      # ended while exported: finish with the last buffer's release
+    cdef size_t _commit_size
+    cdef object _mv             # the memoryview __enter__ returned
+
+    cdef void _start(self, Channel channel, char* ptr, size_t size, bint writable):
+        self._channel = channel
+        self._ptr = ptr
+        self._len = size
+        self._itemsize = 1
+        self._writable = writable
+        self._commit_size = size
+        self._state = VIEW_ACTIVE
+
+    def __getbuffer__(self, Py_buffer* buffer, int flags):
+        if self._state != VIEW_ACTIVE:
+            raise ValueError(f"{type(self).__name__} has ended: its message is no longer in the ring")
+        if (flags & PyBUF_WRITABLE) and not self._writable:
+            raise BufferError("a received message is read-only")
+        buffer.buf = self._ptr
+        buffer.obj = self
+        buffer.len = self._len
+        buffer.readonly = not self._writable
+        buffer.itemsize = 1
+        buffer.format = NULL
+        if flags & PyBUF_FORMAT:
+            buffer.format = BYTE_FORMAT
+        buffer.ndim = 1
+        buffer.shape = &self._len if (flags & PyBUF_ND) else NULL
+        buffer.strides = &self._itemsize if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        buffer.suboffsets = NULL
+        buffer.internal = NULL
+        self._exports += 1
+
+    def __releasebuffer__(self, Py_buffer* buffer):
+        self._exports -= 1
+        if self._exports == 0 and self._end_pending:
+            self._finish(False)
+
+    cdef int _finish(self, bint commit) noexcept:
+        """Ends the message (no buffer may be exported): release, commit or abort; frees the side's lock."""
+        if self._state != VIEW_ACTIVE:
+            return 0
+        self._state = VIEW_ENDED
+        self._end_pending = False
+        cdef Channel channel = self._channel
+        cdef CChannel* ch = channel._ch.get()
+        if self._writable:
+            if ch != NULL and not channel._disowned:
+                if commit:
+                    ch.Commit(self._commit_size)
+                else:
+                    ch.Abort()
+            channel._wview = NULL
+            channel._wview_thread = 0
+            PyThread_release_lock(channel._wlock)
+        else:
+            if ch != NULL and not channel._disowned:
+                ch.Release()
+            channel._rview = NULL
+            channel._rview_thread = 0
+            PyThread_release_lock(channel._rlock)
+        return 0
+
+    cdef int _end(self, bint commit) except -1:
+        if self._state != VIEW_ACTIVE:
+            return 0
+        if self._mv is not None:
+            mv = self._mv
+            self._mv = None
+            try:
+                mv.release()
+            except BufferError:
+                pass  # buffers made from it still count in _exports
+        if self._exports > 0:
+            self._end_pending = True
+            what = "aborted" if self._writable else "released"
+            raise BufferError(
+                f"{self._exports} buffer(s) made from the {type(self).__name__} are still alive (slices, "
+                f"numpy arrays...): release them; the message is {what} with the last one")
+        self._finish(commit)
+        return 0
+
+    def __dealloc__(self):
+        # No buffer can be exported (each holds a reference to self).
+        self._finish(False)
+
+    def __len__(self):
+        return self._len
+
+    @property
+    def ended(self):
+        """True once the message was released, committed or aborted."""
+        return self._state != VIEW_ACTIVE
+
+    def __enter__(self):
+        if self._state != VIEW_ACTIVE:
+            raise ValueError(f"{type(self).__name__} has ended")
+        if self._mv is None:
+            self._mv = memoryview(self)
+        return self._mv
+
+    def __repr__(self):
+        state = "ended" if self._state != VIEW_ACTIVE else f"{self._exports} buffer(s) exported"
+        return f"<{type(self).__name__} of {self._len} bytes on channel {self._channel.name!r}, {state}>"
+
+
+cdef class MessageView(_RingBuffer):
+    """A received message in place in the ring (from Channel.recv_view()); a read-only buffer.
+
+    ``with view as mv`` gives a read-only memoryview and releases the message at the end of the block.
+    """
+
+    def release(self):
+        """Gives the message's room back to the writer. BufferError if buffers made from it are alive."""
+        self._end(False)
+
+    def __exit__(self, exc_type, exc, tb):
+        self._end(False)
+        return False
+
+
+cdef class Claim(_RingBuffer):
+    """Room for a message being written in place in the ring (from Channel.claim()); a writable buffer.
+
+    ``with claim as mv`` gives a writable memoryview; a normal exit commits (sends) the message, an exception
+    aborts it. commit(n) sends only the first n bytes.
+    """
+
+    def commit(self, nbytes=None):
+        """Sends the message: its first `nbytes` bytes (None: all of them). BufferError if buffers made from
+        the claim are alive (the claim is then aborted when the last goes)."""
+        if self._state != VIEW_ACTIVE:
+            raise ValueError("the claim has ended")
+        if nbytes is not None:
+            if not (0 <= nbytes <= self._len):
+                raise _errors.InvalidParameterError(
+                    f"nbytes is {nbytes}; it must be between 0 and the claimed {self._len}", E_INVALID_PARAM)
+            self._commit_size = nbytes
+        self._end(True)
+
+    def abort(self):
+        """Drops the message: nothing is sent."""
+        self._end(False)
+
+    def __exit__(self, exc_type, exc, tb):
+        self._end(exc_type is None)
+        return False

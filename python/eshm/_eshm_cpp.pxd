@@ -68,6 +68,9 @@ cdef extern from "eshm/channel.h" namespace "eshm" nogil:
         CChannelStats stats()
         CStatus StatusOf(CIoResult result)
         void Flush()
+        void Commit(size_t size)
+        void Abort()
+        void Release()
         void Close()
 
 
@@ -85,3 +88,9 @@ cdef extern from "_eshm_glue.h" namespace "eshm_py" nogil:
     CIoResult TryRead(CChannel* channel, char* buffer, size_t capacity, size_t* size)
     CStatusOr[size_t] Read(CChannel* channel, char* buffer, size_t capacity, int64_t deadline_ns)
     int64_t NextMessageSize(CChannel* channel)
+    CStatusOr[size_t] WriteBatch(CChannel* channel, const char* const* data, const size_t* sizes, size_t count,
+                                 int64_t deadline_ns)
+    size_t TryWriteBatch(CChannel* channel, const char* const* data, const size_t* sizes, size_t count)
+    CIoResult TryPeek(CChannel* channel, const char** data, size_t* size)
+    CStatus Peek(CChannel* channel, int64_t deadline_ns, const char** data, size_t* size)
+    char* TryClaim(CChannel* channel, size_t size)

@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -66,6 +67,57 @@ inline absl::StatusOr<std::size_t> Read(eshm::Channel* channel, char* buffer, st
 inline std::int64_t NextMessageSize(eshm::Channel* channel) {
   const std::optional<std::size_t> size = channel->NextMessageSize();
   return size.has_value() ? static_cast<std::int64_t>(*size) : -1;
+}
+
+// WriteBatch over `count` messages given as parallel arrays of pointers and sizes (Cython cannot build a
+// span of spans); publishes once at the end. Returns how many were written (an error only if none was).
+inline absl::StatusOr<std::size_t> WriteBatch(eshm::Channel* channel, const char* const* data,
+                                              const std::size_t* sizes, std::size_t count,
+                                              std::int64_t deadline_ns) {
+  std::vector<std::span<const std::byte>> messages;
+  messages.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    messages.emplace_back(reinterpret_cast<const std::byte*>(data[i]), sizes[i]);
+  }
+  return channel->WriteBatch(messages, eshm::Deadline::AtMonotonicNs(deadline_ns));
+}
+
+// Writes messages with TryWrite(kDeferred) until one does not fit now (or fails), then publishes them with
+// one Flush. Returns how many were written; never waits.
+inline std::size_t TryWriteBatch(eshm::Channel* channel, const char* const* data, const std::size_t* sizes,
+                                 std::size_t count) {
+  std::size_t written = 0;
+  while (written < count &&
+         channel->TryWrite(std::span<const std::byte>(reinterpret_cast<const std::byte*>(data[written]),
+                                                      sizes[written]),
+                           eshm::Publish::kDeferred) == eshm::IoResult::kOk) {
+    ++written;
+  }
+  if (written > 0) channel->Flush();
+  return written;
+}
+
+// Zero-copy read: the next message stays in the ring (and *data valid) until channel->Release().
+inline eshm::IoResult TryPeek(eshm::Channel* channel, const char** data, std::size_t* size) {
+  std::span<const std::byte> message;
+  const eshm::IoResult result = channel->TryPeek(&message);
+  if (result == eshm::IoResult::kOk) {
+    *data = reinterpret_cast<const char*>(message.data());
+    *size = message.size();
+  }
+  return result;
+}
+
+inline absl::Status Peek(eshm::Channel* channel, std::int64_t deadline_ns, const char** data, std::size_t* size) {
+  absl::StatusOr<std::span<const std::byte>> message = channel->Peek(eshm::Deadline::AtMonotonicNs(deadline_ns));
+  if (!message.ok()) return message.status();
+  *data = reinterpret_cast<const char*>(message->data());
+  *size = message->size();
+  return absl::OkStatus();
+}
+
+inline char* TryClaim(eshm::Channel* channel, std::size_t size) {
+  return reinterpret_cast<char*>(channel->TryClaim(size));
 }
 
 }  // namespace eshm_py

@@ -8,6 +8,7 @@ describes it where one fits, so ``except FileExistsError`` or ``except ValueErro
 """
 
 from enum import IntEnum
+from typing import Optional
 
 __all__ = [
     "ESHMError",
@@ -22,6 +23,7 @@ __all__ = [
     "RingFullError",
     "CorruptError",
     "ChannelClosedError",
+    "ForkedChannelError",
     "ChannelNotFoundError",
     "ChannelPermissionError",
     "NoSpaceError",
@@ -61,9 +63,9 @@ class ESHMError(IntEnum):
 class ESHMException(Exception):
     """Base of every eshm exception. ``code`` is the :class:`ESHMError`."""
 
-    code = ESHMError.INTERNAL
+    code: ESHMError = ESHMError.INTERNAL
 
-    def __init__(self, message, code=None):
+    def __init__(self, message: str, code: Optional[int] = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = ESHMError(code)
@@ -92,7 +94,7 @@ class BufferTooSmallError(ESHMRuntimeError, ValueError):
     """The next message is larger than the buffer. It stays queued; ``message_size`` is its size."""
 
     code = ESHMError.BUFFER_TOO_SMALL
-    message_size = None
+    message_size: Optional[int] = None
 
 
 class MessageTooLargeError(ESHMRuntimeError, ValueError):
@@ -131,6 +133,13 @@ class CorruptError(ESHMRuntimeError):
 
 class ChannelClosedError(ESHMRuntimeError, ValueError):
     """The channel is closed (like I/O on a closed file, also a ValueError)."""
+
+    code = ESHMError.CLOSED
+
+
+class ForkedChannelError(ChannelClosedError):
+    """The channel was opened by the parent process and inherited through fork(): it cannot be used in the
+    child (its role and monitor thread belong to the parent). Open a new ESHM in the child."""
 
     code = ESHMError.CLOSED
 
@@ -177,7 +186,7 @@ _CLASS_FOR_CODE = {
 }
 
 
-def error_for_code(code, message):
+def error_for_code(code: int, message: str) -> ESHMException:
     """The exception (not raised) for result code ``code`` with ``message``."""
     code = ESHMError(code)
     cls = _CLASS_FOR_CODE.get(code, ESHMRuntimeError)
