@@ -31,8 +31,8 @@
 #include "eshm/ring.h"
 #include "eshm/segment.h"
 #include "gtest/gtest.h"
-#include "tests/reliability/channel_test_util.h"
-#include "tests/reliability/fork_util.h"
+#include "tests/channel_test_util.h"
+#include "tests/fork_util.h"
 
 namespace eshm {
 namespace {
