@@ -15,6 +15,8 @@ APT_PACKAGES=(
   libbenchmark-dev
   python3-dev        # headers for the Python extension
   util-linux         # taskset, for pinned benchmarks
+  clang-14           # fuzz/: libFuzzer harnesses
+  libclang-rt-14-dev # libFuzzer and sanitizer runtimes for clang-14
 )
 
 missing=()
