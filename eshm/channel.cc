@@ -119,10 +119,10 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, co
     if (may_create) {
       segment = Segment::Create(name, shape);
       if (segment.status().code() == absl::StatusCode::kAlreadyExists) {
-        segment = Segment::Open(name, Deadline::AfterMs(kInitWaitMs));
+        segment = Segment::Open(name, Deadline::AfterMs(kInitWaitMs), options.allow_other_owner);
       }
     } else {
-      segment = Segment::Open(name, Deadline::AfterMs(kInitWaitMs));
+      segment = Segment::Open(name, Deadline::AfterMs(kInitWaitMs), options.allow_other_owner);
     }
     if (segment.status().code() == absl::StatusCode::kNotFound) {
       // A slave waits for its master to create the segment; a creator saw it vanish between create and open.
@@ -139,8 +139,8 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, co
     if (!segment.ok()) {
       // A creator killed while initializing leaves a file nobody can open; a master clears it away.
       ino_t abandoned = 0;
-      if (may_create && Segment::IsAbandoned(name, &abandoned) && InodeAtPath(std::string(name)) == abandoned) {
-        (void)Segment::Unlink(name);
+      if (may_create && Segment::IsAbandoned(name, &abandoned) && InodeAtPath(std::string(name)) == abandoned &&
+          Segment::Unlink(name).ok()) {
         continue;
       }
       return segment.status();
@@ -155,7 +155,11 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, co
                           segment->ring_capacity(Direction::kSlaveToMaster) != options.s2m_capacity ||
                           (options.max_message_bytes != 0 && segment->max_message_bytes() != options.max_message_bytes);
     if (*role == Role::kMaster && reshaped) {
-      if (InodeAtPath(std::string(name)) == segment->inode()) (void)Segment::Unlink(name);
+      if (InodeAtPath(std::string(name)) == segment->inode()) {
+        if (absl::Status removed = Segment::Unlink(name); !removed.ok() && !absl::IsNotFound(removed)) {
+          return removed;  // e.g. another user's segment: we cannot replace it, so do not loop
+        }
+      }
       continue;  // the old segment (and its lock) is released as `segment` goes out of scope
     }
 
@@ -343,7 +347,8 @@ bool Channel::TryReattach() {
   if (inode == 0 || inode == current_->segment.inode()) return false;
   if (options_.max_reconnect_attempts != 0 && reattach_attempts_ >= options_.max_reconnect_attempts) return false;
   ++reattach_attempts_;
-  absl::StatusOr<Segment> segment = Segment::Open(name_, Deadline::AfterMs(options_.reconnect_retry_interval_ms));
+  absl::StatusOr<Segment> segment =
+      Segment::Open(name_, Deadline::AfterMs(options_.reconnect_retry_interval_ms), options_.allow_other_owner);
   if (!segment.ok()) return false;
   absl::StatusOr<bool> locked = TryLockRole(segment->fd(), Role::kSlave);
   if (!locked.ok() || !*locked) return false;

@@ -95,6 +95,9 @@ struct ChannelOptions {
   std::uint64_t s2m_capacity = 1 << 20;
   std::uint64_t max_message_bytes = 0;  // 0: the largest the rings allow
   mode_t mode = 0600;
+  // Accept a segment created by another user (for channels shared between users through `mode`). Off by
+  // default: a segment someone else created under our name is refused rather than trusted.
+  bool allow_other_owner = false;
   // How blocking calls wait: spin, then yield, then sleep on a futex.
   WaitStrategy wait = WaitStrategy::Adaptive();
 };

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -237,6 +238,46 @@ TEST(ChannelTest, MasterLeavesAHalfCreatedSegmentWhoseCreatorLives) {
   EXPECT_EQ(after.st_ino, before.st_ino);
   close(fd);
   ASSERT_TRUE(Segment::Unlink(name).ok());
+}
+
+TEST(ChannelTest, SegmentCreatedByAnotherUserIsRefusedUnlessAllowed) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to act as a second user";
+  const std::string name = UniqueName("squatted");
+  // Another user creates the name first, world-writable, as someone hoping to intercept the channel would.
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0) _exit(2);
+    SegmentOptions shape;
+    shape.m2s_capacity = shape.s2m_capacity = 64 * 1024;
+    shape.mode = 0666;
+    auto segment = Segment::Create(name, shape);
+    _exit(segment.ok() ? 0 : 3);  // the file stays: it has no channel to clean it up
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  struct stat before;
+  ASSERT_EQ(stat(Segment::PathFor(name).c_str(), &before), 0);
+
+  for (const ChannelRole role : {ChannelRole::kSlave, ChannelRole::kMaster, ChannelRole::kAuto}) {
+    ChannelOptions options = WithRole(role);
+    options.max_reconnect_attempts = 1;
+    auto refused = Channel::Open(name, options);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
+    EXPECT_NE(refused.status().message().find("belongs to uid 65534"), std::string_view::npos) << refused.status();
+  }
+  struct stat after;
+  ASSERT_EQ(stat(Segment::PathFor(name).c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino) << "the other user's file was replaced";
+
+  ChannelOptions shared = WithRole(ChannelRole::kMaster);
+  shared.allow_other_owner = true;
+  auto allowed = Channel::Open(name, shared);
+  EXPECT_TRUE(allowed.ok()) << allowed.status();
+  if (allowed.ok()) (*allowed)->Close();
+  (void)Segment::Unlink(name);
 }
 
 TEST(ChannelTest, ReadWithoutAPeerTimesOut) {

@@ -210,7 +210,7 @@ absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOpti
   return segment;
 }
 
-absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline) {
+absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline, bool allow_other_owner) {
   if (absl::Status s = ValidateName(name); !s.ok()) return s;
   const std::string path = PathFor(name);
   const int fd = shm_open(ShmName(name).c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
@@ -237,6 +237,13 @@ absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline) 
     if (fstat(fd, &st) != 0) return ErrnoError(errno, "fstat", name);
     if (!S_ISREG(st.st_mode)) {
       return absl::FailedPreconditionError(absl::StrFormat("%s is not a regular file, so not an eshm segment", path));
+    }
+    if (!allow_other_owner && st.st_uid != geteuid()) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "%s belongs to uid %d, not to this process's uid %d: another user may have created the name first to "
+          "intercept the channel; it was left untouched. Use another name, or allow other owners explicitly "
+          "(ChannelOptions::allow_other_owner) for a channel shared between users",
+          path, st.st_uid, geteuid()));
     }
     const std::uint64_t file_bytes = static_cast<std::uint64_t>(st.st_size);
     if (file_bytes >= kSegmentHeaderBytes) {
@@ -318,7 +325,8 @@ bool Segment::IsAbandoned(std::string_view name, ino_t* inode) {
   if (fd < 0) return false;
   bool abandoned = false;
   struct stat st;
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+  // Only our own files: we may not remove another user's anyway (/dev/shm is sticky), so never try.
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid()) {
     *inode = st.st_ino;
     std::uint32_t version = 0;
     // pread, not mmap: the file may be shorter than its header, and this must not fault.

@@ -50,8 +50,10 @@ class Segment {
 
   // Creates a new segment; AlreadyExists if one is there.
   static absl::StatusOr<Segment> Create(std::string_view name, const SegmentOptions& options);
-  // Opens an existing segment, waiting until `deadline` for its creator to finish initializing it.
-  static absl::StatusOr<Segment> Open(std::string_view name, Deadline deadline);
+  // Opens an existing segment, waiting until `deadline` for its creator to finish initializing it. The file
+  // must belong to this process's effective uid unless `allow_other_owner`: otherwise another local user
+  // could create the name first (with a permissive mode) and intercept the channel.
+  static absl::StatusOr<Segment> Open(std::string_view name, Deadline deadline, bool allow_other_owner = false);
   // Removes the name; processes that have it mapped keep using it until they unmap.
   static absl::Status Unlink(std::string_view name);
   // True if the file at the name was left half-created: never initialized (too small, or no layout version)
