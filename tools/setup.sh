@@ -17,6 +17,7 @@ APT_PACKAGES=(
   util-linux         # taskset, for pinned benchmarks
   clang-14           # fuzz/: libFuzzer harnesses
   libclang-rt-14-dev # libFuzzer and sanitizer runtimes for clang-14
+  libboost-dev       # Boost.Interprocess message_queue, one of eshm-bench's --compare transports
 )
 
 missing=()
@@ -25,6 +26,10 @@ for pkg in "${APT_PACKAGES[@]}"; do
     missing+=("$pkg")
   fi
 done
+# Node.js (node/, the binding over libeshm.so): machines of this kind come with it; install Debian's if not.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""
@@ -43,4 +48,16 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! "$PYTHON" -c 'import
   "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r requirements.txt
   mkdir -p "$stamp_dir"
   echo "$want" >"$stamp"
+fi
+
+# Node.js packages of node/ (koffi, the FFI), exactly as package-lock.json pins them; again only on change.
+if [[ -f node/package-lock.json ]]; then
+  node_stamp="$stamp_dir/node.$(sha256sum node/package-lock.json | cut -d' ' -f1)"
+  if [[ ! -f "$node_stamp" || ! -d node/node_modules ]]; then
+    echo "setup: installing Node.js packages from node/package-lock.json"
+    (cd node && npm ci --no-audit --no-fund --loglevel=error)
+    mkdir -p "$stamp_dir"
+    rm -f "$stamp_dir"/node.*
+    touch "$node_stamp"
+  fi
 fi
