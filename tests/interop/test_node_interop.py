@@ -3,15 +3,23 @@
 - the C++ demo (eshm_demo, $ESHM_DEMO) with a Node peer (tests/interop/peer.js), both pairings: expected
   lines on both sides;
 - binary payloads of every size class, both directions, between the Node package and the Cython package
-  (tests/interop/peer.py), both pairings, checked with SHA-256.
+  (tests/interop/peer.py), both pairings, checked with SHA-256;
+- the universal-bridge example (examples/universal_bridge/run.sh): a Python producer, a Node.js and a C++
+  consumer see the same readings.
 
 The Node peers use $ESHM_LIBESHM. Skips only when node is not installed. Teardown kills every process
 and removes /dev/shm/eshm_<name>.
 """
 
+import json
+import os
+import subprocess
+import sys
+import uuid
+
 import pytest
 
-from conftest import NODE_PEER, PEER, WAIT_S
+from conftest import NODE_PEER, PEER, REPO, WAIT_S
 
 COUNT = 5
 
@@ -89,3 +97,34 @@ def test_node_python_binary_payloads(shm_name, procs, libeshm, node, master_side
     assert "TOO_LARGE_REFUSED" in master.lines()
     assert master.lines()[-1] == f"DONE {len(sent)}"
     assert slave.lines()[-1] == f"DONE {len(sent)}"
+
+
+def test_universal_bridge(tmp_path, node, eshm_demo):
+    """examples/universal_bridge/run.sh: Python producer, Node.js and C++ consumers see the same readings."""
+    script = REPO / "examples" / "universal_bridge" / "run.sh"
+    env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    base = f"bridge_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        result = subprocess.run(["bash", str(script), "--seconds", "1", "--rate-hz", "20", "--name", base],
+                                env=env, capture_output=True, text=True, timeout=10 * WAIT_S)
+    finally:
+        for side in ("node", "cpp"):
+            try:
+                os.unlink(f"/dev/shm/eshm_{base}_{side}")
+            except FileNotFoundError:
+                pass
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    lines = result.stdout.splitlines()
+
+    def readings(prefix):
+        return [line[len(prefix):] for line in lines if line.startswith(prefix)]
+
+    sent = readings("[python] sent ")
+    assert len(sent) == 20, output
+    assert [json.loads(r)["seq"] for r in sent] == list(range(20))
+    assert readings("[node] got ") == sent, output
+    assert readings("[c++] got ") == sent, output
+    assert "[node] done: 20 readings" in lines
+    assert any(line.startswith("[c++] done: 20 readings, mean ") for line in lines), output
+    assert "BRIDGE OK: Python, Node.js and C++ saw the same 20 readings" in lines
