@@ -257,7 +257,8 @@ export declare class Channel implements Disposable {
   /**
    * Receives the next message without blocking the event loop: the wait runs on a worker thread, in
    * slices of 50 ms so that close() ends it promptly (rejecting with CLOSED). Calls are served one at a
-   * time, in call order.
+   * time, in call order. A gone peer ends it as it ends read(): at once under IMMEDIATELY, after
+   * `reconnectWaitMs` under ON_TIMEOUT (MASTER_STALE / SLAVE_STALE), at the timeout under NEVER.
    * @throws {EshmError} (as a rejection) as {@link Channel.read}.
    */
   readAsync(options?: TimeoutOptions): Promise<Buffer>;

@@ -237,8 +237,11 @@ function camel(name) {
 
 class Channel {
   /** Use Channel.open(). */
-  constructor(lib, handle, name, role, maxMessageSize) {
+  constructor(lib, handle, name, role, maxMessageSize, cfg) {
     this._lib = lib;
+    // readAsync() needs these to report a gone peer as a single eshm_read would (see _readAsyncNow).
+    this._disconnectBehavior = cfg.disconnect_behavior;
+    this._reconnectWaitMs = cfg.reconnect_wait_ms;
     this._h = handle;
     this._name = name;
     this._role = role;
@@ -271,7 +274,7 @@ class Channel {
       lib.close(handle);
       throw err;
     }
-    return new Channel(lib, handle, name, role[0], Number(max[0]));
+    return new Channel(lib, handle, name, role[0], Number(max[0]), cfg);
   }
 
   /** The channel's name. */
@@ -405,6 +408,9 @@ class Channel {
       this._asyncReadBuf = Buffer.allocUnsafe(Math.min(INITIAL_READ_BUFFER, Math.max(1, this._maxMessageSize)));
     }
     const deadline = timeout < 0 ? Infinity : Date.now() + timeout;
+    // Each slice waits for a gone peer only up to the slice, so under ON_TIMEOUT the library never reaches
+    // reconnectWaitMs: count the time the peer has been gone across slices here instead.
+    let goneSince = null;
     for (;;) {
       this._check('readAsync');
       const remaining = deadline === Infinity ? ASYNC_SLICE_MS : Math.max(0, deadline - Date.now());
@@ -416,10 +422,24 @@ class Channel {
         this._asyncReadBuf = Buffer.allocUnsafe(Math.max(n, this._asyncReadBuf.length * 2));
         continue;
       }
+      if (rc === ErrorCode.TIMEOUT && this._disconnectBehavior === DisconnectBehavior.ON_TIMEOUT) {
+        if (this.isRemoteAlive()) goneSince = null;
+        else if (goneSince === null) goneSince = Date.now();
+        else if (Date.now() - goneSince >= this._reconnectWaitMs) throw this._staleError();
+      }
       // A slice that timed out is not the caller's timeout unless the deadline has passed.
       if (rc === ErrorCode.TIMEOUT && (remaining > slice || deadline === Infinity)) continue;
       throw this._fail(rc, 'readAsync', true);
     }
+  }
+
+  _staleError() {
+    const [code, peer] = this._role === Role.MASTER ? [ErrorCode.SLAVE_STALE, 'slave'] : [ErrorCode.MASTER_STALE, 'master'];
+    return new EshmError(
+      code,
+      `readAsync on "${this._name}": the ${peer} is gone and did not come back within reconnectWaitMs ` +
+        `(${this._reconnectWaitMs} ms) (${CODE_NAMES.get(code)})`,
+    );
   }
 
   // One eshm_read of at most `slice` ms on koffi's worker thread. Resolves with its result code; rejects

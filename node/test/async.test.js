@@ -6,7 +6,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const { setTimeout: sleep } = require('node:timers/promises');
 
-const { Channel, Role, EshmError, ErrorCode } = require('..');
+const { Channel, Role, DisconnectBehavior, EshmError, ErrorCode } = require('..');
 const { uniqueName, segmentExists, cleanup, payload } = require('./helpers');
 
 const open = [];
@@ -96,4 +96,17 @@ test('close() during a pending readAsync ends it promptly with CLOSED and frees 
   again.close();
   master.close();
   assert.equal(segmentExists(name), false);
+});
+
+test('readAsync: a gone peer ends the read after reconnectWaitMs, as read() does (ON_TIMEOUT)', async () => {
+  const name = uniqueName('stale');
+  const master = Channel.open(name, { role: Role.MASTER, reconnectWaitMs: 300 });
+  open.push(master);
+  // No slave ever attaches: both reads end with SLAVE_STALE long before their 20 s timeout.
+  assert.throws(() => master.read({ timeoutMs: 20000 }), (err) => err.code === ErrorCode.SLAVE_STALE);
+  await assert.rejects(master.readAsync({ timeoutMs: 20000 }), (err) => err instanceof EshmError && err.code === ErrorCode.SLAVE_STALE);
+  // NEVER waits for the peer as long as the read's own timeout allows.
+  const patient = Channel.open(uniqueName('never'), { role: Role.MASTER, reconnectWaitMs: 50, disconnectBehavior: DisconnectBehavior.NEVER });
+  open.push(patient);
+  await assert.rejects(patient.readAsync({ timeoutMs: 400 }), (err) => err.code === ErrorCode.TIMEOUT);
 });
