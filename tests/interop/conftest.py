@@ -7,6 +7,7 @@ when it is unset. Python peers run with sys.executable, which must be able to `i
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "python" / "examples"
 PEER = Path(__file__).resolve().parent / "peer.py"
+NODE_PEER = Path(__file__).resolve().parent / "peer.js"
+NODE_PACKAGE = REPO / "node"
 
 # Generous: the machine may be loaded (2 cores, other builds running). Nothing here asserts timing.
 WAIT_S = float(os.environ.get("ESHM_INTEROP_WAIT_S", "60"))
@@ -43,6 +46,16 @@ def eshm_demo():
 def libeshm():
     """The path of libeshm.so ($ESHM_LIBESHM)."""
     return _env_path("ESHM_LIBESHM")
+
+
+@pytest.fixture
+def node():
+    """The path of the node executable; skips when Node.js is not installed. The eshm Node package (node/)
+    must have its dependencies (npm ci in node/; tests/interop/run.sh does it)."""
+    path = shutil.which("node")
+    if path is None:
+        pytest.skip("node is not installed")
+    return path
 
 
 class Proc:
@@ -135,6 +148,9 @@ class Procs:
 
     def python(self, label, script, *args):
         return self.start(label, [sys.executable, script, *args])
+
+    def node(self, label, script, *args):
+        return self.start(label, [shutil.which("node"), script, *args])
 
     def teardown(self):
         for proc in self.all:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs the C++ <-> Python interop tests (tests/interop) against freshly built binaries and a freshly built
+# Runs the cross-language interop tests (tests/interop: C++ <-> Python <-> Node.js) against freshly built binaries and a freshly built
 # Python package:
 #   1. bazel build //tools:eshm_demo //eshm:libeshm.so (the plain configuration), copied to a temp dir (so
 #      builds in other configurations, which move the bazel-bin symlink, cannot change them mid-run);
 #   2. the Python binding built into a fresh venv exactly as tools/run_python_tests.sh does (offline:
 #      --system-site-packages, --no-build-isolation, --no-index);
-#   3. pytest tests/interop with ESHM_DEMO, ESHM_LIBESHM set and that venv's python (which the tests use,
+#   3. the Node.js package's dependencies (npm ci in node/, when node is installed and they are missing);
+#   4. pytest tests/interop with ESHM_DEMO, ESHM_LIBESHM set and that venv's python (which the tests use,
 #      as sys.executable, to run python/examples and tests/interop/peer.py).
 #
 # Usage: tests/interop/run.sh JUNIT_XML [extra pytest arguments...]
@@ -50,6 +51,16 @@ if ! "$py" -m pip install --quiet --disable-pip-version-check --no-build-isolati
   cat "$tmp/build.log" >&2
   echo "interop: building the Python binding failed" >&2
   exit 2
+fi
+
+# The Node.js package's dependencies (koffi), for the Node <-> C++ / Python tests (skipped without node).
+if command -v node >/dev/null && [[ ! -d "$repo/node/node_modules/koffi" ]]; then
+  echo "=== Interop: npm ci in node/ ==="
+  if ! (cd "$repo/node" && npm ci --no-audit --no-fund) >"$tmp/npm.log" 2>&1; then
+    cat "$tmp/npm.log" >&2
+    echo "interop: npm ci in node/ failed" >&2
+    exit 2
+  fi
 fi
 
 # Import the installed package, not python/eshm from the work tree: run from $tmp.

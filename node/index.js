@@ -1,0 +1,525 @@
+'use strict';
+// eshm for Node.js: the C ABI of libeshm.so (eshm/eshm.h) through koffi, wrapped in a Channel class.
+//
+// Threading: JavaScript runs on one thread, so synchronous calls can never overlap. The only other thread is
+// koffi's worker running a readAsync() slice; while one runs, the read side belongs to it (sync reads are
+// refused) and eshm_close() is deferred until it returns, so the handle is never freed under it.
+
+const koffi = require('koffi');
+
+const Role = Object.freeze({ MASTER: 0, SLAVE: 1, AUTO: 2 });
+
+const DisconnectBehavior = Object.freeze({ IMMEDIATELY: 0, ON_TIMEOUT: 1, NEVER: 2 });
+
+// The result codes of eshm.h, by their names without the ESHM_ERROR_ prefix.
+const ErrorCode = Object.freeze({
+  SUCCESS: 0,
+  INVALID_PARAM: -1,
+  SHM_CREATE: -2,
+  SHM_ATTACH: -3,
+  SHM_DETACH: -4,
+  SHM_DELETE: -5,
+  MUTEX_INIT: -6,
+  NOT_INITIALIZED: -7,
+  BUFFER_TOO_SMALL: -8,
+  NO_DATA: -9,
+  TIMEOUT: -10,
+  MASTER_STALE: -11,
+  SLAVE_STALE: -12,
+  ROLE_TAKEN: -13,
+  MESSAGE_TOO_LARGE: -14,
+  RING_FULL: -15,
+  CORRUPT: -16,
+  CLOSED: -17,
+  NOT_FOUND: -18,
+  PERMISSION: -19,
+  NO_SPACE: -20,
+  INCOMPATIBLE: -21,
+  INTERNAL: -22,
+});
+
+const CODE_NAMES = new Map(Object.entries(ErrorCode).map(([name, code]) => [code, name]));
+
+class EshmError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'EshmError';
+    this.code = code;
+    this.codeName = CODE_NAMES.get(code) || 'UNKNOWN';
+  }
+}
+
+// ---- The library ----
+
+const LIBRARY_ENV = 'ESHM_LIBESHM';
+const LIBRARY_NAME = 'libeshm.so';
+
+// koffi type names are global to the process: declare them once, however many libraries are loaded.
+let types = null;
+function declareTypes() {
+  if (types) return types;
+  const handle = koffi.opaque('eshm_handle');
+  const config = koffi.struct('eshm_config', {
+    struct_size: 'uint32_t',
+    role: 'int32_t',
+    disconnect_behavior: 'int32_t',
+    stale_threshold_ms: 'int32_t',
+    heartbeat_interval_ms: 'int32_t',
+    reconnect_wait_ms: 'int32_t',
+    reconnect_retry_interval_ms: 'int32_t',
+    max_reconnect_attempts: 'int32_t',
+    auto_cleanup: 'int32_t',
+    use_threads: 'int32_t',
+    m2s_capacity: 'uint64_t',
+    s2m_capacity: 'uint64_t',
+    max_message_bytes: 'uint64_t',
+    spin_ns: 'int64_t',
+    yield_ns: 'int64_t',
+    mode: 'uint32_t',
+    allow_sleep: 'int32_t',
+  });
+  const stats = koffi.struct('eshm_stats', {
+    struct_size: 'uint32_t',
+    master_pid: 'uint32_t',
+    slave_pid: 'uint32_t',
+    master_alive: 'uint32_t',
+    slave_alive: 'uint32_t',
+    reserved0: 'uint32_t',
+    master_heartbeat: 'uint64_t',
+    slave_heartbeat: 'uint64_t',
+    m2s_write_count: 'uint64_t',
+    m2s_read_count: 'uint64_t',
+    s2m_write_count: 'uint64_t',
+    s2m_read_count: 'uint64_t',
+    epoch: 'uint64_t',
+    reconnect_count: 'uint64_t',
+    m2s_queued_bytes: 'uint64_t',
+    m2s_queued_messages: 'uint64_t',
+    s2m_queued_bytes: 'uint64_t',
+    s2m_queued_messages: 'uint64_t',
+    m2s_capacity: 'uint64_t',
+    s2m_capacity: 'uint64_t',
+    max_message_bytes: 'uint64_t',
+    wake_syscalls: 'uint64_t',
+    wait_syscalls: 'uint64_t',
+    segment_epoch_ns: 'uint64_t',
+  });
+  // The header fixes these sizes; a mismatch means the declarations above drifted from eshm.h.
+  if (koffi.sizeof(config) !== 88 || koffi.sizeof(stats) !== 168) {
+    throw new Error(`eshm: struct sizes ${koffi.sizeof(config)}/${koffi.sizeof(stats)}, expected 88/168`);
+  }
+  types = { handle, config, stats };
+  return types;
+}
+
+// Bound functions per library path, so many channels share one load.
+const libraries = new Map();
+
+function bind(lib) {
+  declareTypes();
+  return {
+    configInit: lib.func('void eshm_config_init(_Out_ eshm_config *cfg)'),
+    open: lib.func('int eshm_open(const char *name, const eshm_config *cfg, _Out_ eshm_handle **out)'),
+    close: lib.func('int eshm_close(eshm_handle *h)'),
+    // Data pointers are void*: Buffers and typed arrays pass their memory directly, without a copy.
+    write: lib.func('int eshm_write(eshm_handle *h, const void *data, size_t len, int timeout_ms)'),
+    tryWrite: lib.func('int eshm_try_write(eshm_handle *h, const void *data, size_t len)'),
+    read: lib.func('int eshm_read(eshm_handle *h, void *buf, size_t cap, void *out_len, int timeout_ms)'),
+    tryRead: lib.func('int eshm_try_read(eshm_handle *h, void *buf, size_t cap, void *out_len)'),
+    nextMessageSize: lib.func('int eshm_next_message_size(eshm_handle *h, void *out)'),
+    maxMessageSize: lib.func('int eshm_max_message_size(eshm_handle *h, void *out)'),
+    flush: lib.func('int eshm_flush(eshm_handle *h)'),
+    getRole: lib.func('int eshm_get_role(eshm_handle *h, _Out_ int *role)'),
+    isRemoteAlive: lib.func('int eshm_is_remote_alive(eshm_handle *h)'),
+    getStats: lib.func('int eshm_get_stats(eshm_handle *h, _Inout_ eshm_stats *out)'),
+    strerror: lib.func('const char *eshm_strerror(int code)'),
+    lastError: lib.func('const char *eshm_last_error()'),
+    version: lib.func('const char *eshm_version()'),
+  };
+}
+
+/**
+ * Loads libeshm.so: `libraryPath`, else $ESHM_LIBESHM, else "libeshm.so" through the dynamic loader's
+ * search path (LD_LIBRARY_PATH, ld.so.cache). Returns the bound functions.
+ */
+function loadLibrary(libraryPath) {
+  let source = 'the libraryPath option';
+  let path = libraryPath;
+  if (!path && process.env[LIBRARY_ENV]) [source, path] = [`$${LIBRARY_ENV}`, process.env[LIBRARY_ENV]];
+  if (!path) [source, path] = ['the dynamic loader search path', LIBRARY_NAME];
+  const cached = libraries.get(path);
+  if (cached) return cached;
+  let lib;
+  try {
+    lib = koffi.load(path);
+  } catch (err) {
+    throw new Error(
+      `eshm: cannot load ${path} (from ${source}): ${err.message}. ` +
+        `The library is looked up in this order: the libraryPath option of Channel.open(), ` +
+        `the ${LIBRARY_ENV} environment variable, then ${LIBRARY_NAME} on the dynamic loader path ` +
+        `(LD_LIBRARY_PATH). Build it with: bazel build //eshm:libeshm.so`,
+    );
+  }
+  const bound = bind(lib);
+  libraries.set(path, bound);
+  return bound;
+}
+
+// ---- Arguments ----
+
+// Reads larger than this first try a buffer of this size, then grow to the message (it stays queued).
+const INITIAL_READ_BUFFER = 64 * 1024;
+// readAsync() waits in slices this long so that close() takes effect promptly.
+const ASYNC_SLICE_MS = 50;
+const DEFAULT_TIMEOUT_MS = 1000;
+
+function timeoutOf(options, what) {
+  const t = options && options.timeoutMs !== undefined ? options.timeoutMs : DEFAULT_TIMEOUT_MS;
+  if (!Number.isInteger(t) || t < -1 || t > 0x7fffffff) {
+    throw new EshmError(ErrorCode.INVALID_PARAM, `${what}: timeoutMs must be an integer >= -1 (-1 = forever), got ${t}`);
+  }
+  return t;
+}
+
+function bytesOf(data, what) {
+  if (typeof data === 'string') return Buffer.from(data, 'utf8');
+  if (data instanceof Uint8Array) return data; // Buffer too
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw new EshmError(ErrorCode.INVALID_PARAM, `${what}: data must be a Buffer, a Uint8Array, an ArrayBuffer or a string`);
+}
+
+// eshm_config fields by option name: [C field, check].
+const CONFIG_FIELDS = {
+  role: ['role', (v) => v === 0 || v === 1 || v === 2],
+  disconnectBehavior: ['disconnect_behavior', (v) => v === 0 || v === 1 || v === 2],
+  staleThresholdMs: ['stale_threshold_ms', Number.isInteger],
+  heartbeatIntervalMs: ['heartbeat_interval_ms', Number.isInteger],
+  reconnectWaitMs: ['reconnect_wait_ms', Number.isInteger],
+  reconnectRetryIntervalMs: ['reconnect_retry_interval_ms', Number.isInteger],
+  maxReconnectAttempts: ['max_reconnect_attempts', Number.isInteger],
+  autoCleanup: ['auto_cleanup', (v) => typeof v === 'boolean'],
+  useThreads: ['use_threads', (v) => typeof v === 'boolean'],
+  m2sCapacity: ['m2s_capacity', Number.isSafeInteger],
+  s2mCapacity: ['s2m_capacity', Number.isSafeInteger],
+  maxMessageBytes: ['max_message_bytes', Number.isSafeInteger],
+  spinNs: ['spin_ns', Number.isSafeInteger],
+  yieldNs: ['yield_ns', Number.isSafeInteger],
+  mode: ['mode', Number.isInteger],
+  allowSleep: ['allow_sleep', (v) => typeof v === 'boolean'],
+};
+
+function buildConfig(lib, options) {
+  const cfg = {};
+  lib.configInit(cfg);
+  for (const [key, value] of Object.entries(options)) {
+    if (key === 'libraryPath' || value === undefined) continue;
+    const field = CONFIG_FIELDS[key];
+    if (!field) throw new EshmError(ErrorCode.INVALID_PARAM, `Channel.open: unknown option ${key}`);
+    const [cName, valid] = field;
+    if (!valid(value)) {
+      throw new EshmError(ErrorCode.INVALID_PARAM, `Channel.open: invalid ${key}: ${String(value)}`);
+    }
+    // Range checks beyond the type are the library's: it names the field in eshm_last_error().
+    cfg[cName] = typeof value === 'boolean' ? (value ? 1 : 0) : value;
+  }
+  return cfg;
+}
+
+// ---- The channel ----
+
+// Stats fields that hold nanoseconds since the epoch exceed 2^53: they stay bigint.
+const STATS_BIGINT = new Set(['segment_epoch_ns']);
+
+function camel(name) {
+  return name.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase());
+}
+
+class Channel {
+  /** Use Channel.open(). */
+  constructor(lib, handle, name, role, maxMessageSize, cfg) {
+    this._lib = lib;
+    // readAsync() needs these to report a gone peer as a single eshm_read would (see _readAsyncNow).
+    this._disconnectBehavior = cfg.disconnect_behavior;
+    this._reconnectWaitMs = cfg.reconnect_wait_ms;
+    this._h = handle;
+    this._name = name;
+    this._role = role;
+    this._maxMessageSize = maxMessageSize;
+    this._closed = false;
+    // true while a readAsync() slice runs on koffi's worker thread (it owns the read side then).
+    this._asyncInFlight = false;
+    // Pending readAsync() calls, run one after another (the channel has one reader at a time).
+    this._readQueue = Promise.resolve();
+    this._outLen = new BigUint64Array(1);
+    this._asyncOutLen = new BigUint64Array(1);
+    this._readBuf = Buffer.allocUnsafe(Math.min(INITIAL_READ_BUFFER, Math.max(1, maxMessageSize)));
+    this._asyncReadBuf = null;
+  }
+
+  static open(name, options = {}) {
+    if (typeof name !== 'string') throw new EshmError(ErrorCode.INVALID_PARAM, 'Channel.open: name must be a string');
+    const lib = loadLibrary(options.libraryPath);
+    const cfg = buildConfig(lib, options);
+    const out = [null];
+    const rc = lib.open(name, cfg, out);
+    if (rc !== 0) throw errorOf(lib, rc, `Channel.open("${name}")`);
+    const handle = out[0];
+    const role = [0];
+    let r = lib.getRole(handle, role);
+    const max = new BigUint64Array(1);
+    if (r === 0) r = lib.maxMessageSize(handle, max);
+    if (r !== 0) {
+      const err = errorOf(lib, r, `Channel.open("${name}")`);
+      lib.close(handle);
+      throw err;
+    }
+    return new Channel(lib, handle, name, role[0], Number(max[0]), cfg);
+  }
+
+  /** The channel's name. */
+  get name() {
+    return this._name;
+  }
+
+  /** Role.MASTER or Role.SLAVE (never AUTO). */
+  get role() {
+    return this._role;
+  }
+
+  /** The largest message the channel accepts, in bytes. */
+  get maxMessageSize() {
+    return this._maxMessageSize;
+  }
+
+  /** True once close() was called. */
+  get closed() {
+    return this._closed;
+  }
+
+  _check(what) {
+    if (this._closed) throw new EshmError(ErrorCode.CLOSED, `${what}: channel "${this._name}" is closed`);
+  }
+
+  _checkReader(what) {
+    this._check(what);
+    if (this._asyncInFlight) {
+      throw new EshmError(
+        ErrorCode.INVALID_PARAM,
+        `${what}: a readAsync() is pending on channel "${this._name}"; the channel has one reader at a time: await it first`,
+      );
+    }
+  }
+
+  _fail(rc, what, onWorker = false) {
+    return errorOf(this._lib, rc, `${what} on "${this._name}"`, onWorker);
+  }
+
+  write(data, options) {
+    this._check('write');
+    const bytes = bytesOf(data, 'write');
+    const timeout = timeoutOf(options, 'write');
+    const rc = this._lib.write(this._h, bytes, bytes.length, timeout);
+    if (rc !== 0) throw this._fail(rc, 'write');
+  }
+
+  tryWrite(data) {
+    this._check('tryWrite');
+    const bytes = bytesOf(data, 'tryWrite');
+    const rc = this._lib.tryWrite(this._h, bytes, bytes.length);
+    if (rc === 0) return true;
+    if (rc === ErrorCode.RING_FULL) return false;
+    throw this._fail(rc, 'tryWrite');
+  }
+
+  flush() {
+    this._check('flush');
+    const rc = this._lib.flush(this._h);
+    if (rc !== 0) throw this._fail(rc, 'flush');
+  }
+
+  // A copy of the first n bytes of buf, as a Buffer of its own (buf is reused by the next read).
+  static _copy(buf, n) {
+    const out = Buffer.allocUnsafe(n);
+    buf.copy(out, 0, 0, n);
+    return out;
+  }
+
+  // Makes the sync read buffer at least `size` bytes (the message that did not fit is still queued).
+  _grow(size) {
+    this._readBuf = Buffer.allocUnsafe(Math.max(size, this._readBuf.length * 2));
+  }
+
+  read(options) {
+    this._checkReader('read');
+    const timeout = timeoutOf(options, 'read');
+    for (;;) {
+      const rc = this._lib.read(this._h, this._readBuf, this._readBuf.length, this._outLen, timeout);
+      const n = Number(this._outLen[0]);
+      if (rc === 0) return Channel._copy(this._readBuf, n);
+      if (rc === ErrorCode.BUFFER_TOO_SMALL) {
+        this._grow(n);
+        continue; // at once: the message is there
+      }
+      throw this._fail(rc, 'read');
+    }
+  }
+
+  tryRead() {
+    this._checkReader('tryRead');
+    for (;;) {
+      const rc = this._lib.tryRead(this._h, this._readBuf, this._readBuf.length, this._outLen);
+      const n = Number(this._outLen[0]);
+      if (rc === 0) return Channel._copy(this._readBuf, n);
+      if (rc === ErrorCode.NO_DATA) return null;
+      if (rc === ErrorCode.BUFFER_TOO_SMALL) {
+        this._grow(n);
+        continue;
+      }
+      throw this._fail(rc, 'tryRead');
+    }
+  }
+
+  nextMessageSize() {
+    this._checkReader('nextMessageSize');
+    const rc = this._lib.nextMessageSize(this._h, this._outLen);
+    if (rc === ErrorCode.NO_DATA) return null;
+    if (rc !== 0) throw this._fail(rc, 'nextMessageSize');
+    return Number(this._outLen[0]);
+  }
+
+  readAsync(options) {
+    let timeout;
+    try {
+      this._check('readAsync');
+      timeout = timeoutOf(options, 'readAsync');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    // Chain after the pending reads: one eshm_read at a time, in call order.
+    const result = this._readQueue.then(() => this._readAsyncNow(timeout));
+    this._readQueue = result.catch(() => {});
+    return result;
+  }
+
+  async _readAsyncNow(timeout) {
+    if (!this._asyncReadBuf) {
+      // Its own buffer: the worker thread writes into it while sync code may run on the main thread.
+      this._asyncReadBuf = Buffer.allocUnsafe(Math.min(INITIAL_READ_BUFFER, Math.max(1, this._maxMessageSize)));
+    }
+    const deadline = timeout < 0 ? Infinity : Date.now() + timeout;
+    // Each slice waits for a gone peer only up to the slice, so under ON_TIMEOUT the library never reaches
+    // reconnectWaitMs: count the time the peer has been gone across slices here instead.
+    let goneSince = null;
+    for (;;) {
+      this._check('readAsync');
+      const remaining = deadline === Infinity ? ASYNC_SLICE_MS : Math.max(0, deadline - Date.now());
+      const slice = Math.min(ASYNC_SLICE_MS, remaining);
+      const rc = await this._readSlice(slice);
+      const n = Number(this._asyncOutLen[0]);
+      if (rc === 0) return Channel._copy(this._asyncReadBuf, n);
+      if (rc === ErrorCode.BUFFER_TOO_SMALL) {
+        this._asyncReadBuf = Buffer.allocUnsafe(Math.max(n, this._asyncReadBuf.length * 2));
+        continue;
+      }
+      if (rc === ErrorCode.TIMEOUT && this._disconnectBehavior === DisconnectBehavior.ON_TIMEOUT) {
+        if (this.isRemoteAlive()) goneSince = null;
+        else if (goneSince === null) goneSince = Date.now();
+        else if (Date.now() - goneSince >= this._reconnectWaitMs) throw this._staleError();
+      }
+      // A slice that timed out is not the caller's timeout unless the deadline has passed.
+      if (rc === ErrorCode.TIMEOUT && (remaining > slice || deadline === Infinity)) continue;
+      throw this._fail(rc, 'readAsync', true);
+    }
+  }
+
+  _staleError() {
+    const [code, peer] = this._role === Role.MASTER ? [ErrorCode.SLAVE_STALE, 'slave'] : [ErrorCode.MASTER_STALE, 'master'];
+    return new EshmError(
+      code,
+      `readAsync on "${this._name}": the ${peer} is gone and did not come back within reconnectWaitMs ` +
+        `(${this._reconnectWaitMs} ms) (${CODE_NAMES.get(code)})`,
+    );
+  }
+
+  // One eshm_read of at most `slice` ms on koffi's worker thread. Resolves with its result code; rejects
+  // with CLOSED if close() was called meanwhile (then it performs the deferred eshm_close).
+  _readSlice(slice) {
+    return new Promise((resolve, reject) => {
+      this._asyncInFlight = true;
+      const buf = this._asyncReadBuf;
+      this._lib.read.async(this._h, buf, buf.length, this._asyncOutLen, slice, (err, rc) => {
+        this._asyncInFlight = false;
+        if (this._closed) {
+          this._release();
+          reject(new EshmError(ErrorCode.CLOSED, `readAsync: channel "${this._name}" was closed while reading`));
+          return;
+        }
+        if (err) reject(err);
+        else resolve(rc);
+      });
+    });
+  }
+
+  isRemoteAlive() {
+    this._check('isRemoteAlive');
+    const rc = this._lib.isRemoteAlive(this._h);
+    if (rc < 0) throw this._fail(rc, 'isRemoteAlive');
+    return rc === 1;
+  }
+
+  stats() {
+    this._check('stats');
+    const { stats: statsType } = declareTypes();
+    const raw = { struct_size: koffi.sizeof(statsType) };
+    const rc = this._lib.getStats(this._h, raw);
+    if (rc !== 0) throw this._fail(rc, 'stats');
+    const out = {};
+    for (const [key, value] of Object.entries(raw)) {
+      if (key === 'struct_size' || key === 'reserved0') continue;
+      if (key === 'master_alive' || key === 'slave_alive') out[camel(key)] = value !== 0;
+      else if (STATS_BIGINT.has(key)) out[camel(key)] = BigInt(value);
+      else out[camel(key)] = Number(value);
+    }
+    return out;
+  }
+
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    // A readAsync() slice still runs on the worker: its completion closes the handle (within one slice).
+    if (!this._asyncInFlight) this._release();
+  }
+
+  _release() {
+    if (this._h !== null) {
+      const h = this._h;
+      this._h = null;
+      this._lib.close(h);
+    }
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')]() {
+    const state = this._closed ? 'closed' : Object.keys(Role)[this._role];
+    return `Channel { name: '${this._name}', ${state} }`;
+  }
+}
+
+if (typeof Symbol.dispose === 'symbol') {
+  Channel.prototype[Symbol.dispose] = Channel.prototype.close;
+}
+
+function errorOf(lib, rc, what, onWorker = false) {
+  // Read right after the failing call: eshm_last_error() is per thread and the next failure replaces it.
+  // A readAsync() slice fails on koffi's worker thread, whose message this thread cannot see.
+  let detail = onWorker ? '' : lib.lastError();
+  if (!detail) detail = lib.strerror(rc);
+  return new EshmError(rc, `${what}: ${detail} (${CODE_NAMES.get(rc) || rc})`);
+}
+
+/** The version of the loaded libeshm.so, e.g. "2.0.0". */
+function libraryVersion(libraryPath) {
+  return loadLibrary(libraryPath).version();
+}
+
+module.exports = { Channel, Role, DisconnectBehavior, EshmError, ErrorCode, libraryVersion };
