@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up the machine, builds eshm and runs every test: the C++ suite plain, under ASan+UBSan and under
 # TSan, then the Python binding's tests (built and installed with pip into a fresh virtual environment),
-# the cross-language interop tests (real eshm_demo and Python example processes), the libFuzzer harnesses,
-# and a separate Bazel workspace that depends on eshm.
+# the cross-language interop tests (real eshm_demo, Python and Node.js processes), the Node.js package's
+# tests, the libFuzzer harnesses, and a separate Bazel workspace that depends on eshm.
 # Ends with "N passed, N failed" counting every test case that ran, and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -65,7 +65,8 @@ run_junit_suite() {
 }
 
 run_junit_suite "python" tools/run_python_tests.sh
-run_junit_suite "interop (C++ <-> Python, C ABI <-> Cython)" tests/interop/run.sh
+run_junit_suite "interop (C++ <-> Python <-> Node.js, C ABI <-> Cython)" tests/interop/run.sh
+run_junit_suite "node" node/run_tests.sh
 # libFuzzer + ASan/UBSan over arbitrary shared memory, 60 s per fuzzer (ESHM_FUZZ_SECONDS to change it).
 run_junit_suite "fuzz (libFuzzer: segment open, ring reader)" fuzz/run.sh
 
