@@ -156,6 +156,8 @@ PEER_STATE_NAMES = ("absent", "alive", "unresponsive", "dead")
 DEFAULT_TIMEOUT_MS = 1000
 DEFAULT_MAX_MESSAGES = 1024
 
+WAIT_STRATEGIES = ("adaptive", "spin", "sleep")
+
 cdef int64_t SLICE_NS = 50 * 1000 * 1000  # the longest a blocking call waits without checking for signals
 cdef int PEER_ALIVE = 1
 
@@ -196,6 +198,20 @@ cdef int _code_for(int absl_code, Op op, int role, const string& message):
     if absl_code == S_FAILED_PRECONDITION or absl_code == S_CANCELLED:
         return E_CLOSED
     return E_INTERNAL
+
+
+cdef void _set_wait(CChannelOptions* options, str wait):
+    """How this endpoint's blocking calls wait (eshm/wait_strategy.h); the engine's default is adaptive."""
+    if wait == "spin":
+        # Never sleeps: lowest latency, and one core stays busy for as long as a call waits.
+        options.wait.spin_ns = INT64_MAX
+        options.wait.yield_ns = 0
+        options.wait.allow_sleep = False
+    elif wait == "sleep":
+        # Sleeps on the futex at once: no CPU while waiting, a system call (and a wake-up) per wait.
+        options.wait.spin_ns = 0
+        options.wait.yield_ns = 0
+        options.wait.allow_sleep = True
 
 
 cdef int check_status(const CStatus& status, Op op, int role) except -1:
@@ -260,7 +276,7 @@ cdef class Channel:
                  int stale_threshold_ms=100, int reconnect_wait_ms=5000, int reconnect_retry_interval_ms=100,
                  int max_reconnect_attempts=50, bint auto_cleanup=True, bint use_threads=True, *,
                  int heartbeat_interval_ms=1, uint64_t m2s_capacity=1 << 20, uint64_t s2m_capacity=1 << 20,
-                 uint64_t max_message_bytes=0):
+                 uint64_t max_message_bytes=0, str wait="adaptive"):
         if self._ch.get() != NULL:
             raise RuntimeError("the channel is already open")
         if not isinstance(shm_name, str):
@@ -272,9 +288,13 @@ cdef class Channel:
             raise _errors.InvalidParameterError(
                 f"disconnect_behavior is {disconnect_behavior}; use ESHMDisconnectBehavior.IMMEDIATELY (0), "
                 "ON_TIMEOUT (1) or NEVER (2)", E_INVALID_PARAM)
+        if wait not in WAIT_STRATEGIES:
+            raise _errors.InvalidParameterError(
+                f"wait is {wait!r}; use 'adaptive', 'spin' or 'sleep'", E_INVALID_PARAM)
         cdef string cname = shm_name.encode("utf-8")
         cdef CChannelOptions options
         SetEnums(&options, role, disconnect_behavior)
+        _set_wait(&options, wait)
         options.stale_threshold_ms = stale_threshold_ms
         options.heartbeat_interval_ms = heartbeat_interval_ms
         options.reconnect_wait_ms = reconnect_wait_ms

@@ -21,6 +21,13 @@ cdef extern from "absl/status/status.h" namespace "absl" nogil:
         T& value()
 
 
+cdef extern from "eshm/wait_strategy.h" namespace "eshm" nogil:
+    cdef cppclass CWaitStrategy "eshm::WaitStrategy":
+        int64_t spin_ns
+        int64_t yield_ns
+        cbool allow_sleep
+
+
 cdef extern from "eshm/channel.h" namespace "eshm" nogil:
     cdef cppclass CChannelOptions "eshm::ChannelOptions":
         int stale_threshold_ms
@@ -33,6 +40,7 @@ cdef extern from "eshm/channel.h" namespace "eshm" nogil:
         uint64_t m2s_capacity
         uint64_t s2m_capacity
         uint64_t max_message_bytes
+        CWaitStrategy wait
 
     cdef cppclass CIoResult "eshm::IoResult":
         pass
