@@ -62,6 +62,7 @@ from eshm._eshm_cpp cimport (
     PeerStateOf,
     Read,
     RoleOf,
+    SpinTryRead,
     SetEnums,
     StatusOfResult,
     TryClaim,
@@ -159,6 +160,10 @@ DEFAULT_MAX_MESSAGES = 1024
 WAIT_STRATEGIES = ("adaptive", "spin", "sleep")
 
 cdef int64_t SLICE_NS = 50 * 1000 * 1000  # the longest a blocking call waits without checking for signals
+# A spinning endpoint's read first polls this long with the GIL held: most replies in a request/response
+# exchange come within it, and releasing and re-taking the GIL costs a good part of a round trip. Short
+# enough that other threads never notice (the interpreter's own switch interval is 5 ms).
+cdef int64_t SPIN_WITH_GIL_NS = 5000
 cdef int PEER_ALIVE = 1
 
 
@@ -254,6 +259,7 @@ cdef class Channel:
     cdef char* _buf            # the read buffer, guarded by _rlock
     cdef size_t _buf_cap
     cdef bint _disowned        # inherited through fork(): the parent's channel, not this process's
+    cdef bint _spin            # opened with wait="spin"
     # The zero-copy view in progress on each side (a borrowed pointer to a _RingBuffer, which holds a reference
     # to this channel and clears the pointer when it ends), and the thread that made it. While one is in
     # progress its side's lock stays taken.
@@ -295,6 +301,7 @@ cdef class Channel:
         cdef CChannelOptions options
         SetEnums(&options, role, disconnect_behavior)
         _set_wait(&options, wait)
+        self._spin = wait == "spin"
         options.stale_threshold_ms = stale_threshold_ms
         options.heartbeat_interval_ms = heartbeat_interval_ms
         options.reconnect_wait_ms = reconnect_wait_ms
@@ -544,6 +551,8 @@ cdef class Channel:
             self._ensure_buffer(buffer_size if buffer_size > 0 else 1)
             # Fast path, with the GIL: a message is already queued.
             r = IoResultCode(TryRead(ch, self._buf, buffer_size, &n))
+            if r == R_WOULD_BLOCK and self._spin:
+                r = IoResultCode(SpinTryRead(ch, self._buf, buffer_size, &n, SPIN_WITH_GIL_NS))
             if r == R_OK:
                 return PyBytes_FromStringAndSize(self._buf, n)
             if r == R_BUFFER_TOO_SMALL:
@@ -760,6 +769,8 @@ cdef class Channel:
             try:
                 ch = self._open_channel()
                 r = IoResultCode(TryRead(ch, <char*>view.buf, view.len, &n))
+                if r == R_WOULD_BLOCK and self._spin:
+                    r = IoResultCode(SpinTryRead(ch, <char*>view.buf, view.len, &n, SPIN_WITH_GIL_NS))
                 if r == R_OK:
                     return n
                 if r == R_BUFFER_TOO_SMALL:

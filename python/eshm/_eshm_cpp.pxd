@@ -94,6 +94,7 @@ cdef extern from "_eshm_glue.h" namespace "eshm_py" nogil:
     CIoResult TryWrite(CChannel* channel, const char* data, size_t size)
     CStatus Write(CChannel* channel, const char* data, size_t size, int64_t deadline_ns)
     CIoResult TryRead(CChannel* channel, char* buffer, size_t capacity, size_t* size)
+    CIoResult SpinTryRead(CChannel* channel, char* buffer, size_t capacity, size_t* size, int64_t budget_ns)
     CStatusOr[size_t] Read(CChannel* channel, char* buffer, size_t capacity, int64_t deadline_ns)
     int64_t NextMessageSize(CChannel* channel)
     CStatusOr[size_t] WriteBatch(CChannel* channel, const char* const* data, const size_t* sizes, size_t count,

@@ -151,6 +151,13 @@ def test_wait_strategies_carry_messages_both_ways(name, wait):
         assert master.read(timeout_ms=5000) == b"pong"
         with pytest.raises(TimeoutError):
             master.read(timeout_ms=20)  # a spinning wait still ends at its deadline
+        slave.write(b"into")
+        buf = bytearray(8)
+        assert master.read_into(buf, timeout_ms=5000) == 4 and buf[:4] == b"into"
+        slave.write(b"x" * 9)
+        with pytest.raises(BufferTooSmallError):
+            master.read_into(buf, timeout_ms=5000)  # and the message stays queued
+        assert master.read(timeout_ms=5000) == b"x" * 9
     assert inspect.signature(ESHM).parameters["wait"].default == "adaptive"
 
 
