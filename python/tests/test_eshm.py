@@ -151,6 +151,8 @@ def test_wait_strategies_carry_messages_both_ways(name, wait):
         assert master.read(timeout_ms=5000) == b"pong"
         with pytest.raises(TimeoutError):
             master.read(timeout_ms=20)  # a spinning wait still ends at its deadline
+        with pytest.raises(TimeoutError):
+            master.read_into(bytearray(8), timeout_ms=0)
         slave.write(b"into")
         buf = bytearray(8)
         assert master.read_into(buf, timeout_ms=5000) == 4 and buf[:4] == b"into"
