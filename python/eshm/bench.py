@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import platform
 import queue as queue_module
+import shlex
 import socket
 import statistics
 import subprocess
@@ -627,7 +628,12 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        argv = sys.argv[1:]
+        # The exact command line: the interpreter's own argv where Python keeps it (3.10+).
+        command = shlex.join(getattr(sys, "orig_argv", sys.argv))
+    else:
+        command = shlex.join([os.path.basename(sys.executable), "-m", "eshm.bench", *argv])
     opts = parse_args(argv)
     chosen = set(opts.transports.split(",")) if opts.transports else None
     notes = []
@@ -677,7 +683,7 @@ def main(argv=None):
         doc = {
             "schema": SCHEMA,
             "tool": TOOL,
-            "command": " ".join([os.path.basename(sys.executable), "-m", "eshm.bench", *argv]),
+            "command": command,
             "machine": machine_info(),
             "setup": {"ends": "processes", "pinned": bool(opts.cpus), "cpus": opts.cpus,
                       "warmup_s": float(opts.warmup), "repetitions": opts.repetitions},
