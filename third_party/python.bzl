@@ -6,10 +6,12 @@ interpreter the developer uses instead (the one tools/setup.sh installs requirem
 at fetch time and named by its absolute path, so every action sees the same one. Re-fetched when PATH
 changes.
 
-The repository holds:
-  :runtime / :toolchain  a py_runtime for that interpreter, registered as Bazel's Python 3 toolchain
-  :cython                a script running that interpreter's Cython (a genrule tool)
-  version.bzl            PYTHON_VERSION ("3.11"), PYTHON_EXECUTABLE
+Two repositories, so that a problem with the Python build tools fails only the Python targets:
+  @local_python  :runtime / :toolchain, a py_runtime for that interpreter, registered as Bazel's Python 3
+                 toolchain (loaded by every build that resolves toolchains: it never fails for Cython)
+  @local_cython  :cython, a script running that interpreter's Cython (a genrule tool), after checking that
+                 it imports Cython and that its major.minor matches the Python headers; version.bzl with
+                 PYTHON_VERSION ("3.11") and PYTHON_EXECUTABLE
 """
 
 _SETUP_HINT = "run `bash tools/setup.sh` from the eshm checkout (it installs Cython, pytest and the rest of requirements.txt)"
@@ -27,7 +29,8 @@ except ImportError as e:
     print("MISSING " + str(e))
 """
 
-def _local_python_impl(rctx):
+def _probe(rctx):
+    """(executable, "major.minor", Cython version or "MISSING <why>", the python3 found on PATH)."""
     python = rctx.which("python3")
     if python == None:
         fail("no python3 on PATH ({}): {}".format(rctx.os.environ.get("PATH", ""), _SETUP_HINT))
@@ -40,6 +43,10 @@ def _local_python_impl(rctx):
 
     # A version manager's shim (pyenv) is a shell script that needs its environment: use the real binary.
     executable, version, cython = lines
+    return executable, version, cython, python
+
+def _local_cython_impl(rctx):
+    executable, version, cython, python = _probe(rctx)
     if cython.startswith("MISSING"):
         fail("{} (Python {}, found as {} on PATH) cannot import Cython ({}): {}".format(
             executable,
@@ -76,6 +83,23 @@ def _local_python_impl(rctx):
         repr(executable),
     ))
     rctx.file("BUILD.bazel", """
+# Cython {cython} of Python {version} at {executable}.
+sh_binary(
+    name = "cython",
+    srcs = ["cython.sh"],
+    visibility = ["//visibility:public"],
+)
+""".format(version = version, executable = executable, cython = cython))
+
+local_cython = repository_rule(
+    implementation = _local_cython_impl,
+    environ = ["PATH"],
+    local = True,
+)
+
+def _local_python_impl(rctx):
+    executable, version, cython, _ = _probe(rctx)
+    rctx.file("BUILD.bazel", """
 load("@bazel_tools//tools/python:toolchain.bzl", "py_runtime_pair")
 
 package(default_visibility = ["//visibility:public"])
@@ -97,11 +121,6 @@ toolchain(
     name = "toolchain",
     toolchain = ":runtime_pair",
     toolchain_type = "@bazel_tools//tools/python:toolchain_type",
-)
-
-sh_binary(
-    name = "cython",
-    srcs = ["cython.sh"],
 )
 """.format(
         version = version,

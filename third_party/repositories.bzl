@@ -5,7 +5,7 @@ pkg-config, so link flags always match what is installed. A missing package fail
 the command that fixes it, instead of Bazel trying the network and timing out.
 """
 
-load("//third_party:python.bzl", "local_python")
+load("//third_party:python.bzl", "local_cython", "local_python")
 
 _SETUP_HINT = "run `bash tools/setup.sh` from the eshm checkout (it installs the Debian packages eshm needs)"
 
@@ -117,9 +117,11 @@ def eshm_dependencies():
         pkg_config_modules = ["python3"],
         required_headers = ["/usr/include/python3.11/Python.h"],
     )
-    # The interpreter the Python binding is built and tested with (fetched only when a Python target is built).
+    # The interpreter the Python binding is built and tested with, and its Cython (third_party/python.bzl).
     if not native.existing_rule("local_python"):
         local_python(name = "local_python")
+    if not native.existing_rule("local_cython"):
+        local_cython(name = "local_cython")
     debian_cc_library(
         name = "system_benchmark",
         pkg_config_modules = ["benchmark"],
