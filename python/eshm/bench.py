@@ -453,20 +453,35 @@ def _row(transport, mode, wait, size, messages, seconds, latency):
     }
 
 
-def measure(transport, mode, wait, size, opts, batch=0, into=False, log=print):
-    """Runs opts.repetitions repetitions and returns the row of the median one."""
-    runs = []
-    for _ in range(opts.repetitions):
-        n, seconds, samples = _run_pair(transport, wait, mode, size, opts, batch, into)
-        if mode == "pingpong":
-            lat = latency_summary(samples)
-            runs.append((lat["p50"], _row(transport, mode, wait, size, n, seconds, lat)))
-        else:
-            runs.append((n / seconds, _row(transport, mode, wait, size, n, seconds, None)))
-    runs.sort(key=lambda r: r[0])
-    row = runs[len(runs) // 2][1]
-    log(f"  {transport:22} {mode:8} {wait:8} {size:6} B  " + _describe(row))
-    return row
+def measure_once(spec, opts):
+    """One repetition of one measurement: (sort key, row); the key orders repetitions for the median."""
+    transport, mode, wait, size, batch, into = spec
+    n, seconds, samples = _run_pair(transport, wait, mode, size, opts, batch, into)
+    if mode == "pingpong":
+        lat = latency_summary(samples)
+        return lat["p50"], _row(transport, mode, wait, size, n, seconds, lat)
+    return n / seconds, _row(transport, mode, wait, size, n, seconds, None)
+
+
+def measure_all(specs, opts, log=print):
+    """Runs every measurement opts.repetitions times and returns the median repetition's row of each.
+
+    The repetitions are interleaved (all measurements once, then again...), so a burst of load from
+    elsewhere on the machine lands on every transport alike instead of on whichever ran at that moment.
+    """
+    runs = [[] for _ in specs]
+    for rep in range(opts.repetitions):
+        log(f"repetition {rep + 1}/{opts.repetitions}")
+        for spec, spec_runs in zip(specs, runs):
+            key, row = measure_once(spec, opts)
+            spec_runs.append((key, row))
+            transport, mode, wait, size = spec[:4]
+            log(f"  {transport:22} {mode:8} {wait:8} {size:6} B  " + _describe(row))
+    rows = []
+    for spec_runs in runs:
+        spec_runs.sort(key=lambda r: r[0])
+        rows.append(spec_runs[len(spec_runs) // 2][1])
+    return rows
 
 
 def _describe(row):
@@ -647,24 +662,22 @@ def main(argv=None):
             notes.append(f"{name} skipped: {note}")
             print(f"note: {name} skipped: {note}")
     size = opts.size
-    rows = []
     print(f"eshm.bench: {size} B messages, {opts.repetitions} repetitions of {opts.duration} s "
           f"(+{opts.warmup} s warm-up), processes {'pinned to ' + str(opts.cpus) if opts.cpus else 'unpinned'}")
+    # (transport, mode, wait, size, messages per write_many() or 0, read_into() a reused buffer)
     singles = [t for t in available if t != "eshm_batch"]
-    for t in singles:
-        rows.append(measure(t, "stream", "blocking", size, opts))
+    specs = [(t, "stream", "blocking", size, 0, False) for t in singles]
     if "eshm_batch" in available:
-        rows.append(measure("eshm_batch", "stream", "blocking", size, opts, batch=opts.batch))
+        specs.append(("eshm_batch", "stream", "blocking", size, opts.batch, False))
     for wait in ("spin", "blocking"):
-        for t in singles:
-            rows.append(measure(t, "pingpong", wait, size, opts))
-    cpp = None
+        specs += [(t, "pingpong", wait, size, 0, False) for t in singles]
     if opts.kib64:
         if "eshm" in available:
-            rows.append(measure("eshm", "stream", "spin", KIB64, opts, into=True))
-        for t in singles:
-            if t != "eshm":
-                rows.append(measure(t, "stream", "blocking", KIB64, opts))
+            specs.append(("eshm", "stream", "spin", KIB64, 0, True))
+        specs += [(t, "stream", "blocking", KIB64, 0, False) for t in singles if t != "eshm"]
+    rows = measure_all(specs, opts)
+    cpp = None
+    if opts.kib64:
         if opts.cpp_bench:
             cpp, what = run_cpp_bench(opts.cpp_bench)
             if cpp is None:
