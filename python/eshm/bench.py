@@ -19,6 +19,7 @@ read ratios measured in the same run, not absolute figures from different runs.
 """
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -66,8 +67,8 @@ class _End:
 
 
 class _EshmEnd(_End):
-    def __init__(self, name, master, wait):
-        self.name, self.master, self.wait, self.ch = name, master, wait, None
+    def __init__(self, name, master, wait, size):
+        self.name, self.master, self.wait, self.size, self.ch = name, master, wait, size, None
 
     def open(self):
         import eshm
@@ -77,10 +78,11 @@ class _EshmEnd(_End):
         self.ch = eshm.ESHM(self.name, role=role, m2s_capacity=1 << 22, s2m_capacity=1 << 22, wait=self.wait,
                             max_reconnect_attempts=100, reconnect_retry_interval_ms=10)
         # The bound methods with their defaults, as an application calls them (the 1 s default timeout is
-        # never reached: the other process sends continuously). 64 KiB messages go through read_into().
+        # never reached: the other process sends continuously; read()'s buffer_size is 4096 by default).
+        # The 64 KiB stream goes through read_into().
         ch = self.ch
         self.send = ch.write
-        self.recv = ch.read
+        self.recv = ch.read if self.size <= 4096 else functools.partial(ch.read, self.size)
         self.send_many = ch.write_many
         self.recv_many = ch.read_many
         self.read_into = ch.read_into
@@ -213,7 +215,7 @@ def make_ends(transport, wait, size, eshm_wait):
     spin = wait == "spin"
     if transport in ("eshm", "eshm_batch"):
         name = f"bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        return _EshmEnd(name, True, eshm_wait), _EshmEnd(name, False, eshm_wait)
+        return _EshmEnd(name, True, eshm_wait, size), _EshmEnd(name, False, eshm_wait, size)
     if transport == "multiprocessing.Pipe":
         a, b = multiprocessing.Pipe(duplex=True)
         return _PipeEnd(a, b, spin), _PipeEnd(b, a, spin)
