@@ -11,6 +11,7 @@ Every measurement forks a second process; the two ends talk through the transpor
             (eshm: ESHM(wait="sleep"), a futex)
   64 KiB    one-way GB/s with 64 KiB messages; eshm against the C++ engine's own tool when --cpp-bench (or
             $ESHM_BENCH_CPP) names it: `PATH --mode=stream --sizes=65536 --wait=spin --duration_s=2 --json=-`
+            (and, for information, its spin round trip: `--mode=pingpong --sizes=SIZE`, same other flags)
 
 The stream measurements use each transport's blocking calls (eshm: the default adaptive wait). Each
 measurement is repeated; the table shows the median repetition. Comparisons that cannot be imported
@@ -514,9 +515,11 @@ def machine_info():
             "kernel": platform.release(), "clocksource": clocksource, "hostname": socket.gethostname()}
 
 
-def run_cpp_bench(path, log=print):
-    """The C++ engine's 64 KiB spin stream (eshm-bench): (gb_per_s, command) or (None, reason)."""
-    cmd = [path, "--mode=stream", "--sizes=65536", "--wait=spin", "--duration_s=2", "--json=-"]
+def run_cpp_bench(path, mode="stream", size=KIB64):
+    """One spin measurement of the C++ engine by its own tool (eshm-bench): (results[0], command) or
+    (None, reason). The stream at 64 KiB is the comparison the targets name; a round trip at the Python
+    run's size is shown for information."""
+    cmd = [path, f"--mode={mode}", f"--sizes={size}", "--wait=spin", "--duration_s=2", "--json=-"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -533,9 +536,16 @@ def run_cpp_bench(path, log=print):
             continue
         try:
             doc, _ = decoder.raw_decode(out, start)
-            return float(doc["results"][0]["gb_per_s"]), " ".join(cmd)
-        except (ValueError, KeyError, IndexError, TypeError) as e:
-            error = f"no results[0].gb_per_s in its JSON ({type(e).__name__}: {e})"
+            row = doc["results"][0]
+            if mode == "stream":
+                row["gb_per_s"] = float(row["gb_per_s"])
+            else:
+                row["latency_ns"] = {k: float(v) for k, v in row["latency_ns"].items()}
+                row["latency_ns"]["p50"]  # required
+            return row, " ".join(cmd)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            wanted = "gb_per_s" if mode == "stream" else "latency_ns.p50"
+            error = f"no results[0].{wanted} in its JSON ({type(e).__name__}: {e})"
     return None, f"{' '.join(cmd)}: {error}"
 
 
@@ -546,7 +556,7 @@ def _find(rows, transport, mode, wait, size):
     return None
 
 
-def evaluate(rows, size, cpp_gb_per_s):
+def evaluate(rows, size, cpp_gb_per_s, cpp_round_trip=None):
     """The targets, each as (description, measured text, met: True/False/None for not measured)."""
     out = []
     e = _find(rows, "eshm", "stream", "blocking", size)
@@ -580,6 +590,9 @@ def evaluate(rows, size, cpp_gb_per_s):
         if r is not None and es is not None:
             out.append((f"(info) spin round trip p50 vs Pipe {how}",
                         _times(r['latency_ns']['p50'] / es['latency_ns']['p50']), None))
+    if cpp_round_trip is not None and es is not None:
+        out.append(("(info) spin round trip p50, C++ engine / Python",
+                    _times(cpp_round_trip["p50"] / es["latency_ns"]["p50"]), None))
     check(f"64 KiB one-way >= {TARGETS['kib64_vs_cpp'] * 100:g}% of the C++ engine",
           e64 and cpp_gb_per_s and e64["gb_per_s"] / cpp_gb_per_s, TARGETS["kib64_vs_cpp"],
           lambda v: f"{v * 100:.0f}% ({e64['gb_per_s']:.2f} vs {cpp_gb_per_s:.2f} GB/s)")
@@ -678,18 +691,31 @@ def main(argv=None):
             specs.append(("eshm", "stream", "spin", KIB64, 0, True))
         specs += [(t, "stream", "blocking", KIB64, 0, False) for t in singles if t != "eshm"]
     rows = measure_all(specs, opts)
-    cpp = None
-    if opts.kib64:
-        if opts.cpp_bench:
-            cpp, what = run_cpp_bench(opts.cpp_bench)
-            if cpp is None:
+    cpp = cpp_rt = None
+    floors = []
+    if opts.cpp_bench:
+        # The C++ engine in the same run, by its own tool; each entry goes into `floors` in that tool's shape.
+        if opts.kib64:
+            stream, what = run_cpp_bench(opts.cpp_bench, "stream", KIB64)
+            if stream is None:
                 notes.append(f"64 KiB vs C++ not measured: {what}")
             else:
+                cpp = stream["gb_per_s"]
+                floors.append({"name": "eshm_cpp_stream", "size": KIB64, "latency_ns": None, "gb_per_s": cpp})
                 notes.append(f"C++ engine 64 KiB stream: {cpp:.3f} GB/s ({what})")
             print(f"note: {notes[-1]}")
-        else:
-            notes.append("64 KiB vs C++ not measured: no --cpp-bench (or $ESHM_BENCH_CPP) given")
-    targets = evaluate(rows, size, cpp)
+        if "eshm" in available:
+            pingpong, what = run_cpp_bench(opts.cpp_bench, "pingpong", size)
+            if pingpong is None:
+                notes.append(f"C++ spin round trip not measured: {what}")
+            else:
+                cpp_rt = pingpong["latency_ns"]
+                floors.append({"name": "eshm_cpp_pingpong", "size": size, "latency_ns": cpp_rt, "gb_per_s": None})
+                notes.append(f"C++ engine {size} B spin round trip p50: {cpp_rt['p50'] / 1000:.2f} us ({what})")
+            print(f"note: {notes[-1]}")
+    elif opts.kib64:
+        notes.append("64 KiB vs C++ not measured: no --cpp-bench (or $ESHM_BENCH_CPP) given")
+    targets = evaluate(rows, size, cpp, cpp_rt)
     print()
     print(render_table(rows, targets))
     for n in notes:
@@ -702,13 +728,9 @@ def main(argv=None):
             "machine": machine_info(),
             "setup": {"ends": "processes", "pinned": bool(opts.cpus), "cpus": opts.cpus,
                       "warmup_s": float(opts.warmup), "repetitions": opts.repetitions},
-            "floors": [],
+            "floors": floors,
             "results": rows,
         }
-        if cpp is not None:
-            # The C++ engine's own 64 KiB spin stream (eshm-bench), which the 64 KiB eshm row is compared
-            # with, as a floor entry of the C++ tool's shape.
-            doc["floors"].append({"name": "eshm_cpp_stream", "size": KIB64, "latency_ns": None, "gb_per_s": cpp})
         with open(opts.json, "w") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")

@@ -74,11 +74,16 @@ def test_bench_writes_its_json_in_the_shared_schema(tmp_path):
 def test_bench_every_transport_and_the_cpp_comparison(tmp_path):
     # A stand-in for the C++ eshm-bench, honouring its command-line contract.
     fake = tmp_path / "eshm-bench"
-    fake.write_text("#!/bin/sh\n"
-                    "[ \"$*\" = '--mode=stream --sizes=65536 --wait=spin --duration_s=2 --json=-' ] || exit 3\n"
-                    "echo '{\"schema\": \"eshm-bench/1\",'\n"
-                    "echo ' \"results\": [{\"gb_per_s\": 1.5}]}'\n"
-                    "echo 'results (its table follows the JSON): {...}'\n")
+    fake.write_text(
+        "#!/bin/sh\n"
+        "if [ \"$*\" = '--mode=stream --sizes=65536 --wait=spin --duration_s=2 --json=-' ]; then\n"
+        "  echo '{\"schema\": \"eshm-bench/1\",'\n"
+        "  echo ' \"results\": [{\"gb_per_s\": 1.5}]}'\n"
+        "  echo 'results (its table follows the JSON): {...}'\n"
+        "elif [ \"$*\" = '--mode=pingpong --sizes=64 --wait=spin --duration_s=2 --json=-' ]; then\n"
+        "  echo 'a table first'\n"
+        "  echo '{\"results\": [{\"latency_ns\": {\"p50\": 800, \"p99\": 900}}]}'\n"
+        "else exit 3; fi\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     doc, stdout = _run(tmp_path, "--cpp-bench", str(fake))
     _check_schema(doc)
@@ -91,8 +96,11 @@ def test_bench_every_transport_and_the_cpp_comparison(tmp_path):
         else:
             assert name in transports
     assert any(r["size"] == 65536 and r["transport"] == "eshm" for r in doc["results"])
-    assert doc["floors"] == [{"name": "eshm_cpp_stream", "size": 65536, "latency_ns": None, "gb_per_s": 1.5}]
-    assert "1.50 GB/s" in stdout
+    assert doc["floors"] == [
+        {"name": "eshm_cpp_stream", "size": 65536, "latency_ns": None, "gb_per_s": 1.5},
+        {"name": "eshm_cpp_pingpong", "size": 64, "latency_ns": {"p50": 800.0, "p99": 900.0}, "gb_per_s": None},
+    ]
+    assert "1.50 GB/s" in stdout and "0.80 us" in stdout
 
 
 def test_bench_reports_a_missing_cpp_tool_as_not_measured(tmp_path):
