@@ -27,6 +27,7 @@ import os
 import platform
 import queue as queue_module
 import shlex
+import signal
 import socket
 import statistics
 import subprocess
@@ -144,16 +145,16 @@ class _QueueEnd(_End):
 
 
 class _ZmqEnd(_End):
-    def __init__(self, address, bind, spin):
-        self.address, self.bind, self.spin = address, bind, spin
+    def __init__(self, address, bind, spin, hwm):
+        self.address, self.bind, self.spin, self.hwm = address, bind, spin, hwm
 
     def open(self):
         import zmq
 
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.PAIR)
-        self.sock.setsockopt(zmq.SNDHWM, 100000)
-        self.sock.setsockopt(zmq.RCVHWM, 100000)
+        self.sock.setsockopt(zmq.SNDHWM, self.hwm)
+        self.sock.setsockopt(zmq.RCVHWM, self.hwm)
         self.sock.setsockopt(zmq.LINGER, 1000)
         (self.sock.bind if self.bind else self.sock.connect)(self.address)
         sock = self.sock
@@ -210,6 +211,16 @@ def transports():
     return out
 
 
+# Every transport buffers about this much between the two processes (eshm's rings are 4 MiB): without a
+# bound, multiprocessing.Queue's put() and pyzmq's send() would queue gigabytes in the writer's memory and the
+# writer would "send" far faster than anything is delivered.
+IN_FLIGHT_BYTES = 4 << 20
+
+
+def _in_flight_messages(size):
+    return max(16, IN_FLIGHT_BYTES // (size + 64))
+
+
 def make_ends(transport, wait, size, eshm_wait):
     """The (parent, child) ends of a new connection of `transport` for the wait mode ("spin"/"blocking");
     eshm endpoints use the wait strategy eshm_wait ("adaptive", "spin" or "sleep")."""
@@ -221,16 +232,16 @@ def make_ends(transport, wait, size, eshm_wait):
         a, b = multiprocessing.Pipe(duplex=True)
         return _PipeEnd(a, b, spin), _PipeEnd(b, a, spin)
     if transport == "multiprocessing.Queue":
-        q1, q2 = multiprocessing.Queue(), multiprocessing.Queue()
+        q1, q2 = multiprocessing.Queue(_in_flight_messages(size)), multiprocessing.Queue(_in_flight_messages(size))
         return _QueueEnd(q1, q2, spin), _QueueEnd(q2, q1, spin)
     if transport == "faster-fifo":
         ff = _faster_fifo()
-        cap = max(1 << 20, 64 * (size + 64))  # bytes: room for many messages in flight
-        q1, q2 = ff.Queue(max_size_bytes=cap), ff.Queue(max_size_bytes=cap)
+        q1, q2 = ff.Queue(max_size_bytes=IN_FLIGHT_BYTES), ff.Queue(max_size_bytes=IN_FLIGHT_BYTES)
         return _QueueEnd(q1, q2, spin), _QueueEnd(q2, q1, spin)
     if transport == "pyzmq":
         address = f"ipc://{tempfile.gettempdir()}/eshm_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}.ipc"
-        return _ZmqEnd(address, True, spin), _ZmqEnd(address, False, spin)
+        hwm = _in_flight_messages(size)
+        return _ZmqEnd(address, True, spin, hwm), _ZmqEnd(address, False, spin, hwm)
     raise ValueError(transport)
 
 
@@ -591,8 +602,8 @@ def evaluate(rows, size, cpp_gb_per_s, cpp_round_trip=None):
             out.append((f"(info) spin round trip p50 vs Pipe {how}",
                         _times(r['latency_ns']['p50'] / es['latency_ns']['p50']), None))
     if cpp_round_trip is not None and es is not None:
-        out.append(("(info) spin round trip p50, C++ engine / Python",
-                    _times(cpp_round_trip["p50"] / es["latency_ns"]["p50"]), None))
+        out.append(("(info) the C++ engine's spin round trip p50 (eshm-bench)",
+                    f"{cpp_round_trip['p50'] / 1000:.2f} us (Python {es['latency_ns']['p50'] / 1000:.2f} us)", None))
     check(f"64 KiB one-way >= {TARGETS['kib64_vs_cpp'] * 100:g}% of the C++ engine",
           e64 and cpp_gb_per_s and e64["gb_per_s"] / cpp_gb_per_s, TARGETS["kib64_vs_cpp"],
           lambda v: f"{v * 100:.0f}% ({e64['gb_per_s']:.2f} vs {cpp_gb_per_s:.2f} GB/s)")
@@ -658,6 +669,8 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    # Killed by SIGTERM (timeout, CI): unwind, so every channel is closed and its segment name removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if argv is None:
         argv = sys.argv[1:]
         # The exact command line: the interpreter's own argv where Python keeps it (3.10+).
