@@ -1,24 +1,40 @@
 """Builds the eshm Python extension: Cython's _eshm.pyx plus the eshm C++ engine, compiled into one module.
 
 The engine's sources are the repository's eshm/ directory (this file's parent's eshm/); set ESHM_SOURCE_ROOT
-to build against another checkout. The engine links against the system's abseil (Debian libabsl-dev),
-found through pkg-config.
+to build against another checkout. A source distribution carries its own copy of them in engine/eshm/
+(`python3 setup.py sdist` puts it there), so it builds anywhere. The engine links against the system's
+abseil (Debian libabsl-dev), found through pkg-config.
 
     python3 -m pip install ./python                        # from the repository root (needs PyPI for the
                                                            # isolated build environment)
     python3 -m pip install --no-build-isolation ./python   # offline: setuptools, wheel and Cython installed
+    python3 setup.py sdist                                 # (in python/) dist/eshm-<version>.tar.gz
 """
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.sdist import sdist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.environ.get("ESHM_SOURCE_ROOT", os.path.join(HERE, "..")))
+# Where the engine's copy lives inside a source distribution (engine/eshm/*.cc, *.h).
+VENDORED = os.path.join(HERE, "engine")
+
+
+def _source_root():
+    if "ESHM_SOURCE_ROOT" in os.environ:
+        return os.path.abspath(os.environ["ESHM_SOURCE_ROOT"])
+    if os.path.isdir(os.path.join(VENDORED, "eshm")):
+        return VENDORED  # an unpacked sdist
+    return os.path.abspath(os.path.join(HERE, ".."))  # the repository
+
+
+ROOT = _source_root()
 
 # The engine's translation units: every eshm/*.cc and eshm/internal/*.cc but the tests and the C ABI (what
 # //eshm:channel and its dependencies compile, eshm/BUILD.bazel), so a new engine file needs no change here.
@@ -40,6 +56,15 @@ def engine_sources():
             sources += [os.path.join(directory, f) for f in sorted(os.listdir(directory))
                         if f.endswith(".cc") and not f.endswith("_test.cc") and f not in ENGINE_EXCLUDED]
     return sources
+
+
+def engine_files():
+    """What an sdist must carry to compile the engine: its translation units and every header."""
+    files = engine_sources()
+    for directory in (os.path.join(ROOT, "eshm"), os.path.join(ROOT, "eshm", "internal")):
+        if os.path.isdir(directory):
+            files += [os.path.join(directory, f) for f in sorted(os.listdir(directory)) if f.endswith(".h")]
+    return files
 
 
 def pkg_config(*args):
@@ -65,6 +90,24 @@ def extension():
     )
 
 
+class SdistWithEngine(sdist):
+    """Copies the engine's sources into the archive as engine/eshm/..., as regular files.
+
+    The extension's sources outside python/ (../eshm/*.cc in the repository) are left out of the file list:
+    an archive must not reach outside its own directory.
+    """
+
+    def make_release_tree(self, base_dir, files):
+        inside = [f for f in files if not os.path.isabs(f) and not os.path.normpath(f).startswith("..")]
+        super().make_release_tree(base_dir, inside)
+        for source in engine_files():
+            target = os.path.join(base_dir, "engine", os.path.relpath(source, ROOT))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if os.path.lexists(target):
+                os.remove(target)  # may be a hard link to the source (an sdist made from an sdist)
+            shutil.copyfile(source, target)
+
+
 class ParallelBuildExt(build_ext):
     """Compiles the engine's translation units in parallel unless --parallel/-j says otherwise."""
 
@@ -87,4 +130,4 @@ def cythonized():
 
 if __name__ == "__main__":
     os.chdir(HERE)  # the paths above are relative to python/
-    setup(ext_modules=cythonized(), cmdclass={"build_ext": ParallelBuildExt})
+    setup(ext_modules=cythonized(), cmdclass={"build_ext": ParallelBuildExt, "sdist": SdistWithEngine})

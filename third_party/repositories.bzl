@@ -5,6 +5,8 @@ pkg-config, so link flags always match what is installed. A missing package fail
 the command that fixes it, instead of Bazel trying the network and timing out.
 """
 
+load("//third_party:python.bzl", "local_cython", "local_python")
+
 _SETUP_HINT = "run `bash tools/setup.sh` from the eshm checkout (it installs the Debian packages eshm needs)"
 
 def _pkg_config(rctx, modules, flag):
@@ -115,8 +117,20 @@ def eshm_dependencies():
         pkg_config_modules = ["python3"],
         required_headers = ["/usr/include/python3.11/Python.h"],
     )
+    # The interpreter the Python binding is built and tested with, and its Cython (third_party/python.bzl).
+    if not native.existing_rule("local_python"):
+        local_python(name = "local_python")
+    if not native.existing_rule("local_cython"):
+        local_cython(name = "local_cython")
     debian_cc_library(
         name = "system_benchmark",
         pkg_config_modules = ["benchmark"],
         required_headers = ["/usr/include/benchmark/benchmark.h"],
     )
+
+def eshm_register_toolchains():
+    """Makes the python3 on PATH (@local_python) Bazel's Python toolchain. Called from eshm's WORKSPACE.
+
+    Kept apart from eshm_dependencies() so that a workspace depending on eshm keeps its own Python toolchain.
+    """
+    native.register_toolchains("@local_python//:toolchain")

@@ -3,6 +3,9 @@
 # Works offline: the venv sees the interpreter's site-packages (pytest, Cython, setuptools from
 # requirements.txt / tools/setup.sh), and the package is built without pip's isolated build environment.
 #
+# The tests include python/tests/test_sdist.py: it builds the source distribution, installs it offline into
+# another fresh venv (without the repository in reach) and runs a round trip with it, as one JUnit case.
+#
 # Usage: tools/run_python_tests.sh JUNIT_XML [extra pytest arguments...]
 # Exits with pytest's exit code (or 2 if the build fails). PYTHON selects the interpreter (default python3).
 set -uo pipefail
@@ -25,7 +28,7 @@ py="$tmp/venv/bin/python"
 
 # Build from a copy of python/ (so the work tree gets no build products), against the repository's engine.
 mkdir -p "$tmp/src"
-(cd "$repo" && tar -cf - --exclude=build --exclude='*.egg-info' --exclude='*.so' --exclude='_eshm.cpp' \
+(cd "$repo" && tar -cf - --exclude=build --exclude=dist --exclude='*.egg-info' --exclude='*.so' --exclude='_eshm.cpp' \
   --exclude=__pycache__ --exclude=.pytest_cache python) | tar -xf - -C "$tmp/src" || exit 2
 export ESHM_SOURCE_ROOT="$repo"
 

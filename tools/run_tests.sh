@@ -24,8 +24,13 @@ run_bazel_suite() {
   local testlogs
   testlogs=$(readlink -f bazel-testlogs)
   local targets
-  # Manual targets (long stress runs) are not part of `bazel test //...`.
-  targets=$(bazel query 'tests(//...) except attr(tags, "manual", tests(//...))' 2>/dev/null)
+  # Manual targets (long stress runs) are not part of `bazel test //...`, and the sanitizer configs filter out
+  # the no_sanitizer ones (.bazelrc: test:asan/test:tsan --test_tag_filters=-no_sanitizer).
+  local query='tests(//...) except attr(tags, "manual", tests(//...))'
+  case " $* " in
+    *" --config=asan "* | *" --config=tsan "*) query+=' except attr(tags, "no_sanitizer", tests(//...))' ;;
+  esac
+  targets=$(bazel query "$query" 2>/dev/null)
   grep -E "^//[^ ]+ +(FAILED|TIMEOUT|NO STATUS|INCOMPLETE|FAILED TO BUILD)" "$log" | awk '{print $1}' >"$log.failed"
   local counts
   # shellcheck disable=SC2086

@@ -15,6 +15,7 @@ TimeoutError on timeouts, RuntimeError for the rest), on top of the C++ engine.
 """
 
 from enum import IntEnum
+from typing import Literal
 
 from eshm.errors import (
     BufferTooSmallError,
@@ -63,7 +64,12 @@ __all__ = [
     "IncompatibleError",
     "MessageView",
     "Claim",
+    "WaitStrategy",
 ]
+
+
+# How an endpoint's blocking calls wait (ESHM(..., wait=...)).
+WaitStrategy = Literal["adaptive", "spin", "sleep"]
 
 
 class ESHMRole(IntEnum):
@@ -92,12 +98,17 @@ class ESHM(_eshm.Channel):
     ESHM(shm_name, role=ESHMRole.AUTO, disconnect_behavior=ESHMDisconnectBehavior.ON_TIMEOUT,
          stale_threshold_ms=100, reconnect_wait_ms=5000, reconnect_retry_interval_ms=100,
          max_reconnect_attempts=50, auto_cleanup=True, use_threads=True, *,
-         heartbeat_interval_ms=1, m2s_capacity=1 << 20, s2m_capacity=1 << 20, max_message_bytes=0)
+         heartbeat_interval_ms=1, m2s_capacity=1 << 20, s2m_capacity=1 << 20, max_message_bytes=0,
+         wait="adaptive")
 
     A slave waits for its master up to max_reconnect_attempts x reconnect_retry_interval_ms (0 attempts:
     forever). Raises RoleTakenError (a FileExistsError) if a live process holds the role (the message names
     its pid), InvalidParameterError (a ValueError) for a bad name or option, ChannelNotFoundError (a
     FileNotFoundError) if no master appears.
+
+    wait says how this endpoint's blocking calls wait for data or room: "adaptive" (spin ~20 us, yield
+    ~30 us, then sleep on a futex), "spin" (never sleep: the lowest latency, a core busy while waiting) or
+    "sleep" (a futex at once: no CPU while idle, a wake-up on every wait).
 
     Methods: write(data, timeout_ms=None), try_write(data), write_many(messages, timeout_ms=None),
     flush(), read(buffer_size=4096, timeout_ms=None), try_read(buffer_size=4096),
@@ -125,6 +136,7 @@ class ESHM(_eshm.Channel):
         m2s_capacity: int = 1 << 20,
         s2m_capacity: int = 1 << 20,
         max_message_bytes: int = 0,
+        wait: WaitStrategy = "adaptive",
     ) -> None:
         super().__init__(
             shm_name,
@@ -140,6 +152,7 @@ class ESHM(_eshm.Channel):
             m2s_capacity=m2s_capacity,
             s2m_capacity=s2m_capacity,
             max_message_bytes=max_message_bytes,
+            wait=wait,
         )
 
     def get_role(self) -> ESHMRole:

@@ -6,6 +6,8 @@ from typing import Final, Literal, final
 from typing_extensions import Buffer, Self
 
 PeerState = Literal["absent", "alive", "unresponsive", "dead"]
+# How blocking calls wait: spin then yield then sleep (adaptive), spin only, or sleep at once.
+WaitStrategy = Literal["adaptive", "spin", "sleep"]
 
 ROLE_MASTER: Final = 0
 ROLE_SLAVE: Final = 1
@@ -16,6 +18,7 @@ DISCONNECT_NEVER: Final = 2
 PEER_STATE_NAMES: Final[tuple[str, str, str, str]]
 DEFAULT_TIMEOUT_MS: Final = 1000
 DEFAULT_MAX_MESSAGES: Final = 1024
+WAIT_STRATEGIES: Final[tuple[WaitStrategy, WaitStrategy, WaitStrategy]]
 
 # A timeout in milliseconds: None = 1000 ms, negative = forever, 0 = do not wait.
 _Timeout = int | float | None
@@ -63,6 +66,7 @@ class Channel:
         m2s_capacity: int = 1048576,
         s2m_capacity: int = 1048576,
         max_message_bytes: int = 0,
+        wait: WaitStrategy = "adaptive",
     ) -> None: ...
     def close(self) -> None: ...
     @property

@@ -62,6 +62,7 @@ from eshm._eshm_cpp cimport (
     PeerStateOf,
     Read,
     RoleOf,
+    SpinTryRead,
     SetEnums,
     StatusOfResult,
     TryClaim,
@@ -156,7 +157,13 @@ PEER_STATE_NAMES = ("absent", "alive", "unresponsive", "dead")
 DEFAULT_TIMEOUT_MS = 1000
 DEFAULT_MAX_MESSAGES = 1024
 
+WAIT_STRATEGIES = ("adaptive", "spin", "sleep")
+
 cdef int64_t SLICE_NS = 50 * 1000 * 1000  # the longest a blocking call waits without checking for signals
+# A spinning endpoint's read first polls this long with the GIL held: most replies in a request/response
+# exchange come within it, and releasing and re-taking the GIL costs a good part of a round trip. Short
+# enough that other threads never notice (the interpreter's own switch interval is 5 ms).
+cdef int64_t SPIN_WITH_GIL_NS = 5000
 cdef int PEER_ALIVE = 1
 
 
@@ -198,6 +205,20 @@ cdef int _code_for(int absl_code, Op op, int role, const string& message):
     return E_INTERNAL
 
 
+cdef void _set_wait(CChannelOptions* options, str wait):
+    """How this endpoint's blocking calls wait (eshm/wait_strategy.h); the engine's default is adaptive."""
+    if wait == "spin":
+        # Never sleeps: lowest latency, and one core stays busy for as long as a call waits.
+        options.wait.spin_ns = INT64_MAX
+        options.wait.yield_ns = 0
+        options.wait.allow_sleep = False
+    elif wait == "sleep":
+        # Sleeps on the futex at once: no CPU while waiting, a system call (and a wake-up) per wait.
+        options.wait.spin_ns = 0
+        options.wait.yield_ns = 0
+        options.wait.allow_sleep = True
+
+
 cdef int check_status(const CStatus& status, Op op, int role) except -1:
     """The one place an absl::Status becomes a Python exception: returns 0 if OK, raises otherwise."""
     if status.ok():
@@ -207,13 +228,31 @@ cdef int check_status(const CStatus& status, Op op, int role) except -1:
     raise _errors.error_for_code(code, message.decode("utf-8", "replace"))
 
 
-cdef int64_t _deadline_ns(object timeout_ms) except? -2:
-    """Absolute CLOCK_MONOTONIC deadline for a timeout in ms: None = the default, negative = forever."""
+cdef double _timeout_ms(object timeout_ms) except? -2.0:
+    """A checked timeout in ms: None = the default, negative (forever) = -1."""
     if timeout_ms is None:
-        timeout_ms = DEFAULT_TIMEOUT_MS
+        return DEFAULT_TIMEOUT_MS
     cdef double ms = timeout_ms  # accepts ints and floats; raises TypeError otherwise
     if ms != ms:
         raise _errors.InvalidParameterError("timeout_ms is NaN", E_INVALID_PARAM)
+    return -1.0 if ms < 0 else ms
+
+
+cdef int64_t _spin_budget_ns(double ms):
+    """How long a spinning read polls with the GIL held: SPIN_WITH_GIL_NS, or less if the timeout is shorter."""
+    if ms < 0 or ms * 1e6 >= SPIN_WITH_GIL_NS:
+        return SPIN_WITH_GIL_NS
+    return <int64_t>(ms * 1e6)
+
+
+cdef int64_t _deadline_ns(object timeout_ms) except? -2:
+    """Absolute CLOCK_MONOTONIC deadline for a timeout in ms: None = the default, negative = forever."""
+    return _deadline_after(_timeout_ms(timeout_ms))
+
+
+cdef int64_t _deadline_after(double ms):
+    """The deadline `ms` (checked by _timeout_ms) from now. The hot calls read the clock only once they have
+    to wait (a message or room is usually there)."""
     if ms < 0:
         return INT64_MAX
     cdef int64_t now = NowNs()
@@ -238,6 +277,7 @@ cdef class Channel:
     cdef char* _buf            # the read buffer, guarded by _rlock
     cdef size_t _buf_cap
     cdef bint _disowned        # inherited through fork(): the parent's channel, not this process's
+    cdef bint _spin            # opened with wait="spin"
     # The zero-copy view in progress on each side (a borrowed pointer to a _RingBuffer, which holds a reference
     # to this channel and clears the pointer when it ends), and the thread that made it. While one is in
     # progress its side's lock stays taken.
@@ -260,7 +300,7 @@ cdef class Channel:
                  int stale_threshold_ms=100, int reconnect_wait_ms=5000, int reconnect_retry_interval_ms=100,
                  int max_reconnect_attempts=50, bint auto_cleanup=True, bint use_threads=True, *,
                  int heartbeat_interval_ms=1, uint64_t m2s_capacity=1 << 20, uint64_t s2m_capacity=1 << 20,
-                 uint64_t max_message_bytes=0):
+                 uint64_t max_message_bytes=0, str wait="adaptive"):
         if self._ch.get() != NULL:
             raise RuntimeError("the channel is already open")
         if not isinstance(shm_name, str):
@@ -272,9 +312,14 @@ cdef class Channel:
             raise _errors.InvalidParameterError(
                 f"disconnect_behavior is {disconnect_behavior}; use ESHMDisconnectBehavior.IMMEDIATELY (0), "
                 "ON_TIMEOUT (1) or NEVER (2)", E_INVALID_PARAM)
+        if wait not in WAIT_STRATEGIES:
+            raise _errors.InvalidParameterError(
+                f"wait is {wait!r}; use 'adaptive', 'spin' or 'sleep'", E_INVALID_PARAM)
         cdef string cname = shm_name.encode("utf-8")
         cdef CChannelOptions options
         SetEnums(&options, role, disconnect_behavior)
+        _set_wait(&options, wait)
+        self._spin = wait == "spin"
         options.stale_threshold_ms = stale_threshold_ms
         options.heartbeat_interval_ms = heartbeat_interval_ms
         options.reconnect_wait_ms = reconnect_wait_ms
@@ -367,6 +412,23 @@ cdef class Channel:
             raise BufferError(f"channel '{self.name}': this thread holds a claim(); leave its with block (or call "
                               "its commit() or abort()) before writing again")
         return 0
+
+    cdef int _try_take_reader(self) except -1:
+        """Takes the reader lock if it is free: 1 if taken, 0 if another thread holds it."""
+        self._open_channel()
+        self._no_view_here(True)
+        if not PyThread_acquire_lock(self._rlock, NOWAIT_LOCK):
+            return 0
+        self._rowner = PyThread_get_thread_ident()
+        return 1
+
+    cdef int _try_take_writer(self) except -1:
+        self._open_channel()
+        self._no_view_here(False)
+        if not PyThread_acquire_lock(self._wlock, NOWAIT_LOCK):
+            return 0
+        self._wowner = PyThread_get_thread_ident()
+        return 1
 
     cdef int _take_reader(self, int64_t deadline_ns) except -1:
         self._open_channel()
@@ -511,25 +573,32 @@ cdef class Channel:
         if buffer_size < 0:
             raise _errors.InvalidParameterError(f"buffer_size is {buffer_size}; it must not be negative",
                                                 E_INVALID_PARAM)
-        cdef int64_t deadline = _deadline_ns(timeout_ms)
+        cdef double ms = _timeout_ms(timeout_ms)
+        cdef int64_t deadline = 0  # computed when the call first has to wait
         cdef CChannel* ch
         cdef size_t n = 0
         cdef int r
         cdef int64_t slice_end, gone_since = 0
         cdef CStatusOr[size_t] got
         cdef int code
-        self._take_reader(deadline)
+        if not self._try_take_reader():
+            deadline = _deadline_after(ms)
+            self._take_reader(deadline)
         try:
             ch = self._open_channel()
             self._ensure_buffer(buffer_size if buffer_size > 0 else 1)
             # Fast path, with the GIL: a message is already queued.
             r = IoResultCode(TryRead(ch, self._buf, buffer_size, &n))
+            if r == R_WOULD_BLOCK and self._spin and ms != 0:
+                r = IoResultCode(SpinTryRead(ch, self._buf, buffer_size, &n, _spin_budget_ns(ms)))
             if r == R_OK:
                 return PyBytes_FromStringAndSize(self._buf, n)
             if r == R_BUFFER_TOO_SMALL:
                 raise self._buffer_too_small(ch, buffer_size)
             if r != R_WOULD_BLOCK and r != R_PEER_GONE:
                 check_status(StatusOfResult(ch[0], r), OP_READ, self._role)
+            if deadline == 0:
+                deadline = _deadline_after(ms)
             if self._disconnect == DISCONNECT_ON_TIMEOUT and PeerStateOf(ch[0]) != PEER_ALIVE:
                 gone_since = NowNs()
             while True:
@@ -601,7 +670,8 @@ cdef class Channel:
         """
         if isinstance(data, str):
             data = (<str>data).encode("utf-8")
-        cdef int64_t deadline = _deadline_ns(timeout_ms)
+        cdef double ms = _timeout_ms(timeout_ms)
+        cdef int64_t deadline = 0  # computed when the call first has to wait
         cdef Py_buffer view
         cdef CChannel* ch
         cdef int r
@@ -609,7 +679,9 @@ cdef class Channel:
         cdef CStatus status
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            self._take_writer(deadline)
+            if not self._try_take_writer():
+                deadline = _deadline_after(ms)
+                self._take_writer(deadline)
             try:
                 ch = self._open_channel()
                 r = IoResultCode(TryWrite(ch, <const char*>view.buf, view.len))
@@ -617,6 +689,8 @@ cdef class Channel:
                     return None
                 if r != R_WOULD_BLOCK:
                     check_status(StatusOfResult(ch[0], r), OP_WRITE, self._role)
+                if deadline == 0:
+                    deadline = _deadline_after(ms)
                 while True:
                     slice_end = min(deadline, NowNs() + SLICE_NS)
                     with nogil:
@@ -726,7 +800,8 @@ cdef class Channel:
         array, numpy array) and returns its size in bytes. Waits like read(); a message larger than the buffer
         raises BufferTooSmallError and stays queued.
         """
-        cdef int64_t deadline = _deadline_ns(timeout_ms)
+        cdef double ms = _timeout_ms(timeout_ms)
+        cdef int64_t deadline = 0  # computed when the call first has to wait
         cdef Py_buffer view
         cdef CChannel* ch
         cdef size_t n = 0
@@ -736,16 +811,22 @@ cdef class Channel:
         cdef int code
         PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
         try:
-            self._take_reader(deadline)
+            if not self._try_take_reader():
+                deadline = _deadline_after(ms)
+                self._take_reader(deadline)
             try:
                 ch = self._open_channel()
                 r = IoResultCode(TryRead(ch, <char*>view.buf, view.len, &n))
+                if r == R_WOULD_BLOCK and self._spin and ms != 0:
+                    r = IoResultCode(SpinTryRead(ch, <char*>view.buf, view.len, &n, _spin_budget_ns(ms)))
                 if r == R_OK:
                     return n
                 if r == R_BUFFER_TOO_SMALL:
                     raise self._buffer_too_small(ch, view.len)
                 if r != R_WOULD_BLOCK and r != R_PEER_GONE:
                     check_status(StatusOfResult(ch[0], r), OP_READ, self._role)
+                if deadline == 0:
+                    deadline = _deadline_after(ms)
                 if self._disconnect == DISCONNECT_ON_TIMEOUT and PeerStateOf(ch[0]) != PEER_ALIVE:
                     gone_since = NowNs()
                 while True:

@@ -21,6 +21,13 @@ cdef extern from "absl/status/status.h" namespace "absl" nogil:
         T& value()
 
 
+cdef extern from "eshm/wait_strategy.h" namespace "eshm" nogil:
+    cdef cppclass CWaitStrategy "eshm::WaitStrategy":
+        int64_t spin_ns
+        int64_t yield_ns
+        cbool allow_sleep
+
+
 cdef extern from "eshm/channel.h" namespace "eshm" nogil:
     cdef cppclass CChannelOptions "eshm::ChannelOptions":
         int stale_threshold_ms
@@ -33,6 +40,7 @@ cdef extern from "eshm/channel.h" namespace "eshm" nogil:
         uint64_t m2s_capacity
         uint64_t s2m_capacity
         uint64_t max_message_bytes
+        CWaitStrategy wait
 
     cdef cppclass CIoResult "eshm::IoResult":
         pass
@@ -86,6 +94,7 @@ cdef extern from "_eshm_glue.h" namespace "eshm_py" nogil:
     CIoResult TryWrite(CChannel* channel, const char* data, size_t size)
     CStatus Write(CChannel* channel, const char* data, size_t size, int64_t deadline_ns)
     CIoResult TryRead(CChannel* channel, char* buffer, size_t capacity, size_t* size)
+    CIoResult SpinTryRead(CChannel* channel, char* buffer, size_t capacity, size_t* size, int64_t budget_ns)
     CStatusOr[size_t] Read(CChannel* channel, char* buffer, size_t capacity, int64_t deadline_ns)
     int64_t NextMessageSize(CChannel* channel)
     CStatusOr[size_t] WriteBatch(CChannel* channel, const char* const* data, const size_t* sizes, size_t count,

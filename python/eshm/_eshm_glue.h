@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "eshm/channel.h"
 #include "eshm/deadline.h"
+#include "eshm/wait_strategy.h"
 
 namespace eshm_py {
 
@@ -55,6 +56,22 @@ inline absl::Status Write(eshm::Channel* channel, const char* data, std::size_t 
 
 inline eshm::IoResult TryRead(eshm::Channel* channel, char* buffer, std::size_t capacity, std::size_t* size) {
   return channel->TryRead(std::span<std::byte>(reinterpret_cast<std::byte*>(buffer), capacity), size);
+}
+
+// Polls TryRead for up to budget_ns, for endpoints that spin: the binding calls it with the GIL held, so a
+// message that arrives within the budget is taken without releasing and re-taking the GIL around a blocking
+// Read. The clock is read every few polls only.
+inline eshm::IoResult SpinTryRead(eshm::Channel* channel, char* buffer, std::size_t capacity, std::size_t* size,
+                                  std::int64_t budget_ns) {
+  const std::int64_t end = eshm::MonotonicNowNs() + budget_ns;
+  for (;;) {
+    for (int i = 0; i < 8; ++i) {
+      const eshm::IoResult result = TryRead(channel, buffer, capacity, size);
+      if (result != eshm::IoResult::kWouldBlock) return result;
+      eshm::CpuRelax();
+    }
+    if (eshm::MonotonicNowNs() >= end) return eshm::IoResult::kWouldBlock;
+  }
 }
 
 inline absl::StatusOr<std::size_t> Read(eshm::Channel* channel, char* buffer, std::size_t capacity,

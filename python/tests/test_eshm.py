@@ -136,6 +136,39 @@ def test_constructor_signature_and_defaults():
     assert inspect.signature(ESHM.try_read).parameters["buffer_size"].default == 4096
 
 
+@pytest.mark.parametrize("wait", ["spin", "sleep", "adaptive"])
+def test_wait_strategies_carry_messages_both_ways(name, wait):
+    with ESHM(name, role=ESHMRole.MASTER, wait=wait) as master, ESHM(name, role=ESHMRole.SLAVE, wait=wait) as slave:
+        # The reader waits on another thread, so the write lands while it spins or sleeps.
+        got = []
+        reader = threading.Thread(target=lambda: got.append(slave.read(timeout_ms=5000)))
+        reader.start()
+        time.sleep(0.02)
+        master.write(b"ping")
+        reader.join(10)
+        assert got == [b"ping"]
+        slave.write(b"pong")
+        assert master.read(timeout_ms=5000) == b"pong"
+        with pytest.raises(TimeoutError):
+            master.read(timeout_ms=20)  # a spinning wait still ends at its deadline
+        with pytest.raises(TimeoutError):
+            master.read_into(bytearray(8), timeout_ms=0)
+        slave.write(b"into")
+        buf = bytearray(8)
+        assert master.read_into(buf, timeout_ms=5000) == 4 and buf[:4] == b"into"
+        slave.write(b"x" * 9)
+        with pytest.raises(BufferTooSmallError):
+            master.read_into(buf, timeout_ms=5000)  # and the message stays queued
+        assert master.read(timeout_ms=5000) == b"x" * 9
+    assert inspect.signature(ESHM).parameters["wait"].default == "adaptive"
+
+
+def test_unknown_wait_strategy_is_a_value_error(name):
+    with pytest.raises(ValueError) as info:
+        ESHM(name, role=ESHMRole.MASTER, wait="busy")
+    assert isinstance(info.value, InvalidParameterError) and "spin" in str(info.value)
+
+
 def test_positional_arguments_as_the_old_wrapper(name):
     with ESHM(name, ESHMRole.MASTER, ESHMDisconnectBehavior.NEVER, 200, 1000, 50, 10, True, True) as ch:
         assert ch.get_role() is ESHMRole.MASTER

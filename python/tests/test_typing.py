@@ -41,8 +41,9 @@ def test_mypy_rejects_misuse(tmp_path):
         "ch.read_into(b'immutable')\n"           # fine for mypy (bytes is a Buffer); not checked
         "y: bytes = ch.try_read()\n"             # may be None
         "ch.claim(4).commit('4')\n"              # not an int
+        "ESHM('n', wait='busy')\n"               # not a wait strategy
     )
     out, status = _mypy(tmp_path, str(bad))
     assert status == 1, out
-    for line in (3, 4, 5, 7, 8):
+    for line in (3, 4, 5, 7, 8, 9):
         assert f"bad_usage.py:{line}: error" in out, out

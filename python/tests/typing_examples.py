@@ -21,6 +21,8 @@ def examples(name: str) -> None:
         count: int = ch.write_many([b"a", "b", bytearray(b"c")], timeout_ms=None)
         count = ch.write_many(b"%d" % i for i in range(3))
         ch.flush()
+        strategy: eshm.WaitStrategy = "spin"
+        ESHM(name + "_spin", role=ESHMRole.MASTER, wait=strategy).close()
 
         message: bytes = ch.read(buffer_size=1 << 16, timeout_ms=100)
         maybe: bytes | None = ch.try_read()

@@ -1,0 +1,110 @@
+"""python -m eshm.bench runs end to end and writes its JSON in the eshm-bench/1 schema.
+
+Tiny durations: this checks the tool, never a speed (no timing thresholds).
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+LATENCY_KEYS = ["min", "p50", "p90", "p99", "p99.9", "p99.99", "max"]
+TRANSPORTS = {"eshm", "eshm_batch", "multiprocessing.Pipe", "multiprocessing.Queue", "faster-fifo", "pyzmq"}
+
+
+def _run(tmp_path, *args):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "eshm.bench", "--repetitions", "1", "--duration", "0.02", "--warmup", "0.01",
+         "--json", str(out), *args],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(out.read_text()), done.stdout
+
+
+def _check_schema(doc):
+    assert doc["schema"] == "eshm-bench/1"
+    assert doc["tool"] == "eshm.bench"
+    assert isinstance(doc["command"], str) and "eshm.bench" in doc["command"]
+    m = doc["machine"]
+    assert set(m) == {"cpu_model", "logical_cpus", "kernel", "clocksource", "hostname"}
+    assert isinstance(m["logical_cpus"], int) and m["logical_cpus"] >= 1
+    assert all(isinstance(m[k], str) for k in ("cpu_model", "kernel", "clocksource", "hostname"))
+    s = doc["setup"]
+    assert set(s) == {"ends", "pinned", "cpus", "warmup_s", "repetitions"}
+    assert s["ends"] == "processes" and isinstance(s["pinned"], bool) and s["repetitions"] == 1
+    assert s["cpus"] is None or (len(s["cpus"]) == 2 and all(isinstance(c, int) for c in s["cpus"]))
+    assert isinstance(s["warmup_s"], float)
+    assert isinstance(doc["floors"], list)
+    assert doc["results"]
+    for r in doc["results"]:
+        assert set(r) == {"transport", "mode", "wait", "size", "messages", "seconds", "msgs_per_s", "gb_per_s",
+                          "latency_ns", "latency_kind", "floor", "ratio_to_floor"}
+        assert r["transport"] in TRANSPORTS
+        assert r["mode"] in ("pingpong", "stream") and r["wait"] in ("spin", "blocking")
+        assert isinstance(r["size"], int) and isinstance(r["messages"], int) and r["messages"] > 0
+        assert r["seconds"] > 0 and r["msgs_per_s"] > 0 and r["gb_per_s"] > 0
+        assert r["floor"] is None and r["ratio_to_floor"] is None
+        if r["mode"] == "pingpong":
+            assert r["latency_kind"] == "round_trip"
+            lat = r["latency_ns"]
+            assert set(lat) == set(LATENCY_KEYS) | {"mean"}
+            values = [lat[k] for k in LATENCY_KEYS]
+            assert values == sorted(values), lat  # percentiles never decrease
+            assert lat["min"] <= lat["mean"] <= lat["max"]
+        else:
+            assert r["latency_ns"] is None and r["latency_kind"] is None
+
+
+def test_bench_writes_its_json_in_the_shared_schema(tmp_path):
+    doc, stdout = _run(tmp_path, "--transports", "eshm,eshm_batch,multiprocessing.Pipe", "--no-64k")
+    _check_schema(doc)
+    got = {(r["transport"], r["mode"], r["wait"]) for r in doc["results"]}
+    assert got == {("eshm", "stream", "blocking"), ("multiprocessing.Pipe", "stream", "blocking"),
+                   ("eshm_batch", "stream", "blocking"), ("eshm", "pingpong", "spin"),
+                   ("eshm", "pingpong", "blocking"), ("multiprocessing.Pipe", "pingpong", "spin"),
+                   ("multiprocessing.Pipe", "pingpong", "blocking")}
+    assert "vs Pipe" in stdout and "Targets:" in stdout
+    assert "64 KiB one-way" in stdout  # listed, as not measured
+
+
+def test_bench_every_transport_and_the_cpp_comparison(tmp_path):
+    # A stand-in for the C++ eshm-bench, honouring its command-line contract.
+    fake = tmp_path / "eshm-bench"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "if [ \"$*\" = '--mode=stream --sizes=65536 --wait=spin --duration_s=2 --json=-' ]; then\n"
+        "  echo '{\"schema\": \"eshm-bench/1\",'\n"
+        "  echo ' \"results\": [{\"gb_per_s\": 1.5}]}'\n"
+        "  echo 'results (its table follows the JSON): {...}'\n"
+        "elif [ \"$*\" = '--mode=pingpong --sizes=64 --wait=spin --duration_s=2 --json=-' ]; then\n"
+        "  echo 'a table first'\n"
+        "  echo '{\"results\": [{\"latency_ns\": {\"p50\": 800, \"p99\": 900}}]}'\n"
+        "else exit 3; fi\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    doc, stdout = _run(tmp_path, "--cpp-bench", str(fake))
+    _check_schema(doc)
+    transports = {r["transport"] for r in doc["results"]}
+    for name, module in (("faster-fifo", "faster_fifo"), ("pyzmq", "zmq")):
+        try:
+            __import__(module)
+        except ImportError:
+            assert name not in transports and f"{name} skipped" in stdout
+        else:
+            assert name in transports
+    assert any(r["size"] == 65536 and r["transport"] == "eshm" for r in doc["results"])
+    assert doc["floors"] == [
+        {"name": "eshm_cpp_stream", "size": 65536, "latency_ns": None, "gb_per_s": 1.5},
+        {"name": "eshm_cpp_pingpong", "size": 64, "latency_ns": {"p50": 800.0, "p99": 900.0}, "gb_per_s": None},
+    ]
+    assert "1.50 GB/s" in stdout and "0.80 us" in stdout
+
+
+def test_bench_reports_a_missing_cpp_tool_as_not_measured(tmp_path):
+    doc, stdout = _run(tmp_path, "--transports", "eshm", "--cpp-bench", str(tmp_path / "missing"))
+    _check_schema(doc)
+    assert doc["floors"] == []
+    assert "not measured" in stdout
