@@ -104,14 +104,16 @@ def test_public_names():
 
 def test_error_codes_match_the_c_abi():
     header = os.path.join(os.path.dirname(__file__), "..", "..", "eshm", "eshm.h")
-    expected = {"SUCCESS": 0, "NO_DATA": -9, "TIMEOUT": -10, "MASTER_STALE": -11, "BUFFER_TOO_SMALL": -8}
-    if os.path.exists(header):  # in the repository: every ESHM_ERROR_* code, read from the header
-        import re
+    expected = {"SUCCESS": 0}
+    # The repository's header (Bazel puts it in the runfiles beside this file's package): every code.
+    assert os.path.exists(header), f"{header} is missing: run the tests from the repository or with bazel test"
+    import re
 
-        with open(header) as f:
-            for code_name, value in re.findall(r"#define ESHM_ERROR_(\w+) (-\d+)", f.read()):
-                if code_name != "LAST":
-                    expected[code_name] = int(value)
+    with open(header) as f:
+        for code_name, value in re.findall(r"#define ESHM_ERROR_(\w+) (-\d+)", f.read()):
+            if code_name != "LAST":
+                expected[code_name] = int(value)
+    assert len(expected) > 20, expected
     for code_name, value in expected.items():
         assert ESHMError[code_name] == value
 
