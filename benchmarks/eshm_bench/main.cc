@@ -49,6 +49,8 @@ ABSL_FLAG(bool, pin, true, "pin parent and child to two CPUs (--nopin: let the s
 ABSL_FLAG(double, warmup_s, 0.2, "seconds at the start of each run that are not recorded");
 ABSL_FLAG(double, duration_s, 1.0, "timed seconds per run (unless --messages)");
 ABSL_FLAG(std::int64_t, messages, 0, "timed messages per run (pingpong: round trips); 0 = use --duration_s");
+ABSL_FLAG(double, floor_duration_s, 0,
+          "timed seconds per floor run (0 = as --duration_s; with --messages, floors run that many too)");
 ABSL_FLAG(int, repetitions, 3, "runs of every measurement (alternating transports); medians are reported");
 ABSL_FLAG(std::string, json, "", "write the results as JSON (schema eshm-bench/1) to this file; - = stdout only");
 ABSL_FLAG(std::string, compare, "", "also measure pipe, unix, boost (boost_mq), comma-separated, or all");
@@ -68,6 +70,7 @@ struct Options {
   std::vector<std::string> transports;  // eshm first
   std::vector<std::string> unavailable;
   LoadSpec load;
+  LoadSpec floor_load;
   int repetitions = 3;
   PairConfig pair;
   Setup setup;
@@ -177,6 +180,8 @@ absl::StatusOr<Options> ParseOptions() {
   o.load.duration_s = QuickOr(FLAGS_duration_s, "duration_s", 0.2);
   o.load.messages = absl::GetFlag(FLAGS_messages);
   o.repetitions = absl::GetFlag(FLAGS_repetitions);
+  o.floor_load = o.load;
+  if (absl::GetFlag(FLAGS_floor_duration_s) > 0) o.floor_load.duration_s = absl::GetFlag(FLAGS_floor_duration_s);
   o.pair.timeout_s = absl::GetFlag(FLAGS_timeout_s);
   if (o.load.warmup_s < 0 || o.load.duration_s <= 0 || o.load.messages < 0 || o.repetitions < 1 ||
       o.pair.timeout_s < 1) {
@@ -248,11 +253,11 @@ void Measure(const Options& o, Report& report) {
     }
     if (!reps.empty()) report.floors.push_back(MedianFloor(reps));
   };
-  floor(kAtomicFloor, [&] { return MeasureAtomicPingPong(o.load, o.pair); });
-  floor(kFutexFloor, [&] { return MeasureFutexPingPong(o.load, o.pair); });
+  floor(kAtomicFloor, [&] { return MeasureAtomicPingPong(o.floor_load, o.pair); });
+  floor(kFutexFloor, [&] { return MeasureFutexPingPong(o.floor_load, o.pair); });
   if (any_stream) {
     for (const std::size_t size : o.sizes) {
-      floor(absl::StrCat(kMemcpyFloor, " ", FormatBytes(size)), [&] { return MeasureMemcpy(size, o.load); });
+      floor(absl::StrCat(kMemcpyFloor, " ", FormatBytes(size)), [&] { return MeasureMemcpy(size, o.floor_load); });
     }
   }
 
