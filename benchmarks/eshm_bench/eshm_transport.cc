@@ -103,8 +103,10 @@ class EshmTransport final : public Transport {
     // measured loop. A peer is declared unresponsive only after 1 s (this VM can stall a process for ms).
     options.heartbeat_interval_ms = 10;
     options.stale_threshold_ms = 1000;
-    options.reconnect_retry_interval_ms = 5;
-    options.max_reconnect_attempts = 400;
+    // The master re-creates its segment name when someone removes it, checking every retry interval: 1 s
+    // keeps it from re-creating the name the signal handler just removed. The slave opens only after the
+    // master has created the segment, so it never needs to retry.
+    options.reconnect_retry_interval_ms = 1000;
     if (!parent) {
       // acquire: pairs with the parent's release store below; the segment exists.
       if (!watchdog.SleepUntil([&] { return control.parent_ready.value.load(std::memory_order_acquire) != 0; })) {

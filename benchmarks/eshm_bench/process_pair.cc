@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,7 +37,10 @@ void OnFatalSignal(int signal_number) {
   if (write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1) < 0) {
     // Nothing else to do in a signal handler.
   }
-  _exit(128 + signal_number);
+  // exit_group by raw syscall: ends every thread at once. A sanitizer's _exit runs its own finalization
+  // first, while an eshm channel's monitor thread keeps running and would re-create the name just removed.
+  syscall(SYS_exit_group, 128 + signal_number);
+  _exit(128 + signal_number);  // not reached
 }
 
 constexpr int kFatalSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGALRM};
