@@ -57,6 +57,8 @@ ABSL_FLAG(std::string, compare, "", "also measure pipe, unix, boost (boost_mq), 
 ABSL_FLAG(bool, quick, false, "a short demo: sizes 64 and 65536, 0.2 s runs, 0.05 s warm-up (explicit flags win)");
 ABSL_FLAG(int, timeout_s, 60, "watchdog per run: a run that takes longer is stopped and reported as failed");
 ABSL_FLAG(std::string, clock, "tsc", "timestamps: tsc (if invariant and the kernel's clock source) or monotonic");
+ABSL_FLAG(int, timestamp_every, 0,
+          "streams: timestamp every Nth message (latency is of those); 0 = every message from 1 KiB, every 16th below");
 ABSL_FLAG(std::string, eshm_publish, "now",
           "eshm streams: now (every message visible at once) or deferred (batched publication, Flush at the end)");
 
@@ -76,6 +78,7 @@ struct Options {
   Setup setup;
   std::string json;
   bool eshm_deferred = false;
+  int timestamp_every = 0;
 };
 
 // --quick lowers a setting unless it was given on the command line.
@@ -193,6 +196,8 @@ absl::StatusOr<Options> ParseOptions() {
     return absl::InvalidArgumentError("--eshm_publish: now or deferred");
   }
   o.eshm_deferred = publish == "deferred";
+  o.timestamp_every = absl::GetFlag(FLAGS_timestamp_every);
+  if (o.timestamp_every < 0) return absl::InvalidArgumentError("--timestamp_every must be >= 0");
   const std::string clock = absl::GetFlag(FLAGS_clock);
   if (clock != "tsc" && clock != "monotonic") return absl::InvalidArgumentError("--clock: tsc or monotonic");
   if (absl::Status s = ParseCpus(o); !s.ok()) return s;
@@ -280,6 +285,7 @@ void Measure(const Options& o, Report& report) {
               spec.transport.wait = wait;
               spec.transport.eshm_deferred = o.eshm_deferred;
               spec.load = o.load;
+              spec.timestamp_every = o.timestamp_every;
               r = RunOnce(**transport, spec, o.pair);
             }
             if (r.ok()) {

@@ -37,7 +37,8 @@ struct alignas(kLine) PaddedU64 {
 struct ChildReport {
   Histogram latency;
   std::uint64_t messages = 0;     // timed messages received
-  std::uint64_t first_ticks = 0;  // send timestamp of the first timed message
+  std::uint64_t counted = 0;      // of those, the ones from first_ticks on (what the rate divides)
+  std::uint64_t first_ticks = 0;  // send timestamp of the first timestamped timed message
   std::uint64_t last_ticks = 0;   // receive time of the last message
   char error[512] = "";
 };

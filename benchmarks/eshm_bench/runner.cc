@@ -38,7 +38,8 @@ bool CheckPing(std::span<const std::byte> message, std::size_t size, std::size_t
   return size == expected && Get(message, 0) == sequence && (size < 16 || Get(message, size - 8) == sequence);
 }
 
-// Stream: the send time first, then the sequence (twice) when there is room.
+// Stream: the send time first (0 when the message is not timestamped), then the sequence (twice) when there
+// is room.
 void StampStream(std::span<std::byte> message, std::uint64_t sequence, std::uint64_t ticks) {
   Put(message, 0, ticks);
   if (message.size() >= 16) Put(message, 8, sequence);
@@ -139,20 +140,28 @@ absl::Status StreamParent(Transport& transport, const RunSpec& spec, RunControl&
   absl::StatusOr<std::unique_ptr<Endpoint>> endpoint = OpenAndSignal(transport, true, control, watchdog);
   if (!endpoint.ok()) return endpoint.status();
   std::vector<std::byte> message(spec.size, std::byte{0x5a});
+  const std::uint64_t every = static_cast<std::uint64_t>(TimestampEvery(spec));
   LoadPlan plan(spec.load);
-  plan.Start(Clock::Ticks());
+  std::uint64_t now = Clock::Ticks();
+  plan.Start(now);
   bool timing = false;
   for (std::uint64_t i = 0;; ++i) {
-    const std::uint64_t now = Clock::Ticks();
+    // Between samples the plan sees the last clock reading: a run may end up to `every` messages late.
+    const bool periodic = i % every == 0;
+    if (periodic) now = Clock::Ticks();
     const LoadPlan::Step step = plan.Next(now);
-    if (step != LoadPlan::Step::kWarmup && !timing) {
+    const bool first = step != LoadPlan::Step::kWarmup && !timing;
+    if (first) {
       timing = true;
       // release: pairs with the child's acquire load; stored before message i is sent.
       control.first_timed.value.store(i, std::memory_order_release);
     }
     // release: pairs with IsLast in the child; stored before the last message is sent.
     if (step == LoadPlan::Step::kLast) control.total.value.store(i + 1, std::memory_order_release);
-    StampStream(message, i, now);
+    // The first and the last timed messages always carry a timestamp: they bound the throughput.
+    const bool stamp = periodic || first || step == LoadPlan::Step::kLast;
+    if (stamp && !periodic) now = Clock::Ticks();
+    StampStream(message, i, stamp ? now : 0);
     if (absl::Status s = (*endpoint)->Send(message); !s.ok()) return s;
     if (step == LoadPlan::Step::kLast) break;
   }
@@ -164,29 +173,34 @@ absl::Status StreamChild(Transport& transport, const RunSpec& spec, RunControl& 
   absl::StatusOr<std::unique_ptr<Endpoint>> endpoint = OpenAndSignal(transport, false, control, watchdog);
   if (!endpoint.ok()) return endpoint.status();
   std::vector<std::byte> buffer(spec.size);
-  // Recorded locally and copied into the shared report once: the report's histogram would otherwise sit in
-  // memory the parent may read only at the end.
+  // Recorded locally and copied into the shared report once, at the end.
   auto latency = std::make_unique<Histogram>();
-  std::uint64_t messages = 0, first_ticks = 0, last_ticks = 0;
+  // Throughput runs from the first timestamped timed message to the receipt of the last one.
+  std::uint64_t messages = 0, counted = 0, first_ticks = 0, last_ticks = 0;
   for (std::uint64_t i = 0;; ++i) {
     std::size_t size = 0;
     if (absl::Status s = (*endpoint)->Receive(buffer, &size); !s.ok()) return s;
-    const std::uint64_t now = Clock::Ticks();
     if (!CheckStream(buffer, size, spec.size, i)) return Mismatch("stream", i, size, spec.size);
+    const std::uint64_t sent = Get(buffer, 0);  // 0: not timestamped (see TimestampEvery)
+    const bool sampled = sent != 0;
+    const std::uint64_t now = sampled ? Clock::Ticks() : 0;
     // acquire: pairs with the parent's release store, made before message first_timed was sent.
     if (i >= control.first_timed.value.load(std::memory_order_acquire)) {
-      const std::uint64_t sent = Get(buffer, 0);
-      if (messages == 0) first_ticks = sent;
-      latency->Record(now > sent ? static_cast<std::uint64_t>(Clock::ToNs(now - sent)) : 0);
       ++messages;
+      if (sampled) {
+        if (first_ticks == 0) first_ticks = sent;
+        latency->Record(now > sent ? static_cast<std::uint64_t>(Clock::ToNs(now - sent)) : 0);
+      }
+      if (first_ticks != 0) ++counted;
     }
     if (IsLast(control, i + 1)) {
-      last_ticks = now;
+      last_ticks = sampled ? now : Clock::Ticks();
       break;
     }
   }
   control.report.latency = *latency;
   control.report.messages = messages;
+  control.report.counted = counted;
   control.report.first_ticks = first_ticks;
   control.report.last_ticks = last_ticks;
   FinishChild(control);
@@ -194,6 +208,11 @@ absl::Status StreamChild(Transport& transport, const RunSpec& spec, RunControl& 
 }
 
 }  // namespace
+
+int TimestampEvery(const RunSpec& spec) {
+  if (spec.timestamp_every > 0) return spec.timestamp_every;
+  return spec.size >= 1024 ? 1 : 16;
+}
 
 absl::StatusOr<Result> RunOnce(Transport& transport, const RunSpec& spec, const PairConfig& pair) {
   if (spec.size < 8) return absl::InvalidArgumentError("messages carry at least 8 bytes (a sequence or a timestamp)");
@@ -229,7 +248,8 @@ absl::StatusOr<Result> RunOnce(Transport& transport, const RunSpec& spec, const 
   const std::uint64_t start = pingpong ? timed.start_ticks : report->first_ticks;
   const std::uint64_t end = pingpong ? timed.end_ticks : report->last_ticks;
   r.seconds = end > start ? Clock::ToNs(end - start) / 1e9 : 0;
-  r.msgs_per_s = r.seconds > 0 ? static_cast<double>(r.messages) / r.seconds : 0;
+  const std::uint64_t counted = pingpong ? timed.messages : report->counted;
+  r.msgs_per_s = r.seconds > 0 ? static_cast<double>(counted) / r.seconds : 0;
   r.gb_per_s = r.msgs_per_s * static_cast<double>(spec.size) / 1e9;
   if (latency.count() > 0) r.latency = Summarize(latency);
   return r;

@@ -23,7 +23,14 @@ struct RunSpec {
   std::size_t size = 64;
   TransportSpec transport;
   LoadSpec load;
+  // Streams: the sender timestamps every Nth message (the others carry 0) and the receiver reads its clock
+  // for those only, so two clock reads per message do not become the cost of small messages. 0 = every
+  // message from 1 KiB on, every 16th below.
+  int timestamp_every = 0;
 };
+
+// The sampling interval a stream of `spec` uses.
+int TimestampEvery(const RunSpec& spec);
 
 // Prepares `transport`, forks, measures, cleans up. The result has no floor yet.
 absl::StatusOr<Result> RunOnce(Transport& transport, const RunSpec& spec, const PairConfig& pair);
