@@ -143,7 +143,7 @@ absl::StatusOr<Floor> MeasureFutexPingPong(const LoadSpec& load, const PairConfi
       const std::uint32_t seen = word.load(std::memory_order_acquire);
       if (seen == want) return true;
       eshm::FutexWait(&word, seen, eshm::Deadline::AfterMs(100));
-      if (watchdog.ExpiredNow()) return false;
+      if (word.load(std::memory_order_acquire) != want && watchdog.ExpiredNow()) return false;
     }
   };
   const SideFn child = [&](RunControl& control, Watchdog& watchdog) -> absl::Status {

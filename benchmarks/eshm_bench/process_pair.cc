@@ -116,11 +116,15 @@ bool Watchdog::ExpiredNow() {
   }
   if (now - last_peer_check_ns_ < 10'000'000) return false;
   last_peer_check_ns_ = now;
-  if (PeerGone()) {
-    reason_ = peer_is_child_ ? "the child process exited" : "the parent process exited";
-    return true;
+  // A peer that has just sent its last message and exited is not a failure: the caller may not have polled
+  // since. So the peer must be seen gone at two checks (10 ms apart), with polls in between.
+  if (!PeerGone()) {
+    peer_gone_checks_ = 0;
+    return false;
   }
-  return false;
+  if (++peer_gone_checks_ < 2) return false;
+  reason_ = peer_is_child_ ? "the child process exited" : "the parent process exited";
+  return true;
 }
 
 absl::Status Watchdog::Error(const std::string& what) const {
@@ -129,7 +133,7 @@ absl::Status Watchdog::Error(const std::string& what) const {
 
 bool Watchdog::SleepUntil(const std::function<bool()>& ready) {
   while (!ready()) {
-    if (ExpiredNow()) return false;
+    if (ExpiredNow()) return ready();
     usleep(100);
   }
   return true;

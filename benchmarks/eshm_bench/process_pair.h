@@ -79,7 +79,7 @@ class Watchdog {
   template <typename Ready>
   bool SpinUntil(Ready&& ready) {
     while (!ready()) {
-      if (SpinExpired()) return false;
+      if (SpinExpired()) return ready();  // one last look: the peer may have delivered and gone
     }
     return true;
   }
@@ -95,6 +95,7 @@ class Watchdog {
   bool yield_;
   std::uint32_t polls_ = 0;
   std::int64_t last_peer_check_ns_ = 0;
+  int peer_gone_checks_ = 0;
   std::string reason_ = "no reason";
 };
 

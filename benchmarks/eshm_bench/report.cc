@@ -164,7 +164,7 @@ void PrintResults(std::FILE* out, const Report& report) {
                "\nresults (medians; pingpong latency = round trip, msg/s = round trips/s; stream latency = one way "
                "under full load, send timestamp in the message -> receiver's clock):\n");
   Table table({"transport", "mode", "wait", "size", "msgs", "msg/s", "GB/s", "min", "p50", "p90", "p99", "p99.9",
-               "p99.99", "max", "vs floor"});
+               "p99.99", "max", "vs floor", "others"});
   for (const Result& r : report.results) {
     std::vector<std::string> row = {r.transport,       ModeName(r.mode),        WaitName(r.wait),
                                     FormatBytes(r.size), FormatCount(r.messages), FormatRate(r.msgs_per_s),
@@ -181,9 +181,11 @@ void PrintResults(std::FILE* out, const Report& report) {
     } else {
       row.push_back("-");
     }
+    row.push_back(r.others_cores >= 0 ? absl::StrFormat("%.2f", r.others_cores) : "?");
     table.Add(std::move(row));
   }
   table.Print(out, 3);
+  std::fprintf(out, "  others: cores other processes used during the run (median); above ~0.2 the figures are disturbed\n");
   for (const std::string& u : report.unavailable) std::fprintf(out, "unavailable: %s\n", u.c_str());
   for (const std::string& f : report.failures) std::fprintf(out, "FAILED: %s\n", f.c_str());
 }

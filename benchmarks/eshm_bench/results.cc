@@ -68,6 +68,7 @@ Result MedianResult(const std::vector<Result>& reps) {
   m.seconds = MedianOf<Result>(reps, [](const Result& r) { return r.seconds; });
   m.msgs_per_s = MedianOf<Result>(reps, [](const Result& r) { return r.msgs_per_s; });
   m.gb_per_s = MedianOf<Result>(reps, [](const Result& r) { return r.gb_per_s; });
+  m.others_cores = MedianOf<Result>(reps, [](const Result& r) { return r.others_cores; });
   std::vector<std::optional<LatencySummary>> latencies;
   for (const Result& r : reps) latencies.push_back(r.latency);
   m.latency = MedianLatency(latencies);

@@ -37,6 +37,7 @@ struct Result {
   std::optional<LatencySummary> latency;
   std::string floor;           // "" when there is none
   std::optional<double> ratio_to_floor;
+  double others_cores = -1;    // CPU other processes took during the run (cpu_meter.h); table only
 };
 
 // Floor names, as in the JSON.

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "benchmarks/eshm_bench/clock.h"
+#include "benchmarks/eshm_bench/cpu_meter.h"
 
 namespace eshm_bench {
 namespace {
@@ -234,7 +235,9 @@ absl::StatusOr<Result> RunOnce(Transport& transport, const RunSpec& spec, const 
     return pingpong ? PingPongChild(transport, effective, control, watchdog)
                     : StreamChild(transport, effective, control, watchdog);
   };
+  const CpuMeter meter;
   const absl::Status status = RunPair(pair, parent, child, report.get());
+  const double others_cores = meter.OthersCores();
   transport.Cleanup();
   if (!status.ok()) return status;
 
@@ -252,6 +255,7 @@ absl::StatusOr<Result> RunOnce(Transport& transport, const RunSpec& spec, const 
   r.msgs_per_s = r.seconds > 0 ? static_cast<double>(counted) / r.seconds : 0;
   r.gb_per_s = r.msgs_per_s * static_cast<double>(spec.size) / 1e9;
   if (latency.count() > 0) r.latency = Summarize(latency);
+  r.others_cores = others_cores;
   return r;
 }
 
