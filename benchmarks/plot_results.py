@@ -8,6 +8,7 @@ writes, into --out:
                                          blocking side by side, log scale; the matching floor dashed
   throughput_vs_size.png                 stream msg/s and GB/s against message size (log-log), memcpy dashed
   spin_vs_blocking.png                   round-trip p50 and p99 against message size, spin solid, blocking dashed
+and, with --markdown FILE, the floors and results as Markdown tables.
 
 Every chart names the machine and the command(s) that produced its data. Needs matplotlib (Agg backend).
 """
@@ -233,14 +234,66 @@ def plot_spin_vs_blocking(docs, out_dir):
            os.path.join(out_dir, "spin_vs_blocking.png"))
 
 
+def fmt_ns(ns):
+    if ns is None:
+        return "-"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.1f} µs"
+    return f"{ns:.0f} ns"
+
+
+def fmt_rate(v):
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f} k"
+    return f"{v:.0f}"
+
+
+def markdown(docs):
+    """The results as Markdown tables (floors, then results), for benchmarks/README.md."""
+    out = []
+    for d in docs:
+        out.append(f"`{d['command']}`{d['_tag']}\n")
+        out.append("| floor | size | p50 | p90 | p99 | p99.9 | max | GB/s |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for f in d["floors"]:
+            lat = f.get("latency_ns") or {}
+            size = size_label(f["size"]) if f.get("size") else "-"
+            gb = f"{f['gb_per_s']:.2f}" if f.get("gb_per_s") else "-"
+            cells = " | ".join(fmt_ns(lat.get(k)) for k in ("p50", "p90", "p99", "p99.9", "max"))
+            out.append(f"| {f['name']} | {size} | {cells} | {gb} |")
+        out.append("")
+        out.append("| transport | mode | wait | size | msg/s | GB/s | p50 | p99 | p99.9 | p99.99 | max | vs floor |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in d["results"]:
+            lat = r.get("latency_ns") or {}
+            ratio = r.get("ratio_to_floor")
+            what = "p50" if r["mode"] == "pingpong" else "GB/s"
+            vs = f"{ratio:.2f}× {r['floor']} {what}" if ratio is not None else "-"
+            out.append(f"| {r['transport']} | {r['mode']} | {r['wait']} | {size_label(r['size'])} | "
+                       f"{fmt_rate(r['msgs_per_s'])} | {r['gb_per_s']:.3f} | "
+                       + " | ".join(fmt_ns(lat.get(k)) for k in ("p50", "p99", "p99.9", "p99.99", "max"))
+                       + f" | {vs} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("json", nargs="+", help="eshm-bench/1 JSON files")
     parser.add_argument("--out", default=".", help="directory for the PNGs")
     parser.add_argument("--sizes", default="",
                         help="sizes for the percentile charts, comma-separated (default: 64 and 65536 when present)")
+    parser.add_argument("--markdown", default="", help="also write the results as Markdown tables to this file")
     args = parser.parse_args()
     docs = load(args.json)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(docs))
+        print(f"wrote {args.markdown}")
     os.makedirs(args.out, exist_ok=True)
     present = sorted({r["size"] for d in docs for r in d["results"]})
     if args.sizes:
