@@ -233,15 +233,14 @@ std::string Describe(const std::string& transport, Mode mode, Wait wait, std::si
 // Floors first, then every (size, mode, wait); within each, the repetitions alternate the transports, so
 // slow drift in the machine touches all of them alike.
 void Measure(const Options& o, Report& report) {
-  const bool any_pingpong = std::find(o.modes.begin(), o.modes.end(), Mode::kPingPong) != o.modes.end();
   const bool any_stream = std::find(o.modes.begin(), o.modes.end(), Mode::kStream) != o.modes.end();
   const int floor_steps = 2 * o.repetitions + (any_stream ? static_cast<int>(o.sizes.size()) * o.repetitions : 0);
   const int run_steps = static_cast<int>(o.sizes.size() * o.modes.size() * o.waits.size() * o.transports.size()) *
                         o.repetitions;
   Progress progress(floor_steps + run_steps);
 
-  // Floors. Both ping-pongs always: the table's ratios need them whichever waits are measured.
-  (void)any_pingpong;
+  // Floors. Both ping-pongs always (they are short, and say what this pair of CPUs can do); memcpy at the
+  // sizes streams use.
   using FloorFn = std::function<absl::StatusOr<Floor>()>;
   const auto floor = [&](const std::string& label, const FloorFn& measure) {
     std::vector<Floor> reps;
