@@ -138,7 +138,7 @@ def plot_percentiles(docs, mode, size, out_dir):
         ax.set_xlabel("percentile")
         kind = "round trip" if mode == "pingpong" else "one way, under full load"
         ax.set_ylabel(f"latency ({kind}), log scale")
-        ax.set_title(f"{wait}")
+        ax.set_title(wait if mode == "pingpong" else f"{wait} (mostly queueing: ≈ buffer size ÷ throughput)")
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -229,7 +229,7 @@ def plot_spin_vs_blocking(docs, out_dir):
         ax.set_ylabel(f"round trip {key}, log scale")
         ax.set_title(f"round trip {key} (solid: spin, dashed: blocking)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="upper left")  # the same series in both panels: one legend
     finish(fig, docs, "spin vs blocking: ping-pong round trip vs message size",
            os.path.join(out_dir, "spin_vs_blocking.png"))
 
