@@ -58,7 +58,8 @@ class ControlMapping {
                    -1, 0)) {
     if (base_ != MAP_FAILED) {
       RunControl* control = new (base_) RunControl();
-      control->first_timed.value.store(UINT64_MAX, std::memory_order_relaxed);  // before the fork
+      // Relaxed: written before the fork, which orders them before anything the child does.
+      control->first_timed.value.store(UINT64_MAX, std::memory_order_relaxed);
       control->total.value.store(UINT64_MAX, std::memory_order_relaxed);
     }
   }

@@ -51,7 +51,9 @@ struct RunControl {
   // Sender: index of the first timed message (warm-up ends there); UINT64_MAX until known.
   PaddedU64 first_timed;
   // Sender: how many messages the run sends in all; UINT64_MAX until the sender decides to stop. Stored
-  // before the last message is sent, so the receiver sees it once it has that message.
+  // (release) before the last message is sent, so the receiver sees it (acquire) once it has that message:
+  // the transport orders the two (eshm's and Boost's queues by their own release/acquire pairs, pipes and
+  // sockets by the system calls). first_timed works the same way.
   PaddedU64 total;
   PaddedU32 futex_ping;  // floors: the raw futex ping-pong's words
   PaddedU32 futex_pong;
