@@ -85,12 +85,15 @@ def context(docs):
 
 
 def color_for(transport, tag, assigned):
+    """A transport's usual colour the first time it appears (from any file), a spare colour afterwards."""
     key = transport + tag
     if key not in assigned:
-        if not tag and transport in COLORS:
+        used = set(assigned.values())
+        if transport in COLORS and COLORS[transport] not in used:
             assigned[key] = COLORS[transport]
         else:
-            assigned[key] = EXTRA_COLORS[len([k for k in assigned if k not in COLORS]) % len(EXTRA_COLORS)]
+            spare = [c for c in EXTRA_COLORS if c not in used] or EXTRA_COLORS
+            assigned[key] = spare[0]
     return assigned[key]
 
 
