@@ -31,6 +31,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "benchmarks/eshm_bench/clock.h"
+#include "benchmarks/eshm_bench/cpu_meter.h"
 #include "benchmarks/eshm_bench/floors.h"
 #include "benchmarks/eshm_bench/machine_info.h"
 #include "benchmarks/eshm_bench/process_pair.h"
@@ -55,6 +56,9 @@ ABSL_FLAG(int, repetitions, 3, "runs of every measurement (alternating transport
 ABSL_FLAG(std::string, json, "", "write the results as JSON (schema eshm-bench/1) to this file; - = stdout only");
 ABSL_FLAG(std::string, compare, "", "also measure pipe, unix, boost (boost_mq), comma-separated, or all");
 ABSL_FLAG(bool, quick, false, "a short demo: sizes 64 and 65536, 0.2 s runs, 0.05 s warm-up (explicit flags win)");
+ABSL_FLAG(double, max_others, 0.25,
+          "a repetition during which other processes used more than this many cores is run again (--noisy_retries)");
+ABSL_FLAG(int, noisy_retries, 0, "how many disturbed repetitions each measurement may run again (0 = keep all)");
 ABSL_FLAG(int, timeout_s, 60, "watchdog per run: a run that takes longer is stopped and reported as failed");
 ABSL_FLAG(std::string, clock, "tsc", "timestamps: tsc (if invariant and the kernel's clock source) or monotonic");
 ABSL_FLAG(int, timestamp_every, 0,
@@ -79,6 +83,8 @@ struct Options {
   std::string json;
   bool eshm_deferred = false;
   int timestamp_every = 0;
+  double max_others = 0.25;
+  int noisy_retries = 0;
 };
 
 // --quick lowers a setting unless it was given on the command line.
@@ -186,6 +192,8 @@ absl::StatusOr<Options> ParseOptions() {
   o.floor_load = o.load;
   if (absl::GetFlag(FLAGS_floor_duration_s) > 0) o.floor_load.duration_s = absl::GetFlag(FLAGS_floor_duration_s);
   o.pair.timeout_s = absl::GetFlag(FLAGS_timeout_s);
+  o.max_others = absl::GetFlag(FLAGS_max_others);
+  o.noisy_retries = std::max(0, absl::GetFlag(FLAGS_noisy_retries));
   if (o.load.warmup_s < 0 || o.load.duration_s <= 0 || o.load.messages < 0 || o.repetitions < 1 ||
       o.pair.timeout_s < 1) {
     return absl::InvalidArgumentError(
@@ -206,6 +214,8 @@ absl::StatusOr<Options> ParseOptions() {
   o.setup.duration_s = o.load.duration_s;
   o.setup.messages = o.load.messages;
   o.setup.repetitions = o.repetitions;
+  o.setup.max_others = o.max_others;
+  o.setup.noisy_retries = o.noisy_retries;
   return o;
 }
 
@@ -244,9 +254,19 @@ void Measure(const Options& o, Report& report) {
   using FloorFn = std::function<absl::StatusOr<Floor>()>;
   const auto floor = [&](const std::string& label, const FloorFn& measure) {
     std::vector<Floor> reps;
+    int retries = o.noisy_retries;
     for (int rep = 1; rep <= o.repetitions; ++rep) {
       progress.Step(absl::StrFormat("floor %s, repetition %d/%d", label, rep, o.repetitions));
+      const CpuMeter meter;
       absl::StatusOr<Floor> f = measure();
+      const double others = meter.OthersCores();
+      if (f.ok() && others > o.max_others && retries > 0) {
+        --retries;
+        --rep;
+        progress.AddStep();
+        progress.Note(absl::StrFormat("floor %s: others took %.2f cores; run again", label, others));
+        continue;
+      }
       if (f.ok()) {
         reps.push_back(*std::move(f));
       } else {
@@ -269,15 +289,14 @@ void Measure(const Options& o, Report& report) {
     for (const Mode mode : o.modes) {
       for (const Wait wait : o.waits) {
         std::vector<std::vector<Result>> reps(o.transports.size());
+        std::vector<int> retries(o.transports.size(), o.noisy_retries);
         for (int rep = 1; rep <= o.repetitions; ++rep) {
           for (std::size_t t = 0; t < o.transports.size(); ++t) {
             const std::string& name = o.transports[t];
-            progress.Step(Describe(name, mode, wait, size, rep, o.repetitions));
-            absl::StatusOr<std::unique_ptr<Transport>> transport = MakeTransport(name);
             absl::StatusOr<Result> r = absl::InternalError("not run");
-            if (!transport.ok()) {
-              r = transport.status();
-            } else {
+            // A repetition disturbed by other processes is run again while this measurement has retries.
+            for (bool retry = true; retry;) {
+              progress.Step(Describe(name, mode, wait, size, rep, o.repetitions));
               RunSpec spec;
               spec.mode = mode;
               spec.size = size;
@@ -285,7 +304,15 @@ void Measure(const Options& o, Report& report) {
               spec.transport.eshm_deferred = o.eshm_deferred;
               spec.load = o.load;
               spec.timestamp_every = o.timestamp_every;
-              r = RunOnce(**transport, spec, o.pair);
+              absl::StatusOr<std::unique_ptr<Transport>> transport = MakeTransport(name);
+              r = transport.ok() ? RunOnce(**transport, spec, o.pair) : absl::StatusOr<Result>(transport.status());
+              retry = r.ok() && r->others_cores > o.max_others && retries[t] > 0;
+              if (retry) {
+                --retries[t];
+                progress.AddStep();
+                progress.Note(absl::StrFormat("%s: other processes took %.2f cores; run again",
+                                              Describe(name, mode, wait, size, rep, o.repetitions), r->others_cores));
+              }
             }
             if (r.ok()) {
               reps[t].push_back(*std::move(r));

@@ -13,13 +13,15 @@ class Progress {
   explicit Progress(int total_steps);
   // Announces the step about to run.
   void Step(const std::string& what);
+  // One more step than announced (a repetition run again).
+  void AddStep() { ++total_; }
   // Prints a message on its own line (an error, say) without garbling the progress line.
   void Note(const std::string& message);
   // Clears the progress line.
   void Done();
 
  private:
-  const int total_;
+  int total_;
   int done_ = 0;
   const bool tty_;
   const std::int64_t start_ns_;

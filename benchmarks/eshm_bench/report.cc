@@ -137,6 +137,10 @@ void PrintHeader(std::FILE* out, const Report& report) {
                                             : absl::StrFormat("%.3g s timed", s.duration_s);
   std::fprintf(out, "runs: warm-up %.3g s + %s per run, median of %d repetition(s); timestamps: %s\n", s.warmup_s,
                length.c_str(), s.repetitions, s.clock.c_str());
+  if (s.noisy_retries > 0) {
+    std::fprintf(out, "disturbance: a repetition during which other processes used more than %.2f cores is run "
+                      "again, up to %d times per measurement\n", s.max_others, s.noisy_retries);
+  }
   std::fprintf(out, "command: %s\n", report.command.c_str());
 }
 

@@ -23,6 +23,8 @@ struct Setup {
   int repetitions = 1;
   std::string clock;       // what timestamps latency: tsc or clock_monotonic
   std::string note;        // why unpinned, if so
+  double max_others = 0;   // repetitions with more other-process CPU than this were run again ...
+  int noisy_retries = 0;   // ... up to this many times per measurement
 };
 
 struct Report {
