@@ -164,8 +164,16 @@ void PrintFloors(std::FILE* out, const Report& report) {
 }
 
 void PrintResults(std::FILE* out, const Report& report) {
+  // The machine again, so that a copy of the table carries it.
+  const MachineInfo& m = report.machine;
+  std::fprintf(out, "\n%s, %d logical CPUs, %s, clocksource %s; two forked processes, %s\n", m.cpu_model.c_str(),
+               m.logical_cpus, m.kernel.c_str(), m.clocksource.c_str(),
+               report.setup.pinned ? absl::StrFormat("pinned to CPUs %d and %d", report.setup.cpus->first,
+                                                     report.setup.cpus->second)
+                                         .c_str()
+                                   : "not pinned");
   std::fprintf(out,
-               "\nresults (medians; pingpong latency = round trip, msg/s = round trips/s; stream latency = one way "
+               "results (medians; pingpong latency = round trip, msg/s = round trips/s; stream latency = one way "
                "under full load, send timestamp in the message -> receiver's clock):\n");
   Table table({"transport", "mode", "wait", "size", "msgs", "msg/s", "GB/s", "min", "p50", "p90", "p99", "p99.9",
                "p99.99", "max", "vs floor", "others"});
