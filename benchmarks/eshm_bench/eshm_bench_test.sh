@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# End-to-end test of eshm-bench: short runs (a few thousand messages, no timing thresholds) of each mode and
+# wait strategy, with every comparison transport, must
+#   - write JSON that matches schema eshm-bench/1 (check_json.py: keys, types, monotone percentiles, the
+#     message counts and sizes asked for, a result for every transport x mode x wait x size, each compared
+#     with the right floor);
+#   - with --json=- print only the JSON on stdout;
+#   - refuse bad flags with exit code 2;
+#   - on SIGINT mid-run, exit 130 leaving no child process and no shared-memory file behind;
+#   - leave no shared-memory file behind after a normal run either.
+# Every wait has a deadline (timeout), and the EXIT trap kills leftovers.
+set -uo pipefail
+
+find_file() {
+  local candidate
+  for candidate in "$@"; do
+    if [[ -e "$candidate" ]]; then echo "$candidate"; return 0; fi
+  done
+  return 1
+}
+HERE="benchmarks/eshm_bench"
+BENCH=$(find_file "${TEST_SRCDIR:-}/eshm/$HERE/eshm-bench" "bazel-bin/$HERE/eshm-bench") || {
+  echo "FAIL: eshm-bench not found"; exit 1; }
+CHECK=$(find_file "${TEST_SRCDIR:-}/eshm/$HERE/check_json.py" "$HERE/check_json.py") || {
+  echo "FAIL: check_json.py not found"; exit 1; }
+PYTHON=/usr/bin/python3
+[[ -x "$PYTHON" ]] || PYTHON=python3
+WORK="${TEST_TMPDIR:-$(mktemp -d)}"
+FAILED=0
+BG=""
+
+cleanup() {
+  if [[ -n "$BG" ]]; then kill -KILL "$BG" 2>/dev/null; fi
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*"; FAILED=1; }
+
+# Files a run with parent pid $1 could leave: eshm segments and Boost queues are named eshmbench_<pid>_*.
+leftovers() { ls /dev/shm 2>/dev/null | grep -E "^(eshm_)?eshmbench_$1_" || true; }
+
+SHORT=(--messages=2000 --warmup_s=0 --repetitions=1 --timeout_s=120)
+COMPARE=(--compare=all)
+TRANSPORTS="eshm,pipe,unix"
+if [[ -e /usr/include/boost/interprocess/ipc/message_queue.hpp ]]; then TRANSPORTS="$TRANSPORTS,boost_mq"; fi
+
+echo "--- pingpong, spin and blocking, 8 B and 4 KiB, every transport"
+"$BENCH" "${SHORT[@]}" "${COMPARE[@]}" --mode=pingpong --wait=spin,blocking --sizes=8,4096 \
+  --json="$WORK/pingpong.json" >"$WORK/pingpong.out" 2>&1 &
+BG=$!
+PINGPONG_PID=$BG
+wait "$BG"; rc=$?; BG=""
+[[ $rc -eq 0 ]] || { fail "pingpong run exited $rc"; cat "$WORK/pingpong.out"; }
+"$PYTHON" "$CHECK" "$WORK/pingpong.json" --modes=pingpong --waits=spin,blocking --sizes=8,4096 \
+  --transports="$TRANSPORTS" --messages=2000 || fail "pingpong JSON"
+grep -q "two forked processes" "$WORK/pingpong.out" || fail "the table does not say the ends are processes"
+grep -q "^ *eshm *pingpong *spin" "$WORK/pingpong.out" || fail "no table row for eshm pingpong spin"
+[[ -z "$(leftovers "$PINGPONG_PID")" ]] || fail "files left in /dev/shm: $(leftovers "$PINGPONG_PID")"
+
+echo "--- stream, spin and blocking, 64 B and 64 KiB, JSON on stdout only"
+"$BENCH" "${SHORT[@]}" "${COMPARE[@]}" --mode=stream --wait=spin,blocking --sizes=64,65536 --json=- \
+  >"$WORK/stream.json" 2>"$WORK/stream.err" &
+BG=$!
+STREAM_PID=$BG
+wait "$BG"; rc=$?; BG=""
+[[ $rc -eq 0 ]] || { fail "stream run exited $rc"; cat "$WORK/stream.err"; }
+"$PYTHON" "$CHECK" "$WORK/stream.json" --modes=stream --waits=spin,blocking --sizes=64,65536 \
+  --transports="$TRANSPORTS" --messages=2000 || fail "stream JSON (stdout must hold only the JSON)"
+grep -q "results" "$WORK/stream.err" || fail "with --json=- the table belongs on stderr"
+[[ -z "$(leftovers "$STREAM_PID")" ]] || fail "files left in /dev/shm: $(leftovers "$STREAM_PID")"
+
+echo "--- bad flags are refused"
+"$BENCH" --sizes=4 >/dev/null 2>&1; rc=$?
+[[ $rc -eq 2 ]] || fail "--sizes=4 exited $rc, expected 2"
+"$BENCH" --mode=sideways >/dev/null 2>&1; rc=$?
+[[ $rc -eq 2 ]] || fail "--mode=sideways exited $rc, expected 2"
+"$BENCH" --compare=carrier_pigeon >/dev/null 2>&1; rc=$?
+[[ $rc -eq 2 ]] || fail "--compare=carrier_pigeon exited $rc, expected 2"
+
+echo "--- SIGINT during an eshm run: exit 130, child killed, segment removed"
+"$BENCH" --mode=pingpong --wait=spin --sizes=64 --duration_s=60 --floor_duration_s=0.05 --warmup_s=0 \
+  --repetitions=1 >"$WORK/interrupted.out" 2>&1 &
+BG=$!
+for _ in $(seq 1 300); do  # up to 30 s for the eshm run (its segment) to start
+  if [[ -n "$(ls /dev/shm 2>/dev/null | grep -E "^eshm_eshmbench_${BG}_")" ]]; then break; fi
+  sleep 0.1
+done
+[[ -n "$(leftovers "$BG")" ]] || fail "SIGINT: the eshm run never started"
+CHILDREN=$(pgrep -P "$BG" | tr '\n' ' ')
+kill -INT "$BG"
+rc=""
+for _ in $(seq 1 100); do
+  if ! kill -0 "$BG" 2>/dev/null; then wait "$BG"; rc=$?; break; fi
+  sleep 0.1
+done
+if [[ -z "$rc" ]]; then
+  fail "eshm-bench still running 10 s after SIGINT"
+else
+  [[ $rc -eq 130 ]] || fail "SIGINT: exit code $rc, expected 130"
+  grep -q "stopped by a signal" "$WORK/interrupted.out" || fail "SIGINT: no message"
+fi
+[[ -z "$(leftovers "$BG")" ]] || fail "SIGINT: files left in /dev/shm: $(leftovers "$BG")"
+for child in $CHILDREN; do
+  if kill -0 "$child" 2>/dev/null; then fail "SIGINT: child $child survived"; fi
+done
+BG=""
+
+if ((FAILED)); then echo "FAILED"; exit 1; fi
+echo "PASSED"

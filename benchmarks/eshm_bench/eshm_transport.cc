@@ -1,0 +1,141 @@
+// eshm through its public API: the parent opens the channel as master (creating the segment), the child as
+// slave. spin polls TryWrite/TryRead; blocking calls Write/Read with WaitStrategy::Sleep() in 100 ms slices,
+// so the watchdog is consulted between slices.
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "benchmarks/eshm_bench/transport.h"
+#include "eshm/channel.h"
+#include "eshm/deadline.h"
+#include "eshm/segment.h"
+#include "eshm/wait_strategy.h"
+
+namespace eshm_bench {
+namespace {
+
+constexpr std::int64_t kSliceMs = 100;
+
+class EshmEndpoint final : public Endpoint {
+ public:
+  EshmEndpoint(std::unique_ptr<eshm::Channel> channel, const TransportSpec& spec, Watchdog& watchdog)
+      : channel_(std::move(channel)),
+        spin_(spec.wait == Wait::kSpin),
+        publish_(spec.eshm_deferred ? eshm::Publish::kDeferred : eshm::Publish::kNow),
+        watchdog_(watchdog) {}
+  ~EshmEndpoint() override { channel_->Close(); }
+
+  absl::Status Send(std::span<const std::byte> message) override {
+    if (spin_) {
+      for (;;) {
+        const eshm::IoResult result = channel_->TryWrite(message, publish_);
+        if (result == eshm::IoResult::kOk) return absl::OkStatus();
+        if (result != eshm::IoResult::kWouldBlock) return channel_->StatusOf(result);
+        if (watchdog_.SpinExpired()) return watchdog_.Error("eshm TryWrite");
+      }
+    }
+    for (;;) {
+      const absl::Status status = channel_->Write(message, eshm::Deadline::AfterMs(kSliceMs), publish_);
+      if (status.code() != absl::StatusCode::kDeadlineExceeded) return status;
+      if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm Write");
+    }
+  }
+
+  absl::Status Receive(std::span<std::byte> buffer, std::size_t* size) override {
+    if (spin_) {
+      for (;;) {
+        const eshm::IoResult result = channel_->TryRead(buffer, size);
+        if (result == eshm::IoResult::kOk) return absl::OkStatus();
+        if (result != eshm::IoResult::kWouldBlock) return channel_->StatusOf(result);
+        if (watchdog_.SpinExpired()) return watchdog_.Error("eshm TryRead");
+      }
+    }
+    for (;;) {
+      absl::StatusOr<std::size_t> read = channel_->Read(buffer, eshm::Deadline::AfterMs(kSliceMs));
+      if (read.ok()) {
+        *size = *read;
+        return absl::OkStatus();
+      }
+      if (read.status().code() != absl::StatusCode::kDeadlineExceeded) return read.status();
+      if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm Read");
+    }
+  }
+
+  absl::Status Flush() override {
+    channel_->Flush();
+    return absl::OkStatus();
+  }
+
+ private:
+  std::unique_ptr<eshm::Channel> channel_;
+  const bool spin_;
+  const eshm::Publish publish_;
+  Watchdog& watchdog_;
+};
+
+class EshmTransport final : public Transport {
+ public:
+  std::string name() const override { return "eshm"; }
+
+  absl::Status Prepare(const TransportSpec& spec) override {
+    spec_ = spec;
+    name_ = UniqueName();
+    cleanup_slot_ = RegisterCleanupPath(eshm::Segment::PathFor(name_));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl& control, Watchdog& watchdog) override {
+    eshm::ChannelOptions options;
+    options.role = parent ? eshm::ChannelRole::kMaster : eshm::ChannelRole::kSlave;
+    // Rings of at least 1 MiB, and at least four of the largest message (a ring holds messages of up to
+    // half its capacity).
+    const std::uint64_t capacity =
+        std::max<std::uint64_t>(1 << 20, std::bit_ceil(std::uint64_t{4} * std::max<std::size_t>(spec_.max_message_bytes, 1)));
+    options.m2s_capacity = capacity;
+    options.s2m_capacity = capacity;
+    options.wait = spec_.wait == Wait::kSpin ? eshm::WaitStrategy::Spin() : eshm::WaitStrategy::Sleep();
+    // A heartbeat every 10 ms instead of every 1 ms: the monitor thread shares the pinned CPU with the
+    // measured loop. A peer is declared unresponsive only after 1 s (this VM can stall a process for ms).
+    options.heartbeat_interval_ms = 10;
+    options.stale_threshold_ms = 1000;
+    // The master re-creates its segment name when someone removes it, checking every retry interval: 1 s
+    // keeps it from re-creating the name the signal handler just removed. The slave opens only after the
+    // master has created the segment, so it never needs to retry.
+    options.reconnect_retry_interval_ms = 1000;
+    if (!parent) {
+      // acquire: pairs with the parent's release store below; the segment exists.
+      if (!watchdog.SleepUntil([&] { return control.parent_ready.value.load(std::memory_order_acquire) != 0; })) {
+        return watchdog.Error("waiting for the eshm master");
+      }
+    }
+    absl::StatusOr<std::unique_ptr<eshm::Channel>> channel = eshm::Channel::Open(name_, options);
+    if (!channel.ok()) return channel.status();
+    // release: pairs with the child's acquire load above.
+    if (parent) control.parent_ready.value.store(1, std::memory_order_release);
+    eshm::Channel* c = channel->get();
+    if (!watchdog.SleepUntil([c] { return c->IsRemoteAlive(); })) return watchdog.Error("waiting for the eshm peer");
+    return std::unique_ptr<Endpoint>(new EshmEndpoint(*std::move(channel), spec_, watchdog));
+  }
+
+  void Cleanup() override {
+    (void)eshm::Segment::Unlink(name_);  // the master removes it on Close; this covers a failed run
+    UnregisterCleanupPath(cleanup_slot_);
+    cleanup_slot_ = -1;
+  }
+
+ private:
+  TransportSpec spec_;
+  std::string name_;
+  int cleanup_slot_ = -1;
+};
+
+}  // namespace
+
+std::unique_ptr<Transport> MakeEshmTransport() { return std::make_unique<EshmTransport>(); }
+
+}  // namespace eshm_bench

@@ -1,0 +1,207 @@
+#include "benchmarks/eshm_bench/process_pair.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <new>
+
+#include "absl/strings/str_cat.h"
+#include "benchmarks/eshm_bench/clock.h"
+
+namespace eshm_bench {
+
+namespace {
+
+// Signal-handler state: plain globals, read with async-signal-safe calls only.
+volatile sig_atomic_t g_child_pid = 0;
+constexpr int kCleanupSlots = 8;
+char g_cleanup_paths[kCleanupSlots][256] = {};
+
+void OnFatalSignal(int signal_number) {
+  const pid_t child = g_child_pid;
+  if (child > 0) {
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);  // reap it: an orphaned zombie would be left to init
+  }
+  for (auto& path : g_cleanup_paths) {
+    if (path[0] != '\0') unlink(path);
+  }
+  static const char kMessage[] = "\neshm-bench: stopped by a signal; child killed, segments removed\n";
+  if (write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1) < 0) {
+    // Nothing else to do in a signal handler.
+  }
+  // exit_group by raw syscall: ends every thread at once. A sanitizer's _exit runs its own finalization
+  // first, while an eshm channel's monitor thread keeps running and would re-create the name just removed.
+  syscall(SYS_exit_group, 128 + signal_number);
+  _exit(128 + signal_number);  // not reached
+}
+
+constexpr int kFatalSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGALRM};
+
+void RestoreDefaultSignals() {
+  for (const int s : kFatalSignals) signal(s, SIG_DFL);
+}
+
+std::int64_t NowNs() { return static_cast<std::int64_t>(Clock::MonotonicNs()); }
+
+class ControlMapping {
+ public:
+  ControlMapping()
+      : base_(mmap(nullptr, sizeof(RunControl), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE,
+                   -1, 0)) {
+    if (base_ != MAP_FAILED) {
+      RunControl* control = new (base_) RunControl();
+      // Relaxed: written before the fork, which orders them before anything the child does.
+      control->first_timed.value.store(UINT64_MAX, std::memory_order_relaxed);
+      control->total.value.store(UINT64_MAX, std::memory_order_relaxed);
+    }
+  }
+  ~ControlMapping() {
+    if (base_ != MAP_FAILED) munmap(base_, sizeof(RunControl));
+  }
+  ControlMapping(const ControlMapping&) = delete;
+  ControlMapping& operator=(const ControlMapping&) = delete;
+  bool ok() const { return base_ != MAP_FAILED; }
+  RunControl& control() const { return *static_cast<RunControl*>(base_); }
+
+ private:
+  void* base_;
+};
+
+[[noreturn]] void RunChild(const PairConfig& config, RunControl& control, pid_t parent, std::int64_t deadline_ns,
+                           const SideFn& child) {
+  RestoreDefaultSignals();
+  prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the parent
+  if (getppid() != parent) _exit(3);
+  alarm(static_cast<unsigned>(config.timeout_s + 10));  // backstop behind the watchdog
+  absl::Status status = absl::OkStatus();
+  if (config.pinned) status = PinSelf(config.child_cpu);
+  Watchdog watchdog(deadline_ns, parent, /*peer_is_child=*/false, config.spin_yield);
+  if (status.ok()) status = child(control, watchdog);
+  if (!status.ok()) {
+    std::snprintf(control.report.error, sizeof(control.report.error), "%s", status.ToString().c_str());
+  }
+  _exit(status.ok() ? 0 : 1);  // _exit: the parent's buffers and destructors are not ours to run
+}
+
+absl::Status Reap(const RunControl& control, pid_t pid, bool kill_first) {
+  if (kill_first) kill(pid, SIGKILL);
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0) {
+    if (errno != EINTR) return absl::InternalError(absl::StrCat("waitpid: ", std::strerror(errno)));
+  }
+  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) return absl::OkStatus();
+  if (kill_first) return absl::OkStatus();  // the parent side's error is the one to report
+  if (WIFEXITED(wstatus)) {
+    return absl::InternalError(
+        absl::StrCat("child failed: ", control.report.error[0] != '\0' ? control.report.error : "(no message)"));
+  }
+  return absl::InternalError(
+      absl::StrCat("child killed by signal ", WTERMSIG(wstatus), " (", strsignal(WTERMSIG(wstatus)), ")"));
+}
+
+}  // namespace
+
+bool Watchdog::ExpiredNow() {
+  const std::int64_t now = NowNs();
+  if (now >= deadline_ns_) {
+    reason_ = "timed out (see --timeout_s)";
+    return true;
+  }
+  if (now - last_peer_check_ns_ < 10'000'000) return false;
+  last_peer_check_ns_ = now;
+  // A peer that has just sent its last message and exited is not a failure: the caller may not have polled
+  // since. So the peer must be seen gone at two checks (10 ms apart), with polls in between.
+  if (!PeerGone()) {
+    peer_gone_checks_ = 0;
+    return false;
+  }
+  if (++peer_gone_checks_ < 2) return false;
+  reason_ = peer_is_child_ ? "the child process exited" : "the parent process exited";
+  return true;
+}
+
+absl::Status Watchdog::Error(const std::string& what) const {
+  return absl::DeadlineExceededError(absl::StrCat(what, ": ", reason_));
+}
+
+bool Watchdog::SleepUntil(const std::function<bool()>& ready) {
+  while (!ready()) {
+    if (ExpiredNow()) return ready();
+    usleep(100);
+  }
+  return true;
+}
+
+bool Watchdog::PeerGone() const {
+  if (!peer_is_child_) return getppid() != peer_;
+  siginfo_t info{};
+  // WNOWAIT: look without reaping; RunPair reaps.
+  return waitid(P_PID, static_cast<id_t>(peer_), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != 0;
+}
+
+absl::Status PinSelf(int cpu) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  if (sched_setaffinity(0, sizeof(one), &one) != 0) {
+    return absl::InternalError(absl::StrCat("sched_setaffinity(CPU ", cpu, "): ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunPair(const PairConfig& config, const SideFn& parent, const SideFn& child, ChildReport* report) {
+  const ControlMapping mapping;
+  if (!mapping.ok()) return absl::InternalError(absl::StrCat("mmap: ", std::strerror(errno)));
+  RunControl& control = mapping.control();
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const std::int64_t deadline_ns = NowNs() + std::int64_t{config.timeout_s} * 1'000'000'000;
+  const pid_t parent_pid = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  if (pid == 0) RunChild(config, control, parent_pid, deadline_ns, child);
+
+  g_child_pid = pid;
+  alarm(static_cast<unsigned>(config.timeout_s + 30));  // backstop: the handler kills the child and exits
+  Watchdog watchdog(deadline_ns, pid, /*peer_is_child=*/true, config.spin_yield);
+  absl::Status status = parent(control, watchdog);
+  const absl::Status reaped = Reap(control, pid, /*kill_first=*/!status.ok());
+  alarm(0);
+  g_child_pid = 0;
+  if (!status.ok()) return status;
+  if (!reaped.ok()) return reaped;
+  if (report != nullptr) *report = control.report;
+  return absl::OkStatus();
+}
+
+int RegisterCleanupPath(const std::string& path) {
+  for (int i = 0; i < kCleanupSlots; ++i) {
+    if (g_cleanup_paths[i][0] == '\0') {
+      std::snprintf(g_cleanup_paths[i], sizeof(g_cleanup_paths[i]), "%s", path.c_str());
+      return i;
+    }
+  }
+  return -1;
+}
+
+void UnregisterCleanupPath(int slot) {
+  if (slot >= 0 && slot < kCleanupSlots) g_cleanup_paths[slot][0] = '\0';
+}
+
+void InstallSignalHandlers() {
+  struct sigaction action {};
+  action.sa_handler = OnFatalSignal;
+  sigemptyset(&action.sa_mask);
+  for (const int s : kFatalSignals) sigaction(s, &action, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+}  // namespace eshm_bench

@@ -1,0 +1,42 @@
+#include "benchmarks/eshm_bench/transport.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace eshm_bench {
+
+const char* WaitName(Wait wait) { return wait == Wait::kSpin ? "spin" : "blocking"; }
+
+std::string UniqueName() {
+  static int counter = 0;  // the parent names everything before it forks: one thread
+  return absl::StrCat("eshmbench_", getpid(), "_", counter++);
+}
+
+absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name) {
+  if (name == "eshm") return MakeEshmTransport();
+  if (name == "pipe") return MakePipeTransport();
+  if (name == "unix") return MakeUnixSocketTransport();
+  if (name == "boost_mq" || name == "boost") {
+    std::unique_ptr<Transport> boost = MakeBoostMqTransport();
+    if (boost == nullptr) {
+      return absl::UnavailableError(
+          "boost_mq: <boost/interprocess/ipc/message_queue.hpp> was not available when eshm-bench was compiled");
+    }
+    return boost;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown transport '", name, "': use pipe, unix, boost or all"));
+}
+
+std::vector<std::string> ComparisonTransportNames() {
+  std::vector<std::string> names = {"pipe", "unix"};
+  if (BoostAvailable()) names.push_back("boost_mq");
+  return names;
+}
+
+}  // namespace eshm_bench

@@ -1,0 +1,75 @@
+// A transport: how the two processes of a run exchange length-delimited messages. eshm is measured
+// through its public Channel; the others (a pipe pair, an AF_UNIX socket pair, Boost.Interprocess
+// message_queue) run the same measurements for comparison.
+//
+// Life of a transport in one run: Prepare() in the parent before the fork (names, fds, queues), Open() in
+// each process after it, Cleanup() in the parent after the child is reaped (and after errors). Every wait
+// inside an Endpoint is bounded by the Watchdog given to Open.
+#ifndef ESHM_BENCHMARKS_ESHM_BENCH_TRANSPORT_H_
+#define ESHM_BENCHMARKS_ESHM_BENCH_TRANSPORT_H_
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "benchmarks/eshm_bench/process_pair.h"
+
+namespace eshm_bench {
+
+// spin: non-blocking calls polled in a loop (one core busy per waiting side); blocking: the transport's
+// own sleeping wait (eshm: WaitStrategy::Sleep(), a futex at once; fds: blocking read/write; Boost:
+// timed_send/timed_receive).
+enum class Wait { kSpin, kBlocking };
+const char* WaitName(Wait wait);
+
+struct TransportSpec {
+  std::size_t max_message_bytes = 0;
+  Wait wait = Wait::kSpin;
+  bool eshm_deferred = false;  // eshm streams publish with Publish::kDeferred (and Flush at the end)
+};
+
+// One process's end: sends to and receives from the other process.
+class Endpoint {
+ public:
+  virtual ~Endpoint() = default;
+  // Sends the whole message, waiting (per the spec's Wait) while the transport is full.
+  virtual absl::Status Send(std::span<const std::byte> message) = 0;
+  // Receives the next whole message into `buffer`, waiting while none is there.
+  virtual absl::Status Receive(std::span<std::byte> buffer, std::size_t* size) = 0;
+  // Makes everything sent visible to the receiver (eshm with deferred publication).
+  virtual absl::Status Flush() { return absl::OkStatus(); }
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // The name used in flags, tables and JSON: eshm, pipe, unix, boost_mq.
+  virtual std::string name() const = 0;
+  virtual absl::Status Prepare(const TransportSpec& spec) = 0;
+  // `parent` says which end. May wait (bounded by `watchdog`) for the other end to get ready first.
+  virtual absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl& control, Watchdog& watchdog) = 0;
+  virtual void Cleanup() = 0;
+};
+
+// Transports by name; an error names the unknown or unavailable one.
+absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name);
+// The comparison transports --compare=all stands for (boost_mq only if compiled in).
+std::vector<std::string> ComparisonTransportNames();
+// Whether Boost.Interprocess was found when this binary was compiled.
+bool BoostAvailable();
+
+std::unique_ptr<Transport> MakeEshmTransport();
+std::unique_ptr<Transport> MakePipeTransport();
+std::unique_ptr<Transport> MakeUnixSocketTransport();
+std::unique_ptr<Transport> MakeBoostMqTransport();  // nullptr when Boost.Interprocess is unavailable
+
+// A name no other run (of this or a concurrent process) uses: "eshmbench_<pid>_<counter>".
+std::string UniqueName();
+
+}  // namespace eshm_bench
+
+#endif  // ESHM_BENCHMARKS_ESHM_BENCH_TRANSPORT_H_
