@@ -15,7 +15,7 @@ Every measurement forks a second process; the two ends talk through the transpor
 
 The stream measurements use each transport's blocking calls (eshm: the default adaptive wait). Each
 measurement is repeated; the table shows the median repetition. Comparisons that cannot be imported
-(faster-fifo, pyzmq) are skipped with a note. Numbers on a shared or virtual machine move a lot between runs:
+(faster-fifo, pyzmq, iceoryx2) are skipped with a note. Numbers on a shared or virtual machine move a lot between runs:
 read ratios measured in the same run, not absolute figures from different runs.
 """
 
@@ -183,6 +183,97 @@ class _ZmqEnd(_End):
                 pass
 
 
+class _Iceoryx2End(_End):
+    """iceoryx2 (its Python binding): one publish-subscribe service per direction over its IPC service type,
+    with byte-slice payloads loaned from the publisher's shared memory, filled in place and sent (zero-copy
+    between the processes; the bytes are copied into the loan and out of the received sample, as with eshm's
+    write()/read()). A full subscriber buffer makes the publisher wait (no message is dropped). "blocking"
+    adds one event service per direction: the sender notifies after each message and the receiver, finding
+    nothing, sleeps in the listener's blocking_wait()."""
+
+    def __init__(self, prefix, first, spin, size, depth):
+        self.prefix, self.first, self.spin, self.size, self.depth = prefix, first, spin, size, depth
+        self.node = self.pub = self.sub = self.notifier = self.listener = None
+        self.services = []
+
+    def open(self):
+        import ctypes
+
+        import iceoryx2 as iox
+
+        iox.set_log_level(iox.LogLevel.Error)
+        # Without a signal handler of its own: the benchmark's SIGTERM handler stays in charge.
+        self.node = (iox.NodeBuilder.new().signal_handling_mode(iox.SignalHandlingMode.Disabled)
+                     .create(iox.ServiceType.Ipc))
+        out_dir, in_dir = ("a", "b") if self.first else ("b", "a")
+
+        def pubsub(direction):
+            name = iox.ServiceName.new(f"{self.prefix}/{direction}")
+            service = (self.node.service_builder(name).publish_subscribe(iox.Slice[ctypes.c_uint8])
+                       .subscriber_max_buffer_size(self.depth).history_size(0).enable_safe_overflow(False)
+                       .max_publishers(1).max_subscribers(1).open_or_create())
+            self.services.append(service)
+            return service
+
+        def event(direction):
+            name = iox.ServiceName.new(f"{self.prefix}/{direction}/event")
+            service = self.node.service_builder(name).event().max_notifiers(1).max_listeners(1).open_or_create()
+            self.services.append(service)
+            return service
+
+        self.pub = (pubsub(out_dir).publisher_builder().initial_max_slice_len(self.size)
+                    .backpressure_strategy(iox.BackpressureStrategy.RetryUntilDelivered).create())
+        self.sub = pubsub(in_dir).subscriber_builder().buffer_size(self.depth).create()
+        if not self.spin:
+            self.notifier = event(out_dir).notifier_builder().create()
+            self.listener = event(in_dir).listener_builder().create()
+
+        loan, memmove, string_at = self.pub.loan_slice_uninit, ctypes.memmove, ctypes.string_at
+        receive = self.sub.receive
+        notify = self.notifier.notify if self.notifier is not None else None
+
+        def send(m):
+            sample = loan(len(m))
+            memmove(sample.payload_ptr, m, len(m))
+            sample.assume_init().send()
+            if notify is not None:
+                notify()
+
+        def take(sample):
+            m = string_at(sample.payload_ptr, sample.header.number_of_elements)
+            sample.delete()  # back to the publisher's pool at once
+            return m
+
+        if self.spin:
+            def recv():
+                while True:
+                    sample = receive()
+                    if sample is not None:
+                        return take(sample)
+        else:
+            wait = self.listener.blocking_wait
+
+            def recv():
+                while True:
+                    sample = receive()
+                    if sample is not None:
+                        return take(sample)
+                    # Notifications are kept until collected: one sent after receive() found nothing
+                    # wakes this wait.
+                    wait()
+
+        self.send, self.recv = send, recv
+
+    def close(self):
+        for port in (self.pub, self.sub, self.notifier, self.listener):
+            if port is not None:
+                port.delete()
+        self.pub = self.sub = self.notifier = self.listener = None
+        # The last owner's service and node objects going away removes the services' shared memory.
+        self.services = []
+        self.node = None
+
+
 def _faster_fifo():
     try:
         import faster_fifo
@@ -201,6 +292,15 @@ def _zmq():
         return None
 
 
+def _iceoryx2():
+    try:
+        import iceoryx2
+
+        return iceoryx2
+    except ImportError:
+        return None
+
+
 def transports():
     """(name, available, note) of every transport, in table order."""
     out = [("eshm", True, ""), ("eshm_batch", True, ""), ("multiprocessing.Pipe", True, ""),
@@ -208,6 +308,8 @@ def transports():
     out.append(("faster-fifo", _faster_fifo() is not None, "" if _faster_fifo() else
                 "faster_fifo is not importable (pip install faster-fifo)"))
     out.append(("pyzmq", _zmq() is not None, "" if _zmq() else "zmq is not importable (pip install pyzmq)"))
+    out.append(("iceoryx2", _iceoryx2() is not None, "" if _iceoryx2() else
+                "iceoryx2 is not importable (pip install iceoryx2)"))
     return out
 
 
@@ -242,6 +344,10 @@ def make_ends(transport, wait, size, eshm_wait):
         address = f"ipc://{tempfile.gettempdir()}/eshm_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}.ipc"
         hwm = _in_flight_messages(size)
         return _ZmqEnd(address, True, spin, hwm), _ZmqEnd(address, False, spin, hwm)
+    if transport == "iceoryx2":
+        prefix = f"eshm_bench/{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        depth = _in_flight_messages(size)
+        return _Iceoryx2End(prefix, True, spin, size, depth), _Iceoryx2End(prefix, False, spin, size, depth)
     raise ValueError(transport)
 
 
@@ -651,7 +757,7 @@ def parse_args(argv):
     ap.add_argument("--batch", type=int, default=256, help="messages per write_many() call (256)")
     ap.add_argument("--transports", default=None,
                     help="comma-separated subset of: eshm,eshm_batch,multiprocessing.Pipe,multiprocessing.Queue,"
-                         "faster-fifo,pyzmq (default: all)")
+                         "faster-fifo,pyzmq,iceoryx2 (default: all)")
     ap.add_argument("--no-64k", dest="kib64", action="store_false", help="skip the 64 KiB bandwidth runs")
     ap.add_argument("--cpp-bench", default=os.environ.get("ESHM_BENCH_CPP"),
                     help="the C++ eshm-bench binary for the 64 KiB comparison (default $ESHM_BENCH_CPP)")

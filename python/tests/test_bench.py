@@ -12,7 +12,8 @@ import sys
 import pytest
 
 LATENCY_KEYS = ["min", "p50", "p90", "p99", "p99.9", "p99.99", "max"]
-TRANSPORTS = {"eshm", "eshm_batch", "multiprocessing.Pipe", "multiprocessing.Queue", "faster-fifo", "pyzmq"}
+TRANSPORTS = {"eshm", "eshm_batch", "multiprocessing.Pipe", "multiprocessing.Queue", "faster-fifo", "pyzmq",
+              "iceoryx2"}
 
 
 def _run(tmp_path, *args):
@@ -88,7 +89,7 @@ def test_bench_every_transport_and_the_cpp_comparison(tmp_path):
     doc, stdout = _run(tmp_path, "--cpp-bench", str(fake))
     _check_schema(doc)
     transports = {r["transport"] for r in doc["results"]}
-    for name, module in (("faster-fifo", "faster_fifo"), ("pyzmq", "zmq")):
+    for name, module in (("faster-fifo", "faster_fifo"), ("pyzmq", "zmq"), ("iceoryx2", "iceoryx2")):
         try:
             __import__(module)
         except ImportError:
@@ -101,6 +102,16 @@ def test_bench_every_transport_and_the_cpp_comparison(tmp_path):
         {"name": "eshm_cpp_pingpong", "size": 64, "latency_ns": {"p50": 800.0, "p99": 900.0}, "gb_per_s": None},
     ]
     assert "1.50 GB/s" in stdout and "0.80 us" in stdout
+
+
+def test_bench_iceoryx2_in_every_mode(tmp_path):
+    pytest.importorskip("iceoryx2")
+    doc, stdout = _run(tmp_path, "--transports", "eshm,iceoryx2")
+    _check_schema(doc)
+    got = {(r["transport"], r["mode"], r["wait"], r["size"]) for r in doc["results"]}
+    assert {("iceoryx2", "stream", "blocking", 64), ("iceoryx2", "pingpong", "spin", 64),
+            ("iceoryx2", "pingpong", "blocking", 64), ("iceoryx2", "stream", "blocking", 65536)} <= got
+    assert "iceoryx2 skipped" not in stdout
 
 
 def test_bench_reports_a_missing_cpp_tool_as_not_measured(tmp_path):
