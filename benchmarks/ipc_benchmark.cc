@@ -27,7 +27,6 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -59,6 +58,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "benchmarks/eshm_bench/machine_info.h"
 #include "benchmarks/minimal_ring.h"
 #include "eshm/deadline.h"
 #include "eshm/futex.h"
@@ -1296,35 +1296,12 @@ absl::Status MeasureSyscalls(const Env& env, const Config& config, std::vector<R
 // ---------------------------------------------------------------------------------------------------------
 // Setup
 
-std::string ReadFirstLine(const char* path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line.empty() ? "unknown" : line;
-}
-
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0 || line.rfind("Model", 0) == 0) {
-      const std::size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-  }
-  return "unknown";
-}
-
 void PrintMachineSummary(const CpuPlan& cpus) {
-  utsname u{};
-  uname(&u);
-  cpu_set_t allowed;
-  const int allowed_count = sched_getaffinity(0, sizeof(allowed), &allowed) == 0 ? CPU_COUNT(&allowed) : -1;
-  std::printf("machine: %s | %ld online cores (%d allowed) | %s %s %s | clocksource %s\n", CpuModel().c_str(),
-              sysconf(_SC_NPROCESSORS_ONLN), allowed_count, u.sysname, u.release, u.machine,
-              ReadFirstLine("/sys/devices/system/clocksource/clocksource0/current_clocksource").c_str());
-  std::printf("load: %s (1/5/15-min load average, runnable/total tasks, last pid; other work skews results)\n",
-              ReadFirstLine("/proc/loadavg").c_str());
+  const eshm_bench::MachineInfo machine = eshm_bench::ReadMachineInfo();
+  std::printf("machine: %s | %d online cores (%zu allowed) | %s | clocksource %s\n", machine.cpu_model.c_str(),
+              machine.logical_cpus, eshm_bench::AllowedCpus().size(), machine.kernel.c_str(),
+              machine.clocksource.c_str());
+  std::printf("load: %s (1/5/15-min load average; other work skews results)\n", machine.load_average.c_str());
   std::printf("setup: two processes (fork), shared memory, %s, spin-poll PAUSE %s\n", cpus.note.c_str(),
               g_spin_pause ? "on" : "off");
 }
