@@ -729,7 +729,7 @@ ChannelStats Channel::stats() const {
     const std::uint64_t written = ring->producer.messages_written.load(std::memory_order_relaxed);
     const std::uint64_t read = ring->consumer.messages_read.load(std::memory_order_relaxed);
     const std::uint64_t tail = ring->producer.tail.load(std::memory_order_acquire);
-    const std::uint64_t read_to = ring->consumer.read_position.load(std::memory_order_relaxed);
+    const std::uint64_t read_to = ring->consumer.head.load(std::memory_order_relaxed);
     const std::uint64_t queued_bytes = tail >= read_to ? tail - read_to : 0;
     const std::uint64_t queued_messages = written >= read ? written - read : 0;
     s.wake_syscalls += ring->wait.wake_syscalls.load(std::memory_order_relaxed);

@@ -32,9 +32,9 @@
 //    there; the slave drains the old one and follows, as above. What the slave writes between the move
 //    and its following (at most about reconnect_retry_interval_ms) is lost with the old segment.
 //  * Slave killed or closed: messages queued for it are delivered to the next slave.
-//  * Either side killed while reading: the messages it had read but whose space it had not yet handed back
-//    (at most RingConsumer::kMaxReleaseBatchBytes of them) are delivered again to its successor. Across a
-//    reader crash delivery is at-least-once; otherwise it is exactly-once and in order.
+//  * Either side killed while reading: the message it was reading (copied or peeked, not yet released; at
+//    most RingConsumer::kMaxRedeliveredMessages) is delivered again to its successor. Across a reader crash
+//    delivery is at-least-once; otherwise it is exactly-once and in order.
 //  * A writer killed mid-message or mid-batch: nothing partial is ever delivered; staged, unpublished
 //    messages are lost.
 //

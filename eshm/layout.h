@@ -23,8 +23,8 @@
 //   384          +--------------------------------------------------------------+
 //                | RingControl master->slave                           384 bytes |
 //                |   0   producer line: tail, messages_written                  |
-//                | 128   consumer line: head, messages_read, read_position      |
-//                | 256   wait line: futex words and sleeper flags               |
+//                | 128   consumer line: head, messages_read                      |
+//                | 256   wait line: futex words, sleeper flags, space wanted     |
 //   768          +--------------------------------------------------------------+
 //                | ring data master->slave          ring_capacity[0] bytes      |
 //                +--------------------------------------------------------------+
@@ -42,8 +42,10 @@
 //   +---------------+---------------+---------------+------------------------------+
 //
 // A record is committed when its commit word equals its own stream position + 1 (stored with release
-// order after the rest of the record). Positions are 64-bit and only grow, so a commit word left over
-// from an earlier lap never matches, and the consumer need not clear what it consumed.
+// order after the rest of the record). Before it publishes a record, the producer zeroes the commit word
+// of the position right after it (unless the ring is exactly full there), so the word the consumer looks
+// at next is always 0, a commit word of an earlier lap, or the real commit: never message content, which
+// the consumer would otherwise take for a record (ring.h argues it in full).
 //
 // Producer- and consumer-written words are kept kFalseSharingRange (128) bytes apart: a fixed constant,
 // because std::hardware_destructive_interference_size depends on compiler flags, and because adjacent-line
@@ -62,7 +64,9 @@ inline constexpr std::size_t kFalseSharingRange = 128;
 
 // "ESHMSEG\0" read as a little-endian u64.
 inline constexpr std::uint64_t kSegmentMagic = 0x004745534d485345ull;
-inline constexpr std::uint32_t kLayoutVersion = 1;
+// 2: the producer clears the next commit word before each publication; the consumer publishes its head
+// per message; WaitLine::space_wanted.
+inline constexpr std::uint32_t kLayoutVersion = 2;
 
 // Ring capacities are powers of two in this range (per direction).
 inline constexpr std::uint64_t kMinRingCapacity = 4096;
@@ -115,12 +119,11 @@ struct alignas(kFalseSharingRange) RingControl {
   } producer;
   // Written only by the consumer.
   struct alignas(kFalseSharingRange) ConsumerLine {
-    // Position of the oldest record not yet released; the producer may overwrite everything before it.
+    // Position of the oldest record not yet released, stored after every message; the producer may
+    // overwrite everything before it.
     std::atomic<std::uint64_t> head;
     std::atomic<std::uint64_t> messages_read;
-    // How far the consumer has read, ahead of `head` by what it has not yet handed back. For observers
-    // that report what is queued; the producer never reads it.
-    std::atomic<std::uint64_t> read_position;
+    std::uint64_t reserved;  // zero
   } consumer;
   // Written rarely: only by a side that is about to sleep, or that wakes a sleeper.
   struct alignas(kFalseSharingRange) WaitLine {
@@ -130,6 +133,9 @@ struct alignas(kFalseSharingRange) RingControl {
     std::atomic<std::uint32_t> space_sleeping; // nonzero while the producer may be in FUTEX_WAIT
     std::atomic<std::uint64_t> wake_syscalls;  // FUTEX_WAKE calls made on this ring, both sides
     std::atomic<std::uint64_t> wait_syscalls;  // FUTEX_WAIT calls made on this ring, both sides
+    // While space_sleeping: the head at which the producer's next message fits. The consumer wakes the
+    // producer only once its head reaches it.
+    std::atomic<std::uint64_t> space_wanted;
   } wait;
 };
 
@@ -210,13 +216,14 @@ static_assert(offsetof(RingControl::ProducerLine, tail) == 0);
 static_assert(offsetof(RingControl::ProducerLine, messages_written) == 8);
 static_assert(offsetof(RingControl::ConsumerLine, head) == 0);
 static_assert(offsetof(RingControl::ConsumerLine, messages_read) == 8);
-static_assert(offsetof(RingControl::ConsumerLine, read_position) == 16);
+static_assert(offsetof(RingControl::ConsumerLine, reserved) == 16);
 static_assert(offsetof(RingControl::WaitLine, data_futex) == 0);
 static_assert(offsetof(RingControl::WaitLine, data_sleeping) == 4);
 static_assert(offsetof(RingControl::WaitLine, space_futex) == 8);
 static_assert(offsetof(RingControl::WaitLine, space_sleeping) == 12);
 static_assert(offsetof(RingControl::WaitLine, wake_syscalls) == 16);
 static_assert(offsetof(RingControl::WaitLine, wait_syscalls) == 24);
+static_assert(offsetof(RingControl::WaitLine, space_wanted) == 32);
 static_assert(sizeof(RingControl) == 384 && alignof(RingControl) == 128);
 // The producer's and the consumer's words are a full false-sharing range apart.
 static_assert(offsetof(RingControl, consumer) - offsetof(RingControl, producer) >= kFalseSharingRange);

@@ -8,17 +8,24 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "eshm/futex.h"
+#include "eshm/internal/asymmetric_fence.h"
 
 namespace eshm {
 namespace {
 
 absl::Status NoCheck() { return absl::OkStatus(); }
 
+// Which side of a sleep handshake the sleeper is (see the file comment of ring.h).
+enum class Handshake {
+  kSymmetric,  // the waker's publication and flag load are seq_cst
+  kHeavy,      // the waker fences nothing: run internal::HeavyFence() between the flag and the recheck
+};
+
 // Sleeps on `futex` after raising `sleeping`, unless `ready()` turns true in between. Shared by both sides:
 // the consumer sleeps for data, the producer for space. Returns true if it made a FUTEX_WAIT call.
 template <typename Ready>
 bool SleepUnlessReady(std::atomic<std::uint32_t>& futex, std::atomic<std::uint32_t>& sleeping, Deadline until,
-                      Ready ready, std::atomic<std::uint64_t>& wait_syscalls) {
+                      Ready ready, std::atomic<std::uint64_t>& wait_syscalls, Handshake handshake) {
   // Read the futex word before the final recheck: a wake that lands after the recheck bumps the word,
   // and FUTEX_WAIT then returns at once instead of sleeping through it.
   const std::uint32_t seen = futex.load(std::memory_order_acquire);
@@ -27,6 +34,9 @@ bool SleepUnlessReady(std::atomic<std::uint32_t>& futex, std::atomic<std::uint32
   // either the waker sees our flag, or ready() sees its publication (Dekker). seq_cst operations rather
   // than fences, because ThreadSanitizer models the former and not the latter.
   sleeping.store(1, std::memory_order_seq_cst);
+  // SYNC(space-sleep): the heavy side of the asymmetric handshake; pairs with the flag load in
+  // RingConsumer::Advance.
+  if (handshake == Handshake::kHeavy) internal::HeavyFence();
   if (ready()) {
     sleeping.store(0, std::memory_order_relaxed);
     return false;
@@ -102,7 +112,7 @@ RingProducer::RingProducer(RingControl* control, std::byte* data, std::uint64_t 
   // head (rather than trusting the tail word) is right even when a previous producer died between
   // committing a batch and updating `tail`, and it stops before records a dead producer staged but never
   // published.
-  // SYNC(head): acquire pairs with the consumer's release in PublishHead.
+  // SYNC(head): acquire pairs with the consumer's release in Advance.
   cached_head_ = control_->consumer.head.load(std::memory_order_acquire);
   // Records start at multiples of kRecordAlignment; a head that is not is corrupt, and rounding it down keeps
   // every header this producer touches inside the data area.
@@ -135,19 +145,19 @@ void RingProducer::ScrubFreeSpace() {
   }
 }
 
-void RingProducer::GuardNextPosition() {
-  // Skipped when the ring is exactly full: the next position then holds the oldest unread record's header,
-  // whose commit word belongs to the previous lap and cannot match.
-  if (tail_ - cached_head_ < capacity_) HeaderAt(tail_)->commit.store(0, std::memory_order_relaxed);
+std::uint64_t RingProducer::HeadNeededFor(std::uint64_t record_bytes) const {
+  const std::uint64_t to_end = capacity_ - (tail_ & mask_);
+  const std::uint64_t needed = record_bytes + (record_bytes > to_end ? to_end : 0);
+  return tail_ + needed - capacity_;
 }
 
 bool RingProducer::HasSpace(std::uint64_t record_bytes) {
   const std::uint64_t to_end = capacity_ - (tail_ & mask_);
   const std::uint64_t needed = record_bytes + (record_bytes > to_end ? to_end : 0);
   if (tail_ + needed - cached_head_ <= capacity_) return true;
-  // SYNC(head): acquire pairs with the consumer's release in PublishHead: the consumer is done with
-  // everything before the head we load, so we may overwrite it. seq_cst (a plain load on x86 and Arm64)
-  // for the sleep-flag handshake: this is the recheck of WaitForSpace.
+  // SYNC(head): acquire pairs with the consumer's release in Advance: the consumer is done with everything
+  // before the head we load, so we may overwrite it. seq_cst (a plain load on x86 and Arm64) for the
+  // consumer without membarrier, whose Dekker handshake with WaitForSpace is the symmetric one.
   const std::uint64_t head = control_->consumer.head.load(std::memory_order_seq_cst);
   // A head outside [old cached head, tail], or not at a record boundary, is a corrupt consumer; treat the
   // ring as full rather than overwrite what we cannot prove was read (our writes stay inside our data area
@@ -206,8 +216,8 @@ void RingProducer::Commit(std::size_t size, Publish publish) {
   if (claim_position_ == kNone) return;
   if (size > claim_capacity_) size = claim_capacity_;  // never publish bytes that were not reserved
   HeaderAt(claim_position_)->length = static_cast<std::uint32_t>(size);
-  // A shorter message gives back the unused space, where the caller may have written bytes.
-  dirty_until_ = std::max(dirty_until_, tail_);
+  // A shorter message gives back the unused space, where the caller may have written anything: the next
+  // record position may lie in it, and CommitRecord clears its commit word.
   tail_ = claim_position_ + RecordBytes(size);
   const std::uint64_t padding = claim_padding_;
   const std::uint64_t record = claim_position_;
@@ -218,8 +228,7 @@ void RingProducer::Commit(std::size_t size, Publish publish) {
 void RingProducer::Abort() {
   if (claim_position_ == kNone) return;
   // Nothing of the claim (nor its padding) was committed, so rewinding makes it as if it never happened,
-  // except for the bytes the caller wrote: the next records guard their successors until past them.
-  dirty_until_ = std::max(dirty_until_, tail_);
+  // except for the bytes the caller wrote, which every later record's ClearNextCommitWord covers.
   tail_ = claim_padding_ != kNone ? claim_padding_ : claim_position_;
   claim_position_ = claim_padding_ = kNone;
 }
@@ -257,8 +266,11 @@ absl::Status RingProducer::WaitForSpace(std::size_t size, const WaitStrategy& st
       continue;
     }
     if (deadline.Expired()) break;
+    // Relaxed: published by the seq_cst raising of space_sleeping, which the consumer loads with acquire.
+    control_->wait.space_wanted.store(HeadNeededFor(record_bytes), std::memory_order_relaxed);
     if (SleepUnlessReady(control_->wait.space_futex, control_->wait.space_sleeping, SliceOf(deadline),
-                         [&] { return HasSpace(record_bytes); }, control_->wait.wait_syscalls)) {
+                         [&] { return HasSpace(record_bytes); }, control_->wait.wait_syscalls,
+                         Handshake::kHeavy)) {
       ++wait_syscalls_;
     }
     if (absl::Status status = check(); !status.ok()) return status;
@@ -304,8 +316,8 @@ RingConsumer::RingConsumer(RingControl* control, const std::byte* data, std::uin
       capacity_(capacity),
       mask_(capacity - 1),
       max_message_bytes_(std::min(max_message_bytes, MaxPayloadForCapacity(capacity))),
-      release_batch_(std::min(kMaxReleaseBatchBytes, capacity / 4)) {
-  head_ = published_head_ = control_->consumer.head.load(std::memory_order_relaxed);
+      fenced_by_producer_(internal::LightSideReady()) {
+  head_ = control_->consumer.head.load(std::memory_order_relaxed);
   messages_read_ = control_->consumer.messages_read.load(std::memory_order_relaxed);
   if ((head_ & (kRecordAlignment - 1)) != 0) {
     // Records start at multiples of kRecordAlignment: reading a header here could cross the end of the ring.
@@ -334,10 +346,7 @@ ReadResult RingConsumer::TryPeekSlow(std::span<const std::byte>* message) {
     const RecordHeader* header = reinterpret_cast<const RecordHeader*>(data_ + offset);
     // SYNC(commit): acquire pairs with the producer's release in Flush/AddToBatch. seq_cst (a plain
     // load on x86 and Arm64) because this is also the recheck of the sleep-flag handshake in WaitForData.
-    if (header->commit.load(std::memory_order_seq_cst) != head_ + 1) {
-      PublishHead();  // drained: hand all released space back now
-      return ReadResult::kEmpty;
-    }
+    if (header->commit.load(std::memory_order_seq_cst) != head_ + 1) return ReadResult::kEmpty;
     // Each field is read exactly once into a local: a hostile producer may change them under us.
     RecordHeader copy;
     std::memcpy(&copy.length, &header->length, sizeof(copy.length));
@@ -366,17 +375,10 @@ ReadResult RingConsumer::TryPeekSlow(std::span<const std::byte>* message) {
   return MarkCorrupt(absl::StrFormat("two padding records in a row at position %d", head_));
 }
 
-void RingConsumer::PublishHead() {
-  if (head_ == published_head_) return;
-  control_->consumer.messages_read.store(messages_read_, std::memory_order_relaxed);
-  // SYNC(head): release pairs with the producer's acquire in HasSpace: we are done reading before head_.
-  // seq_cst for the sleep-flag handshake with a producer waiting for space (see SleepUnlessReady).
-  control_->consumer.head.store(head_, std::memory_order_seq_cst);
-  published_head_ = head_;
-  WakeProducerIfSleeping();
-}
-
-void RingConsumer::WakeProducerIfSleeping() {
+void RingConsumer::WakeProducerIfRoom() {
+  // Relaxed: Advance's acquire load of the flag made the value stored before it visible. A producer that
+  // wants more room than has been freed is left asleep; it is woken by the read that frees enough.
+  if (head_ < control_->wait.space_wanted.load(std::memory_order_relaxed)) return;
   if (WakeIfSleeping(control_->wait.space_futex, control_->wait.space_sleeping, control_->wait.wake_syscalls)) {
     ++wake_syscalls_;
   }
@@ -400,9 +402,8 @@ absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline de
       continue;
     }
     if (deadline.Expired()) break;
-    PublishHead();
     if (SleepUnlessReady(control_->wait.data_futex, control_->wait.data_sleeping, SliceOf(deadline),
-                         [&] { return HasData(); }, control_->wait.wait_syscalls)) {
+                         [&] { return HasData(); }, control_->wait.wait_syscalls, Handshake::kSymmetric)) {
       ++wait_syscalls_;
     }
     if (absl::Status status = check(); !status.ok()) return status;

@@ -13,16 +13,43 @@
 // throughput is won. Staged records are never stranded by the ring itself: any write that finds the ring
 // full publishes them first, and Write() publishes before it waits.
 //
+// Framing: why no message content is ever taken for a record. The consumer accepts the record at its
+// position p when the commit word there holds p + 1. Consumed space is not cleared, so every byte of the
+// data area may hold content of an earlier lap, and a sender controls what its payloads hold: p + 1, a
+// plausible length and the data kind at any offset. The rule that makes this harmless: before it
+// publishes a record that ends at position e, the producer stores 0 into the commit word at e (unless the
+// ring is exactly full there; see below), and the release that publishes the record orders that store
+// before it. Now take the consumer at p. It got there by consuming the record that ends at p (or p is where
+// it attached). Every record the producer writes from then on starts at p or later, and one starts exactly
+// at p; no payload of this lap covers the word at p. So the word holds, in modification order: what the
+// zeroing store wrote (the consumer's acquire of the record before p makes that store, or something
+// later, visible), then the real commit p + 1. Bytes written into a claim before it was shrunk or aborted
+// are earlier than the zeroing store too, since records are written in order. The one exception: when the
+// ring is exactly full at e (e - head == capacity), the word at e is the header of the oldest unread
+// record, which must not be touched; it holds that record's commit, e - capacity + 1, or 0 if it is a
+// batch's withheld first record, and neither is e + 1. At attach the producer zeroes every 16-byte-aligned
+// word of the free space (ScrubFreeSpace), so a dead producer's leftovers are covered too. What the
+// consumer delivers thus depends only on the records published, never on their content, after any number
+// of laps, with claims, shrinks, aborts, deferred batches and padding.
+//
 // Memory ordering (each pair is marked SYNC at both ends in ring.cc):
 //  * Producer commit (release) -> consumer commit load (acquire): everything the producer wrote into a
-//    record, and every record staged before the batch's first record was published, happens-before the
-//    consumer reads it.
-//  * Consumer head store (release) -> producer head load (acquire): the consumer has finished reading
-//    everything before `head` before the producer overwrites it.
-//  * Sleep/wake handshakes (Dekker): the sleeper raises its flag, then rechecks the condition; the waker
-//    publishes (a commit or head store), then checks the flag; all four accesses are seq_cst, so at least
-//    one side sees the other and a wakeup is never lost. The futex word itself is compared by the kernel,
-//    so a wake between the recheck and the sleep is not lost either.
+//    record, the zeroed commit word after it, and every record staged before the batch's first record
+//    was published, happens-before the consumer reads it.
+//  * Consumer head store (release, after every message) -> producer head load (acquire): the consumer has
+//    finished reading everything before `head` before the producer overwrites it.
+//  * Consumer sleeping for data (Dekker): the consumer raises data_sleeping, then rechecks the commit word;
+//    the producer publishes (a commit store), then checks the flag; all four accesses are seq_cst, so at
+//    least one side sees the other and a wakeup is never lost.
+//  * Producer sleeping for space (asymmetric Dekker): the producer stores space_wanted, raises
+//    space_sleeping, runs internal::HeavyFence() (membarrier: a full barrier on every thread of every
+//    consumer process) and rechecks the head; the consumer stores its head and then loads the flag, with no
+//    fence of its own on this per-message path. The heavy fence makes the pair behave as if both sides had
+//    one: either the producer's recheck sees the head, or the consumer's load sees the flag and wakes it
+//    (once its head reaches space_wanted). Where the kernel lacks that membarrier command, the consumer
+//    stores its head and loads the flag seq_cst instead.
+//  The futex word itself is compared by the kernel, so a wake between the recheck and the sleep is not lost
+//  either.
 //
 // Untrusted peers. The consumer validates every length and kind it reads from shared memory, reads each
 // header field exactly once, and never touches memory outside its data area: a corrupt or hostile producer
@@ -165,7 +192,7 @@ class RingProducer {
   // batch's first record, and publishes the batch if asked to or if it is large enough. tail_ is already
   // past the record.
   void CommitRecord(std::uint64_t padding, std::uint64_t record, Publish publish) {
-    if (tail_ < dirty_until_) GuardNextPosition();
+    ClearNextCommitWord();
     if (padding != kNone) AddToBatch(padding);
     AddToBatch(record);
     ++messages_written_;
@@ -180,9 +207,15 @@ class RingProducer {
       HeaderAt(position)->commit.store(position + 1, std::memory_order_release);
     }
   }
-  // Makes the next record position read as "not committed" while it lies where this lap's bytes may
-  // have been written without a record (an aborted or shrunk claim).
-  void GuardNextPosition();
+  // Zeroes the commit word at tail_, the next record position, before the record before it is published
+  // (see "Framing" in the file comment). Skipped when the ring is exactly full there: that word is then the
+  // oldest unread record's header, whose commit word can never hold tail_ + 1. Relaxed: the publication's
+  // release orders it.
+  void ClearNextCommitWord() {
+    if (tail_ - cached_head_ < capacity_) HeaderAt(tail_)->commit.store(0, std::memory_order_relaxed);
+  }
+  // The consumer head at which a record of `record_bytes` (and any padding before it) fits.
+  std::uint64_t HeadNeededFor(std::uint64_t record_bytes) const;
   // Zeroes every commit word in the free part of the ring (at attach: a dead producer may have left
   // committed-looking records behind its last published one).
   void ScrubFreeSpace();
@@ -200,7 +233,6 @@ class RingProducer {
   std::uint64_t claim_position_ = kNone;
   std::uint64_t claim_padding_ = kNone;  // padding written for the outstanding claim, uncommitted
   std::uint64_t claim_capacity_ = 0;
-  std::uint64_t dirty_until_ = 0;  // positions below this may hold stray bytes of an aborted/shrunk claim
   std::uint64_t messages_written_ = 0;
   std::uint64_t wake_syscalls_ = 0;
   std::uint64_t wait_syscalls_ = 0;
@@ -208,8 +240,9 @@ class RingProducer {
 
 class RingConsumer {
  public:
-  // Released bytes that trigger publishing the head to the producer even while more data is queued.
-  static constexpr std::uint64_t kMaxReleaseBatchBytes = 16 * 1024;
+  // Messages a consumer killed while reading may leave to be delivered again to its successor: the one it
+  // had copied or peeked but not yet released (the head is stored after every message).
+  static constexpr std::uint64_t kMaxRedeliveredMessages = 1;
 
   RingConsumer() = default;
   // Reads records from `data[0, capacity)`, resuming at the head recorded in `control`. Rejects (as
@@ -276,11 +309,8 @@ class RingConsumer {
   absl::StatusOr<std::size_t> Read(std::span<std::byte> buffer, const WaitStrategy& strategy, Deadline deadline,
                                    WaitCheck check);
 
-  // Waits until HasData(). Publishes released space first, so a waiting producer is never starved.
+  // Waits until HasData().
   absl::Status WaitForData(const WaitStrategy& strategy, Deadline deadline, WaitCheck check);
-
-  // Makes released space visible to the producer now (otherwise it is returned in batches).
-  void PublishHead();
 
   bool corrupted() const { return corrupt_; }
   // Why the ring is considered corrupt (DataLoss), or OK.
@@ -291,20 +321,27 @@ class RingConsumer {
   std::uint64_t wait_syscalls() const { return wait_syscalls_; }
 
  private:
-  // Consumes `record_bytes` at the head: statistics, and space handed back in batches.
+  // Consumes `record_bytes` at the head and hands the space back at once: a writer waiting for room gets
+  // it as soon as its message fits, and a reader killed now leaves at most one message to redeliver. The
+  // stores are to the consumer's own line, which the producer reads only when it believes the ring full.
   void Advance(std::uint64_t record_bytes) {
     head_ += record_bytes;
-    // Relaxed: statistics for observers, on the consumer's own line (the producer reads that line only
-    // when it believes the ring full).
+    // Relaxed: a statistic for observers.
     control_->consumer.messages_read.store(++messages_read_, std::memory_order_relaxed);
-    control_->consumer.read_position.store(head_, std::memory_order_relaxed);
-    // Hand space back in batches, or at once if the producer is waiting for it. The relaxed flag load can
-    // miss a producer that is just going to sleep; the seq_cst check in PublishHead (reached at the
-    // latest when the ring drains) does not.
-    if (head_ - published_head_ >= release_batch_ ||
-        control_->wait.space_sleeping.load(std::memory_order_relaxed) != 0) {
-      PublishHead();
+    std::uint32_t producer_sleeping;
+    if (fenced_by_producer_) {
+      // SYNC(head): release pairs with the producer's acquire in HasSpace: we are done reading before
+      // head_. SYNC(space-sleep): the flag load is the light side of the asymmetric Dekker handshake with
+      // WaitForSpace (file comment); acquire pairs with the producer's store of the flag, so the
+      // space_wanted stored before it is visible.
+      control_->consumer.head.store(head_, std::memory_order_release);
+      producer_sleeping = control_->wait.space_sleeping.load(std::memory_order_acquire);
+    } else {
+      // No membarrier: an ordinary Dekker handshake, seq_cst on both sides.
+      control_->consumer.head.store(head_, std::memory_order_seq_cst);
+      producer_sleeping = control_->wait.space_sleeping.load(std::memory_order_seq_cst);
     }
+    if (producer_sleeping != 0) WakeProducerIfRoom();
   }
   // The next record if it is a committed, valid data record; false for anything else (empty, padding,
   // corruption), which TryPeekSlow sorts out. Leaves the peek state alone.
@@ -327,16 +364,15 @@ class RingConsumer {
   }
   ReadResult TryPeekSlow(std::span<const std::byte>* message);
   ReadResult MarkCorrupt(std::string detail);
-  void WakeProducerIfSleeping();
+  void WakeProducerIfRoom();
 
   RingControl* control_ = nullptr;
   const std::byte* data_ = nullptr;
   std::uint64_t capacity_ = 0;
   std::uint64_t mask_ = 0;
   std::uint64_t max_message_bytes_ = 0;
-  std::uint64_t release_batch_ = 0;
-  std::uint64_t head_ = 0;            // next position to read
-  std::uint64_t published_head_ = 0;  // last head stored for the producer
+  bool fenced_by_producer_ = false;  // internal::LightSideReady(): the producer's HeavyFence covers us
+  std::uint64_t head_ = 0;           // next position to read, stored for the producer after every message
   std::uint64_t peeked_bytes_ = 0;    // record bytes of the peeked message, 0 if none
   std::span<const std::byte> peeked_;  // the peeked message
   bool corrupt_ = false;

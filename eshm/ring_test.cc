@@ -1,6 +1,7 @@
 #include "eshm/ring.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -271,6 +272,75 @@ TEST(RingTest, StrayBytesOfAnAbortedClaimNeverLookCommitted) {
   EXPECT_FALSE(consumer.HasData()) << "stray claim bytes were read as a record";
 }
 
+// Message content is never framing: a payload that holds, at a future record boundary, that boundary's
+// commit word, a plausible length and the data kind is not delivered as a message once the reader gets
+// there on a later lap.
+TEST(RingTest, PayloadThatLooksLikeAFutureRecordIsNeverDelivered) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  // A 2032-byte message fills the record at position 0 (2048 bytes); its payload offset 1008 lies at ring
+  // offset 1024, which is position 5120 on the next lap: forge a 40-byte data record there.
+  std::vector<std::byte> bait = Message(2032, 1);
+  ForgeRecord(bait.data() + 1008, 5120);
+  ASSERT_TRUE(producer.TryWrite(bait));
+  ASSERT_EQ(ReadOne(consumer), bait);
+  ASSERT_TRUE(producer.TryWrite(Message(2032, 2)));  // position 2048
+  ASSERT_EQ(ReadOne(consumer), Message(2032, 2));
+  ASSERT_TRUE(producer.TryWrite(Message(1008, 3)));  // position 4096, ends at 5120
+  ASSERT_EQ(ReadOne(consumer), Message(1008, 3));
+  std::span<const std::byte> forged;
+  EXPECT_EQ(consumer.TryPeek(&forged), ReadResult::kEmpty) << "a message nobody sent was delivered";
+  consumer.Release();
+  // The stream goes on exactly as written.
+  for (std::uint32_t i = 4; i < 40; ++i) {
+    ASSERT_TRUE(producer.TryWrite(Message(100 + i, i)));
+    ASSERT_EQ(ReadOne(consumer), Message(100 + i, i)) << "message " << i;
+  }
+  EXPECT_FALSE(consumer.HasData());
+}
+
+// A writer that starts waiting after the reader's last read is let in as soon as its message fits, even
+// though the reader never calls again.
+TEST(RingTest, WriterWaitingAfterTheLastReadSeesTheFreedSpace) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  int written = 0;
+  while (producer.TryWrite(Message(100, written))) ++written;
+  ASSERT_EQ(ReadOne(consumer), Message(100, 0));  // frees one 128-byte record, then reads no more
+  int next_read = 1;
+  for (const WaitStrategy& strategy : {WaitStrategy::Spin(), WaitStrategy::Sleep(), WaitStrategy::Adaptive()}) {
+    const absl::Status status = producer.Write(Message(100, written), strategy, Deadline::AfterMs(2000));
+    ASSERT_TRUE(status.ok()) << status;
+    ++written;
+    ASSERT_EQ(ReadOne(consumer), Message(100, next_read));  // again frees one record and stops
+    ++next_read;
+  }
+}
+
+// A writer asleep for room is woken by the read that makes its message fit, not by a later one.
+TEST(RingTest, SleepingWriterIsWokenByTheReadThatMakesRoom) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  while (producer.TryWrite(Message(100, 0))) {
+  }
+  // 1000 bytes need 1024 free: eight 128-byte records.
+  std::atomic<bool> done{false};
+  absl::Status status;
+  std::thread writer([&] {
+    status = producer.Write(Message(1000, 7), WaitStrategy::Sleep(), Deadline::AfterMs(20000));
+    done.store(true);
+  });
+  while (ring.control()->wait.space_sleeping.load() == 0) std::this_thread::yield();
+  for (int i = 0; i < 8; ++i) ReadOne(consumer);
+  // The reader now does nothing; the writer must finish by itself (a hang fails at the deadline above).
+  writer.join();
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_TRUE(done.load());
+}
+
 TEST(RingTest, OnlyOneClaimAtATime) {
   HeapRing ring(4096);
   RingProducer producer = ring.Producer();
@@ -494,7 +564,6 @@ TEST(RingTest, CountersTrackMessages) {
   RingConsumer consumer = ring.Consumer();
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(producer.TryWrite(Message(8, i)));
   for (int i = 0; i < 3; ++i) ReadOne(consumer);
-  consumer.PublishHead();
   EXPECT_EQ(producer.messages_written(), 5u);
   EXPECT_EQ(consumer.messages_read(), 3u);
   EXPECT_EQ(ring.control()->producer.messages_written.load(), 5u);

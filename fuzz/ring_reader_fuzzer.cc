@@ -100,7 +100,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (consumer.corrupted() && consumer.corruption_status().ok()) Fail("corrupted() with an OK status");
     if (result == eshm::ReadResult::kCorrupt && consumer.HasData() != true) Fail("corrupt ring without data");
   }
-  consumer.PublishHead();
   const bool drained = result == eshm::ReadResult::kEmpty;
 
   // A producer attaching over the same memory; its writes must stay inside the block.

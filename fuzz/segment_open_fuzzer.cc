@@ -104,7 +104,6 @@ void DrainRing(const eshm::Segment& segment, eshm::Direction direction, bool pee
     std::fprintf(stderr, "  direction %d: %llu messages read, %s\n", static_cast<int>(direction),
                  static_cast<unsigned long long>(consumer.messages_read()), consumer.corruption_status().ToString().c_str());
   }
-  consumer.PublishHead();
 }
 
 }  // namespace

@@ -436,7 +436,6 @@ int ReaderMain(const std::string& name, const OneWay& c) {
     }
     spinner.Progress();
   }
-  consumer.PublishHead();
   // The writer has sent everything by now; anything more would be a message it never wrote.
   std::size_t extra = 0;
   if (const ReadResult r = consumer.TryRead(std::span(buffer), &extra); r != ReadResult::kEmpty) {
@@ -785,7 +784,6 @@ int DuplexMain(const std::string& name, const Duplex& c, Role role) {
     }
   }
   producer.Flush();
-  consumer.PublishHead();
   return 0;
 }
 

@@ -210,12 +210,10 @@ struct RingSample {
   std::uint64_t messages_written = 0;
   std::uint64_t head = 0;
   std::uint64_t messages_read = 0;
-  std::uint64_t read_position = 0;
   std::uint64_t wake_syscalls = 0;
   std::uint64_t wait_syscalls = 0;
   std::uint64_t QueuedMessages() const { return messages_written - std::min(messages_written, messages_read); }
-  std::uint64_t QueuedBytes() const { return tail - std::min(tail, read_position); }
-  std::uint64_t UsedBytes() const { return tail - std::min(tail, head); }  // including read, unreleased
+  std::uint64_t QueuedBytes() const { return tail - std::min(tail, head); }
 };
 
 struct Sample {
@@ -346,7 +344,6 @@ class SegmentFile {
       // below are never negative.
       s.rings[d].head = rc->consumer.head.load(std::memory_order_acquire);
       s.rings[d].messages_read = rc->consumer.messages_read.load(std::memory_order_acquire);
-      s.rings[d].read_position = rc->consumer.read_position.load(std::memory_order_acquire);
       s.rings[d].tail = rc->producer.tail.load(std::memory_order_acquire);
       s.rings[d].messages_written = rc->producer.messages_written.load(std::memory_order_acquire);
       s.rings[d].wake_syscalls = rc->wait.wake_syscalls.load(std::memory_order_relaxed);
@@ -460,7 +457,7 @@ double Rate(std::uint64_t later, std::uint64_t earlier, std::int64_t ns) {
 }
 
 double FillPercent(const RingSample& r, std::uint64_t capacity) {
-  return capacity == 0 ? 0 : 100.0 * static_cast<double>(std::min(r.UsedBytes(), capacity)) / static_cast<double>(capacity);
+  return capacity == 0 ? 0 : 100.0 * static_cast<double>(std::min(r.QueuedBytes(), capacity)) / static_cast<double>(capacity);
 }
 
 RoleState StateOf(const Report& rep, int role) {
@@ -508,7 +505,7 @@ std::string ReportJson(const SegmentFile& f, const Report* rep) {
         .Uint("messages_written", s.messages_written)
         .Uint("messages_read", s.messages_read)
         .Uint("bytes_written", s.tail)
-        .Uint("bytes_read", s.read_position);
+        .Uint("bytes_read", s.head);
     if (rep->detailed) {
       const RingSample* b = rep->before ? &rep->before->rings[d] : nullptr;
       ring.Double("fill_percent", FillPercent(s, f.capacity(d)))

@@ -14,7 +14,7 @@
 //    between the publication and the record).
 //  * Victims as readers of the survivor's stream: contiguous within the incarnation; the first message a
 //    victim reads is at most one past what its predecessors read (no loss) and at most
-//    RingConsumer::kMaxReleaseBatchBytes of records before it (the documented at-least-once redelivery).
+//    RingConsumer::kMaxRedeliveredMessages before it (the documented at-least-once redelivery).
 //  * The survivor keeps exchanging with every next victim by itself; the final victim and the survivor
 //    exchange both ways and shut down cleanly; no process hangs (watchdogs); no segment file is left.
 //
@@ -179,8 +179,7 @@ int VictimRead(Channel& ch, std::uint32_t inc, const std::atomic<bool>& stop_rea
       }
       if (seq <= prev_high) {
         const std::uint64_t bytes = SurvivorBytes(seq, prev_high);
-        // One record of slack for the unrecorded read at the kill.
-        if (bytes > eshm::RingConsumer::kMaxReleaseBatchBytes + eshm::RecordBytes(256)) {
+        if (static_cast<std::uint64_t>(prev_high - seq + 1) > eshm::RingConsumer::kMaxRedeliveredMessages) {
           return Fail(absl::StrCat("victim ", inc, ": redelivered ", bytes, " bytes (seq ", seq, "..", prev_high,
                                    "), more than the at-least-once window"));
         }

@@ -98,7 +98,7 @@ int Scribble(const std::string& name, Flags* flags, Target target, std::uint64_t
     } else if (what < 65) {
       // A plausible record header where the consumer will look next (or near it): committed-looking,
       // with a huge length, a bad kind, or a padding that runs off the end.
-      const std::uint64_t head = control->consumer.read_position.load(std::memory_order_relaxed) +
+      const std::uint64_t head = control->consumer.head.load(std::memory_order_relaxed) +
                                  16 * rand_below(8);
       auto* header = reinterpret_cast<RecordHeader*>(base + m2s_data + (head & (kRing - 1) & ~std::uint64_t{15}));
       header->length = lengths[rand_below(std::size(lengths))];
@@ -366,7 +366,7 @@ TEST_F(HostilePeerTest, TargetedRecordCorruptionIsDataLoss) {
     std::byte* base = MapRaw(name, &size);
     ASSERT_NE(base, nullptr);
     auto* control = reinterpret_cast<RingControl*>(base + kSegmentHeaderBytes);
-    const std::uint64_t position = control->consumer.read_position.load();
+    const std::uint64_t position = control->consumer.head.load();
     auto* header = reinterpret_cast<RecordHeader*>(base + kSegmentHeaderBytes + kRingControlBytes +
                                                    (position & (kRing - 1)));
     ASSERT_EQ(header->commit.load(), position + 1) << "the next record is where the consumer will look";
