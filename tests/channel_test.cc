@@ -137,6 +137,47 @@ TEST_F(ChannelTest, TwoChannelsInOneProcessExchangeBothWays) {
   EXPECT_EQ(slave->TryRead(buffer, &size), IoResult::kWouldBlock);
 }
 
+// A sender controls message content, not framing: a payload that carries, at a future record boundary of
+// the 4 KiB ring, that boundary's commit word, a plausible length and the data kind is delivered as the
+// bytes it is, and the reader later finds nothing there but the real messages.
+TEST_F(ChannelTest, MessageContentThatLooksLikeARecordIsNeverDelivered) {
+  const std::string name = NewName();
+  ChannelOptions options = Options(ChannelRole::kMaster);
+  options.m2s_capacity = options.s2m_capacity = 4096;
+  ChannelPtr master = MustOpen(name, options);
+  ASSERT_NE(master, nullptr);
+  options.role = ChannelRole::kSlave;
+  ChannelPtr slave = MustOpen(name, options);
+  ASSERT_NE(slave, nullptr);
+  // The first record sits at stream position 0; its payload offset 1008 is ring offset 1024, i.e.
+  // position 5120 on the next lap, where the third message below ends.
+  std::vector<std::byte> bait(2032, std::byte{0x5a});
+  const std::uint64_t forged_commit = 5120 + 1;
+  const std::uint32_t forged_length = 40;
+  const std::uint32_t forged_kind = static_cast<std::uint32_t>(RecordKind::kData);
+  std::memcpy(bait.data() + 1008, &forged_commit, 8);
+  std::memcpy(bait.data() + 1016, &forged_length, 4);
+  std::memcpy(bait.data() + 1020, &forged_kind, 4);
+  const std::vector<std::vector<std::byte>> sent = {bait, MakeSeqMessage(1, 1, 2032), MakeSeqMessage(1, 2, 1008)};
+  std::vector<std::byte> buffer(4096);
+  for (const std::vector<std::byte>& message : sent) {
+    ASSERT_TRUE(master->Write(message, Soon()).ok());
+    absl::StatusOr<std::size_t> n = slave->Read(buffer, Soon());
+    ASSERT_TRUE(n.ok()) << n.status();
+    ASSERT_EQ(std::vector<std::byte>(buffer.begin(), buffer.begin() + *n), message);
+  }
+  std::size_t size = 0;
+  EXPECT_EQ(slave->TryRead(buffer, &size), IoResult::kWouldBlock) << "read a " << size << "-byte message nobody sent";
+  for (std::uint64_t i = 3; i < 100; ++i) {
+    ASSERT_TRUE(master->Write(MakeSeqMessage(1, i, 16 + i * 13 % 1500), Soon()).ok());
+    absl::StatusOr<std::size_t> n = slave->Read(buffer, Soon());
+    ASSERT_TRUE(n.ok()) << n.status();
+    auto m = ParseSeqMessage(std::span(buffer.data(), *n));
+    ASSERT_TRUE(m.has_value()) << "message " << i << " damaged";
+    ASSERT_EQ(m->seq, i);
+  }
+}
+
 TEST_F(ChannelTest, ZeroCopyBatchAndPeekPathsDeliverInOrder) {
   const std::string name = NewName();
   ChannelPtr master = MustOpen(name, ChannelRole::kMaster);
