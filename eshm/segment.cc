@@ -38,6 +38,14 @@ void SleepBriefly() {
   nanosleep(&pause, nullptr);
 }
 
+// Refusing a mapping we could not guard: a peer truncating the file would then kill this process.
+absl::Status GuardError(std::string_view call, std::string_view name) {
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "%s(\"%s\"): no memory to guard the mapping against a truncation of the file (SIGBUS): this process is "
+      "out of memory or address space; close channels it no longer uses, or raise its memory limit",
+      absl::string_view(call.data(), call.size()), Segment::PathFor(name)));
+}
+
 // Closes the descriptor and, for a segment this process just created, removes the name again.
 class CreationGuard {
  public:
@@ -176,12 +184,17 @@ absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOpti
     munmap(base, geometry.segment_bytes);
     return ErrnoError(error, "fstat", name);
   }
+  const int guard_slot = internal::GuardMapping(base, geometry.segment_bytes);
+  if (guard_slot < 0) {
+    munmap(base, geometry.segment_bytes);
+    return GuardError("Segment::Create", name);
+  }
 
   Segment segment;
   segment.name_ = std::string(name);
   segment.fd_ = guard.Release();
   segment.base_ = static_cast<std::byte*>(base);
-  segment.guard_slot_ = internal::GuardMapping(base, geometry.segment_bytes);
+  segment.guard_slot_ = guard_slot;
   segment.size_ = geometry.segment_bytes;
   segment.epoch_ns_ = RealtimeNowNs();
   segment.max_message_bytes_ = max_message;
@@ -257,6 +270,7 @@ absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline, 
         segment.size_ = file_bytes;
         // Guarded from the first read on: the file may shrink between fstat and here.
         segment.guard_slot_ = internal::GuardMapping(base, file_bytes);
+        if (segment.guard_slot_ < 0) return GuardError("Segment::Open", name);
       }
       const SegmentHeader* h = segment.header();
       // SYNC(layout-version): acquire pairs with the creator's release in Create.

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <optional>
@@ -554,6 +555,32 @@ TEST_F(SegmentTest, UnlinkRemovesTheNameButNotLiveMappings) {
   absl::StatusOr<Segment> again = Segment::Create(name_, SmallOptions());
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_NE(again->inode(), 0u);
+}
+
+// The SIGBUS guard once had a fixed table of 1,024 mappings: a truncation of the 1,100th segment a process
+// had open killed it. In a child, as the failure was a dead process.
+TEST_F(SegmentTest, TruncationUnderTheLastOfManyOpenSegmentsIsSurvived) {
+  const std::string name = name_;
+  eshm_test::Child child = eshm_test::Child::Start([&]() -> int {
+    absl::StatusOr<Segment> created = Segment::Create(name, SmallOptions());
+    if (!created.ok()) return 2;
+    std::vector<Segment> opened;
+    for (int i = 0; i < 1200; ++i) {
+      absl::StatusOr<Segment> s = Segment::Open(name, Deadline::AfterMs(5000));
+      if (!s.ok()) {
+        std::fprintf(stderr, "open %d: %s\n", i, s.status().ToString().c_str());
+        return 3;
+      }
+      opened.push_back(*std::move(s));
+    }
+    if (ftruncate(created->fd(), 0) != 0) return 4;
+    // The header's page is gone: touching it raises SIGBUS, which the guard must absorb.
+    const Segment& last = opened.back();
+    if (last.header()->magic != 0) return 5;  // the mapping now reads as zeros
+    if (!last.truncated()) return 6;
+    return 0;
+  });
+  EXPECT_TRUE(eshm_test::WaitForChild(child, absl::Seconds(60)));
 }
 
 TEST_F(SegmentTest, SymlinkToASegmentIsNotFollowed) {
