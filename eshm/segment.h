@@ -122,7 +122,13 @@ class Segment {
   bool TrailerIntact() const {
     // Acquire fence: orders the caller's loads of the message before the canary's load (free on x86, a
     // load barrier on Arm). This orders against the kernel's zeroing, not another thread's release.
+#if defined(__SANITIZE_THREAD__)
+    // GCC rejects atomic_thread_fence under ThreadSanitizer. A compiler barrier keeps the order on x86,
+    // which does not reorder loads with loads; a ThreadSanitizer build elsewhere checks races, not this.
+    std::atomic_signal_fence(std::memory_order_acquire);
+#else
     std::atomic_thread_fence(std::memory_order_acquire);
+#endif
     if (trailer_->canary.load(std::memory_order_relaxed) == kTrailerCanary) return true;
     lost_.store(true, std::memory_order_release);
     return false;
