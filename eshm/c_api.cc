@@ -337,13 +337,17 @@ int FailBufferTooSmall(const char* function, std::size_t needed, std::size_t cap
                function, needed, cap, needed);
 }
 
-// The read paths: copy a peeked message out, or leave it queued if it does not fit.
-int DeliverPeeked(const char* function, eshm::Channel& ch, std::span<const std::byte> message, void* buf,
+// The read paths: copy a peeked message out, or leave it queued if it does not fit. Release, after the
+// copy, says whether the copy is whole (a truncation of the segment may have zeroed it meanwhile).
+int DeliverPeeked(const char* function, eshm_handle* handle, std::span<const std::byte> message, void* buf,
                   std::size_t cap, std::size_t* out_len) {
   *out_len = message.size();
   if (message.size() > cap) return FailBufferTooSmall(function, message.size(), cap);
   if (!message.empty()) std::memcpy(buf, message.data(), message.size());
-  ch.Release();
+  if (const eshm::IoResult released = handle->channel->Release(); released != eshm::IoResult::kOk) {
+    *out_len = 0;
+    return FailIo(function, handle, released, Op::kRead);
+  }
   return ESHM_SUCCESS;
 }
 
@@ -469,7 +473,7 @@ int eshm_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len, int t
     eshm::Channel& ch = *handle->channel;
     absl::StatusOr<std::span<const std::byte>> message = ch.Peek(DeadlineFor(timeout_ms));
     if (!message.ok()) return FailStatus(kFn, CodeForIo(message.status(), Op::kRead, ch.role()), message.status());
-    return DeliverPeeked(kFn, ch, *message, buf, cap, out_len);
+    return DeliverPeeked(kFn, handle, *message, buf, cap, out_len);
   });
 }
 
@@ -487,7 +491,7 @@ int eshm_try_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len) {
       }
       return FailIo(kFn, handle, result, Op::kRead);
     }
-    return DeliverPeeked(kFn, ch, message, buf, cap, out_len);
+    return DeliverPeeked(kFn, handle, message, buf, cap, out_len);
   });
 }
 

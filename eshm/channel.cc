@@ -291,6 +291,15 @@ void Channel::Tick(std::int64_t now) {
   if (current_ == nullptr) return;
   last_tick_ns_ = now;
   Segment& segment = current_->segment;
+  // A truncation of the file that no access has run into yet (a side blocked on a record that now reads as
+  // zeros, say): one fstat per tick, so it is reported within a tick, far below stale_threshold_ms. Wake
+  // our blocked sides: their WaitCheck sees it. (Our wake may land on the guard's private zero pages, not
+  // on the word a side sleeps on; the side then wakes at its next slice, kWaitCheckIntervalNs.)
+  if (!segment.truncated() && segment.CheckTruncation()) {
+    WakeLocalWaiters(current_.get());
+    peer_event_.fetch_add(1, std::memory_order_release);  // ends an AwaitPeer wait too
+    FutexWakeAll(&peer_event_);
+  }
   SegmentHeader* h = segment.header();
   // Relaxed: the peer only needs to see the counter move, not order it against anything.
   h->roles[static_cast<int>(role_)].heartbeat.store(++heartbeat_, std::memory_order_relaxed);
@@ -453,7 +462,7 @@ absl::Status Channel::PeerGoneError() const {
   return absl::OkStatus();
 }
 
-absl::Status Channel::AwaitPeer(Deadline deadline) {
+absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline) {
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately) return PeerGoneError();
   Deadline limit = deadline;
   bool reconnect_limited = false;
@@ -470,6 +479,7 @@ absl::Status Channel::AwaitPeer(Deadline deadline) {
     if (!options_.use_threads) InlineTick();
     const std::uint32_t event = peer_event_.load(std::memory_order_acquire);
     if (!PeerGone() || generation_.load(std::memory_order_acquire) != generation) return absl::OkStatus();
+    if (side.attachment->segment.truncated()) return absl::OkStatus();  // the caller's next try reports it
     if (limit.Expired()) {
       if (!reconnect_limited) {
         return absl::DeadlineExceededError(
@@ -491,8 +501,10 @@ absl::Status Channel::CheckDuringWait(const Side& side) {
   if (!options_.use_threads) InlineTick();
   if (stop_.load(std::memory_order_acquire)) return absl::CancelledError("channel closed");
   if (generation_.load(std::memory_order_acquire) != side.generation || PeerGone()) return RecheckSignal();
-  // Only this side's own attachment: the other side's thread may be replacing its own right now.
-  if (side.attachment->segment.truncated()) return RecheckSignal();
+  // Only this side's own attachment: the other side's thread may be replacing its own right now. The
+  // trailer too (one load): a waiting side notices a truncation by itself, not only through the tick.
+  const Segment& segment = side.attachment->segment;
+  if (segment.truncated() || !segment.TrailerIntact()) return RecheckSignal();
   return absl::OkStatus();
 }
 
@@ -529,7 +541,7 @@ absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadlin
     }
     if (PeerGone()) {
       // The ring is full and nobody is reading it: whether to wait is the disconnect behaviour's call.
-      ESHM_RETURN_IF_ERROR(AwaitPeer(deadline));
+      ESHM_RETURN_IF_ERROR(AwaitPeer(writer_, deadline));
       continue;
     }
     absl::Status status = writer_.attachment->producer.WaitForSpace(
@@ -576,11 +588,19 @@ void Channel::Flush() {
 // ---------------------------------------------------------------------------------------------------------
 // Read side.
 
-IoResult Channel::TryPeek(std::span<const std::byte>* message) {
+// A truncation of the segment file shows on the read path in three ways, and each is checked: a page past
+// the new end faults (the SIGBUS guard marks the segment, truncated()); the tick's fstat marks it; and a
+// page partly cut reads zeros without a fault, which only the trailer's canary tells (TrailerIntact, one
+// load: Segment::TrailerIntact argues why one load after the copy suffices). So the canary is loaded after
+// each message is copied, before it is reported read (Release), and whenever the ring reads empty (its
+// next record may be what was zeroed).
+
+IoResult Channel::PeekNext(std::span<const std::byte>* message) {
   if (closed_) return IoResult::kClosed;
   if (!options_.use_threads) InlineTick();
   SyncSide(reader_);
-  if (reader_.attachment->segment.truncated()) return IoResult::kCorrupt;
+  const Segment& segment = reader_.attachment->segment;
+  if (segment.truncated()) return IoResult::kCorrupt;
   switch (reader_.attachment->consumer.TryPeek(message)) {
     case ReadResult::kOk:
       return IoResult::kOk;
@@ -590,23 +610,37 @@ IoResult Channel::TryPeek(std::span<const std::byte>* message) {
     case ReadResult::kEmpty:
       break;
   }
+  if (!segment.TrailerIntact()) return IoResult::kCorrupt;
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately && PeerGone()) return IoResult::kPeerGone;
   return IoResult::kWouldBlock;
 }
 
-void Channel::Release() {
-  if (reader_.attachment != nullptr) reader_.attachment->consumer.Release();
+IoResult Channel::TryPeek(std::span<const std::byte>* message) {
+  const IoResult result = PeekNext(message);
+  // Refuse at once a message a truncation has already reached; what happens to the view later, Release
+  // tells.
+  if (result == IoResult::kOk && !reader_.attachment->segment.TrailerIntact()) return IoResult::kCorrupt;
+  return result;
+}
+
+IoResult Channel::Release() {
+  if (reader_.attachment == nullptr) return IoResult::kClosed;
+  Attachment& attachment = *reader_.attachment;
+  // After the caller's last read of the view: what it read is whole if the trailer still is. If not, the
+  // message stays unreleased; the segment is lost anyway.
+  if (attachment.segment.truncated() || !attachment.segment.TrailerIntact()) return IoResult::kCorrupt;
+  attachment.consumer.Release();
+  return IoResult::kOk;
 }
 
 IoResult Channel::TryRead(std::span<std::byte> buffer, std::size_t* size) {
   std::span<const std::byte> message;
-  const IoResult result = TryPeek(&message);
+  const IoResult result = PeekNext(&message);
   if (result != IoResult::kOk) return result;
   *size = message.size();
   if (message.size() > buffer.size()) return IoResult::kBufferTooSmall;
   if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
-  Release();
-  return IoResult::kOk;
+  return Release();  // the trailer check, after the copy
 }
 
 absl::StatusOr<std::span<const std::byte>> Channel::Peek(Deadline deadline) {
@@ -617,7 +651,7 @@ absl::StatusOr<std::span<const std::byte>> Channel::Peek(Deadline deadline) {
     if (result != IoResult::kWouldBlock) return StatusOf(result, reader_);
     if (PeerGone()) {
       // Anything the peer published before it went has been delivered by now (TryPeek came first).
-      ESHM_RETURN_IF_ERROR(AwaitPeer(deadline));
+      ESHM_RETURN_IF_ERROR(AwaitPeer(reader_, deadline));
       continue;
     }
     absl::Status status =
@@ -638,7 +672,7 @@ absl::StatusOr<std::size_t> Channel::Read(std::span<std::byte> buffer, Deadline 
         message.size(), buffer.size(), message.size()));
   }
   if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
-  Release();
+  if (const IoResult released = Release(); released != IoResult::kOk) return StatusOf(released, reader_);
   return message.size();
 }
 
@@ -648,8 +682,13 @@ absl::Status Channel::ReadBatch(std::size_t max_messages, Deadline deadline, std
   ESHM_ASSIGN_OR_RETURN(std::span<const std::byte> message, Peek(deadline));
   for (;;) {
     out->emplace_back(message.begin(), message.end());
-    Release();
-    if (out->size() == max_messages || TryPeek(&message) != IoResult::kOk) return absl::OkStatus();
+    if (const IoResult released = Release(); released != IoResult::kOk) {
+      // The copy may be damaged: drop it. The messages before it were checked the same way.
+      out->pop_back();
+      if (out->empty()) return StatusOf(released, reader_);
+      return absl::OkStatus();  // the next call reports it
+    }
+    if (out->size() == max_messages || PeekNext(&message) != IoResult::kOk) return absl::OkStatus();
   }
 }
 
@@ -692,8 +731,8 @@ absl::Status Channel::StatusOf(IoResult result, const Side& side) const {
     case IoResult::kCorrupt:
       if (side.attachment != nullptr && side.attachment->segment.truncated()) {
         return absl::DataLossError(absl::StrFormat(
-            "channel '%s': another process truncated the segment file %s under this channel; messages in it "
-            "are lost: close and re-open the channel",
+            "channel '%s': another process truncated the segment file %s under this channel (or overwrote its "
+            "last bytes); messages in it are lost: close and re-open the channel",
             name_, Segment::PathFor(name_)));
       }
       return absl::DataLossError(absl::StrFormat(

@@ -38,6 +38,13 @@
 //  * A writer killed mid-message or mid-batch: nothing partial is ever delivered; staged, unpublished
 //    messages are lost.
 //
+// Truncation. A process that can open the segment file can truncate it. This endpoint then reports the
+// segment lost (kCorrupt; DataLoss "... truncated ...") from every call, for good: close and re-open the
+// channel. Reads notice at once (the trailer check of Segment::TrailerIntact after each message, and on
+// an empty ring); a blocked call notices through the liveness tick (fstat every heartbeat interval), well
+// within stale_threshold_ms. A read never returns as whole a message the truncation damaged. Messages
+// queued in the segment are lost, and so is what the writer wrote there before it noticed.
+//
 // Threading: thread-compatible per side. The write side (Write, TryWrite, Claim/Commit/Abort, WriteBatch,
 // Flush) may be used by one thread at a time, and the read side (Read, TryRead, Peek/Release, ReadBatch)
 // by one thread at a time; one writer thread and one reader thread may run concurrently. stats(), role(),
@@ -164,12 +171,16 @@ class Channel {
   void Flush();
 
   // ---- Read side ----
+  // A message read as kOk / OK is whole, as its writer wrote it: never one damaged by a truncation of the
+  // segment file (that is kCorrupt / DataLoss, see "Truncation" above).
   IoResult TryRead(std::span<std::byte> buffer, std::size_t* size);
   absl::StatusOr<std::size_t> Read(std::span<std::byte> buffer, Deadline deadline);
-  // Zero-copy: the next message stays in the ring (and `message` valid) until Release().
+  // Zero-copy: the next message stays in the ring (and `message` valid) until Release(). The view lies in
+  // shared memory: a truncation of the file can zero it while it is held, so trust what was read from it
+  // only once Release() returned kOk (kCorrupt: it may have been zeroed under you, the segment is lost).
   IoResult TryPeek(std::span<const std::byte>* message);
   absl::StatusOr<std::span<const std::byte>> Peek(Deadline deadline);
-  void Release();
+  IoResult Release();
   // Reads up to `max_messages` messages: waits (until `deadline`) for the first, then takes whatever else
   // is queued without waiting. Each message is appended to `out` (cleared first).
   absl::Status ReadBatch(std::size_t max_messages, Deadline deadline, std::vector<std::vector<std::byte>>* out);
@@ -230,8 +241,11 @@ class Channel {
   }
   void SwitchSide(Side& side);
   bool PeerGone() const { return peer_state_.load(std::memory_order_acquire) != static_cast<int>(PeerState::kAlive); }
-  // Waits, per the disconnect behaviour, until the peer is alive. OK when it is.
-  absl::Status AwaitPeer(Deadline deadline);
+  // Waits, per the disconnect behaviour, until the peer is alive. OK when it is, or when `side`'s segment
+  // was found truncated (the caller's next call reports it).
+  absl::Status AwaitPeer(const Side& side, Deadline deadline);
+  // TryPeek without the trailer check after a message: for the read paths that check after copying.
+  IoResult PeekNext(std::span<const std::byte>* message);
   // The WaitCheck of blocking ring waits: ends the wait when the peer goes or the attachment changes.
   absl::Status CheckDuringWait(const Side& side);
   // StatusOf for a result of `side`'s own call: reads only that side's attachment, so it is safe while

@@ -133,8 +133,9 @@ extern "C" {
 #define ESHM_ERROR_MESSAGE_TOO_LARGE -14
 /* eshm_try_write: the outgoing ring has no room for the message right now (the reader is behind). */
 #define ESHM_ERROR_RING_FULL -15
-/* The shared memory is corrupt: the peer broke the ring's invariants, or the segment's header is
- * inconsistent. Close the handle; remove the segment once no process uses it. */
+/* The shared memory is corrupt: the peer broke the ring's invariants, the segment's header is
+ * inconsistent, or another process truncated the segment file (a read never returns a message such a
+ * truncation damaged). Close the handle; remove the segment once no process uses it. */
 #define ESHM_ERROR_CORRUPT -16
 /* The channel is closed. Not returned in correct use of this API (eshm_close frees the handle, and must
  * not run concurrently with other calls); meant for bindings that wrap a handle in an object and report a

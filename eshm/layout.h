@@ -31,6 +31,13 @@
 //                | RingControl slave->master                           384 bytes |
 //                | ring data slave->master          ring_capacity[1] bytes      |
 //                +--------------------------------------------------------------+
+//                | gap up to the next multiple of kTrailerAlignment (64 KiB):   |
+//                | never written, left unallocated (a hole in the file)         |
+//   trailer_     +--------------------------------------------------------------+
+//   offset       | SegmentTrailer                                      128 bytes |
+//                |   0   reserved                     120 bytes                  |
+//                | 120   canary "ESHMEND!"  (written before layout_version) u64 |
+//   segment_bytes+--------------------------------------------------------------+
 //
 // Ring data is a sequence of records, each 16-byte aligned (so a header never straddles the end), never wrapping past the end of the data area
 // (the producer fills the tail end with a padding record instead):
@@ -65,7 +72,7 @@ inline constexpr std::size_t kFalseSharingRange = 128;
 // "ESHMSEG\0" read as a little-endian u64.
 inline constexpr std::uint64_t kSegmentMagic = 0x004745534d485345ull;
 // 2: the producer clears the next commit word before each publication; the consumer publishes its head
-// per message; WaitLine::space_wanted.
+// per message; WaitLine::space_wanted; the SegmentTrailer (and its gap) at the end of the segment.
 inline constexpr std::uint32_t kLayoutVersion = 2;
 
 // Ring capacities are powers of two in this range (per direction).
@@ -164,12 +171,30 @@ constexpr std::uint64_t MaxPayloadForCapacity(std::uint64_t capacity) {
   return capacity / 2 - kRecordHeaderBytes;
 }
 
+// The last bytes of a segment: a canary the creator writes (before the layout version) and nobody changes.
+// Truncating the file anywhere removes it, so one load of it tells a reader whether the segment is whole
+// (Segment::TrailerIntact explains why one load after copying a message suffices). It starts a page of its
+// own: every byte of the page that holds it is either trailer or gap, never ring data, so a truncation
+// that zeroes part of the page holding ring data unmaps the canary's page first. kTrailerAlignment is the
+// largest base page size Linux uses (64 KiB on arm64 and ppc64; x86-64 has 4 KiB), so this holds on all.
+struct alignas(kFalseSharingRange) SegmentTrailer {
+  std::uint8_t reserved[kFalseSharingRange - 8];
+  std::atomic<std::uint64_t> canary;  // kTrailerCanary: the segment's last eight bytes
+};
+
+inline constexpr std::uint64_t kTrailerAlignment = 64 * 1024;
+// "ESHMEND!" read as a little-endian u64. No byte is zero, so zeroing any part of it changes it.
+inline constexpr std::uint64_t kTrailerCanary = 0x21444e454d485345ull;
+
 inline constexpr std::uint64_t kSegmentHeaderBytes = sizeof(SegmentHeader);
 inline constexpr std::uint64_t kRingControlBytes = sizeof(RingControl);
+inline constexpr std::uint64_t kTrailerBytes = sizeof(SegmentTrailer);
 
 // Where each part of a segment with the given capacities lives.
 struct SegmentGeometry {
   std::uint64_t ring_offset[2];
+  std::uint64_t rings_end;       // one past the last byte of ring data; the gap starts here
+  std::uint64_t trailer_offset;  // a multiple of kTrailerAlignment
   std::uint64_t segment_bytes;
 };
 
@@ -177,7 +202,9 @@ constexpr SegmentGeometry ComputeGeometry(std::uint64_t m2s_capacity, std::uint6
   SegmentGeometry g{};
   g.ring_offset[0] = kSegmentHeaderBytes;
   g.ring_offset[1] = g.ring_offset[0] + kRingControlBytes + m2s_capacity;
-  g.segment_bytes = g.ring_offset[1] + kRingControlBytes + s2m_capacity;
+  g.rings_end = g.ring_offset[1] + kRingControlBytes + s2m_capacity;
+  g.trailer_offset = (g.rings_end + kTrailerAlignment - 1) & ~(kTrailerAlignment - 1);
+  g.segment_bytes = g.trailer_offset + kTrailerBytes;
   return g;
 }
 
@@ -236,9 +263,24 @@ static_assert(sizeof(RecordHeader) == 16 && alignof(RecordHeader) == 8);
 static_assert(kRecordHeaderBytes % kRecordAlignment == 0, "a padding header must fit any tail end");
 static_assert(RecordBytes(0) == 16 && RecordBytes(1) == 32 && RecordBytes(64) == 80);
 
+static_assert(std::is_standard_layout_v<SegmentTrailer>);
+static_assert(offsetof(SegmentTrailer, reserved) == 0);
+static_assert(offsetof(SegmentTrailer, canary) == 120);
+static_assert(sizeof(SegmentTrailer) == 128 && alignof(SegmentTrailer) == 128);
+static_assert(offsetof(SegmentTrailer, canary) + 8 == kTrailerBytes, "the canary ends the segment");
+static_assert((kTrailerCanary & 0xff) != 0 && ((kTrailerCanary >> 8) & 0xff) != 0 &&
+                  ((kTrailerCanary >> 16) & 0xff) != 0 && ((kTrailerCanary >> 24) & 0xff) != 0 &&
+                  ((kTrailerCanary >> 32) & 0xff) != 0 && ((kTrailerCanary >> 40) & 0xff) != 0 &&
+                  ((kTrailerCanary >> 48) & 0xff) != 0 && ((kTrailerCanary >> 56) & 0xff) != 0,
+              "every byte of the canary is nonzero");
+static_assert((kTrailerAlignment & (kTrailerAlignment - 1)) == 0 && kTrailerAlignment % 4096 == 0);
+
 static_assert(ComputeGeometry(4096, 4096).ring_offset[0] == 384);
 static_assert(ComputeGeometry(4096, 4096).ring_offset[1] == 384 + 384 + 4096);
-static_assert(ComputeGeometry(4096, 4096).segment_bytes == 384 + 2 * (384 + 4096));
+static_assert(ComputeGeometry(4096, 4096).rings_end == 384 + 2 * (384 + 4096));
+static_assert(ComputeGeometry(4096, 4096).trailer_offset == 65536);
+static_assert(ComputeGeometry(4096, 4096).segment_bytes == 65536 + 128);
+static_assert(ComputeGeometry(1 << 20, 1 << 20).trailer_offset == (2 << 20) + 65536);
 static_assert(ComputeGeometry(4096, 4096).ring_offset[1] % kFalseSharingRange == 0);
 static_assert(kMinRingCapacity % kFalseSharingRange == 0, "ring data must keep RingControl aligned");
 

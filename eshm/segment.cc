@@ -33,9 +33,29 @@ std::uint64_t RealtimeNowNs() {
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
+// Maps the pages of [offset, offset + length) now rather than at their first touch: what MAP_POPULATE did
+// when the whole file was one range, but the gap before the trailer must stay unallocated. Best effort.
+void Prefault(std::byte* base, std::uint64_t offset, std::uint64_t length) {
+  const std::uint64_t page = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+  const std::uint64_t begin = offset & ~(page - 1);
+  if (madvise(base + begin, offset + length - begin, MADV_POPULATE_READ) == 0) return;
+  // Before Linux 5.14: touch each page.
+  for (std::uint64_t at = begin; at < offset + length; at += page) {
+    (void)*static_cast<const volatile std::byte*>(base + at);
+  }
+}
+
 void SleepBriefly() {
   const timespec pause{0, 1'000'000};  // 1 ms
   nanosleep(&pause, nullptr);
+}
+
+// Refusing a mapping we could not guard: a peer truncating the file would then kill this process.
+absl::Status GuardError(std::string_view call, std::string_view name) {
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "%s(\"%s\"): no memory to guard the mapping against a truncation of the file (SIGBUS): this process is "
+      "out of memory or address space; close channels it no longer uses, or raise its memory limit",
+      absl::string_view(call.data(), call.size()), Segment::PathFor(name)));
 }
 
 // Closes the descriptor and, for a segment this process just created, removes the name again.
@@ -157,19 +177,25 @@ absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOpti
   if (fchmod(fd, options.mode) != 0) return ErrnoError(errno, "fchmod", name);
 
   const SegmentGeometry geometry = ComputeGeometry(options.m2s_capacity, options.s2m_capacity);
-  // Reserve every page now: on tmpfs an ftruncate'd file would only fail when a page is first touched,
-  // with SIGBUS. posix_fallocate returns the error number instead of setting errno.
-  if (const int error = posix_fallocate(fd, 0, static_cast<off_t>(geometry.segment_bytes)); error != 0) {
+  // Reserve every page that will be used now: on tmpfs an ftruncate'd file would only fail when a page is
+  // first touched, with SIGBUS. The trailer first, which sets the file's size; the gap between the rings
+  // and the trailer stays a hole (nothing ever touches it). posix_fallocate returns the error number
+  // instead of setting errno.
+  const std::uint64_t ranges[2][2] = {{geometry.trailer_offset, kTrailerBytes}, {0, geometry.rings_end}};
+  for (const auto& [offset, length] : ranges) {
+    const int error = posix_fallocate(fd, static_cast<off_t>(offset), static_cast<off_t>(length));
     if (error == ENOSPC) {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "not enough space in /dev/shm for the %d-byte segment %s: free space there (df -h /dev/shm), use "
           "smaller ring capacities, or give the container more shared memory (docker run --shm-size=256m)",
-          geometry.segment_bytes, PathFor(name)));
+          geometry.rings_end + kTrailerBytes, PathFor(name)));
     }
-    return ErrnoError(error, "posix_fallocate", name);
+    if (error != 0) return ErrnoError(error, "posix_fallocate", name);
   }
-  void* base = mmap(nullptr, geometry.segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  void* base = mmap(nullptr, geometry.segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) return ErrnoError(errno, "mmap", name);
+  Prefault(static_cast<std::byte*>(base), 0, geometry.rings_end);
+  Prefault(static_cast<std::byte*>(base), geometry.trailer_offset, kTrailerBytes);
   struct stat st;
   if (fstat(fd, &st) != 0) {
     const int error = errno;
@@ -178,11 +204,12 @@ absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOpti
   }
 
   Segment segment;
+  segment.base_ = static_cast<std::byte*>(base);
+  segment.size_ = geometry.segment_bytes;
+  if (!segment.Guard()) return GuardError("Segment::Create", name);  // unmaps; `guard` removes the name
   segment.name_ = std::string(name);
   segment.fd_ = guard.Release();
-  segment.base_ = static_cast<std::byte*>(base);
-  segment.guard_slot_ = internal::GuardMapping(base, geometry.segment_bytes);
-  segment.size_ = geometry.segment_bytes;
+  segment.trailer_ = reinterpret_cast<const SegmentTrailer*>(segment.base_ + geometry.trailer_offset);
   segment.epoch_ns_ = RealtimeNowNs();
   segment.max_message_bytes_ = max_message;
   segment.offset_[0] = geometry.ring_offset[0];
@@ -204,8 +231,11 @@ absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOpti
   h->ring_capacity[1] = options.s2m_capacity;
   h->max_message_bytes = static_cast<std::uint32_t>(max_message);
   h->creator_pid = static_cast<std::uint32_t>(getpid());
-  // SYNC(layout-version): release pairs with the acquire in Open: the header above is complete before an
-  // opener trusts it.
+  // Relaxed: published by the release below. Never written again.
+  reinterpret_cast<SegmentTrailer*>(segment.base_ + geometry.trailer_offset)
+      ->canary.store(kTrailerCanary, std::memory_order_relaxed);
+  // SYNC(layout-version): release pairs with the acquire in Open: the header and the trailer above are
+  // complete before an opener trusts them.
   h->layout_version.store(kLayoutVersion, std::memory_order_release);
   return segment;
 }
@@ -249,6 +279,7 @@ absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline, 
     if (file_bytes >= kSegmentHeaderBytes) {
       if (segment.base_ == nullptr || segment.size_ != file_bytes) {
         internal::UnguardMapping(std::exchange(segment.guard_slot_, -1));
+        segment.fault_flag_ = &kNeverFaulted;
         if (segment.base_ != nullptr) munmap(segment.base_, segment.size_);
         segment.base_ = nullptr;
         void* base = mmap(nullptr, file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -256,7 +287,7 @@ absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline, 
         segment.base_ = static_cast<std::byte*>(base);
         segment.size_ = file_bytes;
         // Guarded from the first read on: the file may shrink between fstat and here.
-        segment.guard_slot_ = internal::GuardMapping(base, file_bytes);
+        if (!segment.Guard()) return GuardError("Segment::Open", name);
       }
       const SegmentHeader* h = segment.header();
       // SYNC(layout-version): acquire pairs with the creator's release in Create.
@@ -298,6 +329,17 @@ absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline, 
   }
 
   if (absl::Status s = ValidateHeader(copy, static_cast<std::uint64_t>(st.st_size), name); !s.ok()) return s;
+  // The file is exactly the size the header says, so the trailer lies inside the mapping. Reading the
+  // canary also maps its page now (see TrailerIntact in segment.h). The creator wrote it before the
+  // version we acquired.
+  segment.trailer_ =
+      reinterpret_cast<const SegmentTrailer*>(segment.base_ + copy.segment_bytes - kTrailerBytes);
+  if (!segment.TrailerIntact()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s has the right size but not eshm's trailer (its last 8 bytes): it was truncated and grown back, or "
+        "overwritten; it was left untouched. Remove it once no process uses it",
+        path));
+  }
   segment.epoch_ns_ = copy.creation_epoch_ns;
   segment.max_message_bytes_ = copy.max_message_bytes;
   segment.offset_[0] = copy.ring_offset[0];
@@ -357,6 +399,10 @@ Segment& Segment::operator=(Segment&& other) noexcept {
     name_ = std::move(other.name_);
     fd_ = std::exchange(other.fd_, -1);
     guard_slot_ = std::exchange(other.guard_slot_, -1);
+    fault_flag_ = std::exchange(other.fault_flag_, &kNeverFaulted);
+    // Relaxed: a Segment is moved only before it is shared with other threads.
+    lost_.store(other.lost_.exchange(false, std::memory_order_relaxed), std::memory_order_relaxed);
+    trailer_ = std::exchange(other.trailer_, nullptr);
     base_ = std::exchange(other.base_, nullptr);
     size_ = std::exchange(other.size_, 0);
     epoch_ns_ = other.epoch_ns_;
@@ -373,10 +419,29 @@ Segment& Segment::operator=(Segment&& other) noexcept {
 
 Segment::~Segment() { Reset(); }
 
-bool Segment::truncated() const { return internal::GuardedMappingFaulted(guard_slot_); }
+const std::atomic<bool> Segment::kNeverFaulted{false};
+
+bool Segment::Guard() {
+  guard_slot_ = internal::GuardMapping(base_, size_);
+  if (guard_slot_ < 0) return false;
+  fault_flag_ = internal::GuardedMappingFaultFlag(guard_slot_);
+  return true;
+}
+
+bool Segment::CheckTruncation() const {
+  if (truncated()) return true;
+  struct stat st;
+  if (fstat(fd_, &st) == 0 && static_cast<std::uint64_t>(st.st_size) < size_) {
+    lost_.store(true, std::memory_order_release);  // pairs with the acquire in truncated()
+    return true;
+  }
+  return !TrailerIntact();
+}
 
 void Segment::Reset() {
   internal::UnguardMapping(std::exchange(guard_slot_, -1));
+  fault_flag_ = &kNeverFaulted;
+  trailer_ = nullptr;
   if (base_ != nullptr) munmap(base_, size_);
   if (fd_ >= 0) close(fd_);
   base_ = nullptr;

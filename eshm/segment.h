@@ -11,12 +11,23 @@
 // (SYNC(layout-version) in segment.cc); every other header field is written before it and read after it,
 // and copied into the Segment at open so that later changes by a peer cannot move its rings.
 //
+// Truncation. Any process that can open the file can ftruncate it under our mapping. Three things notice:
+//  * the SIGBUS guard (internal/sigbus_guard.h), when a page past the new end is touched: the mapping is
+//    replaced by zero pages and the segment marked lost;
+//  * TrailerIntact(), one load of the canary at the segment's very end (layout.h), for the read path: no
+//    system call, so it can run after every message copied (why that suffices: at TrailerIntact below);
+//  * CheckTruncation(), fstat plus the canary, for a periodic check (the channel's liveness tick): it also
+//    sees a truncation that no access touches, e.g. while a reader waits on a record that now reads zero.
+// Each marks the segment lost for good: truncated() is sticky.
+//
 // Threading: thread-compatible. A Segment only owns the mapping; the rings inside it are shared.
+// truncated(), TrailerIntact() and CheckTruncation() may be called from any thread.
 #ifndef ESHM_SEGMENT_H_
 #define ESHM_SEGMENT_H_
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -81,9 +92,52 @@ class Segment {
   RingProducer MakeProducer(Direction d) const;
   RingConsumer MakeConsumer(Direction d) const;
 
-  // True once another process truncated the file under our mapping: the mapping now holds private zero
-  // pages (see internal/sigbus_guard.h) and the segment is lost.
-  bool truncated() const;
+  // True once another process truncated the file under our mapping and this process noticed (see the file
+  // comment): the segment is lost, for good. A plain load or two: for hot paths.
+  bool truncated() const {
+    // Acquire: pairs with the release stores that set either flag.
+    return lost_.load(std::memory_order_acquire) || fault_flag_->load(std::memory_order_acquire);
+  }
+
+  // The read path's check: one load of the trailer's canary, after every load the caller made before it
+  // (the acquire fence). True if the file still ends where it did. False marks the segment lost.
+  //
+  // Why one load after copying a message is enough. A truncation to size T (tmpfs, shmem_setattr) first
+  // sets the file size, then unmaps every page from round_up(T, page) on in every process (flushing TLBs),
+  // and only then zeroes the rest of the page that holds T, [T, round_up(T, page)). Suppose a byte we
+  // copied was damaged. Either it lay in an unmapped page, and touching it raised SIGBUS, so the guard
+  // turned the whole mapping into zeros, the canary included. Or it lay in the zeroed part of T's page, and
+  // we saw the zero, which the kernel wrote after unmapping everything from round_up(T, page) on; ring
+  // data ends before trailer_offset, a multiple of the page size, so the canary's page was among those
+  // unmapped, and our canary load (ordered after the copy) faults, raising SIGBUS: zeros again. Either
+  // way the canary reads wrong. A truncation inside the trailer's own page damages no ring data; it zeroes
+  // the canary's last bytes. (The kernel zeroing T's page is a memset whose stores other CPUs may see in
+  // any order: that is why the canary must not share a page with ring data.)
+  //
+  // Residual window: a page fault on the trailer's page already in flight in this process when the size
+  // changes (the page's very first touch, or a refault after swap) can map it again after the unmapping,
+  // until the kernel removes it; a message damaged in that instant would pass. The liveness tick's
+  // CheckTruncation still reports the truncation within one tick. Open touches the trailer, so a first
+  // touch is not left for later.
+  bool TrailerIntact() const {
+    // Acquire fence: orders the caller's loads of the message before the canary's load (free on x86, a
+    // load barrier on Arm). This orders against the kernel's zeroing, not another thread's release.
+#if defined(__SANITIZE_THREAD__)
+    // GCC rejects atomic_thread_fence under ThreadSanitizer. A compiler barrier keeps the order on x86,
+    // which does not reorder loads with loads; a ThreadSanitizer build elsewhere checks races, not this.
+    std::atomic_signal_fence(std::memory_order_acquire);
+#else
+    std::atomic_thread_fence(std::memory_order_acquire);
+#endif
+    if (trailer_->canary.load(std::memory_order_relaxed) == kTrailerCanary) return true;
+    lost_.store(true, std::memory_order_release);
+    return false;
+  }
+
+  // The periodic check: fstat (is the file shorter than the segment? the kernel changes the size before
+  // it unmaps or zeroes anything) and TrailerIntact (which also sees a file truncated and grown back).
+  // True if the segment is lost, by this check or earlier. One system call.
+  bool CheckTruncation() const;
 
   int fd() const { return fd_; }
   dev_t device() const { return device_; }
@@ -93,10 +147,20 @@ class Segment {
   Segment() = default;
   static std::size_t Index(Direction d) { return static_cast<std::size_t>(d); }
   void Reset();
+  // Guards the mapping at base_ of size_ bytes (guard_slot_, fault_flag_). False if it could not be.
+  bool Guard();
+
+  static const std::atomic<bool> kNeverFaulted;
 
   std::string name_;
   int fd_ = -1;
   int guard_slot_ = -1;  // SIGBUS guard of the mapping
+  // The guard slot's "faulted" flag (a never-set one while there is no slot); stays readable forever.
+  const std::atomic<bool>* fault_flag_ = &kNeverFaulted;
+  // Set (release) once TrailerIntact or CheckTruncation finds the file truncated. Mutable: finding out is
+  // not a change of the segment.
+  mutable std::atomic<bool> lost_{false};
+  const SegmentTrailer* trailer_ = nullptr;
   std::byte* base_ = nullptr;
   std::uint64_t size_ = 0;
   std::uint64_t epoch_ns_ = 0;

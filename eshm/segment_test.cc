@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <optional>
@@ -556,6 +557,122 @@ TEST_F(SegmentTest, UnlinkRemovesTheNameButNotLiveMappings) {
   EXPECT_NE(again->inode(), 0u);
 }
 
+// The last bytes of a segment are the trailer's canary, on a page of its own after a gap that is never
+// allocated.
+TEST_F(SegmentTest, CreateEndsTheSegmentWithTheTrailerAfterAHole) {
+  SegmentOptions options;
+  options.m2s_capacity = 1 << 20;
+  options.s2m_capacity = 1 << 20;
+  absl::StatusOr<Segment> created = Segment::Create(name_, options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  const SegmentGeometry geometry = ComputeGeometry(options.m2s_capacity, options.s2m_capacity);
+  EXPECT_EQ(geometry.trailer_offset % kTrailerAlignment, 0u);
+  EXPECT_GE(geometry.trailer_offset, geometry.rings_end);
+  const std::optional<std::string> bytes = ReadFileBytes(Path());
+  ASSERT_TRUE(bytes.has_value());
+  ASSERT_EQ(bytes->size(), geometry.segment_bytes);
+  std::uint64_t canary = 0;
+  std::memcpy(&canary, bytes->data() + bytes->size() - 8, 8);
+  EXPECT_EQ(canary, kTrailerCanary);
+  EXPECT_EQ(std::string(bytes->data() + bytes->size() - 8, 8), "ESHMEND!");
+  struct stat st;
+  ASSERT_EQ(stat(Path().c_str(), &st), 0);
+  // Allocated: the rings (rounded to pages) and the trailer's page, not the gap.
+  const std::uint64_t page = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+  const std::uint64_t used = (geometry.rings_end + page - 1) / page * page + page;
+  EXPECT_LE(static_cast<std::uint64_t>(st.st_blocks) * 512, used);
+  EXPECT_TRUE(created->TrailerIntact());
+  EXPECT_FALSE(created->CheckTruncation());
+  EXPECT_FALSE(created->truncated());
+}
+
+TEST_F(SegmentTest, OpenRejectsAFileWithoutTheTrailerAndLeavesItUntouched) {
+  absl::StatusOr<Segment> created = Segment::Create(name_, SmallOptions());
+  ASSERT_TRUE(created.ok()) << created.status();
+  // What truncating the file and growing it back to its size leaves: zeros at the end.
+  const std::uint64_t zero = 0;
+  ASSERT_EQ(pwrite(created->fd(), &zero, 8, static_cast<off_t>(created->size_bytes() - 8)), 8);
+  const std::optional<std::string> before = ReadFileBytes(Path());
+  absl::StatusOr<Segment> opened = Segment::Open(name_, Deadline::AfterMs(100));
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kFailedPrecondition) << opened.status();
+  EXPECT_THAT(Message(opened.status()), HasSubstr("trailer"));
+  EXPECT_THAT(Message(opened.status()), HasSubstr(Path()));
+  EXPECT_EQ(ReadFileBytes(Path()), before);
+}
+
+// A peer truncates the file to a size inside a page of ring data (no access past the end needed): both
+// checks see it, and truncated() stays set.
+TEST_F(SegmentTest, TruncationInsideARingPageIsSeenByBothChecks) {
+  const SegmentGeometry geometry = ComputeGeometry(16384, 16384);
+  SegmentOptions options;
+  options.m2s_capacity = 16384;
+  options.s2m_capacity = 16384;
+  // Inside the m2s ring's data, inside the s2m ring's data, just before the trailer, and inside the trailer.
+  for (const std::uint64_t size : {geometry.ring_offset[0] + kRingControlBytes + 5000,
+                                   geometry.ring_offset[1] + kRingControlBytes + 100, geometry.rings_end,
+                                   geometry.trailer_offset + 64, geometry.segment_bytes - 1}) {
+    for (const bool by_fstat : {true, false}) {
+      SCOPED_TRACE(absl::StrCat("truncated to ", size, by_fstat ? ", fstat first" : ", canary first"));
+      const std::string name = NewName(absl::StrCat(size, by_fstat));
+      absl::StatusOr<Segment> created = Segment::Create(name, options);
+      ASSERT_TRUE(created.ok()) << created.status();
+      absl::StatusOr<Segment> opened = Segment::Open(name, Deadline::AfterMs(5000));
+      ASSERT_TRUE(opened.ok()) << opened.status();
+      ASSERT_EQ(ftruncate(created->fd(), static_cast<off_t>(size)), 0);
+      if (by_fstat) {
+        EXPECT_TRUE(opened->CheckTruncation());
+      } else {
+        EXPECT_FALSE(opened->TrailerIntact());
+      }
+      EXPECT_TRUE(opened->truncated());
+      EXPECT_FALSE(opened->TrailerIntact());
+      EXPECT_TRUE(opened->CheckTruncation());
+      EXPECT_TRUE(opened->truncated()) << "sticky";
+    }
+  }
+}
+
+// Truncated, then grown back to its size: the size looks right, the canary is gone.
+TEST_F(SegmentTest, TruncationUndoneBySizeIsStillSeen) {
+  absl::StatusOr<Segment> created = Segment::Create(name_, SmallOptions());
+  ASSERT_TRUE(created.ok()) << created.status();
+  absl::StatusOr<Segment> opened = Segment::Open(name_, Deadline::AfterMs(5000));
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  const off_t size = static_cast<off_t>(created->size_bytes());
+  ASSERT_EQ(ftruncate(created->fd(), size - 4), 0);
+  ASSERT_EQ(ftruncate(created->fd(), size), 0);
+  EXPECT_FALSE(opened->truncated());
+  EXPECT_TRUE(opened->CheckTruncation());
+  EXPECT_TRUE(opened->truncated());
+}
+
+// The SIGBUS guard once had a fixed table of 1,024 mappings: a truncation of the 1,100th segment a process
+// had open killed it. In a child, as the failure was a dead process.
+TEST_F(SegmentTest, TruncationUnderTheLastOfManyOpenSegmentsIsSurvived) {
+  const std::string name = name_;
+  eshm_test::Child child = eshm_test::Child::Start([&]() -> int {
+    absl::StatusOr<Segment> created = Segment::Create(name, SmallOptions());
+    if (!created.ok()) return 2;
+    std::vector<Segment> opened;
+    for (int i = 0; i < 1200; ++i) {
+      absl::StatusOr<Segment> s = Segment::Open(name, Deadline::AfterMs(5000));
+      if (!s.ok()) {
+        std::fprintf(stderr, "open %d: %s\n", i, s.status().ToString().c_str());
+        return 3;
+      }
+      opened.push_back(*std::move(s));
+    }
+    if (ftruncate(created->fd(), 0) != 0) return 4;
+    // The header's page is gone: touching it raises SIGBUS, which the guard must absorb.
+    const Segment& last = opened.back();
+    if (last.header()->magic != 0) return 5;  // the mapping now reads as zeros
+    if (!last.truncated()) return 6;
+    return 0;
+  });
+  EXPECT_TRUE(eshm_test::WaitForChild(child, absl::Seconds(60)));
+}
+
 TEST_F(SegmentTest, SymlinkToASegmentIsNotFollowed) {
   const std::string target = NewName("target");
   absl::StatusOr<Segment> real = Segment::Create(target, SmallOptions());
@@ -622,6 +739,8 @@ TEST_F(SegmentTest, OpenWaitsForACreatorStillWritingTheHeader) {
     h->ring_capacity[1] = capacity;
     h->max_message_bytes = 100;
     h->creator_pid = static_cast<std::uint32_t>(getpid());
+    reinterpret_cast<SegmentTrailer*>(static_cast<std::byte*>(base) + geometry.trailer_offset)
+        ->canary.store(kTrailerCanary, std::memory_order_relaxed);
     h->layout_version.store(kLayoutVersion, std::memory_order_release);
     return 0;
   });

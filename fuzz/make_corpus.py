@@ -3,17 +3,21 @@
 
 Usage: python3 fuzz/make_corpus.py   (rewrites the seed files; deterministic)
 
-The bytes follow eshm/layout.h: a 384-byte SegmentHeader (magic "ESHMSEG\\0", layout version 1, header_bytes
+The bytes follow eshm/layout.h: a 384-byte SegmentHeader (magic "ESHMSEG\\0", layout version 2, header_bytes
 384, sizes from ComputeGeometry), then per direction a 384-byte RingControl and the ring data, made of
-16-byte-aligned records (commit = position + 1 as u64, length u32, kind u32 "DATA"/"PADD", payload).
+16-byte-aligned records (commit = position + 1 as u64, length u32, kind u32 "DATA"/"PADD", payload), then zeros
+up to the next multiple of 64 KiB and the 128-byte trailer ending in the canary "ESHMEND!".
 """
 import os
 import struct
 
 MAGIC = 0x004745534D485345
-VERSION = 1
+VERSION = 2
 HEADER_BYTES = 384
 CONTROL_BYTES = 384
+TRAILER_ALIGNMENT = 65536
+TRAILER_BYTES = 128
+CANARY = 0x21444E454D485345  # "ESHMEND!"
 KIND_DATA = 0x44415441
 KIND_PADDING = 0x50414444
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,7 +30,9 @@ def record_bytes(payload):
 def geometry(m2s, s2m):
     off0 = HEADER_BYTES
     off1 = off0 + CONTROL_BYTES + m2s
-    return off0, off1, off1 + CONTROL_BYTES + s2m
+    rings_end = off1 + CONTROL_BYTES + s2m
+    trailer = (rings_end + TRAILER_ALIGNMENT - 1) // TRAILER_ALIGNMENT * TRAILER_ALIGNMENT
+    return off0, off1, trailer + TRAILER_BYTES
 
 
 def control(head=0, tail=0, messages_read=0, messages_written=0):
@@ -61,7 +67,7 @@ def data_records(sizes):
     return [(KIND_DATA, bytes((i * 7 + j) & 0xFF for j in range(n)), None) for i, n in enumerate(sizes)]
 
 
-def segment(m2s=4096, s2m=4096, max_message=None, rings=None, **overrides):
+def segment(m2s=4096, s2m=4096, max_message=None, rings=None, canary=CANARY, **overrides):
     off0, off1, total = geometry(m2s, s2m)
     if max_message is None:
         max_message = min(m2s, s2m) // 2 - 16
@@ -79,6 +85,7 @@ def segment(m2s=4096, s2m=4096, max_message=None, rings=None, **overrides):
             ctl, data = rings[d]
             body[off - HEADER_BYTES:off - HEADER_BYTES + CONTROL_BYTES] = ctl
             body[off - HEADER_BYTES + CONTROL_BYTES:off - HEADER_BYTES + CONTROL_BYTES + cap] = data
+    struct.pack_into("<Q", body, len(body) - 8, canary)
     return bytes(h + body)
 
 
@@ -105,7 +112,8 @@ def segment_seeds():
     write("segment_open", "bad_magic", segment(magic=0x1122334455667788))
     write("segment_open", "no_magic_versioned", segment(magic=0))
     write("segment_open", "uninitialized_version0", segment(version=0))
-    write("segment_open", "future_version", segment(version=2))
+    write("segment_open", "future_version", segment(version=VERSION + 1))
+    write("segment_open", "trailer_missing", segment(canary=0))
     write("segment_open", "bad_header_bytes", segment(header_bytes=256))
     write("segment_open", "capacity_not_power_of_two", segment(cap0=4000))
     write("segment_open", "offsets_mismatch", segment(off1=384 + 384 + 2048))

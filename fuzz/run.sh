@@ -22,7 +22,7 @@ fi
 mkdir -p "$(dirname "$junit")"
 junit=$(cd "$(dirname "$junit")" && pwd)/$(basename "$junit")
 
-FUZZERS=(segment_open_fuzzer:segment_open:20000 ring_reader_fuzzer:ring_reader:9000)  # name:corpus:max_len
+FUZZERS=(segment_open_fuzzer:segment_open:70000 ring_reader_fuzzer:ring_reader:9000)  # name:corpus:max_len (a valid segment is at least 65,664 bytes)
 
 work=$(mktemp -d -t eshm_fuzz.XXXXXX)
 results="$work/results.tsv"  # name, status (pass/fail), seconds, executions, exec/s, summary file

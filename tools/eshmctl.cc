@@ -305,6 +305,12 @@ class SegmentFile {
       return Fail(FileStatus::kTruncated, absl::StrFormat("the file is %d bytes but its header says %d", file_bytes_,
                                                           copy.segment_bytes));
     }
+    trailer_ = reinterpret_cast<const eshm::SegmentTrailer*>(base_ + copy.segment_bytes - eshm::kTrailerBytes);
+    if (!TrailerIntact()) {
+      return Fail(FileStatus::kTruncated,
+                  "the file has its size but not eshm's trailer (its last 8 bytes): it was truncated and grown "
+                  "back, or overwritten");
+    }
     const std::uint64_t limit = std::min(eshm::MaxPayloadForCapacity(copy.ring_capacity[0]),
                                          eshm::MaxPayloadForCapacity(copy.ring_capacity[1]));
     if (copy.max_message_bytes == 0 || copy.max_message_bytes > limit) {
@@ -321,13 +327,26 @@ class SegmentFile {
     return true;
   }
 
-  // Reads the live words. Only for an Open()ed kOk segment. False if the file shrank under us.
-  bool Take(Sample* out) const {
+  // Reads the live words. Only for an Open()ed kOk segment. False, with the status set to kTruncated, if the
+  // file was truncated since Open: shorter now (a cut inside a page raises no SIGBUS, so fstat is asked),
+  // its trailer gone (cut and grown back), or shrinking while being read.
+  bool Take(Sample* out) {
+    struct stat st;
+    if (fstat(fd_, &st) == 0 && static_cast<std::uint64_t>(st.st_size) != file_bytes_) {
+      return Fail(FileStatus::kTruncated,
+                  absl::StrFormat("the file is now %d bytes, not the segment's %d: it was truncated (or resized) "
+                                  "while eshmctl looked; the processes using it get DataLoss",
+                                  static_cast<std::uint64_t>(st.st_size), file_bytes_));
+    }
+    if (!TrailerIntact()) {
+      return Fail(FileStatus::kTruncated,
+                  "its trailer (the last 8 bytes) is gone: it was truncated and grown back, or overwritten");
+    }
     Sample s;
     sigjmp_buf jump;
     if (sigsetjmp(jump, 1) != 0) {
       g_bus_jump = nullptr;
-      return false;
+      return Fail(FileStatus::kTruncated, "the file shrank while being read");
     }
     g_bus_jump = &jump;
     const auto* h = reinterpret_cast<const eshm::SegmentHeader*>(base_);
@@ -380,10 +399,24 @@ class SegmentFile {
     return false;
   }
 
+  // The trailer's canary, read under the SIGBUS jump (it lies in the page a truncation unmaps first).
+  bool TrailerIntact() const {
+    sigjmp_buf jump;
+    if (sigsetjmp(jump, 1) != 0) {
+      g_bus_jump = nullptr;
+      return false;
+    }
+    g_bus_jump = &jump;
+    const std::uint64_t canary = trailer_->canary.load(std::memory_order_relaxed);
+    g_bus_jump = nullptr;
+    return canary == eshm::kTrailerCanary;
+  }
+
   std::string name_;
   std::string path_;
   int fd_ = -1;
   const std::byte* base_ = nullptr;
+  const eshm::SegmentTrailer* trailer_ = nullptr;
   std::uint64_t size_ = 0;
   std::uint64_t file_bytes_ = 0;
   FileStatus status_ = FileStatus::kUnreadable;
@@ -481,7 +514,7 @@ std::string ReportJson(const SegmentFile& f, const Report* rep) {
       .Uint("uid", f.uid())
       .Str("mode", absl::StrFormat("0%o", f.mode()));
   if (rep == nullptr) {
-    o.Str("error", "the file shrank while being read");
+    o.Str("error", "the file was truncated while being read");
     return o.Done();
   }
   o.Uint("epoch", rep->now.roles[0].attach_epoch);
@@ -552,7 +585,7 @@ int CommandLs(bool json) {
   std::vector<std::string> json_items;
   std::vector<std::vector<std::string>> rows;
   for (std::size_t i = 0; i < files.size(); ++i) {
-    const SegmentFile& f = *files[i];
+    SegmentFile& f = *files[i];
     Report rep;
     rep.file = &f;
     rep.before = first[i];
@@ -657,11 +690,18 @@ int CommandStat(const std::string& name, bool json) {
     }
     return 1;
   }
-  Sample previous;
-  if (!f.Take(&previous)) {
-    absl::FPrintF(stderr, "eshmctl stat: %s shrank while being read\n", f.path().c_str());
+  // A segment truncated under us is reported as one found truncated at Open.
+  auto report_failure = [&] {
+    if (json) {
+      absl::PrintF("%s\n", ReportJson(f, nullptr).c_str());
+      std::fflush(stdout);
+    } else {
+      absl::PrintF("%s: %s: %s\n", f.path().c_str(), FileStatusText(f.status()), f.detail().c_str());
+    }
     return 1;
-  }
+  };
+  Sample previous;
+  if (!f.Take(&previous)) return report_failure();
   // When each role's heartbeat was last seen to change (initially: the first sample, a lower bound).
   std::int64_t heartbeat_changed_ns[2] = {previous.when_ns, previous.when_ns};
   std::int64_t wait_ms = sample_ms;
@@ -671,10 +711,7 @@ int CommandStat(const std::string& name, bool json) {
     rep.file = &f;
     rep.detailed = true;
     rep.before = previous;
-    if (!f.Take(&rep.now)) {
-      absl::FPrintF(stderr, "eshmctl stat: %s shrank while being read\n", f.path().c_str());
-      return 1;
-    }
+    if (!f.Take(&rep.now)) return report_failure();
     for (int r = 0; r < 2; ++r) {
       if (rep.now.roles[r].heartbeat != previous.roles[r].heartbeat ||
           rep.now.roles[r].attach_epoch != previous.roles[r].attach_epoch) {
@@ -722,7 +759,7 @@ RemoveOutcome RemoveOne(const std::string& name, bool stale_mode, bool force) {
       case FileStatus::kOk: {
         Sample s;
         if (!f.Take(&s)) {
-          out.reason = "the file shrank while being read";
+          out.reason = f.detail();
           return out;
         }
         std::vector<std::string> holders;

@@ -6,6 +6,8 @@
 #  3. foreign files under /dev/shm/eshm_* (garbage, large and small) are listed as not_eshm, stat and rm
 #     refuse them without crashing.
 #     A stopped (SIGSTOP) slave is reported unresponsive.
+#  3b. copies of the segment truncated inside the trailer's page (no SIGBUS), or truncated and grown back,
+#     are reported truncated; a watched segment truncated meanwhile ends the watch with that report.
 #  4. after kill -9 of both demos, ls reports both dead and rm --stale removes the segment (and only it).
 # Every command runs under `timeout`, and the EXIT trap kills the demos and removes the files.
 # Run: bazel test //tools:eshmctl_test   (or directly: tools/eshmctl_test.sh path/to/eshmctl path/to/eshm_demo)
@@ -216,6 +218,43 @@ ctl stat "no_such_segment_$$" --json
 [[ "$RC" == 1 ]] || fail "stat of a missing segment exited $RC, expected 1"
 ctl stat "bad/name"
 [[ "$RC" == 2 ]] || fail "stat of an invalid name exited $RC, expected 2"
+
+# ---- 3b. truncated segments ----
+# Copies of the live segment, cut as a hostile peer would cut the file.
+CUT="${NAME}_cut"
+REGROWN="${NAME}_regrown"
+WATCHED="${NAME}_watched"
+for n in "$CUT" "$REGROWN" "$WATCHED"; do cp "$SEGMENT" "/dev/shm/eshm_$n"; done
+SIZE=$(stat -c %s "$SEGMENT")
+truncate -s $((SIZE - 100)) "/dev/shm/eshm_$CUT"  # inside the trailer's page: nothing faults
+truncate -s $((SIZE - 4)) "/dev/shm/eshm_$REGROWN"
+truncate -s "$SIZE" "/dev/shm/eshm_$REGROWN"
+ctl stat "$CUT" --json
+[[ "$RC" == 1 ]] || fail "stat of a truncated segment exited $RC, expected 1"
+json_check "$OUT" "d['status'] == 'truncated'" "stat --json of a truncated segment"
+ctl stat "$REGROWN" --json
+[[ "$RC" == 1 ]] || fail "stat of a truncated and regrown segment exited $RC, expected 1"
+json_check "$OUT" "d['status'] == 'truncated' and 'trailer' in d['error']" \
+  "stat --json of a truncated and regrown segment"
+ctl ls --json
+json_check "$OUT" "[s['status'] for s in d['segments'] if s['name'] in ('$CUT', '$REGROWN')] == ['truncated'] * 2" \
+  "ls --json does not list the truncated segments as truncated"
+# Truncated while watched: the watch reports it and ends with exit status 1.
+"$CTL" stat "$WATCHED" --watch --interval_ms=50 --sample_ms=20 --json >"$WORK/watch_cut.json" 2>&1 &
+WATCH=$!
+PIDS+=("$WATCH")
+sleep 0.3
+truncate -s $((SIZE - 100)) "/dev/shm/eshm_$WATCHED"
+for _ in $(seq 1 200); do kill -0 "$WATCH" 2>/dev/null || break; sleep 0.05; done
+if kill -0 "$WATCH" 2>/dev/null; then
+  fail "stat --watch went on after the segment was truncated"
+else
+  wait "$WATCH"
+  [[ $? == 1 ]] || fail "stat --watch of a truncated segment did not exit 1"
+  json_check "$(tail -n 1 "$WORK/watch_cut.json")" "d['status'] == 'truncated'" \
+    "stat --watch did not report the truncation"
+fi
+rm -f "/dev/shm/eshm_$CUT" "/dev/shm/eshm_$REGROWN" "/dev/shm/eshm_$WATCHED"
 
 # ---- 4. kill -9 both; rm --stale cleans up ----
 disown "$MASTER" "$SLAVE"

@@ -777,6 +777,7 @@ cdef class Channel:
         cdef const char* data = NULL
         cdef size_t size = 0
         cdef list out = []
+        cdef int released
         self._take_reader(deadline)
         try:
             ch = self._open_channel()
@@ -787,7 +788,13 @@ cdef class Channel:
                         raise self._buffer_too_small(ch, limit)
                     break
                 out.append(PyBytes_FromStringAndSize(data, size))
-                ch.Release()
+                # After the copy: whether it is whole (a truncation of the segment may have zeroed it).
+                released = IoResultCode(ch.Release())
+                if released != R_OK:
+                    out.pop()
+                    if not out:
+                        check_status(StatusOfResult(ch[0], released), OP_READ, self._role)
+                    break  # the next call reports it
                 if len(out) >= max_messages or IoResultCode(TryPeek(ch, &data, &size)) != R_OK:
                     break
             return out
@@ -936,6 +943,10 @@ cdef class Channel:
         The message stays in the ring, and this side's reads wait, until the with block ends (or the view's
         release()). Ending it, or close(), while buffers made from the view are still alive raises BufferError
         (like mmap.close()); the message is then released with the last such buffer.
+
+        The view is shared memory: if another process truncates the segment file while it is open, its bytes
+        may turn to zeros under you. Ending the view then raises CorruptError: do not trust what was read
+        from it (copy what you keep, and act on it only once the view has ended without an error).
         """
         cdef int64_t deadline = _deadline_ns(timeout_ms)
         cdef CChannel* ch
@@ -1139,9 +1150,11 @@ cdef class _RingBuffer:
             self._finish(False)
 
     cdef int _finish(self, bint commit) noexcept:
-        """Ends the message (no buffer may be exported): release, commit or abort; frees the side's lock."""
+        """Ends the message (no buffer may be exported): release, commit or abort; frees the side's lock.
+        Returns the release's IoResult code (R_OK, or R_CORRUPT if the segment was truncated meanwhile)."""
+        cdef int released = R_OK
         if self._state != VIEW_ACTIVE:
-            return 0
+            return R_OK
         self._state = VIEW_ENDED
         self._end_pending = False
         cdef Channel channel = self._channel
@@ -1157,11 +1170,11 @@ cdef class _RingBuffer:
             PyThread_release_lock(channel._wlock)
         else:
             if ch != NULL and not channel._disowned:
-                ch.Release()
+                released = IoResultCode(ch.Release())
             channel._rview = NULL
             channel._rview_thread = 0
             PyThread_release_lock(channel._rlock)
-        return 0
+        return released
 
     cdef int _end(self, bint commit) except -1:
         if self._state != VIEW_ACTIVE:
@@ -1179,7 +1192,10 @@ cdef class _RingBuffer:
             raise BufferError(
                 f"{self._exports} buffer(s) made from the {type(self).__name__} are still alive (slices, "
                 f"numpy arrays...): release them; the message is {what} with the last one")
-        self._finish(commit)
+        cdef int released = self._finish(commit)
+        cdef Channel channel = self._channel
+        if released != R_OK and channel._ch.get() != NULL:
+            check_status(StatusOfResult(channel._ch.get()[0], released), OP_READ, channel._role)
         return 0
 
     def __dealloc__(self):

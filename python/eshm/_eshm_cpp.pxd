@@ -78,7 +78,7 @@ cdef extern from "eshm/channel.h" namespace "eshm" nogil:
         void Flush()
         void Commit(size_t size)
         void Abort()
-        void Release()
+        CIoResult Release()
         void Close()
 
 

@@ -19,6 +19,7 @@ from eshm import (
     BufferTooSmallError,
     ChannelClosedError,
     Claim,
+    CorruptError,
     ESHMRole,
     ForkedChannelError,
     InvalidParameterError,
@@ -234,6 +235,35 @@ def test_recv_view_reads_in_place(pair):
     with pytest.raises(ValueError):
         mv.tobytes()  # the memoryview was released with the message
     assert slave.read() == b"second"
+
+
+# The m2s ring's data starts after the 384-byte header and its 384-byte control block (eshm/layout.h); a
+# record is a 16-byte header and the payload. Cutting the file inside the first page damages no header.
+M2S_DATA = 768
+RECORD_HEADER = 16
+
+
+def test_read_many_of_a_truncated_segment_raises_never_returns_a_damaged_message(pair, name):
+    master, slave = pair
+    assert master.write_many([bytes([i + 1]) * 1000 for i in range(3)]) == 3
+    # Into the second message's payload: its tail, and all that follows, now read as zeros.
+    os.truncate(f"/dev/shm/eshm_{name}", M2S_DATA + (RECORD_HEADER + 1008) + RECORD_HEADER + 100)
+    with pytest.raises(CorruptError, match="truncated"):
+        slave.read_many()
+    with pytest.raises(CorruptError):
+        slave.read()  # for good
+
+
+def test_ending_a_view_of_a_truncated_segment_raises(pair, name):
+    master, slave = pair
+    master.write(b"\x01" * 1000)
+    with pytest.raises(CorruptError, match="truncated"):
+        with slave.recv_view() as mv:
+            assert bytes(mv) == b"\x01" * 1000
+            os.truncate(f"/dev/shm/eshm_{name}", M2S_DATA + RECORD_HEADER + 500)
+            # The residual limit: the view itself turns to zeros under the reader...
+            assert bytes(mv[500:]) == bytes(500)
+        # ...and ending it says so.
 
 
 def test_recv_view_timeout_leaves_the_channel_usable(pair):
