@@ -207,7 +207,6 @@ class Channel {
 
   Channel(std::string name, const ChannelOptions& options);
   absl::Status Attach(std::shared_ptr<Attachment> attachment, Role role);
-  static absl::StatusOr<Role> ClaimRole(const Segment& segment, ChannelRole wanted);
 
   // Heartbeat and liveness; run by the monitor thread, or inline when use_threads is false.
   void MonitorLoop();
