@@ -163,7 +163,8 @@ absl::Status Channel::Attach(std::shared_ptr<Attachment> attachment, Role role) 
   peer_heartbeat_seen_ = them.heartbeat.load(std::memory_order_relaxed);
   peer_attach_epoch_seen_ = them.attach_epoch.load(std::memory_order_relaxed);
   peer_heartbeat_change_ns_ = MonotonicNowNs();
-  peer_ever_seen_ = IsRoleLockedByOther(segment.fd(), peer);
+  // (Epoch 0: the lock holder has not announced itself yet; see Tick.)
+  peer_ever_seen_ = IsRoleLockedByOther(segment.fd(), peer) && peer_attach_epoch_seen_ != 0;
   peer_state_.store(static_cast<int>(peer_ever_seen_ ? PeerState::kAlive : PeerState::kAbsent),
                     std::memory_order_release);
   if (!peer_ever_seen_) peer_gone_since_ns_.store(MonotonicNowNs(), std::memory_order_relaxed);
@@ -249,9 +250,15 @@ void Channel::Tick(std::int64_t now) {
   const std::uint64_t hb = them.heartbeat.load(std::memory_order_relaxed);
   const std::uint64_t epoch = them.attach_epoch.load(std::memory_order_relaxed);
   const PeerState old_state = peer_state();
+  // A holder announces itself by bumping attach_epoch right after it takes the lock (TakeRoleControl), so
+  // every attached holder's epoch is at least 1. A lock held with epoch 0, or with the epoch of the holder
+  // we saw die, belongs to a process still attaching, or to one that only decides about the segment
+  // (Segment::Acquire holds a dead master's lock while it replaces the segment): not a peer yet. Waiting for
+  // the epoch also makes an arrival count once, not once for the lock and again for the epoch.
+  const bool announced = epoch != 0 && !(old_state == PeerState::kDead && epoch == peer_attach_epoch_seen_);
   PeerState state;
   bool restarted = false;
-  if (!locked) {
+  if (!locked || !announced) {
     state = peer_ever_seen_ ? PeerState::kDead : PeerState::kAbsent;
   } else {
     if (!peer_ever_seen_ || hb != peer_heartbeat_seen_ || epoch != peer_attach_epoch_seen_) {
