@@ -130,13 +130,14 @@ int CodeForOpen(const absl::Status& status, eshm::ChannelRole wanted) {
     case absl::StatusCode::kResourceExhausted:  // ENOSPC, ENOMEM, EMFILE, ENFILE
       return ESHM_ERROR_NO_SPACE;
     case absl::StatusCode::kFailedPrecondition:
-      // Segment::Open's refusals: foreign file, other layout version, symlink, truncated, or a header that
-      // contradicts itself (the messages say "corrupt" for the last).
+      // Segment::Open's refusals: a FIFO, directory, socket or symlink, a foreign or unfinished file, another
+      // layout version, a truncated file, or a header that contradicts itself (the messages say "corrupt" for
+      // the last).
       return absl::StrContains(status.message(), "corrupt") ? ESHM_ERROR_CORRUPT
                                                                        : ESHM_ERROR_INCOMPATIBLE;
     case absl::StatusCode::kDataLoss:
       return ESHM_ERROR_CORRUPT;
-    case absl::StatusCode::kDeadlineExceeded:  // a segment whose creator never finished initializing it
+    case absl::StatusCode::kDeadlineExceeded:  // another process was still replacing the segment
       return ESHM_ERROR_TIMEOUT;
     default:
       // Any other operating-system failure.

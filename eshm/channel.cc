@@ -1,6 +1,5 @@
 #include "eshm/channel.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,8 +15,6 @@ namespace eshm {
 namespace {
 
 constexpr std::int64_t kNsPerMs = 1'000'000;
-// How long an opener waits for a creator that is still initializing a segment.
-constexpr std::int64_t kInitWaitMs = 1000;
 
 // Ends a blocking ring wait so the channel's loop can look at the peer or the attachment again. Never
 // reaches a caller.
@@ -57,11 +54,23 @@ absl::Status ValidateOptions(const ChannelOptions& o) {
   return absl::OkStatus();
 }
 
-// The inode currently at the segment's path, or 0 if there is none.
-ino_t InodeAtPath(const std::string& name) {
-  struct stat st;
-  if (stat(Segment::PathFor(name).c_str(), &st) != 0) return 0;
-  return st.st_ino;
+AcquireRole ToAcquireRole(ChannelRole role) {
+  switch (role) {
+    case ChannelRole::kMaster:
+      return AcquireRole::kMaster;
+    case ChannelRole::kSlave:
+      return AcquireRole::kSlave;
+    case ChannelRole::kAuto:
+      break;
+  }
+  return AcquireRole::kAuto;
+}
+
+// How long Open waits (for a slave: for the segment to appear): max_reconnect_attempts retry intervals, or
+// forever when that is 0.
+Deadline OpenDeadline(const ChannelOptions& o) {
+  if (o.max_reconnect_attempts == 0) return Deadline::Infinite();
+  return Deadline::AfterMs(std::int64_t{o.max_reconnect_attempts} * o.reconnect_retry_interval_ms);
 }
 
 }  // namespace
@@ -106,95 +115,36 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, co
   ESHM_RETURN_IF_ERROR(Segment::ValidateName(name));
   ESHM_RETURN_IF_ERROR(ValidateOptions(options));
   std::unique_ptr<Channel> channel(new Channel(std::string(name), options));
-  SegmentOptions shape;
-  shape.m2s_capacity = options.m2s_capacity;
-  shape.s2m_capacity = options.s2m_capacity;
-  shape.max_message_bytes = options.max_message_bytes;
-  shape.mode = options.mode;
-
-  const bool may_create = options.role != ChannelRole::kSlave;
-  int attempts = 0;
-  for (;;) {
-    absl::StatusOr<Segment> segment = absl::NotFoundError("");
-    if (may_create) {
-      segment = Segment::Create(name, shape);
-      if (segment.status().code() == absl::StatusCode::kAlreadyExists) {
-        segment = Segment::Open(name, Deadline::AfterMs(kInitWaitMs), options.allow_other_owner);
-      }
-    } else {
-      segment = Segment::Open(name, Deadline::AfterMs(kInitWaitMs), options.allow_other_owner);
-    }
-    if (segment.status().code() == absl::StatusCode::kNotFound) {
-      // A slave waits for its master to create the segment; a creator saw it vanish between create and open.
-      ++attempts;
-      if (may_create || options.max_reconnect_attempts == 0 || attempts < options.max_reconnect_attempts) {
-        if (!may_create) usleep(static_cast<useconds_t>(options.reconnect_retry_interval_ms) * 1000);
-        continue;
-      }
+  AcquireOptions request;
+  request.role = ToAcquireRole(options.role);
+  request.shape.m2s_capacity = options.m2s_capacity;
+  request.shape.s2m_capacity = options.s2m_capacity;
+  request.shape.max_message_bytes = options.max_message_bytes;
+  request.shape.mode = options.mode;
+  request.allow_other_owner = options.allow_other_owner;
+  request.deadline = OpenDeadline(options);
+  request.retry_interval_ms = options.reconnect_retry_interval_ms;
+  // The one decision about the file at the name: create, adopt, replace or refuse (segment.cc).
+  absl::StatusOr<AcquiredSegment> acquired = Segment::Acquire(name, request);
+  if (!acquired.ok()) {
+    if (absl::IsNotFound(acquired.status()) && options.role == ChannelRole::kSlave) {
       return absl::NotFoundError(absl::StrFormat(
-          "no master created channel '%s' (%s) after %d attempts %d ms apart: start the master first, or raise "
-          "max_reconnect_attempts (0 waits forever)",
-          name, Segment::PathFor(name), attempts, options.reconnect_retry_interval_ms));
+          "no master created channel '%s' (%s) within %d ms (max_reconnect_attempts %d x "
+          "reconnect_retry_interval_ms %d): start the master first, or raise max_reconnect_attempts (0 waits "
+          "forever). A master gives the segment its name only once it is complete, which takes a while for "
+          "large rings",
+          name, Segment::PathFor(name),
+          std::int64_t{options.max_reconnect_attempts} * options.reconnect_retry_interval_ms,
+          options.max_reconnect_attempts, options.reconnect_retry_interval_ms));
     }
-    if (!segment.ok()) {
-      // A creator killed while initializing leaves a file nobody can open; a master clears it away.
-      ino_t abandoned = 0;
-      if (may_create && Segment::IsAbandoned(name, &abandoned) && InodeAtPath(std::string(name)) == abandoned &&
-          Segment::Unlink(name).ok()) {
-        continue;
-      }
-      return segment.status();
-    }
-
-    absl::StatusOr<Role> role = ClaimRole(*segment, options.role);
-    if (!role.ok()) return role.status();
-
-    // A master taking over a dead master's segment of another shape replaces it; the slave follows by
-    // inode. Done while holding the master lock, so no other master can be using the old one.
-    const bool reshaped = segment->ring_capacity(Direction::kMasterToSlave) != options.m2s_capacity ||
-                          segment->ring_capacity(Direction::kSlaveToMaster) != options.s2m_capacity ||
-                          (options.max_message_bytes != 0 && segment->max_message_bytes() != options.max_message_bytes);
-    if (*role == Role::kMaster && reshaped) {
-      if (InodeAtPath(std::string(name)) == segment->inode()) {
-        if (absl::Status removed = Segment::Unlink(name); !removed.ok() && !absl::IsNotFound(removed)) {
-          return removed;  // e.g. another user's segment: we cannot replace it, so do not loop
-        }
-      }
-      continue;  // the old segment (and its lock) is released as `segment` goes out of scope
-    }
-
-    auto attachment = std::make_shared<Attachment>(*std::move(segment));
-    ESHM_RETURN_IF_ERROR(channel->Attach(std::move(attachment), *role));
-    break;
+    return acquired.status();
   }
+  ESHM_RETURN_IF_ERROR(
+      channel->Attach(std::make_shared<Attachment>(std::move(acquired->segment)), acquired->role));
   if (options.use_threads) {
     channel->monitor_ = std::thread([c = channel.get()] { c->MonitorLoop(); });
   }
   return channel;
-}
-
-absl::StatusOr<Role> Channel::ClaimRole(const Segment& segment, ChannelRole wanted) {
-  const SegmentHeader* h = segment.header();
-  auto holder = [&](Role r) { return h->roles[static_cast<int>(r)].pid.load(std::memory_order_acquire); };
-  if (wanted != ChannelRole::kSlave) {
-    ESHM_ASSIGN_OR_RETURN(const bool got_master, TryLockRole(segment.fd(), Role::kMaster));
-    if (got_master) return Role::kMaster;
-    if (wanted == ChannelRole::kMaster) {
-      return absl::AlreadyExistsError(absl::StrFormat(
-          "channel '%s' already has a live master (pid %d): only one master per name", segment.name(),
-          holder(Role::kMaster)));
-    }
-  }
-  ESHM_ASSIGN_OR_RETURN(const bool got_slave, TryLockRole(segment.fd(), Role::kSlave));
-  if (got_slave) return Role::kSlave;
-  if (wanted == ChannelRole::kSlave) {
-    return absl::AlreadyExistsError(absl::StrFormat(
-        "channel '%s' already has a live slave (pid %d): only one slave per name", segment.name(),
-        holder(Role::kSlave)));
-  }
-  return absl::AlreadyExistsError(absl::StrFormat(
-      "channel '%s' already has a live master (pid %d) and a live slave (pid %d)", segment.name(),
-      holder(Role::kMaster), holder(Role::kSlave)));
 }
 
 absl::Status Channel::Attach(std::shared_ptr<Attachment> attachment, Role role) {
@@ -213,7 +163,8 @@ absl::Status Channel::Attach(std::shared_ptr<Attachment> attachment, Role role) 
   peer_heartbeat_seen_ = them.heartbeat.load(std::memory_order_relaxed);
   peer_attach_epoch_seen_ = them.attach_epoch.load(std::memory_order_relaxed);
   peer_heartbeat_change_ns_ = MonotonicNowNs();
-  peer_ever_seen_ = IsRoleLockedByOther(segment.fd(), peer);
+  // (Epoch 0: the lock holder has not announced itself yet; see Tick.)
+  peer_ever_seen_ = IsRoleLockedByOther(segment.fd(), peer) && peer_attach_epoch_seen_ != 0;
   peer_state_.store(static_cast<int>(peer_ever_seen_ ? PeerState::kAlive : PeerState::kAbsent),
                     std::memory_order_release);
   if (!peer_ever_seen_) peer_gone_since_ns_.store(MonotonicNowNs(), std::memory_order_relaxed);
@@ -246,10 +197,8 @@ void Channel::Close() {
     RoleControl& me = segment.header()->roles[static_cast<int>(role_)];
     me.state.store(0, std::memory_order_release);
     me.pid.store(0, std::memory_order_release);
-    // Remove the name while still holding the master lock, so we never remove a successor's takeover.
-    if (options_.auto_cleanup && role_ == Role::kMaster && InodeAtPath(name_) == segment.inode()) {
-      (void)Segment::Unlink(name_);
-    }
+    // Remove the name while still holding the master lock, so we never remove a successor's segment.
+    if (options_.auto_cleanup && role_ == Role::kMaster) segment.UnlinkNameIfThis();
   }
   writer_.attachment.reset();
   reader_.attachment.reset();
@@ -310,9 +259,15 @@ void Channel::Tick(std::int64_t now) {
   const std::uint64_t hb = them.heartbeat.load(std::memory_order_relaxed);
   const std::uint64_t epoch = them.attach_epoch.load(std::memory_order_relaxed);
   const PeerState old_state = peer_state();
+  // A holder announces itself by bumping attach_epoch right after it takes the lock (TakeRoleControl), so
+  // every attached holder's epoch is at least 1. A lock held with epoch 0, or with the epoch of the holder
+  // we saw die, belongs to a process still attaching, or to one that only decides about the segment
+  // (Segment::Acquire holds a dead master's lock while it replaces the segment): not a peer yet. Waiting for
+  // the epoch also makes an arrival count once, not once for the lock and again for the epoch.
+  const bool announced = epoch != 0 && !(old_state == PeerState::kDead && epoch == peer_attach_epoch_seen_);
   PeerState state;
   bool restarted = false;
-  if (!locked) {
+  if (!locked || !announced) {
     state = peer_ever_seen_ ? PeerState::kDead : PeerState::kAbsent;
   } else {
     if (!peer_ever_seen_ || hb != peer_heartbeat_seen_ || epoch != peer_attach_epoch_seen_) {
@@ -351,17 +306,17 @@ void Channel::Tick(std::int64_t now) {
 bool Channel::TryReattach() {
   // The master may have been replaced by a new segment under the same name (a clean exit with
   // auto_cleanup, a takeover that changed the ring shape, or a master re-creating a removed name). Same
-  // inode: keep waiting for a master here.
-  const ino_t inode = InodeAtPath(name_);
-  if (inode == 0 || inode == current_->segment.inode()) return false;
+  // segment, or none: keep waiting for a master here.
+  if (current_->segment.name_state() != Segment::NameState::kOther) return false;
   if (options_.max_reconnect_attempts != 0 && reattach_attempts_ >= options_.max_reconnect_attempts) return false;
   ++reattach_attempts_;
-  absl::StatusOr<Segment> segment =
-      Segment::Open(name_, Deadline::AfterMs(options_.reconnect_retry_interval_ms), options_.allow_other_owner);
-  if (!segment.ok()) return false;
-  absl::StatusOr<bool> locked = TryLockRole(segment->fd(), Role::kSlave);
-  if (!locked.ok() || !*locked) return false;
-  Adopt(*std::move(segment));
+  AcquireOptions request;
+  request.role = AcquireRole::kSlave;
+  request.allow_other_owner = options_.allow_other_owner;
+  request.deadline = Deadline::Past();  // the next tick looks again
+  absl::StatusOr<AcquiredSegment> acquired = Segment::Acquire(name_, request);
+  if (!acquired.ok()) return false;
+  Adopt(std::move(acquired->segment));
   return true;
 }
 
@@ -369,18 +324,18 @@ bool Channel::RecreateIfUnlinked() {
   // Someone removed our name (`rm /dev/shm/eshm_<name>`, a cleanup script): no new slave could find us.
   // Create a fresh segment of the same shape under the name and move there; the slave sees this master's
   // lock go on the old segment and follows by inode.
-  if (InodeAtPath(name_) != 0) return false;
+  if (current_->segment.name_state() != Segment::NameState::kAbsent) return false;
   const Segment& old = current_->segment;
-  SegmentOptions shape;
-  shape.m2s_capacity = old.ring_capacity(Direction::kMasterToSlave);
-  shape.s2m_capacity = old.ring_capacity(Direction::kSlaveToMaster);
-  shape.max_message_bytes = old.max_message_bytes();
-  shape.mode = options_.mode;
-  absl::StatusOr<Segment> segment = Segment::Create(name_, shape);
-  if (!segment.ok()) return false;  // e.g. another process re-created it first
-  absl::StatusOr<bool> locked = TryLockRole(segment->fd(), Role::kMaster);
-  if (!locked.ok() || !*locked) return false;  // an AUTO process got there first: it is that name's master
-  Adopt(*std::move(segment));
+  AcquireOptions request;
+  request.role = AcquireRole::kMaster;
+  request.create_only = true;  // if another process created the name first, it is that name's master
+  request.shape.m2s_capacity = old.ring_capacity(Direction::kMasterToSlave);
+  request.shape.s2m_capacity = old.ring_capacity(Direction::kSlaveToMaster);
+  request.shape.max_message_bytes = old.max_message_bytes();
+  request.shape.mode = options_.mode;
+  absl::StatusOr<AcquiredSegment> acquired = Segment::Acquire(name_, request);
+  if (!acquired.ok()) return false;
+  Adopt(std::move(acquired->segment));
   return true;
 }
 

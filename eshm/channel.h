@@ -5,7 +5,9 @@
 // (role_lock.h): a second live master or slave is refused with an error naming the holder's pid. The
 // master creates the segment; a master (or AUTO) that finds a segment whose master is dead takes it over
 // without anyone removing files. AUTO takes the master role if it is free and the slave role otherwise,
-// race-free because the lock decides.
+// race-free because the lock decides. What happens to the file at the channel's path (create, adopt,
+// replace a dead master's segment of another shape, or refuse anything else untouched) is decided by
+// Segment::Acquire alone.
 //
 // Liveness. The peer is dead when its role lock is free (kernel evidence: the lock dies with the
 // process), unresponsive when its heartbeat has not advanced for stale_threshold_ms on this process's
@@ -218,7 +220,6 @@ class Channel {
 
   Channel(std::string name, const ChannelOptions& options);
   absl::Status Attach(std::shared_ptr<Attachment> attachment, Role role);
-  static absl::StatusOr<Role> ClaimRole(const Segment& segment, ChannelRole wanted);
 
   // Heartbeat and liveness; run by the monitor thread, or inline when use_threads is false.
   void MonitorLoop();

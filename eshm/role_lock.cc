@@ -9,7 +9,7 @@
 namespace eshm {
 namespace {
 
-constexpr off_t kCreatorByte = 2;
+constexpr off_t kReplaceByte = 3;
 
 struct flock ByteRange(off_t byte, short type) {
   struct flock lock = {};
@@ -45,15 +45,20 @@ bool IsRoleLockedByOther(int fd, Role role) {
   return lock.l_type != F_UNLCK;
 }
 
-absl::StatusOr<bool> TryLockCreator(int fd) {
-  struct flock lock = ByteRange(kCreatorByte, F_WRLCK);
+absl::StatusOr<bool> TryLockReplace(int fd) {
+  struct flock lock = ByteRange(kReplaceByte, F_WRLCK);
   if (fcntl(fd, F_OFD_SETLK, &lock) == 0) return true;
   if (errno == EAGAIN || errno == EACCES) return false;
-  return absl::ErrnoToStatus(errno, "fcntl(F_OFD_SETLK) on the creator byte");
+  return absl::ErrnoToStatus(errno, "fcntl(F_OFD_SETLK) on the replace byte");
 }
 
-bool IsCreatorLockedByOther(int fd) {
-  struct flock lock = ByteRange(kCreatorByte, F_WRLCK);
+void UnlockReplace(int fd) {
+  struct flock lock = ByteRange(kReplaceByte, F_UNLCK);
+  fcntl(fd, F_OFD_SETLK, &lock);
+}
+
+bool IsReplaceLockedByOther(int fd) {
+  struct flock lock = ByteRange(kReplaceByte, F_WRLCK);
   if (fcntl(fd, F_OFD_GETLK, &lock) != 0) return true;
   return lock.l_type != F_UNLCK;
 }

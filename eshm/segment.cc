@@ -9,18 +9,20 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "eshm/internal/sigbus_guard.h"
+#include "eshm/internal/status_macros.h"
 #include "eshm/role_lock.h"
 
 namespace eshm {
 namespace {
 
-std::string ShmName(std::string_view name) { return absl::StrCat("/eshm_", absl::string_view(name.data(), name.size())); }
+constexpr char kShmDirectory[] = "/dev/shm";
 
 absl::Status ErrnoError(int error, std::string_view call, std::string_view name) {
   return absl::ErrnoToStatus(error, absl::StrFormat("%s(\"%s\")", absl::string_view(call.data(), call.size()),
@@ -45,11 +47,6 @@ void Prefault(std::byte* base, std::uint64_t offset, std::uint64_t length) {
   }
 }
 
-void SleepBriefly() {
-  const timespec pause{0, 1'000'000};  // 1 ms
-  nanosleep(&pause, nullptr);
-}
-
 // Refusing a mapping we could not guard: a peer truncating the file would then kill this process.
 absl::Status GuardError(std::string_view call, std::string_view name) {
   return absl::ResourceExhaustedError(absl::StrFormat(
@@ -58,23 +55,70 @@ absl::Status GuardError(std::string_view call, std::string_view name) {
       absl::string_view(call.data(), call.size()), Segment::PathFor(name)));
 }
 
-// Closes the descriptor and, for a segment this process just created, removes the name again.
-class CreationGuard {
- public:
-  CreationGuard(int fd, std::string shm_name) : fd_(fd), shm_name_(std::move(shm_name)) {}
-  ~CreationGuard() {
-    if (fd_ < 0) return;
-    shm_unlink(shm_name_.c_str());
-    close(fd_);
+// Sleeps `ns`, or less if `deadline` comes first.
+void SleepAtMost(std::int64_t ns, Deadline deadline) {
+  const std::int64_t left = deadline.CappedAfterNs(ns).monotonic_ns() - MonotonicNowNs();
+  if (left <= 0) return;
+  const timespec pause{static_cast<time_t>(left / 1'000'000'000), static_cast<long>(left % 1'000'000'000)};
+  nanosleep(&pause, nullptr);
+}
+
+// What to do about a file eshm refused: it never removes a file it cannot prove it made.
+std::string LeftUntouched(const std::string& path) {
+  return absl::StrFormat(
+      "; it was left untouched: if it is yours and no process uses it, remove it (rm %s), or use another "
+      "channel name",
+      path);
+}
+
+std::string FileKind(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return absl::StrFormat("a file of type 0%o", mode & S_IFMT);
+}
+
+absl::Status NotARegularFile(const std::string& path, mode_t mode) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      path, " is ", FileKind(mode), ", not a regular file, so not an eshm segment; eshm does not open it or "
+      "follow it", LeftUntouched(path)));
+}
+
+// Checks the shape a segment would be created with; sets `*max_message` to its maximum message size.
+absl::Status ValidateShape(const SegmentOptions& options, std::uint64_t* max_message) {
+  for (const std::uint64_t capacity : {options.m2s_capacity, options.s2m_capacity}) {
+    ESHM_RETURN_IF_ERROR(ValidateRingCapacity(capacity));
   }
-  int Release() { return std::exchange(fd_, -1); }
+  const std::uint64_t limit =
+      std::min(MaxPayloadForCapacity(options.m2s_capacity), MaxPayloadForCapacity(options.s2m_capacity));
+  *max_message = options.max_message_bytes == 0 ? limit : options.max_message_bytes;
+  if (*max_message > limit) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "maximum message size %d bytes does not fit rings of %d/%d bytes (limit %d: half the smaller ring "
+        "less a %d-byte record header); use larger rings or a smaller maximum",
+        *max_message, options.m2s_capacity, options.s2m_capacity, limit, kRecordHeaderBytes));
+  }
+  if ((options.mode & ~mode_t{0777}) != 0 || (options.mode & 0600) != 0600) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "file mode 0%o is not allowed: use permission bits only (no setuid/sticky), including owner read and "
+        "write (0600)",
+        options.mode));
+  }
+  return absl::OkStatus();
+}
 
- private:
-  int fd_;
-  std::string shm_name_;
-};
+// True if `segment` is what a creator asking for `shape` would have made (a maximum message size of 0
+// accepts any).
+bool HasShape(const Segment& segment, const SegmentOptions& shape) {
+  return segment.ring_capacity(Direction::kMasterToSlave) == shape.m2s_capacity &&
+         segment.ring_capacity(Direction::kSlaveToMaster) == shape.s2m_capacity &&
+         (shape.max_message_bytes == 0 || segment.max_message_bytes() == shape.max_message_bytes);
+}
 
-// Checks the header of an initialized segment against the file it came from. `h` is a local copy.
+// Checks the header of a complete segment against the file it came from. `h` is a local copy.
 absl::Status ValidateHeader(const SegmentHeader& h, std::uint64_t file_bytes, std::string_view name) {
   const std::string path = Segment::PathFor(name);
   if (h.header_bytes != kSegmentHeaderBytes) {
@@ -138,42 +182,29 @@ std::string Segment::PathFor(std::string_view name) {
   return absl::StrCat("/dev/shm/eshm_", absl::string_view(name.data(), name.size()));
 }
 
-absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOptions& options) {
-  if (absl::Status s = ValidateName(name); !s.ok()) return s;
-  for (const std::uint64_t capacity : {options.m2s_capacity, options.s2m_capacity}) {
-    if (absl::Status s = ValidateRingCapacity(capacity); !s.ok()) return s;
-  }
-  const std::uint64_t limit =
-      std::min(MaxPayloadForCapacity(options.m2s_capacity), MaxPayloadForCapacity(options.s2m_capacity));
-  const std::uint64_t max_message = options.max_message_bytes == 0 ? limit : options.max_message_bytes;
-  if (max_message > limit) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "maximum message size %d bytes does not fit rings of %d/%d bytes (limit %d: half the smaller ring "
-        "less a %d-byte record header); use larger rings or a smaller maximum",
-        max_message, options.m2s_capacity, options.s2m_capacity, limit, kRecordHeaderBytes));
-  }
-  if ((options.mode & ~mode_t{0777}) != 0 || (options.mode & 0600) != 0600) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "file mode 0%o is not allowed: use permission bits only (no setuid/sticky), including owner read and "
-        "write (0600)",
-        options.mode));
-  }
+absl::StatusOr<Segment> Segment::CreateUnnamed(std::string_view name, const SegmentOptions& options) {
+  ESHM_RETURN_IF_ERROR(ValidateName(name));
+  std::uint64_t max_message = 0;
+  ESHM_RETURN_IF_ERROR(ValidateShape(options, &max_message));
 
-  const std::string shm_name = ShmName(name);
-  const int fd = shm_open(shm_name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode);
+  // An unnamed file: nobody can see it until Publish() links it, and it vanishes with its last descriptor
+  // if this process fails or is killed first, so no failure leaves anything behind.
+  const int fd = open(kShmDirectory, O_TMPFILE | O_RDWR | O_CLOEXEC, options.mode);
   if (fd < 0) {
     const int error = errno;
-    if (error == EEXIST) {
-      return absl::AlreadyExistsError(absl::StrFormat(
-          "segment %s already exists: open it instead, or remove it if no process uses it", PathFor(name)));
+    if (error == EOPNOTSUPP || error == EISDIR) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "open(\"%s\", O_TMPFILE) for segment %s: %s; eshm creates segments as unnamed files, which needs "
+          "Linux 3.11 or later with %s on tmpfs",
+          kShmDirectory, PathFor(name), std::strerror(error), kShmDirectory));
     }
-    return ErrnoError(error, "shm_open", name);
+    return absl::ErrnoToStatus(error, absl::StrFormat("open(\"%s\", O_TMPFILE) for segment %s", kShmDirectory,
+                                                      PathFor(name)));
   }
-  CreationGuard guard(fd, shm_name);
-  // Held for as long as this segment stays open: an opener finding the file half-initialized can then tell
-  // a creator still at work from one that died (IsAbandoned).
-  if (absl::StatusOr<bool> locked = TryLockCreator(fd); !locked.ok()) return locked.status();
-  // shm_open applies the umask; the caller's mode is what they asked for.
+  Segment segment;  // owns fd (and the mapping) from here on, so every return below cleans up
+  segment.name_ = std::string(name);
+  segment.fd_ = fd;
+  // open applies the umask; the caller's mode is what they asked for.
   if (fchmod(fd, options.mode) != 0) return ErrnoError(errno, "fchmod", name);
 
   const SegmentGeometry geometry = ComputeGeometry(options.m2s_capacity, options.s2m_capacity);
@@ -194,22 +225,14 @@ absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOpti
   }
   void* base = mmap(nullptr, geometry.segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) return ErrnoError(errno, "mmap", name);
-  Prefault(static_cast<std::byte*>(base), 0, geometry.rings_end);
-  Prefault(static_cast<std::byte*>(base), geometry.trailer_offset, kTrailerBytes);
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    const int error = errno;
-    munmap(base, geometry.segment_bytes);
-    return ErrnoError(error, "fstat", name);
-  }
-
-  Segment segment;
   segment.base_ = static_cast<std::byte*>(base);
   segment.size_ = geometry.segment_bytes;
-  if (!segment.Guard()) return GuardError("Segment::Create", name);  // unmaps; `guard` removes the name
-  segment.name_ = std::string(name);
-  segment.fd_ = guard.Release();
+  Prefault(segment.base_, 0, geometry.rings_end);
+  Prefault(segment.base_, geometry.trailer_offset, kTrailerBytes);
+  if (!segment.Guard()) return GuardError("Segment::Create", name);
   segment.trailer_ = reinterpret_cast<const SegmentTrailer*>(segment.base_ + geometry.trailer_offset);
+  struct stat st;
+  if (fstat(fd, &st) != 0) return ErrnoError(errno, "fstat", name);
   segment.epoch_ns_ = RealtimeNowNs();
   segment.max_message_bytes_ = max_message;
   segment.offset_[0] = geometry.ring_offset[0];
@@ -234,111 +257,145 @@ absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOpti
   // Relaxed: published by the release below. Never written again.
   reinterpret_cast<SegmentTrailer*>(segment.base_ + geometry.trailer_offset)
       ->canary.store(kTrailerCanary, std::memory_order_relaxed);
-  // SYNC(layout-version): release pairs with the acquire in Open: the header and the trailer above are
-  // complete before an opener trusts them.
+  // SYNC(layout-version): release pairs with the acquire in OpenOnce: the header and the trailer above are
+  // complete before an opener trusts them. (No opener can see the file before Publish() anyway; the version
+  // is still written last so that the header means the same whoever reads it.)
   h->layout_version.store(kLayoutVersion, std::memory_order_release);
   return segment;
 }
 
-absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline, bool allow_other_owner) {
-  if (absl::Status s = ValidateName(name); !s.ok()) return s;
+absl::Status Segment::Publish() {
+  // linkat of an unnamed file: through /proc/self/fd (any user), or AT_EMPTY_PATH (needs
+  // CAP_DAC_READ_SEARCH) where /proc is not mounted. Either fails with EEXIST if anything has the name.
+  const std::string path = PathFor(name_);
+  const std::string self = absl::StrCat("/proc/self/fd/", fd_);
+  if (linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0) return absl::OkStatus();
+  int error = errno;
+  if (error == ENOENT && access("/proc/self/fd", F_OK) != 0) {
+    if (linkat(fd_, "", AT_FDCWD, path.c_str(), AT_EMPTY_PATH) == 0) return absl::OkStatus();
+    error = errno;
+    if (error != EEXIST) {
+      return absl::ErrnoToStatus(error, absl::StrFormat(
+          "linkat(AT_EMPTY_PATH, \"%s\"): eshm gives a complete segment its name through /proc/self/fd; "
+          "mount /proc, or run with CAP_DAC_READ_SEARCH",
+          path));
+    }
+  }
+  if (error == EEXIST) {
+    return absl::AlreadyExistsError(absl::StrFormat(
+        "segment %s already exists: open it instead, or remove it if no process uses it", path));
+  }
+  return absl::ErrnoToStatus(error, absl::StrFormat("linkat(\"%s\", \"%s\")", self, path));
+}
+
+absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOptions& options) {
+  ESHM_ASSIGN_OR_RETURN(Segment segment, CreateUnnamed(name, options));
+  ESHM_RETURN_IF_ERROR(segment.Publish());
+  return segment;
+}
+
+absl::StatusOr<Segment> Segment::OpenOnce(std::string_view name, bool allow_other_owner) {
+  ESHM_RETURN_IF_ERROR(ValidateName(name));
   const std::string path = PathFor(name);
-  const int fd = shm_open(ShmName(name).c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+  // Look before opening: a FIFO, a socket or a device is never opened (opening a FIFO could block, or
+  // wake a process waiting on it). O_NONBLOCK and the fstat below cover a file swapped in between.
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) {
+    const int error = errno;
+    if (error == ENOENT) {
+      return absl::NotFoundError(absl::StrFormat("no segment %s: the side that creates it has not started", path));
+    }
+    return ErrnoError(error, "lstat", name);
+  }
+  if (!S_ISREG(st.st_mode)) return NotARegularFile(path, st.st_mode);
+  // O_NONBLOCK has no effect on a regular file.
+  const int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     const int error = errno;
     if (error == ENOENT) {
       return absl::NotFoundError(absl::StrFormat("no segment %s: the side that creates it has not started", path));
     }
-    if (error == ELOOP) {
-      return absl::FailedPreconditionError(
-          absl::StrFormat("%s is a symbolic link; eshm does not follow links at segment paths", path));
-    }
-    return ErrnoError(error, "shm_open", name);
+    if (lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return NotARegularFile(path, st.st_mode);
+    return ErrnoError(error, "open", name);
   }
 
   Segment segment;  // owns fd (and any mapping) from here on, so every return below cleans up
   segment.name_ = std::string(name);
   segment.fd_ = fd;
-
-  // Wait until the file is large enough and its creator has written the layout version.
-  SegmentHeader copy;
-  struct stat st;
-  for (;;) {
-    if (fstat(fd, &st) != 0) return ErrnoError(errno, "fstat", name);
-    if (!S_ISREG(st.st_mode)) {
-      return absl::FailedPreconditionError(absl::StrFormat("%s is not a regular file, so not an eshm segment", path));
-    }
-    if (!allow_other_owner && st.st_uid != geteuid()) {
-      return absl::PermissionDeniedError(absl::StrFormat(
-          "%s belongs to uid %d, not to this process's uid %d: another user may have created the name first to "
-          "intercept the channel; it was left untouched. Use another name, or allow other owners explicitly "
-          "(ChannelOptions::allow_other_owner) for a channel shared between users",
-          path, st.st_uid, geteuid()));
-    }
-    const std::uint64_t file_bytes = static_cast<std::uint64_t>(st.st_size);
-    if (file_bytes >= kSegmentHeaderBytes) {
-      if (segment.base_ == nullptr || segment.size_ != file_bytes) {
-        internal::UnguardMapping(std::exchange(segment.guard_slot_, -1));
-        segment.fault_flag_ = &kNeverFaulted;
-        if (segment.base_ != nullptr) munmap(segment.base_, segment.size_);
-        segment.base_ = nullptr;
-        void* base = mmap(nullptr, file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (base == MAP_FAILED) return ErrnoError(errno, "mmap", name);
-        segment.base_ = static_cast<std::byte*>(base);
-        segment.size_ = file_bytes;
-        // Guarded from the first read on: the file may shrink between fstat and here.
-        if (!segment.Guard()) return GuardError("Segment::Open", name);
-      }
-      const SegmentHeader* h = segment.header();
-      // SYNC(layout-version): acquire pairs with the creator's release in Create.
-      const std::uint32_t version = h->layout_version.load(std::memory_order_acquire);
-      const std::uint64_t magic = h->magic;
-      if (magic != 0 && magic != kSegmentMagic) {
-        return absl::FailedPreconditionError(absl::StrFormat(
-            "%s is not an eshm segment (magic 0x%016x, expected 0x%016x); it was left untouched", path, magic,
-            kSegmentMagic));
-      }
-      if (version != 0) {
-        if (magic != kSegmentMagic) {
-          return absl::FailedPreconditionError(
-              absl::StrFormat("%s is not an eshm segment (no magic); it was left untouched", path));
-        }
-        if (version != kLayoutVersion) {
-          return absl::FailedPreconditionError(absl::StrFormat(
-              "%s has layout version %d but this eshm reads version %d: run the same eshm release on both "
-              "sides, or remove the old segment once no process uses it",
-              path, version, kLayoutVersion));
-        }
-        std::memcpy(static_cast<void*>(&copy), h, sizeof(copy));
-        break;
-      }
-    }
-    if (deadline.Expired()) {
-      if (file_bytes < kSegmentHeaderBytes) {
-        return absl::FailedPreconditionError(absl::StrFormat(
-            "%s is %d bytes, too small for an eshm segment (at least %d): it is truncated, not ours, or its "
-            "creator died while creating it; remove it once no process uses it",
-            path, file_bytes, kSegmentHeaderBytes));
-      }
-      return absl::DeadlineExceededError(absl::StrFormat(
-          "%s was not initialized before the deadline: its creator died while creating it, or it is not an "
-          "eshm segment; remove it once no process uses it",
-          path));
-    }
-    SleepBriefly();
+  if (fstat(fd, &st) != 0) return ErrnoError(errno, "fstat", name);
+  if (!S_ISREG(st.st_mode)) return NotARegularFile(path, st.st_mode);
+  if (!allow_other_owner && st.st_uid != geteuid()) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "%s belongs to uid %d, not to this process's uid %d: another user may have created the name first to "
+        "intercept the channel; it was left untouched. Use another name, or allow other owners explicitly "
+        "(ChannelOptions::allow_other_owner) for a channel shared between users",
+        path, st.st_uid, geteuid()));
   }
 
-  if (absl::Status s = ValidateHeader(copy, static_cast<std::uint64_t>(st.st_size), name); !s.ok()) return s;
+  // eshm publishes a segment at its name only once it is complete, so there is nothing to wait for: what
+  // is not a complete segment now never becomes one.
+  const std::uint64_t file_bytes = static_cast<std::uint64_t>(st.st_size);
+  if (file_bytes < kSegmentHeaderBytes) {
+    // pread, not mmap: the file is shorter than a header. Its first word still tells foreign bytes apart.
+    std::uint64_t magic = 0;
+    if (file_bytes >= sizeof(magic) && pread(fd, &magic, sizeof(magic), 0) == static_cast<ssize_t>(sizeof(magic)) &&
+        magic != 0 && magic != kSegmentMagic) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          absl::StrFormat("%s is not an eshm segment (it begins with 0x%016x, not eshm's magic 0x%016x)", path,
+                          magic, kSegmentMagic),
+          LeftUntouched(path)));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        absl::StrFormat("%s is %d bytes, too small for an eshm segment (at least %d): it is not one, or it was "
+                        "truncated",
+                        path, file_bytes, kSegmentHeaderBytes),
+        LeftUntouched(path)));
+  }
+  void* base = mmap(nullptr, file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) return ErrnoError(errno, "mmap", name);
+  segment.base_ = static_cast<std::byte*>(base);
+  segment.size_ = file_bytes;
+  // Guarded from the first read on: the file may shrink between fstat and here.
+  if (!segment.Guard()) return GuardError("Segment::Open", name);
+
+  const SegmentHeader* h = segment.header();
+  // SYNC(layout-version): acquire pairs with the creator's release in CreateUnnamed.
+  const std::uint32_t version = h->layout_version.load(std::memory_order_acquire);
+  const std::uint64_t magic = h->magic;
+  if (magic != kSegmentMagic && (magic != 0 || version != 0)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        magic != 0 ? absl::StrFormat("%s is not an eshm segment (magic 0x%016x, expected 0x%016x)", path, magic,
+                                     kSegmentMagic)
+                   : absl::StrFormat("%s is not an eshm segment (no magic)", path),
+        LeftUntouched(path)));
+  }
+  if (version == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        absl::StrFormat("%s is not a complete eshm segment (%s, no layout version): eshm gives a segment its "
+                        "name only once it is complete, so this eshm did not make it (an older eshm whose "
+                        "creator died may have)",
+                        path, magic == 0 ? "no magic" : "eshm's magic"),
+        LeftUntouched(path)));
+  }
+  if (version != kLayoutVersion) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s has layout version %d but this eshm reads version %d: run the same eshm release on both sides, or "
+        "remove the old segment (rm %s) once no process uses it",
+        path, version, kLayoutVersion, path));
+  }
+  SegmentHeader copy;
+  std::memcpy(static_cast<void*>(&copy), h, sizeof(copy));
+  ESHM_RETURN_IF_ERROR(ValidateHeader(copy, file_bytes, name));
   // The file is exactly the size the header says, so the trailer lies inside the mapping. Reading the
   // canary also maps its page now (see TrailerIntact in segment.h). The creator wrote it before the
   // version we acquired.
-  segment.trailer_ =
-      reinterpret_cast<const SegmentTrailer*>(segment.base_ + copy.segment_bytes - kTrailerBytes);
+  segment.trailer_ = reinterpret_cast<const SegmentTrailer*>(segment.base_ + copy.segment_bytes - kTrailerBytes);
   if (!segment.TrailerIntact()) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "%s has the right size but not eshm's trailer (its last 8 bytes): it was truncated and grown back, or "
-        "overwritten; it was left untouched. Remove it once no process uses it",
-        path));
+    return absl::FailedPreconditionError(absl::StrCat(
+        absl::StrFormat("%s has the right size but not eshm's trailer (its last 8 bytes): it was truncated and "
+                        "grown back, or overwritten",
+                        path),
+        LeftUntouched(path)));
   }
   segment.epoch_ns_ = copy.creation_epoch_ns;
   segment.max_message_bytes_ = copy.max_message_bytes;
@@ -351,36 +408,202 @@ absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline, 
   return segment;
 }
 
+absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline, bool allow_other_owner) {
+  for (;;) {
+    absl::StatusOr<Segment> segment = OpenOnce(name, allow_other_owner);
+    if (!absl::IsNotFound(segment.status()) || deadline.Expired()) return segment;
+    SleepAtMost(1'000'000, deadline);
+  }
+}
+
+namespace {
+
+// Takes the role `wanted` asks for on `segment`, or says who holds it.
+absl::StatusOr<Role> ClaimRole(const Segment& segment, AcquireRole wanted) {
+  const SegmentHeader* h = segment.header();
+  auto holder = [&](Role r) { return h->roles[static_cast<int>(r)].pid.load(std::memory_order_acquire); };
+  if (wanted != AcquireRole::kSlave) {
+    ESHM_ASSIGN_OR_RETURN(const bool got_master, TryLockRole(segment.fd(), Role::kMaster));
+    if (got_master) return Role::kMaster;
+    if (wanted == AcquireRole::kMaster) {
+      return absl::AlreadyExistsError(absl::StrFormat(
+          "channel '%s' already has a live master (pid %d): only one master per name", segment.name(),
+          holder(Role::kMaster)));
+    }
+  }
+  ESHM_ASSIGN_OR_RETURN(const bool got_slave, TryLockRole(segment.fd(), Role::kSlave));
+  if (got_slave) return Role::kSlave;
+  if (wanted == AcquireRole::kSlave) {
+    return absl::AlreadyExistsError(absl::StrFormat(
+        "channel '%s' already has a live slave (pid %d): only one slave per name", segment.name(),
+        holder(Role::kSlave)));
+  }
+  return absl::AlreadyExistsError(absl::StrFormat(
+      "channel '%s' already has a live master (pid %d) and a live slave (pid %d)", segment.name(),
+      holder(Role::kMaster), holder(Role::kSlave)));
+}
+
+}  // namespace
+
+// The decision about the file at a name, in one place.
+//
+//  * Nothing there: a slave waits (until options.deadline) for a segment to appear; a master or AUTO creates
+//    one, complete and with its master lock already held, and links it to the name unless another process
+//    linked one first (then it looks again). So exactly one creator wins, and it is the master.
+//  * Not a complete eshm segment of this layout (a FIFO, a directory, foreign bytes, zeros, another layout
+//    version, a corrupt header, another user's file): refused at once, left untouched. eshm never leaves a
+//    half-made file at a name, so nothing of this kind can be a segment it should clean up.
+//  * A segment of the shape asked for (or any segment, for a slave): claim the role on it. A master whose
+//    predecessor died takes its segment over in place, messages included.
+//  * A segment of another shape, asked for by a master or AUTO: decide under the segment's replace lock,
+//    one process at a time. If its master lock is free, the master is gone: make the new segment, take the
+//    master lock, check that the name still points at the old segment, remove the name and link the new
+//    segment there (the old segment's slave follows by inode). If a live master holds it, an AUTO joins it
+//    as slave (adopting its shape) and a master is refused, as on a segment of its own shape.
+//
+// Why removing the name is safe: every process that removes or replaces a segment's name holds that
+// segment's master lock while it does (replacement here, auto_cleanup in Channel::Close), and a name that
+// points at a file can only be given to a new one by linking, which fails while the old one is there. So
+// while this process holds the master lock, the name keeps pointing at the segment it checked.
+//
+// Why openers end up together: after claiming its role, an opener checks that the name still points at
+// its segment and that nobody else holds the segment's replace lock; if not, it lets go and looks again. A
+// replacer takes the replace lock before the master lock, so an opener either sees the replacement coming
+// or claimed its role before it began, like any slave of a segment that is later replaced.
+absl::StatusOr<AcquiredSegment> Segment::Acquire(std::string_view name, const AcquireOptions& options) {
+  ESHM_RETURN_IF_ERROR(ValidateName(name));
+  const bool may_create = options.role != AcquireRole::kSlave;
+  if (options.create_only && options.role != AcquireRole::kMaster) {
+    return absl::InvalidArgumentError("Segment::Acquire: create_only needs AcquireRole::kMaster");
+  }
+  if (may_create) {
+    std::uint64_t max_message = 0;
+    ESHM_RETURN_IF_ERROR(ValidateShape(options.shape, &max_message));
+  }
+  const std::string path = PathFor(name);
+  const std::int64_t retry_ns = std::int64_t{std::max(options.retry_interval_ms, 1)} * 1'000'000;
+  // A segment this call created, master-locked and not yet named; kept across attempts.
+  std::optional<Segment> fresh;
+  auto make_fresh = [&]() -> absl::Status {
+    if (fresh.has_value()) return absl::OkStatus();
+    ESHM_ASSIGN_OR_RETURN(Segment made, CreateUnnamed(name, options.shape));
+    // Nobody else can see the file yet, so this lock is ours: whoever links it to the name is its master.
+    ESHM_ASSIGN_OR_RETURN(const bool locked, TryLockRole(made.fd(), Role::kMaster));
+    if (!locked) return absl::InternalError(absl::StrCat("a new, unnamed segment for ", path, " was already locked"));
+    fresh = std::move(made);
+    return absl::OkStatus();
+  };
+
+  for (;;) {
+    absl::StatusOr<Segment> existing = OpenOnce(name, options.allow_other_owner);
+    if (absl::IsNotFound(existing.status())) {
+      if (!may_create) {
+        if (options.deadline.Expired()) return existing.status();
+        SleepAtMost(retry_ns, options.deadline);
+        continue;
+      }
+      if (absl::Status made = make_fresh(); !made.ok()) {
+        // Racing creators each reserve a segment; one that ran out of space may find the winner's now.
+        if (absl::IsResourceExhausted(made) && !absl::IsNotFound(OpenOnce(name, true).status())) continue;
+        return made;
+      }
+      absl::Status published = fresh->Publish();
+      if (published.ok()) return AcquiredSegment{*std::move(fresh), Role::kMaster};
+      if (!absl::IsAlreadyExists(published)) return published;
+      continue;  // another creator linked its segment first: look at it
+    }
+    if (options.create_only) {
+      return absl::AlreadyExistsError(absl::StrFormat("%s exists: another process created it", path));
+    }
+    if (!existing.ok()) return existing.status();
+    Segment& segment = *existing;
+
+    // Another process holds the segment's replace lock: it is deciding about it, or replacing it. Let go,
+    // wait a moment and look again (up to the deadline).
+    auto wait_for_replacer = [&]() -> absl::Status {
+      segment.Reset();
+      if (options.deadline.Expired()) {
+        return absl::DeadlineExceededError(absl::StrFormat(
+            "%s: another process was still deciding whether to replace this segment, or replacing it (it "
+            "holds the segment's replace lock), when the deadline passed; the segment was left as it is",
+            path));
+      }
+      SleepAtMost(1'000'000, options.deadline);
+      return absl::OkStatus();
+    };
+
+    const bool other_shape = may_create && !HasShape(segment, options.shape);
+    if (other_shape) {
+      ESHM_ASSIGN_OR_RETURN(const bool deciding, TryLockReplace(segment.fd()));
+      if (!deciding) {
+        ESHM_RETURN_IF_ERROR(wait_for_replacer());
+        continue;
+      }
+      // Its master looks gone: make the replacement first (it may take a while for large rings), holding
+      // only the replace lock, so that its slave sees its master dead meanwhile, not unresponsive.
+      if (!IsRoleLockedByOther(segment.fd(), Role::kMaster)) ESHM_RETURN_IF_ERROR(make_fresh());
+      ESHM_ASSIGN_OR_RETURN(const bool master_gone, TryLockRole(segment.fd(), Role::kMaster));
+      if (master_gone) {
+        // Proven replaceable: a complete eshm segment of this layout, of another shape, whose master is
+        // gone; and with its master lock held, its name cannot change under us (see above).
+        if (segment.name_state() != NameState::kThis) continue;  // replaced already: look again
+        ESHM_RETURN_IF_ERROR(make_fresh());
+        if (unlink(path.c_str()) != 0) {
+          const int error = errno;
+          if (error == ENOENT) continue;
+          if (error == EPERM || error == EACCES) {
+            return absl::PermissionDeniedError(absl::StrFormat(
+                "%s belongs to another user and has other ring capacities (%d/%d) than asked for (%d/%d); its "
+                "master is gone, but this process cannot replace it (/dev/shm is sticky): ask its owner to "
+                "remove it, or ask for its shape",
+                path, segment.ring_capacity(Direction::kMasterToSlave),
+                segment.ring_capacity(Direction::kSlaveToMaster), options.shape.m2s_capacity,
+                options.shape.s2m_capacity));
+          }
+          return ErrnoError(error, "unlink", name);
+        }
+        absl::Status published = fresh->Publish();
+        if (published.ok()) return AcquiredSegment{*std::move(fresh), Role::kMaster};
+        if (!absl::IsAlreadyExists(published)) return published;
+        continue;  // a creator linked its segment into the gap: look at it
+      }
+      // A live master of another shape: claim a role below while still deciding, so no replacer starts.
+    }
+
+    absl::StatusOr<Role> role = ClaimRole(segment, options.role);
+    if (!role.ok()) return role.status();
+    // A master lock won on a segment of another shape: its master died just now. Let go; the next look
+    // replaces it.
+    if (other_shape && *role == Role::kMaster) continue;
+    // Still the segment at the name, and nobody about to replace it? Otherwise let go and look again.
+    if (IsReplaceLockedByOther(segment.fd())) {
+      ESHM_RETURN_IF_ERROR(wait_for_replacer());
+      continue;
+    }
+    if (segment.name_state() != NameState::kThis) continue;
+    if (other_shape) UnlockReplace(segment.fd());
+    return AcquiredSegment{std::move(segment), *role};
+  }
+}
+
 absl::Status Segment::Unlink(std::string_view name) {
-  if (absl::Status s = ValidateName(name); !s.ok()) return s;
-  if (shm_unlink(ShmName(name).c_str()) != 0) {
+  ESHM_RETURN_IF_ERROR(ValidateName(name));
+  if (unlink(PathFor(name).c_str()) != 0) {
     const int error = errno;
     if (error == ENOENT) return absl::NotFoundError(absl::StrFormat("no segment %s to remove", PathFor(name)));
-    return ErrnoError(error, "shm_unlink", name);
+    return ErrnoError(error, "unlink", name);
   }
   return absl::OkStatus();
 }
 
-bool Segment::IsAbandoned(std::string_view name, ino_t* inode) {
-  if (!ValidateName(name).ok()) return false;
-  const int fd = shm_open(ShmName(name).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
-  if (fd < 0) return false;
-  bool abandoned = false;
+Segment::NameState Segment::name_state() const {
   struct stat st;
-  // Only our own files: we may not remove another user's anyway (/dev/shm is sticky), so never try.
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid()) {
-    *inode = st.st_ino;
-    std::uint32_t version = 0;
-    // pread, not mmap: the file may be shorter than its header, and this must not fault.
-    const bool initialized =
-        static_cast<std::uint64_t>(st.st_size) >= kSegmentHeaderBytes &&
-        pread(fd, &version, sizeof(version), offsetof(SegmentHeader, layout_version)) ==
-            static_cast<ssize_t>(sizeof(version)) &&
-        version != 0;
-    abandoned = !initialized && !IsCreatorLockedByOther(fd);
-  }
-  close(fd);
-  return abandoned;
+  if (lstat(PathFor(name_).c_str(), &st) != 0) return errno == ENOENT ? NameState::kAbsent : NameState::kOther;
+  return st.st_dev == device_ && st.st_ino == inode_ ? NameState::kThis : NameState::kOther;
+}
+
+void Segment::UnlinkNameIfThis() const {
+  if (name_state() == NameState::kThis) unlink(PathFor(name_).c_str());
 }
 
 RingProducer Segment::MakeProducer(Direction d) const {

@@ -1,15 +1,26 @@
-// A named POSIX shared-memory segment holding eshm's two rings: creation, opening, validation, removal.
+// A named POSIX shared-memory segment holding eshm's two rings: creation, opening, validation, removal, and
+// the one decision about the file at a channel's path (Acquire).
 //
-// The segment lives at /dev/shm/eshm_<name>. Create() makes it exclusively, with an explicit mode (applied
-// whatever the umask), reserves its memory up front with posix_fallocate (so a full /dev/shm is an error
-// now rather than a SIGBUS later), fills in the header, and writes the layout version last. Open() checks
-// the file before trusting it: that it is a regular file, large enough, initialized (it waits for the
-// version word, with a deadline, when the creator is still at work), ours (magic), of our layout version,
-// and self-consistent (sizes and offsets). A failed Open never writes to the file.
+// The segment lives at /dev/shm/eshm_<name>. A segment is created complete before it gets its name:
+// Create() makes an unnamed file in /dev/shm (O_TMPFILE) with an explicit mode (applied whatever the umask),
+// reserves its memory with posix_fallocate (so a full /dev/shm is an error now rather than a SIGBUS later),
+// fills in the header, writes the layout version last, and only then links the file to its name, which
+// fails if the name is taken. So a file at a segment path is either a complete segment or not one of ours,
+// and a creator killed at any moment leaves nothing behind: the kernel frees an unnamed file with its last
+// descriptor. (Needs /proc, through which the file is linked.)
+//
+// Open() checks the file before trusting it, without waiting and without ever writing to it or removing it:
+// that it is a regular file (anything else is refused before it is opened, so a FIFO cannot block the
+// opener), owned by this user, of eshm's magic and layout version, and self-consistent (sizes, offsets).
+//
+// Acquire() is the single place that decides what happens to the file at a name: create a segment, adopt
+// the one there, replace a dead master's segment of another shape, or refuse; and which role lock to take
+// on the result. See its comment for the protocol that makes replacement safe against concurrent openers.
 //
 // Memory ordering: the creator's release store of layout_version pairs with the opener's acquire load
 // (SYNC(layout-version) in segment.cc); every other header field is written before it and read after it,
-// and copied into the Segment at open so that later changes by a peer cannot move its rings.
+// and copied into the Segment at open so that later changes by a peer cannot move its rings. (Linking the
+// file to its name happens after the store, so an opener always finds the version written.)
 //
 // Truncation. Any process that can open the file can ftruncate it under our mapping. Three things notice:
 //  * the SIGBUS guard (internal/sigbus_guard.h), when a page past the new end is touched: the mapping is
@@ -52,6 +63,32 @@ struct SegmentOptions {
   mode_t mode = 0600;  // file mode, applied exactly (the umask does not narrow it)
 };
 
+// The role Acquire claims on the segment it returns.
+enum class AcquireRole {
+  kMaster,  // the master role: create, take over or replace; refused if a live master holds it
+  kSlave,   // the slave role on an existing segment: never creates, replaces or removes anything
+  kAuto,    // the master role if it is free, the slave role otherwise
+};
+
+struct AcquireOptions {
+  AcquireRole role = AcquireRole::kAuto;
+  // The segment kMaster and kAuto create when the name is free, and replace a dead master's segment with
+  // when that one has another shape (other capacities, or another maximum message size if one is given).
+  SegmentOptions shape;
+  // Accept a segment owned by another uid (see Segment::Open).
+  bool allow_other_owner = false;
+  // kMaster only: create a segment, or fail with AlreadyExists if the name is taken by anything.
+  bool create_only = false;
+  // How long to wait: a slave for a segment to appear at the name, anyone for another process that is
+  // deciding whether to replace the segment there. Nothing else waits.
+  Deadline deadline = Deadline::Past();
+  // How often a waiting slave looks at the name again.
+  int retry_interval_ms = 10;
+};
+
+// A segment with a role lock held through its descriptor.
+struct AcquiredSegment;
+
 class Segment {
  public:
   // OK if `name` can name a segment: 1 to kMaxSegmentNameLength characters from [A-Za-z0-9._-].
@@ -59,18 +96,30 @@ class Segment {
   // "/dev/shm/eshm_<name>", for messages and tools.
   static std::string PathFor(std::string_view name);
 
-  // Creates a new segment; AlreadyExists if one is there.
+  // Creates a new segment, complete before it appears at its name; AlreadyExists if anything is there. Takes
+  // no role lock.
   static absl::StatusOr<Segment> Create(std::string_view name, const SegmentOptions& options);
-  // Opens an existing segment, waiting until `deadline` for its creator to finish initializing it. The file
-  // must belong to this process's effective uid unless `allow_other_owner`: otherwise another local user
-  // could create the name first (with a permissive mode) and intercept the channel.
+  // Opens the segment at the name, waiting until `deadline` for one to appear there (NotFound after). The
+  // file must belong to this process's effective uid unless `allow_other_owner`: otherwise another local
+  // user could create the name first (with a permissive mode) and intercept the channel. Anything that is
+  // not a complete eshm segment of this layout version is refused at once (FailedPrecondition, naming the
+  // file and what is wrong with it) and left untouched.
   static absl::StatusOr<Segment> Open(std::string_view name, Deadline deadline, bool allow_other_owner = false);
-  // Removes the name; processes that have it mapped keep using it until they unmap.
+  // Creates, adopts or replaces the segment at `name` and claims a role on it, or refuses; see segment.cc.
+  // It removes a file only after proving it a complete eshm segment of this layout version, of another shape
+  // than `options.shape`, whose master is gone; anything else it refuses and leaves untouched.
+  static absl::StatusOr<AcquiredSegment> Acquire(std::string_view name, const AcquireOptions& options);
+  // Removes the name, whatever is there (for tools and tests); processes that have it mapped keep using it
+  // until they unmap.
   static absl::Status Unlink(std::string_view name);
-  // True if the file at the name was left half-created: never initialized (too small, or no layout version)
-  // and its creator is gone (the creator's lock is free). Sets `*inode` to the file examined, so a caller
-  // that removes it can check it removes that file. Never writes.
-  static bool IsAbandoned(std::string_view name, ino_t* inode);
+
+  // Where this segment's name points now.
+  enum class NameState { kThis, kAbsent, kOther };
+  NameState name_state() const;
+  // Removes the name if it still names this segment, never a successor's. For the holder of this segment's
+  // master lock: every process that removes or replaces a segment's name holds that lock (see Acquire), so
+  // the name cannot change between the check and the removal.
+  void UnlinkNameIfThis() const;
 
   Segment(Segment&& other) noexcept;
   Segment& operator=(Segment&& other) noexcept;
@@ -146,6 +195,12 @@ class Segment {
  private:
   Segment() = default;
   static std::size_t Index(Direction d) { return static_cast<std::size_t>(d); }
+  // A complete segment in an unnamed file; Publish() gives it its name.
+  static absl::StatusOr<Segment> CreateUnnamed(std::string_view name, const SegmentOptions& options);
+  // Links the unnamed file to its name; AlreadyExists if the name is taken.
+  absl::Status Publish();
+  // Opens what is at the name once: NotFound at once if nothing is.
+  static absl::StatusOr<Segment> OpenOnce(std::string_view name, bool allow_other_owner);
   void Reset();
   // Guards the mapping at base_ of size_ bytes (guard_slot_, fault_flag_). False if it could not be.
   bool Guard();
@@ -169,6 +224,11 @@ class Segment {
   std::uint64_t capacity_[2] = {0, 0};
   dev_t device_ = 0;
   ino_t inode_ = 0;
+};
+
+struct AcquiredSegment {
+  Segment segment;
+  Role role;
 };
 
 }  // namespace eshm

@@ -1,5 +1,6 @@
 #include "eshm/segment.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -7,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -26,6 +28,7 @@
 #include "eshm/deadline.h"
 #include "eshm/layout.h"
 #include "eshm/ring.h"
+#include "eshm/role_lock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/fork_util.h"
@@ -247,7 +250,7 @@ TEST_F(SegmentTest, CreateFailsWithAlreadyExistsAndKeepsTheExistingSegment) {
 }
 
 TEST_F(SegmentTest, OpenOfMissingSegmentIsNotFound) {
-  absl::StatusOr<Segment> opened = Segment::Open(name_, Deadline::AfterMs(5000));
+  absl::StatusOr<Segment> opened = Segment::Open(name_, Deadline::AfterMs(50));
   ASSERT_FALSE(opened.ok());
   EXPECT_EQ(opened.status().code(), absl::StatusCode::kNotFound) << opened.status();
   EXPECT_THAT(Message(opened.status()), HasSubstr(Path()));
@@ -313,29 +316,61 @@ TEST_F(SegmentTest, OpenRejectsAForeignFileAndLeavesItUntouched) {
   EXPECT_EQ(ReadFileBytes(Segment::PathFor(other)), bytes);
 }
 
-TEST_F(SegmentTest, OpenOfAnUninitializedFileWaitsForTheDeadlineThenFails) {
-  // What a creator that died before writing the version leaves behind: zeros.
-  const std::string zeros(kSegmentHeaderBytes, '\0');
-  ASSERT_TRUE(WriteNewFile(Path(), zeros));
-  const std::int64_t start = MonotonicNowNs();
-  const Deadline deadline = Deadline::AfterMs(100);
-  absl::StatusOr<Segment> opened = Segment::Open(name_, deadline);
-  ASSERT_FALSE(opened.ok());
-  EXPECT_EQ(opened.status().code(), absl::StatusCode::kDeadlineExceeded) << opened.status();
-  EXPECT_GE(MonotonicNowNs(), deadline.monotonic_ns());
-  EXPECT_GE(MonotonicNowNs() - start, 100'000'000);
-  EXPECT_EQ(ReadFileBytes(Path()), zeros);
+TEST_F(SegmentTest, OpenRefusesAnUnfinishedFileAtOnceAndLeavesItUntouched) {
+  // What a creator that named its file before filling it in would leave if it died: eshm never does that,
+  // so such a file will not become a segment, and nothing is worth waiting for. The child waits forever
+  // if Open waits at all; the watchdog turns that into a failure.
+  std::string magic_only(kSegmentHeaderBytes, '\0');
+  std::memcpy(magic_only.data(), &kSegmentMagic, sizeof(kSegmentMagic));
+  const std::vector<std::pair<std::string, std::string>> files = {
+      {"empty", ""},
+      {"100 zero bytes", std::string(100, '\0')},
+      {"a header of zeros", std::string(kSegmentHeaderBytes, '\0')},
+      {"a segment's size of zeros", std::string(ComputeGeometry(4096, 4096).segment_bytes, '\0')},
+      {"eshm's magic, no layout version", magic_only},
+  };
+  for (const auto& [what, bytes] : files) {
+    SCOPED_TRACE(what);
+    const std::string name = NewName();
+    const std::string path = Segment::PathFor(name);
+    ASSERT_TRUE(WriteNewFile(path, bytes));
+    eshm_test::Child opener = eshm_test::Child::Start([&] {
+      absl::StatusOr<Segment> opened = Segment::Open(name, Deadline::Infinite());
+      if (opened.status().code() != absl::StatusCode::kFailedPrecondition ||
+          Message(opened.status()).find(path) == std::string::npos ||
+          Message(opened.status()).find("untouched") == std::string::npos) {
+        std::fprintf(stderr, "Open(%s): %s\n", what.c_str(), opened.status().ToString().c_str());
+        return 1;
+      }
+      return 0;
+    });
+    EXPECT_TRUE(eshm_test::WaitForChild(opener, absl::Seconds(10)));
+    EXPECT_EQ(ReadFileBytes(path), bytes);
+  }
 }
 
-TEST_F(SegmentTest, OpenOfAnEmptyFileWaitsForTheDeadlineThenFails) {
-  // What a creator that died between shm_open and sizing the file leaves behind.
-  ASSERT_TRUE(WriteNewFile(Path(), ""));
-  const Deadline deadline = Deadline::AfterMs(100);
-  absl::StatusOr<Segment> opened = Segment::Open(name_, deadline);
-  ASSERT_FALSE(opened.ok());
-  EXPECT_EQ(opened.status().code(), absl::StatusCode::kFailedPrecondition) << opened.status();
-  EXPECT_GE(MonotonicNowNs(), deadline.monotonic_ns());
-  EXPECT_EQ(ReadFileBytes(Path()), "");
+TEST_F(SegmentTest, OpenRefusesANonRegularFileAtOnceNamingWhatItIs) {
+  const std::string fifo = NewName("fifo");
+  ASSERT_EQ(mkfifo(Segment::PathFor(fifo).c_str(), 0600), 0) << strerror(errno);
+  const std::string directory = NewName("dir");
+  ASSERT_EQ(mkdir(Segment::PathFor(directory).c_str(), 0700), 0) << strerror(errno);
+  for (const auto& [name, what] : {std::pair{fifo, "a FIFO"}, std::pair{directory, "a directory"}}) {
+    SCOPED_TRACE(what);
+    // Opening a FIFO for reading blocks until a writer comes: the child would hang; the watchdog catches it.
+    eshm_test::Child opener = eshm_test::Child::Start([&] {
+      absl::StatusOr<Segment> opened = Segment::Open(name, Deadline::Infinite());
+      if (opened.status().code() != absl::StatusCode::kFailedPrecondition ||
+          Message(opened.status()).find(absl::StrCat(Segment::PathFor(name), " is ", what)) == std::string::npos) {
+        std::fprintf(stderr, "Open: %s\n", opened.status().ToString().c_str());
+        return 1;
+      }
+      return 0;
+    });
+    EXPECT_TRUE(eshm_test::WaitForChild(opener, absl::Seconds(10)));
+  }
+  struct stat st;
+  ASSERT_EQ(lstat(Segment::PathFor(fifo).c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
 }
 
 TEST_F(SegmentTest, OpenRejectsWrongMagicAndLeavesTheFileUntouched) {
@@ -714,43 +749,85 @@ TEST_F(SegmentTest, DirectoryAtThePathIsNotASegment) {
   EXPECT_TRUE(S_ISDIR(st.st_mode));
 }
 
-TEST_F(SegmentTest, OpenWaitsForACreatorStillWritingTheHeader) {
-  // Stage a creator caught between sizing the file and writing the version: a zero file of the right size.
-  const std::uint64_t capacity = 8192;
-  const SegmentGeometry geometry = ComputeGeometry(capacity, capacity);
-  ASSERT_TRUE(WriteNewFile(Path(), std::string(geometry.segment_bytes, '\0')));
-  const std::string path = Path();
+// True if process `pid` has a file in /dev/shm open (a segment it is creating, named or not).
+bool HasShmFileOpen(pid_t pid) {
+  const std::string fds = absl::StrCat("/proc/", pid, "/fd");
+  DIR* d = opendir(fds.c_str());
+  if (d == nullptr) return false;
+  bool found = false;
+  while (const dirent* e = readdir(d)) {
+    char target[4096];
+    const ssize_t n = readlink(absl::StrCat(fds, "/", e->d_name).c_str(), target, sizeof(target) - 1);
+    if (n > 0 && std::string_view(target, static_cast<std::size_t>(n)).substr(0, 9) == "/dev/shm/") found = true;
+  }
+  closedir(d);
+  return found;
+}
 
-  // Another process finishes the header after a while, the version last.
-  eshm_test::Child creator = eshm_test::Child::Start([&] {
-    const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) return 2;
-    void* base = mmap(nullptr, geometry.segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED) return 3;
-    eshm_test::SleepMs(50);
-    auto* h = static_cast<SegmentHeader*>(base);
-    h->magic = kSegmentMagic;
-    h->header_bytes = kSegmentHeaderBytes;
-    h->segment_bytes = geometry.segment_bytes;
-    h->creation_epoch_ns = 42;
-    h->ring_offset[0] = geometry.ring_offset[0];
-    h->ring_offset[1] = geometry.ring_offset[1];
-    h->ring_capacity[0] = capacity;
-    h->ring_capacity[1] = capacity;
-    h->max_message_bytes = 100;
-    h->creator_pid = static_cast<std::uint32_t>(getpid());
-    reinterpret_cast<SegmentTrailer*>(static_cast<std::byte*>(base) + geometry.trailer_offset)
-        ->canary.store(kTrailerCanary, std::memory_order_relaxed);
-    h->layout_version.store(kLayoutVersion, std::memory_order_release);
-    return 0;
-  });
-
-  absl::StatusOr<Segment> opened = Segment::Open(name_, Deadline::AfterMs(10'000));
-  EXPECT_TRUE(eshm_test::WaitForChild(creator, absl::Seconds(10)));
+TEST_F(SegmentTest, CreateShowsNothingAtThePathUntilTheSegmentIsComplete) {
+  SegmentOptions options;
+  options.m2s_capacity = options.s2m_capacity = std::uint64_t{64} << 20;  // a while to reserve
+  const std::uint64_t full = ComputeGeometry(options.m2s_capacity, options.s2m_capacity).segment_bytes;
+  const std::string name = name_;
+  eshm_test::Child creator = eshm_test::Child::Start([&] { return Segment::Create(name, options).ok() ? 0 : 2; });
+  // Whenever anything is at the path, it is the whole segment, its layout version written.
+  int incomplete_sightings = 0;
+  for (bool done = false; !done;) {
+    done = creator.Poll();
+    const int fd = open(Path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat st;
+    std::uint32_t version = 0;
+    if (fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != full ||
+        pread(fd, &version, sizeof(version), offsetof(SegmentHeader, layout_version)) != sizeof(version) ||
+        version != kLayoutVersion) {
+      ++incomplete_sightings;
+    }
+    close(fd);
+  }
+  EXPECT_TRUE(creator.succeeded()) << creator.Describe();
+  EXPECT_EQ(incomplete_sightings, 0) << "the path showed an unfinished segment";
+  absl::StatusOr<Segment> opened = Segment::Open(name_, Deadline::Past());
   ASSERT_TRUE(opened.ok()) << opened.status();
-  EXPECT_EQ(opened->creation_epoch_ns(), 42u);
-  EXPECT_EQ(opened->max_message_bytes(), 100u);
-  EXPECT_EQ(opened->ring_capacity(Direction::kSlaveToMaster), capacity);
+}
+
+TEST_F(SegmentTest, CreatorKilledWhileCreatingLeavesNothingAtThePath) {
+  SegmentOptions options;
+  options.m2s_capacity = options.s2m_capacity = std::uint64_t{256} << 20;  // a while to reserve
+  const std::string name = name_;
+  eshm_test::Child creator = eshm_test::Child::Start([&] {
+    (void)Segment::Create(name, options);
+    eshm_test::SleepMs(60'000);  // killed by the parent
+    return 3;
+  });
+  const std::int64_t give_up = MonotonicNowNs() + 10'000'000'000;
+  while (!HasShmFileOpen(creator.pid()) && MonotonicNowNs() < give_up) {
+  }
+  ASSERT_TRUE(HasShmFileOpen(creator.pid())) << "the creator never began";
+  ASSERT_FALSE(PathExists(Path())) << "the segment was named before it was complete";
+  creator.Kill();
+  EXPECT_FALSE(PathExists(Path())) << "a killed creator left a file at the path";
+  // And the name is free for the next creator.
+  absl::StatusOr<Segment> created = Segment::Create(name_, SmallOptions());
+  EXPECT_TRUE(created.ok()) << created.status();
+}
+
+TEST_F(SegmentTest, OpenWaitsUntilTheDeadlineForTheSegmentToAppear) {
+  const std::string name = name_;
+  eshm_test::Child creator = eshm_test::Child::Start([&] {
+    eshm_test::SleepMs(50);
+    absl::StatusOr<Segment> created = Segment::Create(name, SmallOptions());
+    if (!created.ok()) return 2;
+    eshm_test::SleepMs(60'000);  // keeps it; killed by the parent
+    return 3;
+  });
+  absl::StatusOr<Segment> opened = Segment::Open(name_, Deadline::AfterMs(10'000));
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(opened->header()->creator_pid, static_cast<std::uint32_t>(creator.pid()));
+  creator.Kill();
+  // Nothing appears under another name: NotFound once the deadline passes.
+  absl::StatusOr<Segment> missing = Segment::Open(NewName("missing"), Deadline::AfterMs(20));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
 }
 
 TEST_F(SegmentTest, OpenerRacingACreatorInAnotherProcessSucceeds) {
@@ -776,6 +853,232 @@ TEST_F(SegmentTest, OpenerRacingACreatorInAnotherProcessSucceeds) {
   EXPECT_EQ(opened->ring_capacity(Direction::kMasterToSlave), options.m2s_capacity);
   EXPECT_EQ(opened->ring_capacity(Direction::kSlaveToMaster), options.s2m_capacity);
   EXPECT_EQ(opened->header()->creator_pid, static_cast<std::uint32_t>(creator_pid));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Acquire: the decision about the file at a name. Two open file descriptions in one process behave as two
+// processes for the role locks, so most of these need no fork.
+
+AcquireOptions Wanting(AcquireRole role, std::uint64_t capacity = 4096) {
+  AcquireOptions options;
+  options.role = role;
+  options.shape.m2s_capacity = options.shape.s2m_capacity = capacity;
+  return options;
+}
+
+ino_t InodeAt(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+TEST_F(SegmentTest, AcquireCreatesASegmentWhoseCreatorIsItsMaster) {
+  for (const AcquireRole role : {AcquireRole::kMaster, AcquireRole::kAuto}) {
+    const std::string name = NewName();
+    absl::StatusOr<AcquiredSegment> acquired = Segment::Acquire(name, Wanting(role, 8192));
+    ASSERT_TRUE(acquired.ok()) << acquired.status();
+    EXPECT_EQ(acquired->role, Role::kMaster);
+    EXPECT_EQ(acquired->segment.ring_capacity(Direction::kSlaveToMaster), 8192u);
+    EXPECT_EQ(acquired->segment.name_state(), Segment::NameState::kThis);
+    EXPECT_EQ(acquired->segment.inode(), InodeAt(Segment::PathFor(name)));
+    // The master lock came with the file: nobody else can be master of it.
+    absl::StatusOr<Segment> other = Segment::Open(name, Deadline::Past());
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_TRUE(IsRoleLockedByOther(other->fd(), Role::kMaster));
+  }
+}
+
+TEST_F(SegmentTest, AcquireJoinsALiveMasterOrIsRefusedByIt) {
+  absl::StatusOr<AcquiredSegment> master = Segment::Acquire(name_, Wanting(AcquireRole::kMaster));
+  ASSERT_TRUE(master.ok()) << master.status();
+  master->segment.header()->roles[0].pid.store(4242);
+  absl::StatusOr<AcquiredSegment> second = Segment::Acquire(name_, Wanting(AcquireRole::kMaster));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists) << second.status();
+  EXPECT_THAT(Message(second.status()), HasSubstr("live master (pid 4242)"));
+  absl::StatusOr<AcquiredSegment> slave = Segment::Acquire(name_, Wanting(AcquireRole::kAuto));
+  ASSERT_TRUE(slave.ok()) << slave.status();
+  EXPECT_EQ(slave->role, Role::kSlave);
+  EXPECT_EQ(slave->segment.inode(), master->segment.inode());
+  absl::StatusOr<AcquiredSegment> third = Segment::Acquire(name_, Wanting(AcquireRole::kAuto));
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kAlreadyExists) << third.status();
+  absl::StatusOr<AcquiredSegment> second_slave = Segment::Acquire(name_, Wanting(AcquireRole::kSlave));
+  EXPECT_EQ(second_slave.status().code(), absl::StatusCode::kAlreadyExists) << second_slave.status();
+}
+
+TEST_F(SegmentTest, AcquireTakesADeadMastersSegmentOverInPlace) {
+  ino_t inode = 0;
+  {
+    absl::StatusOr<AcquiredSegment> dead = Segment::Acquire(name_, Wanting(AcquireRole::kMaster));
+    ASSERT_TRUE(dead.ok()) << dead.status();
+    inode = dead->segment.inode();
+    RingProducer producer = dead->segment.MakeProducer(Direction::kMasterToSlave);
+    ASSERT_TRUE(producer.TryWrite("kept", 4));
+  }  // its descriptor closes: the master lock goes, as when the process dies
+  absl::StatusOr<AcquiredSegment> next = Segment::Acquire(name_, Wanting(AcquireRole::kMaster));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->role, Role::kMaster);
+  EXPECT_EQ(next->segment.inode(), inode);
+  RingConsumer consumer = next->segment.MakeConsumer(Direction::kMasterToSlave);
+  char buffer[16];
+  std::size_t size = 0;
+  ASSERT_EQ(consumer.TryRead(std::as_writable_bytes(std::span(buffer)), &size), ReadResult::kOk);
+  EXPECT_EQ(std::string(buffer, size), "kept");
+}
+
+TEST_F(SegmentTest, AcquireReplacesADeadMastersSegmentOfAnotherShape) {
+  for (const AcquireRole role : {AcquireRole::kMaster, AcquireRole::kAuto}) {
+    const std::string name = NewName();
+    absl::StatusOr<Segment> old = Segment::Create(name, SmallOptions());  // nobody holds its master lock
+    ASSERT_TRUE(old.ok()) << old.status();
+    absl::StatusOr<AcquiredSegment> slave = Segment::Acquire(name, Wanting(AcquireRole::kSlave));
+    ASSERT_TRUE(slave.ok()) << slave.status();
+
+    absl::StatusOr<AcquiredSegment> next = Segment::Acquire(name, Wanting(role, 16384));
+    ASSERT_TRUE(next.ok()) << next.status();
+    EXPECT_EQ(next->role, Role::kMaster);
+    EXPECT_EQ(next->segment.ring_capacity(Direction::kMasterToSlave), 16384u);
+    EXPECT_NE(next->segment.inode(), old->inode());
+    EXPECT_EQ(InodeAt(Segment::PathFor(name)), next->segment.inode());
+    // The old segment's slave sees the name point elsewhere (and follows by inode); its mapping still works.
+    EXPECT_EQ(slave->segment.name_state(), Segment::NameState::kOther);
+    RingProducer producer = old->MakeProducer(Direction::kSlaveToMaster);
+    EXPECT_TRUE(producer.TryWrite("still mapped", 12));
+  }
+}
+
+TEST_F(SegmentTest, AcquireLeavesALiveMastersSegmentOfAnotherShape) {
+  absl::StatusOr<AcquiredSegment> master = Segment::Acquire(name_, Wanting(AcquireRole::kMaster, 8192));
+  ASSERT_TRUE(master.ok()) << master.status();
+  const std::optional<std::string> before = ReadFileBytes(Path());
+  absl::StatusOr<AcquiredSegment> refused = Segment::Acquire(name_, Wanting(AcquireRole::kMaster, 16384));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists) << refused.status();
+  // AUTO joins it as slave, in its shape.
+  absl::StatusOr<AcquiredSegment> slave = Segment::Acquire(name_, Wanting(AcquireRole::kAuto, 16384));
+  ASSERT_TRUE(slave.ok()) << slave.status();
+  EXPECT_EQ(slave->role, Role::kSlave);
+  EXPECT_EQ(slave->segment.inode(), master->segment.inode());
+  EXPECT_EQ(slave->segment.ring_capacity(Direction::kMasterToSlave), 8192u);
+  EXPECT_EQ(ReadFileBytes(Path()), before);
+}
+
+TEST_F(SegmentTest, AcquireRefusesWhatIsNotACompleteSegmentAndLeavesIt) {
+  // A dead master's segment of another layout version, and one with a corrupt header: eshm's, but not
+  // ones this eshm can prove it may replace.
+  const std::string old_version = NewName("old_version");
+  {
+    absl::StatusOr<Segment> created = Segment::Create(old_version, SmallOptions());
+    ASSERT_TRUE(created.ok()) << created.status();
+    created->header()->layout_version.store(kLayoutVersion + 1, std::memory_order_release);
+  }
+  const std::string corrupt = NewName("corrupt");
+  {
+    absl::StatusOr<Segment> created = Segment::Create(corrupt, SmallOptions());
+    ASSERT_TRUE(created.ok()) << created.status();
+    created->header()->ring_offset[1] += kFalseSharingRange;
+  }
+  std::string foreign(8192, '\0');
+  std::memcpy(foreign.data(), "FOREIGN!", 8);
+  const std::string foreign_name = NewName("foreign");
+  ASSERT_TRUE(WriteNewFile(Segment::PathFor(foreign_name), foreign));
+  const std::string zeros = NewName("zeros");
+  ASSERT_TRUE(WriteNewFile(Segment::PathFor(zeros), std::string(ComputeGeometry(16384, 16384).segment_bytes, '\0')));
+  const std::string fifo = NewName("fifo");
+  ASSERT_EQ(mkfifo(Segment::PathFor(fifo).c_str(), 0600), 0);
+
+  for (const std::string& name : {old_version, corrupt, foreign_name, zeros, fifo}) {
+    const std::string path = Segment::PathFor(name);
+    // (Reading a FIFO would block: only its inode is compared.)
+    const std::optional<std::string> before = name == fifo ? std::nullopt : ReadFileBytes(path);
+    const ino_t inode = InodeAt(path);
+    for (const AcquireRole role : {AcquireRole::kMaster, AcquireRole::kAuto, AcquireRole::kSlave}) {
+      SCOPED_TRACE(absl::StrCat(name, ", role ", static_cast<int>(role)));
+      AcquireOptions options = Wanting(role, 16384);  // another shape than the leftovers'
+      options.deadline = Deadline::Infinite();        // refusals never wait
+      absl::StatusOr<AcquiredSegment> acquired = Segment::Acquire(name, options);
+      ASSERT_FALSE(acquired.ok());
+      EXPECT_EQ(acquired.status().code(), absl::StatusCode::kFailedPrecondition) << acquired.status();
+      EXPECT_THAT(Message(acquired.status()), HasSubstr(path));
+      EXPECT_EQ(InodeAt(path), inode) << "replaced or removed";
+      if (name != fifo) {
+        EXPECT_EQ(ReadFileBytes(path), before);
+      }
+    }
+  }
+}
+
+TEST_F(SegmentTest, AcquireAsSlaveWaitsForTheNameUntilItsDeadline) {
+  AcquireOptions options = Wanting(AcquireRole::kSlave);
+  options.deadline = Deadline::AfterMs(30);
+  absl::StatusOr<AcquiredSegment> missing = Segment::Acquire(name_, options);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+  EXPECT_FALSE(PathExists(Path())) << "a slave never creates";
+
+  const std::string name = name_;
+  eshm_test::Child master = eshm_test::Child::Start([&] {
+    eshm_test::SleepMs(50);
+    absl::StatusOr<AcquiredSegment> created = Segment::Acquire(name, Wanting(AcquireRole::kMaster));
+    if (!created.ok()) return 2;
+    eshm_test::SleepMs(60'000);  // keeps it; killed by the parent
+    return 3;
+  });
+  options.deadline = Deadline::AfterMs(10'000);
+  options.retry_interval_ms = 5;
+  absl::StatusOr<AcquiredSegment> slave = Segment::Acquire(name_, options);
+  ASSERT_TRUE(slave.ok()) << slave.status();
+  EXPECT_EQ(slave->role, Role::kSlave);
+  EXPECT_TRUE(IsRoleLockedByOther(slave->segment.fd(), Role::kMaster));
+  master.Kill();
+}
+
+TEST_F(SegmentTest, AcquireWaitsForAnotherProcessDecidingAboutTheSegment) {
+  absl::StatusOr<Segment> old = Segment::Create(name_, SmallOptions());  // dead master, another shape
+  ASSERT_TRUE(old.ok()) << old.status();
+  absl::StatusOr<Segment> decider = Segment::Open(name_, Deadline::Past());
+  ASSERT_TRUE(decider.ok()) << decider.status();
+  ASSERT_TRUE(*TryLockReplace(decider->fd()));
+  for (const AcquireRole role : {AcquireRole::kMaster, AcquireRole::kAuto, AcquireRole::kSlave}) {
+    SCOPED_TRACE(static_cast<int>(role));
+    AcquireOptions options = Wanting(role, 16384);
+    options.deadline = Deadline::AfterMs(30);
+    absl::StatusOr<AcquiredSegment> acquired = Segment::Acquire(name_, options);
+    EXPECT_EQ(acquired.status().code(), absl::StatusCode::kDeadlineExceeded) << acquired.status();
+    EXPECT_THAT(Message(acquired.status()), HasSubstr("replace lock"));
+    EXPECT_EQ(InodeAt(Path()), old->inode());
+  }
+  UnlockReplace(decider->fd());
+  absl::StatusOr<AcquiredSegment> replaced = Segment::Acquire(name_, Wanting(AcquireRole::kMaster, 16384));
+  ASSERT_TRUE(replaced.ok()) << replaced.status();
+  EXPECT_NE(replaced->segment.inode(), old->inode());
+}
+
+TEST_F(SegmentTest, AcquireCreateOnlyRefusesATakenName) {
+  AcquireOptions options = Wanting(AcquireRole::kMaster);
+  options.create_only = true;
+  ino_t inode = 0;
+  {
+    absl::StatusOr<AcquiredSegment> first = Segment::Acquire(name_, options);
+    ASSERT_TRUE(first.ok()) << first.status();
+    EXPECT_EQ(first->role, Role::kMaster);
+    inode = first->segment.inode();
+  }  // its master is gone
+  // Neither taken over nor replaced.
+  for (const std::uint64_t capacity : {std::uint64_t{4096}, std::uint64_t{8192}}) {
+    options.shape.m2s_capacity = capacity;
+    absl::StatusOr<AcquiredSegment> again = Segment::Acquire(name_, options);
+    EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists) << again.status();
+    EXPECT_EQ(InodeAt(Path()), inode);
+  }
+  const std::string foreign = NewName("foreign");
+  ASSERT_TRUE(WriteNewFile(Segment::PathFor(foreign), "not a segment"));
+  EXPECT_EQ(Segment::Acquire(foreign, options).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(ReadFileBytes(Segment::PathFor(foreign)), "not a segment");
+}
+
+TEST_F(SegmentTest, AcquireWithAnInvalidShapeCreatesNothing) {
+  for (const AcquireRole role : {AcquireRole::kMaster, AcquireRole::kAuto}) {
+    absl::StatusOr<AcquiredSegment> acquired = Segment::Acquire(name_, Wanting(role, 3000));
+    EXPECT_EQ(acquired.status().code(), absl::StatusCode::kInvalidArgument) << acquired.status();
+    EXPECT_FALSE(PathExists(Path()));
+  }
 }
 
 }  // namespace

@@ -851,7 +851,11 @@ TEST_F(ChannelTest, MasterCloseKeepsTheSegmentWithoutAutoCleanup) {
 
 TEST_F(ChannelTest, AutoCleanupNeverRemovesASuccessorsSegment) {
   const std::string name = NewName();
-  ChannelPtr old_master = MustOpen(name, ChannelRole::kMaster);
+  // Without a monitor thread the old master does not re-create the removed name by itself: otherwise it
+  // and the new master would race for it, and whichever named its segment first would be the master.
+  ChannelOptions old_options = Options(ChannelRole::kMaster);
+  old_options.use_threads = false;
+  ChannelPtr old_master = MustOpen(name, old_options);
   ASSERT_NE(old_master, nullptr);
   // Someone removes the name; a new master creates a new segment under it.
   ASSERT_TRUE(Segment::Unlink(name).ok());

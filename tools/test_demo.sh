@@ -6,6 +6,8 @@
 #  2. two `auto` processes with --count: the first becomes the master, the second the slave; both stop by
 #     themselves after 5 messages with exit 0.
 #  3. a slave waiting for a master that never comes ends cleanly on SIGTERM.
+#  4. a FIFO at the segment path: master, auto and slave each refuse it at once (exit 1, an error naming
+#     the file and calling it a FIFO) and leave it there; SIGINT would end one that did not.
 # Every wait has a deadline and the EXIT trap kills leftovers, so the test cannot hang.
 # Run: bazel test //tools:test_demo   (or directly: tools/test_demo.sh path/to/eshm_demo)
 set -uo pipefail
@@ -148,6 +150,22 @@ wait_line s3.out "[SLAVE] Waiting for a master to create $SEGMENT..."
 kill -TERM "$LONELY"
 wait_exit "$LONELY" 5 || fail "the waiting slave did not exit within 5 s of SIGTERM"
 [[ "$EXIT_CODE" == 0 ]] || fail "the waiting slave exited with $EXIT_CODE after SIGTERM"
+
+# ---- 4. a FIFO at the path is refused at once in every role ----
+mkfifo "$SEGMENT" || fail "mkfifo $SEGMENT"
+for role in master auto slave; do
+  start fifo_$role.out "$role" "$NAME" --max_reconnect_attempts=0
+  FIFO_OPENER=$STARTED
+  if ! wait_exit "$FIFO_OPENER" 10; then
+    fail "$role did not give up on the FIFO within 10 s"
+    kill -INT "$FIFO_OPENER"
+    wait_exit "$FIFO_OPENER" 5 || fail "$role hung on the FIFO and ignored SIGINT"
+  fi
+  [[ "$EXIT_CODE" == 1 ]] || fail "$role exited with $EXIT_CODE on a FIFO at the path, expected 1"
+  grep -qF "$SEGMENT is a FIFO" "$WORK/fifo_$role.out" || fail "$role did not say that $SEGMENT is a FIFO"
+  [[ -p "$SEGMENT" ]] || fail "$role removed or replaced the FIFO at $SEGMENT"
+done
+rm -f "$SEGMENT"
 
 if ((FAILED)); then
   show_logs
