@@ -464,6 +464,10 @@ int FailIo(const char* function, eshm_handle* handle, eshm::IoResult result, Op 
       return FailStatus(function, ESHM_ERROR_CORRUPT, ch.StatusOf(result));
     case eshm::IoResult::kClosed:
       return FailStatus(function, ESHM_ERROR_CLOSED, ch.StatusOf(result));
+    case eshm::IoResult::kLost:
+      // Not reached through this API, which never stages a write (each is published at once) nor claims; as
+      // the DataLoss status a blocking write would give.
+      return FailStatus(function, ESHM_ERROR_CORRUPT, ch.StatusOf(result));
   }
   return Failf(ESHM_ERROR_INTERNAL, "%s: unknown result %d", function, static_cast<int>(result));
 }

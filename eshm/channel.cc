@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_format.h"
 #include "eshm/futex.h"
+#include "eshm/internal/staged_messages.h"
 #include "eshm/internal/status_macros.h"
 #include "eshm/role_lock.h"
 
@@ -96,6 +97,8 @@ const char* IoResultName(IoResult result) {
       return "corrupt";
     case IoResult::kClosed:
       return "closed";
+    case IoResult::kLost:
+      return "lost";
   }
   return "unknown";
 }
@@ -428,10 +431,47 @@ void Channel::WakeLocalWaiters(const Attachment* attachment) {
 }
 
 void Channel::SwitchSide(Side& side) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (current_ == nullptr) return;
-  side.attachment = current_;
-  side.generation = current_->generation;
+  std::shared_ptr<Attachment> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (current_ == nullptr) return;
+    left = std::move(side.attachment);
+    side.attachment = current_;
+    side.generation = current_->generation;
+  }
+  if (&side != &writer_ || left == nullptr || left == side.attachment) return;
+  // An open claim stays where it was made, mapped, until Commit or Abort; the staged messages come along.
+  if (claim_.data != nullptr && claim_.attachment == left.get()) claim_.left_behind = left;
+  CarryStaged(*left);
+}
+
+void Channel::CarryStaged(Attachment& left) {
+  RingProducer& from = left.producer;
+  // Nothing of a claim is staged: it ends from its own memory (Commit). Giving its room back leaves exactly
+  // the staged batch at the producer's tail.
+  if (from.has_claim()) from.Abort();
+  const std::uint64_t staged = from.staged_bytes();
+  if (staged == 0) return;
+  std::vector<std::vector<std::byte>> messages;
+  const bool whole = internal::CopyStagedMessages(*left.segment.ring_control(out_), left.segment.ring_data(out_),
+                                                  left.segment.ring_capacity(out_), staged, from.max_message_bytes(),
+                                                  &messages);
+  // Still staged, in order, ahead of anything newer: the write side's next kNow write or Flush publishes
+  // them, as it would have in the old segment. The old producer is never used again, so they are not sent
+  // twice.
+  RingProducer& to = writer_.attachment->producer;
+  std::size_t carried = 0;
+  while (carried < messages.size() && messages[carried].size() <= to.max_message_bytes() &&
+         to.TryWrite(messages[carried], Publish::kDeferred)) {
+    ++carried;
+  }
+  lost_ += messages.size() - carried + (whole ? 0 : 1);
+}
+
+IoResult Channel::ReportLost() {
+  lost_reported_.store(lost_, std::memory_order_relaxed);
+  lost_ = 0;
+  return IoResult::kLost;
 }
 
 absl::Status Channel::PeerGoneError() const {
@@ -503,6 +543,7 @@ IoResult Channel::TryWrite(std::span<const std::byte> message, Publish publish) 
   if (closed_) return IoResult::kClosed;
   if (!options_.use_threads) InlineTick();
   SyncSide(writer_);
+  if (lost_ != 0) return ReportLost();
   // The limit of the segment this side writes to (it can differ from a newer one the monitor attached).
   if (message.size() > writer_.attachment->producer.max_message_bytes()) return IoResult::kTooLarge;
   if (writer_.attachment->segment.truncated()) return IoResult::kCorrupt;
@@ -525,6 +566,7 @@ absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadlin
       case IoResult::kCorrupt:
       case IoResult::kPeerGone:
       case IoResult::kBufferTooSmall:
+      case IoResult::kLost:
         return StatusOf(result, writer_);
     }
     if (PeerGone()) {
@@ -547,30 +589,65 @@ absl::StatusOr<std::size_t> Channel::WriteBatch(std::span<const std::span<const 
     if (!status.ok()) break;
     ++written;
   }
-  Flush();
+  const IoResult flushed = Flush();
+  if (status.ok() && flushed == IoResult::kLost) status = StatusOf(IoResult::kLost, writer_);
+  if (status.code() == absl::StatusCode::kDataLoss) {
+    // Whatever was written: the dropped messages may be among this batch's.
+    return absl::DataLossError(absl::StrFormat("WriteBatch stopped after %d of %d messages: %s", written,
+                                               messages.size(), status.message()));
+  }
   if (!status.ok() && written == 0) return status;
   return written;
 }
 
 std::byte* Channel::TryClaim(std::size_t size) {
-  if (closed_) return nullptr;
+  if (closed_ || claim_.data != nullptr) return nullptr;
   if (!options_.use_threads) InlineTick();
   SyncSide(writer_);
   if (writer_.attachment->segment.truncated()) return nullptr;
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately && PeerGone()) return nullptr;
-  return writer_.attachment->producer.TryClaim(size);
+  std::byte* data = writer_.attachment->producer.TryClaim(size);
+  if (data != nullptr) claim_ = Claim{data, size, writer_.attachment.get(), nullptr};
+  return data;
 }
 
-void Channel::Commit(std::size_t size, Publish publish) {
-  if (writer_.attachment != nullptr) writer_.attachment->producer.Commit(size, publish);
+IoResult Channel::Commit(std::size_t size, Publish publish) {
+  if (closed_) return IoResult::kClosed;
+  if (claim_.data == nullptr) return IoResult::kOk;
+  SyncSide(writer_);  // first: a move now keeps the claim's memory mapped (claim_.left_behind)
+  const Claim claim = std::exchange(claim_, Claim{});
+  RingProducer& producer = writer_.attachment->producer;
+  const bool here = claim.attachment == writer_.attachment.get();
+  if (lost_ != 0) {
+    // Messages before this one were dropped at a move: this one is not sent after them, out of order.
+    if (here) producer.Abort();
+    return ReportLost();
+  }
+  if (here) {
+    producer.Commit(size, publish);
+    return IoResult::kOk;
+  }
+  // Claimed in a segment this side has left (the claim's room there was given back when it moved): send its
+  // bytes here, behind the staged messages carried over.
+  const std::span<const std::byte> message(claim.data, std::min(size, claim.capacity));
+  if (message.size() <= producer.max_message_bytes() && producer.TryWrite(message, publish)) return IoResult::kOk;
+  lost_ = 1;
+  return ReportLost();
 }
 
 void Channel::Abort() {
-  if (writer_.attachment != nullptr) writer_.attachment->producer.Abort();
+  const Claim claim = std::exchange(claim_, Claim{});
+  // A claim left behind by a move has no room to give back there any more.
+  if (claim.data != nullptr && writer_.attachment != nullptr && claim.attachment == writer_.attachment.get()) {
+    writer_.attachment->producer.Abort();
+  }
 }
 
-void Channel::Flush() {
-  if (writer_.attachment != nullptr) writer_.attachment->producer.Flush();
+IoResult Channel::Flush() {
+  if (closed_) return IoResult::kClosed;
+  SyncSide(writer_);
+  writer_.attachment->producer.Flush();
+  return lost_ != 0 ? ReportLost() : IoResult::kOk;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -700,6 +777,13 @@ absl::Status Channel::StatusOf(IoResult result, const Side& side) const {
           "channel '%s': the incoming ring was corrupted by the peer; close and re-open the channel", name_));
     case IoResult::kClosed:
       return absl::FailedPreconditionError(absl::StrFormat("channel '%s' is closed", name_));
+    case IoResult::kLost:
+      return absl::DataLossError(absl::StrFormat(
+          "channel '%s': the channel moved to a new segment (its name was re-created, or a new master's segment "
+          "was joined) that cannot take %d message(s) written before the move and not yet published (larger "
+          "than its maximum message size of %d bytes, or more than its ring holds): they were dropped, and the "
+          "call that reported this did not send its own message; send them again",
+          name_, lost_reported_.load(std::memory_order_relaxed), max_message_bytes()));
   }
   return absl::UnknownError("unknown result");
 }

@@ -140,6 +140,7 @@ cdef enum:
     R_PEER_GONE = 4
     R_CORRUPT = 5
     R_CLOSED = 6
+    R_LOST = 7
 
 # Which call a status came from (the same absl code means different things for each).
 cdef enum Op:
@@ -919,8 +920,13 @@ cdef class Channel:
         """Publishes messages staged by this writer (claim commits with publish deferred). Cheap; never waits
         for room."""
         self._take_writer(_deadline_ns(None))
+        cdef int r
+        cdef CChannel* ch
         try:
-            self._open_channel().Flush()
+            ch = self._open_channel()
+            r = IoResultCode(ch.Flush())
+            if r != R_OK:
+                check_status(StatusOfResult(ch[0], r), OP_WRITE, self._role)
         finally:
             self._drop_writer()
             self._after_call()
@@ -1102,6 +1108,7 @@ cdef class _RingBuffer:
     cdef int _state
     cdef bint _end_pending      # ended while exported: finish with the last buffer's release
     cdef size_t _commit_size
+    cdef int _commit_result     # what the engine's Commit returned (R_LOST: the claim was not sent)
     cdef object _mv             # the memoryview __enter__ returned
 
     cdef void _start(self, Channel channel, char* ptr, size_t size, bint writable):
@@ -1149,7 +1156,7 @@ cdef class _RingBuffer:
         if self._writable:
             if ch != NULL and not channel._disowned:
                 if commit:
-                    ch.Commit(self._commit_size)
+                    self._commit_result = IoResultCode(ch.Commit(self._commit_size))
                 else:
                     ch.Abort()
             channel._wview = NULL
@@ -1179,7 +1186,14 @@ cdef class _RingBuffer:
             raise BufferError(
                 f"{self._exports} buffer(s) made from the {type(self).__name__} are still alive (slices, "
                 f"numpy arrays...): release them; the message is {what} with the last one")
+        self._commit_result = R_OK
         self._finish(commit)
+        cdef CChannel* ch
+        if self._commit_result != R_OK:
+            # The channel moved to a new segment that could not take this claim (or messages staged before it).
+            ch = self._channel._ch.get()
+            if ch != NULL:
+                check_status(StatusOfResult(ch[0], self._commit_result), OP_WRITE, self._channel._role)
         return 0
 
     def __dealloc__(self):
