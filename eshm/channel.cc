@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_format.h"
 #include "eshm/futex.h"
+#include "eshm/internal/process_barrier.h"
 #include "eshm/internal/staged_messages.h"
 #include "eshm/internal/status_macros.h"
 #include "eshm/role_lock.h"
@@ -19,6 +20,9 @@ namespace {
 constexpr std::int64_t kNsPerMs = 1'000'000;
 // How long an opener waits for a creator that is still initializing a segment.
 constexpr std::int64_t kInitWaitMs = 1000;
+// Without a process-wide barrier (ReleaseLeftSegments), how long after a move an idle write side is trusted
+// to have seen it: far longer than any store takes to become visible.
+constexpr std::int64_t kUnorderedMoveGraceNs = 1'000'000;
 
 // Ends a blocking ring wait so the channel's loop can look at the peer or the attachment again. Never
 // reaches a caller.
@@ -66,6 +70,26 @@ ino_t InodeAtPath(const std::string& name) {
 }
 
 }  // namespace
+
+class Channel::WriterCall {
+ public:
+  explicit WriterCall(Channel& channel) : channel_(channel) {
+    if (channel_.writer_depth_++ != 0) return;
+    // Relaxed, and ordered before this call's read of generation_ by the signal fence here (the compiler)
+    // and the monitor's ProcessWideBarrier (the CPU): see writer_busy_ in channel.h.
+    channel_.writer_busy_.store(true, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  }
+  WriterCall(const WriterCall&) = delete;
+  WriterCall& operator=(const WriterCall&) = delete;
+  ~WriterCall() {
+    // Release: pairs with the acquire in ReleaseLeftSegments; this call's publications come first.
+    if (--channel_.writer_depth_ == 0) channel_.writer_busy_.store(false, std::memory_order_release);
+  }
+
+ private:
+  Channel& channel_;
+};
 
 const char* PeerStateName(PeerState state) {
   switch (state) {
@@ -226,6 +250,7 @@ absl::Status Channel::Attach(std::shared_ptr<Attachment> attachment, Role role) 
   current_ = attachment;
   writer_.attachment = reader_.attachment = attachment;
   writer_.generation = reader_.generation = attachment->generation;
+  writer_generation_.store(attachment->generation, std::memory_order_relaxed);  // no monitor yet
   // Release: a side that sees the new generation sees the attachment it belongs to.
   generation_.store(attachment->generation, std::memory_order_release);
   return absl::OkStatus();
@@ -275,6 +300,9 @@ void Channel::MonitorLoop() {
     next = std::max(next + interval_ns, now);  // a late tick does not trigger a burst of catch-up ticks
     FutexWait(&stop_word_, word, Deadline::AtMonotonicNs(next));
   }
+  // Closing: no call runs any more.
+  std::lock_guard<std::mutex> lock(mu_);
+  ReleaseLeftSegments(MonotonicNowNs(), /*force=*/true);
 }
 
 void Channel::InlineTick() {
@@ -293,6 +321,7 @@ void Channel::InlineTick() {
 void Channel::Tick(std::int64_t now) {
   if (current_ == nullptr) return;
   last_tick_ns_ = now;
+  ReleaseLeftSegments(now, /*force=*/false);
   Segment& segment = current_->segment;
   SegmentHeader* h = segment.header();
   // Relaxed: the peer only needs to see the counter move, not order it against anything.
@@ -379,12 +408,10 @@ bool Channel::RecreateIfUnlinked() {
 }
 
 void Channel::Adopt(Segment segment) {
-  // Leave the old segment visibly: the role is vacant there, and its lock is released now (not when the
-  // last side lets go of the old mapping), so the peer learns at once that we are gone from it.
-  RoleControl& old_me = current_->segment.header()->roles[static_cast<int>(role_)];
-  old_me.state.store(0, std::memory_order_release);
-  old_me.pid.store(0, std::memory_order_release);
-  UnlockRole(current_->segment.fd(), role_);
+  // Leave the old segment visibly (ReleaseLeftSegments: the role vacant there, its lock released) as soon as
+  // our write side cannot publish there any more, so the peer learns that we are gone from it; not before,
+  // or a write in progress could land after the peer has drained the old segment and left it.
+  left_.push_back(current_);
   WakeLocalWaiters(current_.get());  // sides blocked on the old rings move over
 
   auto attachment = std::make_shared<Attachment>(std::move(segment));
@@ -402,9 +429,31 @@ void Channel::Adopt(Segment segment) {
   current_ = std::move(attachment);
   // Release: pairs with the acquire in SyncSide.
   generation_.store(current_->generation, std::memory_order_release);
+  // The monitor's half of the writer_busy_ handshake: after this, a write-side call the barrier did not
+  // catch in progress reads the new generation.
+  left_ordered_ = internal::ProcessWideBarrier();
+  left_since_ns_ = MonotonicNowNs();
+  ReleaseLeftSegments(left_since_ns_, /*force=*/false);
   reconnect_count_.fetch_add(1, std::memory_order_relaxed);
   peer_event_.fetch_add(1, std::memory_order_release);
   FutexWakeAll(&peer_event_);
+}
+
+void Channel::ReleaseLeftSegments(std::int64_t now, bool force) {
+  if (left_.empty()) return;
+  // Acquire (both): pair with the write side's releases in SwitchSide and ~WriterCall, so everything it
+  // published in the old segments happens-before the peer can see our role there released.
+  const bool moved = current_ != nullptr && writer_generation_.load(std::memory_order_acquire) == current_->generation;
+  const bool idle = !writer_busy_.load(std::memory_order_acquire) &&
+                    (left_ordered_ || now - left_since_ns_ >= kUnorderedMoveGraceNs);
+  if (!force && !moved && !idle) return;
+  for (const std::shared_ptr<Attachment>& left : left_) {
+    RoleControl& me = left->segment.header()->roles[static_cast<int>(role_)];
+    me.state.store(0, std::memory_order_release);
+    me.pid.store(0, std::memory_order_release);
+    UnlockRole(left->segment.fd(), role_);
+  }
+  left_.clear();
 }
 
 void Channel::TakeRoleControl(Segment& segment) {
@@ -438,6 +487,9 @@ void Channel::SwitchSide(Side& side) {
     left = std::move(side.attachment);
     side.attachment = current_;
     side.generation = current_->generation;
+    // Release: pairs with the acquire in ReleaseLeftSegments; whatever the write side published in the
+    // segment it leaves comes first.
+    if (&side == &writer_) writer_generation_.store(side.generation, std::memory_order_release);
   }
   if (&side != &writer_ || left == nullptr || left == side.attachment) return;
   // An open claim stays where it was made, mapped, until Commit or Abort; the staged messages come along.
@@ -541,6 +593,7 @@ absl::Status Channel::CheckDuringWait(const Side& side) {
 
 IoResult Channel::TryWrite(std::span<const std::byte> message, Publish publish) {
   if (closed_) return IoResult::kClosed;
+  WriterCall call(*this);
   if (!options_.use_threads) InlineTick();
   SyncSide(writer_);
   if (lost_ != 0) return ReportLost();
@@ -553,6 +606,7 @@ IoResult Channel::TryWrite(std::span<const std::byte> message, Publish publish) 
 
 absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadline, Publish publish) {
   if (closed_) return StatusOf(IoResult::kClosed);
+  WriterCall call(*this);
   for (;;) {
     const IoResult result = TryWrite(message, publish);
     switch (result) {
@@ -582,6 +636,7 @@ absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadlin
 
 absl::StatusOr<std::size_t> Channel::WriteBatch(std::span<const std::span<const std::byte>> messages,
                                                 Deadline deadline) {
+  WriterCall call(*this);
   std::size_t written = 0;
   absl::Status status;
   for (const std::span<const std::byte>& message : messages) {
@@ -602,6 +657,7 @@ absl::StatusOr<std::size_t> Channel::WriteBatch(std::span<const std::span<const 
 
 std::byte* Channel::TryClaim(std::size_t size) {
   if (closed_ || claim_.data != nullptr) return nullptr;
+  WriterCall call(*this);
   if (!options_.use_threads) InlineTick();
   SyncSide(writer_);
   if (writer_.attachment->segment.truncated()) return nullptr;
@@ -614,6 +670,7 @@ std::byte* Channel::TryClaim(std::size_t size) {
 IoResult Channel::Commit(std::size_t size, Publish publish) {
   if (closed_) return IoResult::kClosed;
   if (claim_.data == nullptr) return IoResult::kOk;
+  WriterCall call(*this);
   SyncSide(writer_);  // first: a move now keeps the claim's memory mapped (claim_.left_behind)
   const Claim claim = std::exchange(claim_, Claim{});
   RingProducer& producer = writer_.attachment->producer;
@@ -645,6 +702,7 @@ void Channel::Abort() {
 
 IoResult Channel::Flush() {
   if (closed_) return IoResult::kClosed;
+  WriterCall call(*this);
   SyncSide(writer_);
   writer_.attachment->producer.Flush();
   return lost_ != 0 ? ReportLost() : IoResult::kOk;

@@ -44,8 +44,9 @@
 // Abort or Flush) they are written again, still staged and in order, into the new segment, ahead of
 // anything newer; the old segment's reader never saw them, so each is delivered once. An open claim stays
 // valid (its memory stays mapped) until Commit or Abort; Commit then sends its bytes to the new segment,
-// never to the one left behind. What the master had published before it moved is in the old segment, which
-// the slave drains before it follows (see above). If the new segment cannot take a carried message (a new
+// never to the one left behind. What the master had published before it moved, including by a write-side
+// call in progress at the moment it moved, is in the old segment, which the slave drains before it follows
+// (see above): the old segment's role is held until the write side can no longer publish there. If the new segment cannot take a carried message (a new
 // master chose a smaller maximum message size or smaller rings), that message and the ones after it are
 // dropped and the next TryWrite, Write, WriteBatch, Commit or Flush returns IoResult::kLost (DataLoss):
 // TryWrite, Write and Commit then did not send their own message; StatusOf(kLost) says how many were
@@ -237,6 +238,9 @@ class Channel {
   bool RecreateIfUnlinked();
   // Moves this endpoint (role already locked on `segment`) from current_ to `segment`.
   void Adopt(Segment segment);
+  // Releases our role in the segments Adopt left behind, once the write side cannot publish there any more
+  // (or at once with `force`). Under mu_.
+  void ReleaseLeftSegments(std::int64_t now, bool force);
   // Writes our pid, heartbeat, attach epoch and state into our role's control block.
   void TakeRoleControl(Segment& segment);
   void WakeLocalWaiters(const Attachment* attachment);
@@ -282,6 +286,24 @@ class Channel {
     std::shared_ptr<Attachment> left_behind;
   };
   Claim claim_;
+  // Marks a write-side call (see writer_busy_). Nests: only the outermost call sets and clears the flag.
+  class WriterCall;
+  int writer_depth_ = 0;  // write side only
+  // True while a write-side call runs: it may publish into the attachment it last synced to. The write side
+  // stores it relaxed, then orders it before its read of generation_ with a compiler-only fence; the monitor
+  // supplies the hardware half with a process-wide barrier after it moves (Adopt), so the pair is a Dekker
+  // handshake that costs the hot path nothing: either the monitor sees the call, or the call sees the move.
+  // Cleared with release, read with acquire: what the call published happens-before the monitor's release
+  // of the old segment.
+  std::atomic<bool> writer_busy_{false};
+  // The generation the write side writes to: stored (release) when it moves, read (acquire) by the monitor.
+  std::atomic<std::uint64_t> writer_generation_{0};
+  // Segments this endpoint moved away from and still holds its role in, so that the peer does not leave
+  // them while our write side may still publish there; with when we left and whether the process-wide
+  // barrier ran. Guarded by mu_.
+  std::vector<std::shared_ptr<Attachment>> left_;
+  std::int64_t left_since_ns_ = 0;
+  bool left_ordered_ = false;
   // Messages the write side dropped at a move and has not reported yet. Write side only.
   std::uint64_t lost_ = 0;
   // How many the last kLost reported, for StatusOf from any thread. Relaxed: a number to print.
