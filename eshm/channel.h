@@ -40,18 +40,18 @@
 //
 // Moving to a new segment (the master re-creating its removed name, a slave following a new master) with
 // writes not yet published. Messages staged with Publish::kDeferred (one by one, or by a WriteBatch in
-// progress) are taken along: at the write side's next call (TryWrite, Write, WriteBatch, TryClaim, Commit,
-// Abort or Flush) they are written again, still staged and in order, into the new segment, ahead of
+// progress) are taken along: at the write side's next call (TryWrite, Write, WriteBatch, TryClaim, Commit
+// or Flush) they are written again, still staged and in order, into the new segment, ahead of
 // anything newer; the old segment's reader never saw them, so each is delivered once. An open claim stays
 // valid (its memory stays mapped) until Commit or Abort; Commit then sends its bytes to the new segment,
 // never to the one left behind. What the master had published before it moved, including by a write-side
-// call in progress at the moment it moved, is in the old segment, which the slave drains before it follows
-// (see above): the old segment's role is held until the write side can no longer publish there. If the new segment cannot take a carried message (a new
-// master chose a smaller maximum message size or smaller rings), that message and the ones after it are
-// dropped and the next TryWrite, Write, WriteBatch, Commit or Flush returns IoResult::kLost (DataLoss):
-// TryWrite, Write and Commit then did not send their own message; StatusOf(kLost) says how many were
-// dropped. Close() publishes what is staged where the write side last wrote: call Flush() first if the
-// channel may have moved since.
+// call in progress at that moment, is in the old segment, which the slave drains before it follows (see
+// above): the master holds its role there until its write side can no longer publish there. If the new
+// segment cannot take a carried message (a new master chose a smaller maximum message size or smaller
+// rings), that message and the ones after it are dropped and the next TryWrite, Write, WriteBatch, Commit
+// or Flush returns IoResult::kLost (DataLoss): TryWrite, Write and Commit then did not send their own
+// message; StatusOf(kLost) says how many were dropped. Close() publishes what is staged where the write
+// side last wrote: call Flush() first if the channel may have moved since.
 //
 // Threading: thread-compatible per side. The write side (Write, TryWrite, Claim/Commit/Abort, WriteBatch,
 // Flush) may be used by one thread at a time, and the read side (Read, TryRead, Peek/Release, ReadBatch)
