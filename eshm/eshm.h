@@ -43,7 +43,7 @@
  * thread at any time. eshm_close may be called while other threads are inside calls on the handle: calls
  * blocked in eshm_read or eshm_write (waiting for a message, for room, for the peer or for their turn)
  * return ESHM_ERROR_CLOSED within about 50 ms, and eshm_close returns only after every call in progress has
- * returned. No call may start on the handle once eshm_close has been called (the handle is freed), and
+ * let go of the handle. No call may start on the handle once eshm_close has been called (it is freed), and
  * eshm_close must be called once. Different handles are independent.
  *
  * Signals: blocking calls (eshm_open as a slave waiting for its master, eshm_write, eshm_read) are not
