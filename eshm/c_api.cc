@@ -81,7 +81,8 @@ struct eshm_handle {
   eshm::DisconnectBehavior disconnect_behavior = eshm::DisconnectBehavior::kOnTimeout;
   std::int64_t reconnect_wait_ns = 0;
   // Set by eshm_close (seq_cst, see HandleSide::waiting): calls in progress leave, calls that find it set
-  // return ESHM_ERROR_CLOSED.
+  // return ESHM_ERROR_CLOSED. A call that holds its side reads it with acquire (nothing else hangs on it: one
+  // that misses it is waited for, and notices it between slices).
   std::atomic<bool> closing{false};
   // Calls in progress that take no side (eshm_get_stats, ...), for eshm_close to wait for. seq_cst, as
   // HandleSide::waiting.
