@@ -4,8 +4,19 @@
 // the boundary, and reports failures as an ESHM_ERROR_* code plus a thread-local message. The non-blocking
 // hot-path results (ESHM_ERROR_NO_DATA, ESHM_ERROR_RING_FULL) record a static message, so polling costs no
 // allocation or formatting.
+//
+// Threading (the contract is in eshm.h). eshm::Channel lets one thread at a time use each side; a handle
+// lets any number, by serializing each side with its own SideLock: write-side calls take the writer's,
+// read-side calls the reader's, so a writing and a reading thread still run in parallel. Non-blocking calls
+// only try the lock (another thread holding it is reported as a full ring / no data: that thread is
+// writing or reading right now). Blocking calls wait for it, and for the channel, in slices of kSliceNs
+// and look at `closing` between slices: eshm_close sets it, and then waits for every call in progress to
+// leave before it frees the handle, so it never waits longer than about one slice for a blocked call.
 #include "eshm/eshm.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -26,6 +37,7 @@
 #include "absl/strings/str_format.h"
 #include "eshm/channel.h"
 #include "eshm/deadline.h"
+#include "eshm/internal/side_lock.h"
 #include "eshm/layout.h"
 #include "eshm/segment.h"
 
@@ -45,15 +57,45 @@ static_assert(ESHM_DISCONNECT_IMMEDIATELY == static_cast<int>(eshm::DisconnectBe
 static_assert(ESHM_DISCONNECT_ON_TIMEOUT == static_cast<int>(eshm::DisconnectBehavior::kOnTimeout));
 static_assert(ESHM_DISCONNECT_NEVER == static_cast<int>(eshm::DisconnectBehavior::kNever));
 
+namespace {
+
+// One side (writing or reading) of a handle. Each on its own cache lines: a writing and a reading thread
+// take their locks in parallel without sharing a line.
+struct alignas(128) HandleSide {
+  eshm::internal::SideLock lock;
+  // Threads waiting for `lock` (the slow path only). eshm_close waits until this is 0. Touched with seq_cst:
+  // a waiter increments it and then reads `closing`; eshm_close sets `closing` and then reads this (Dekker):
+  // either the waiter sees `closing`, or eshm_close sees the waiter.
+  std::atomic<int> waiting{0};
+};
+
+}  // namespace
+
 struct eshm_handle {
   // Distinguishes a live handle from a zeroed or closed one in the common mistakes (not a guarantee: a
-  // freed handle is undefined behaviour).
+  // freed handle is undefined behaviour). Relaxed: it orders nothing.
   static constexpr std::uint64_t kMagic = 0x454c444e41484d53ull;  // "SMHANDLE"
-  std::uint64_t magic = kMagic;
+  std::atomic<std::uint64_t> magic{kMagic};
   std::unique_ptr<eshm::Channel> channel;
+  // What blocking calls need to keep the reconnect window across their slices (as eshm::Channel would).
+  eshm::DisconnectBehavior disconnect_behavior = eshm::DisconnectBehavior::kOnTimeout;
+  std::int64_t reconnect_wait_ns = 0;
+  // Set by eshm_close (seq_cst, see HandleSide::waiting): calls in progress leave, calls that find it set
+  // return ESHM_ERROR_CLOSED. A call that holds its side reads it with acquire (nothing else hangs on it: one
+  // that misses it is waited for, and notices it between slices).
+  std::atomic<bool> closing{false};
+  // Calls in progress that take no side (eshm_get_stats, ...), for eshm_close to wait for. seq_cst, as
+  // HandleSide::waiting.
+  std::atomic<int> observers{0};
+  HandleSide writer;
+  HandleSide reader;
 };
 
 namespace {
+
+// Blocking calls wait in slices this long, and look at `closing` between them: the longest eshm_close waits
+// for a blocked call on another thread to leave. (The channel's own waits wake every 10 ms anyway.)
+constexpr std::int64_t kSliceNs = 50'000'000;
 
 // Struct sizes above this are certainly garbage (an uninitialized struct_size), not a newer header.
 constexpr std::uint32_t kMaxStructSize = 64 * 1024;
@@ -182,7 +224,7 @@ int FailStatus(const char* function, int code, const absl::Status& status) noexc
 // Returns ESHM_SUCCESS if `handle` can be used, else records why.
 int CheckHandle(const char* function, const eshm_handle* handle) {
   if (handle == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: handle is NULL", function);
-  if (handle->magic != eshm_handle::kMagic || handle->channel == nullptr) {
+  if (handle->magic.load(std::memory_order_relaxed) != eshm_handle::kMagic || handle->channel == nullptr) {
     return Failf(ESHM_ERROR_INVALID_PARAM,
                  "%s: handle is not an open eshm handle (closed already, or not from eshm_open)", function);
   }
@@ -198,6 +240,103 @@ int CheckTimeout(const char* function, int timeout_ms) {
 
 eshm::Deadline DeadlineFor(int timeout_ms) {
   return timeout_ms < 0 ? eshm::Deadline::Infinite() : eshm::Deadline::AfterMs(timeout_ms);
+}
+
+int FailClosedMeanwhile(const char* function) {
+  return Failf(ESHM_ERROR_CLOSED, "%s: the handle is being closed (eshm_close was called on another thread)",
+               function);
+}
+
+// Holds one side of a handle for one call, and gives it back when the call returns.
+class SideGuard {
+ public:
+  SideGuard(eshm_handle* handle, HandleSide& side) : handle_(handle), side_(side) {}
+  SideGuard(const SideGuard&) = delete;
+  SideGuard& operator=(const SideGuard&) = delete;
+  ~SideGuard() {
+    if (held_) side_.lock.Unlock();
+  }
+
+  // Non-blocking calls: the side if no other thread holds it. Cheap: one compare-and-swap.
+  bool TryTake() {
+    held_ = side_.lock.TryLock();
+    return held_;
+  }
+
+  // Blocking calls: waits for the side until `deadline`, in slices, leaving early if eshm_close is called.
+  // ESHM_SUCCESS once held; otherwise records why (and the caller must not touch the handle again: it may
+  // be freed as soon as this returns).
+  int Take(const char* function, eshm::Deadline deadline, const char* side_name) {
+    if (TryTake()) return ESHM_SUCCESS;
+    side_.waiting.fetch_add(1, std::memory_order_seq_cst);
+    eshm_handle* const handle = handle_;
+    held_ = side_.lock.LockUntil(deadline, kSliceNs,
+                                 [handle] { return handle->closing.load(std::memory_order_seq_cst); });
+    const bool closing = !held_ && handle->closing.load(std::memory_order_seq_cst);
+    // The last touch of the handle by a thread that did not get the side: eshm_close may free it next.
+    side_.waiting.fetch_sub(1, std::memory_order_seq_cst);
+    if (held_) return ESHM_SUCCESS;
+    if (closing) return FailClosedMeanwhile(function);
+    return Failf(ESHM_ERROR_TIMEOUT,
+                 "%s: another thread kept the %s side of this handle busy until the timeout (calls on one side of "
+                 "a handle take turns)",
+                 function, side_name);
+  }
+
+ private:
+  eshm_handle* const handle_;
+  HandleSide& side_;
+  bool held_ = false;
+};
+
+// Registers a call that takes no side, so that eshm_close waits for it.
+class ObserverGuard {
+ public:
+  explicit ObserverGuard(eshm_handle* handle) : handle_(handle) {
+    handle_->observers.fetch_add(1, std::memory_order_seq_cst);
+    closing_ = handle_->closing.load(std::memory_order_seq_cst);
+  }
+  ObserverGuard(const ObserverGuard&) = delete;
+  ObserverGuard& operator=(const ObserverGuard&) = delete;
+  ~ObserverGuard() { handle_->observers.fetch_sub(1, std::memory_order_seq_cst); }
+  bool closing() const { return closing_; }
+
+ private:
+  eshm_handle* const handle_;
+  bool closing_ = false;
+};
+
+// Runs `call(slice)`, a blocking channel call, in slices of at most kSliceNs until `deadline`, so that a
+// concurrent eshm_close is noticed within a slice. Returns the call's result, or Cancelled when eshm_close
+// was called meanwhile. A slice restarts the channel's own reconnect_wait_ms window (ON_TIMEOUT), so the
+// window is kept here instead, across slices, from when this call first saw the peer gone.
+template <typename Call>
+absl::Status InSlices(eshm_handle* handle, eshm::Deadline deadline, Call call) {
+  eshm::Channel& ch = *handle->channel;
+  const bool on_timeout = handle->disconnect_behavior == eshm::DisconnectBehavior::kOnTimeout;
+  std::int64_t gone_since_ns = on_timeout && ch.peer_state() != eshm::PeerState::kAlive ? eshm::MonotonicNowNs() : 0;
+  for (;;) {
+    const eshm::Deadline slice = deadline.CappedAfterNs(kSliceNs);
+    absl::Status status = call(slice);
+    const bool last_slice = slice.monotonic_ns() >= deadline.monotonic_ns();
+    if (status.code() != absl::StatusCode::kDeadlineExceeded || last_slice) return status;
+    if (handle->closing.load(std::memory_order_seq_cst)) {
+      return absl::CancelledError("the handle is being closed (eshm_close was called on another thread)");
+    }
+    if (!on_timeout) continue;
+    if (ch.peer_state() == eshm::PeerState::kAlive) {
+      gone_since_ns = 0;
+      continue;
+    }
+    const std::int64_t now = eshm::MonotonicNowNs();
+    if (gone_since_ns == 0) {
+      gone_since_ns = now;
+    } else if (now - gone_since_ns >= handle->reconnect_wait_ns) {
+      const absl::Status gone = ch.StatusOf(eshm::IoResult::kPeerGone);
+      return absl::UnavailableError(absl::StrFormat("%s; none attached within reconnect_wait_ms (%d ms)",
+                                                    gone.message(), handle->reconnect_wait_ns / 1'000'000));
+    }
+  }
 }
 
 bool IsPowerOfTwo(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -327,6 +466,10 @@ int FailIo(const char* function, eshm_handle* handle, eshm::IoResult result, Op 
       return FailStatus(function, ESHM_ERROR_CORRUPT, ch.StatusOf(result));
     case eshm::IoResult::kClosed:
       return FailStatus(function, ESHM_ERROR_CLOSED, ch.StatusOf(result));
+    case eshm::IoResult::kLost:
+      // Not reached through this API, which never stages a write (each is published at once) nor claims; as
+      // the DataLoss status a blocking write would give.
+      return FailStatus(function, ESHM_ERROR_CORRUPT, ch.StatusOf(result));
   }
   return Failf(ESHM_ERROR_INTERNAL, "%s: unknown result %d", function, static_cast<int>(result));
 }
@@ -427,6 +570,8 @@ int eshm_open(const char* name, const eshm_config* cfg, eshm_handle** out) {
     if (!channel.ok()) return FailStatus(kFn, CodeForOpen(channel.status(), options.role), channel.status());
     auto handle = std::make_unique<eshm_handle>();
     handle->channel = *std::move(channel);
+    handle->disconnect_behavior = options.disconnect_behavior;
+    handle->reconnect_wait_ns = std::int64_t{options.reconnect_wait_ms} * 1'000'000;
     *out = handle.release();
     return ESHM_SUCCESS;
   });
@@ -436,9 +581,24 @@ int eshm_close(eshm_handle* handle) {
   if (handle == nullptr) return ESHM_SUCCESS;
   return Guarded("eshm_close", [&]() -> int {
     if (int rc = CheckHandle("eshm_close", handle); rc != ESHM_SUCCESS) return rc;
-    handle->magic = 0;
+    // Calls in progress on other threads: a blocked one notices `closing` within a slice and returns
+    // ESHM_ERROR_CLOSED, one waiting for a side gives up at once (WakeWaiters), a running one finishes. Taking
+    // both sides waits for the first kind; the counters for the other two.
+    handle->closing.store(true, std::memory_order_seq_cst);
+    for (HandleSide* side : {&handle->writer, &handle->reader}) {
+      side->lock.LockUntil(eshm::Deadline::Infinite(), kSliceNs, [] { return false; });
+      side->lock.WakeWaiters();
+    }
+    while (handle->writer.waiting.load(std::memory_order_seq_cst) != 0 ||
+           handle->reader.waiting.load(std::memory_order_seq_cst) != 0 ||
+           handle->observers.load(std::memory_order_seq_cst) != 0) {
+      handle->writer.lock.WakeWaiters();
+      handle->reader.lock.WakeWaiters();
+      usleep(1000);
+    }
+    handle->magic.store(0, std::memory_order_relaxed);
     handle->channel->Close();
-    delete handle;
+    delete handle;  // with both side locks held: nobody else uses it any more
     return ESHM_SUCCESS;
   });
 }
@@ -448,8 +608,16 @@ int eshm_write(eshm_handle* handle, const void* data, size_t len, int timeout_ms
     constexpr const char* kFn = "eshm_write";
     if (int rc = CheckWriteArgs(kFn, handle, data, len); rc != ESHM_SUCCESS) return rc;
     if (int rc = CheckTimeout(kFn, timeout_ms); rc != ESHM_SUCCESS) return rc;
+    SideGuard side(handle, handle->writer);
+    if (!side.TryTake()) {
+      if (int rc = side.Take(kFn, DeadlineFor(timeout_ms), "write"); rc != ESHM_SUCCESS) return rc;
+    }
+    if (handle->closing.load(std::memory_order_acquire)) return FailClosedMeanwhile(kFn);
     eshm::Channel& ch = *handle->channel;
-    const absl::Status status = ch.Write(Bytes(data, len), DeadlineFor(timeout_ms));
+    // The common case first, without reading the clock: there is room.
+    if (ch.TryWrite(Bytes(data, len)) == eshm::IoResult::kOk) return ESHM_SUCCESS;
+    const absl::Status status = InSlices(handle, DeadlineFor(timeout_ms),
+                                         [&](eshm::Deadline slice) { return ch.Write(Bytes(data, len), slice); });
     if (status.ok()) return ESHM_SUCCESS;
     return FailStatus(kFn, CodeForIo(status, Op::kWrite, ch.role()), status);
   });
@@ -459,6 +627,13 @@ int eshm_try_write(eshm_handle* handle, const void* data, size_t len) {
   return Guarded("eshm_try_write", [&]() -> int {
     constexpr const char* kFn = "eshm_try_write";
     if (int rc = CheckWriteArgs(kFn, handle, data, len); rc != ESHM_SUCCESS) return rc;
+    SideGuard side(handle, handle->writer);
+    if (!side.TryTake()) {
+      return Fail(ESHM_ERROR_RING_FULL,
+                  "eshm_try_write: another thread is writing on this handle right now (possibly waiting for room); "
+                  "retry, or use eshm_write to wait your turn");
+    }
+    if (handle->closing.load(std::memory_order_acquire)) return FailClosedMeanwhile(kFn);
     const eshm::IoResult result = handle->channel->TryWrite(Bytes(data, len));
     if (result == eshm::IoResult::kOk) return ESHM_SUCCESS;
     return FailIo(kFn, handle, result, Op::kWrite);
@@ -471,10 +646,22 @@ int eshm_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len, int t
     if (int rc = CheckReadArgs(kFn, handle, buf, cap, out_len); rc != ESHM_SUCCESS) return rc;
     *out_len = 0;
     if (int rc = CheckTimeout(kFn, timeout_ms); rc != ESHM_SUCCESS) return rc;
+    SideGuard side(handle, handle->reader);
+    if (!side.TryTake()) {
+      if (int rc = side.Take(kFn, DeadlineFor(timeout_ms), "read"); rc != ESHM_SUCCESS) return rc;
+    }
+    if (handle->closing.load(std::memory_order_acquire)) return FailClosedMeanwhile(kFn);
     eshm::Channel& ch = *handle->channel;
-    absl::StatusOr<std::span<const std::byte>> message = ch.Peek(DeadlineFor(timeout_ms));
-    if (!message.ok()) return FailStatus(kFn, CodeForIo(message.status(), Op::kRead, ch.role()), message.status());
-    return DeliverPeeked(kFn, handle, *message, buf, cap, out_len);
+    std::span<const std::byte> message;
+    // The common case first, without reading the clock: a message is queued.
+    if (ch.TryPeek(&message) == eshm::IoResult::kOk) return DeliverPeeked(kFn, handle, message, buf, cap, out_len);
+    const absl::Status status = InSlices(handle, DeadlineFor(timeout_ms), [&](eshm::Deadline slice) {
+      absl::StatusOr<std::span<const std::byte>> peeked = ch.Peek(slice);
+      if (peeked.ok()) message = *peeked;
+      return peeked.status();
+    });
+    if (!status.ok()) return FailStatus(kFn, CodeForIo(status, Op::kRead, ch.role()), status);
+    return DeliverPeeked(kFn, handle, message, buf, cap, out_len);
   });
 }
 
@@ -483,6 +670,13 @@ int eshm_try_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len) {
     constexpr const char* kFn = "eshm_try_read";
     if (int rc = CheckReadArgs(kFn, handle, buf, cap, out_len); rc != ESHM_SUCCESS) return rc;
     *out_len = 0;
+    SideGuard side(handle, handle->reader);
+    if (!side.TryTake()) {
+      return Fail(ESHM_ERROR_NO_DATA,
+                  "eshm_try_read: another thread is reading on this handle right now (what arrives is its); use "
+                  "eshm_read to wait your turn");
+    }
+    if (handle->closing.load(std::memory_order_acquire)) return FailClosedMeanwhile(kFn);
     eshm::Channel& ch = *handle->channel;
     std::span<const std::byte> message;
     const eshm::IoResult result = ch.TryPeek(&message);
@@ -502,6 +696,13 @@ int eshm_next_message_size(eshm_handle* handle, size_t* out) {
     if (int rc = CheckHandle(kFn, handle); rc != ESHM_SUCCESS) return rc;
     if (out == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: out is NULL", kFn);
     *out = 0;
+    SideGuard side(handle, handle->reader);
+    if (!side.TryTake()) {
+      return Fail(ESHM_ERROR_NO_DATA,
+                  "eshm_next_message_size: another thread is reading on this handle right now; the size of what "
+                  "it will read is not yours to know");
+    }
+    if (handle->closing.load(std::memory_order_acquire)) return FailClosedMeanwhile(kFn);
     std::span<const std::byte> message;
     // The message stays peeked (not released): the next read returns it.
     const eshm::IoResult result = handle->channel->TryPeek(&message);
@@ -521,6 +722,8 @@ int eshm_max_message_size(eshm_handle* handle, size_t* out) {
     constexpr const char* kFn = "eshm_max_message_size";
     if (int rc = CheckHandle(kFn, handle); rc != ESHM_SUCCESS) return rc;
     if (out == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: out is NULL", kFn);
+    ObserverGuard observer(handle);
+    if (observer.closing()) return FailClosedMeanwhile(kFn);
     // From stats(), which is thread-safe (max_message_bytes() is not: a slave's monitor thread updates it
     // when it follows its master to a new segment).
     *out = static_cast<std::size_t>(handle->channel->stats().max_message_bytes);
@@ -531,6 +734,11 @@ int eshm_max_message_size(eshm_handle* handle, size_t* out) {
 int eshm_flush(eshm_handle* handle) {
   return Guarded("eshm_flush", [&]() -> int {
     if (int rc = CheckHandle("eshm_flush", handle); rc != ESHM_SUCCESS) return rc;
+    SideGuard side(handle, handle->writer);
+    // Another thread writing now publishes as it goes (every write of this API is published at once): there is
+    // nothing for this call to do.
+    if (!side.TryTake()) return ESHM_SUCCESS;
+    if (handle->closing.load(std::memory_order_acquire)) return FailClosedMeanwhile("eshm_flush");
     handle->channel->Flush();
     return ESHM_SUCCESS;
   });
@@ -540,6 +748,8 @@ int eshm_get_role(eshm_handle* handle, int* role) {
   return Guarded("eshm_get_role", [&]() -> int {
     if (int rc = CheckHandle("eshm_get_role", handle); rc != ESHM_SUCCESS) return rc;
     if (role == nullptr) return Fail(ESHM_ERROR_INVALID_PARAM, "eshm_get_role: role is NULL");
+    ObserverGuard observer(handle);
+    if (observer.closing()) return FailClosedMeanwhile("eshm_get_role");
     *role = handle->channel->role() == eshm::Role::kMaster ? ESHM_ROLE_MASTER : ESHM_ROLE_SLAVE;
     return ESHM_SUCCESS;
   });
@@ -548,6 +758,8 @@ int eshm_get_role(eshm_handle* handle, int* role) {
 int eshm_is_remote_alive(eshm_handle* handle) {
   return Guarded("eshm_is_remote_alive", [&]() -> int {
     if (int rc = CheckHandle("eshm_is_remote_alive", handle); rc != ESHM_SUCCESS) return rc;
+    ObserverGuard observer(handle);
+    if (observer.closing()) return FailClosedMeanwhile("eshm_is_remote_alive");
     return handle->channel->IsRemoteAlive() ? 1 : 0;
   });
 }
@@ -566,6 +778,8 @@ int eshm_get_stats(eshm_handle* handle, eshm_stats* out) {
       return Failf(ESHM_ERROR_INVALID_PARAM, "%s: out->struct_size is %u; set it to sizeof(eshm_stats) (%u)", kFn,
                    size, static_cast<unsigned>(sizeof(eshm_stats)));
     }
+    ObserverGuard observer(handle);
+    if (observer.closing()) return FailClosedMeanwhile(kFn);
     const eshm::ChannelStats s = handle->channel->stats();
     eshm_stats c;
     std::memset(&c, 0, sizeof(c));

@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_format.h"
 #include "eshm/futex.h"
+#include "eshm/internal/asymmetric_fence.h"
+#include "eshm/internal/staged_messages.h"
 #include "eshm/internal/status_macros.h"
 #include "eshm/role_lock.h"
 
@@ -15,6 +17,9 @@ namespace eshm {
 namespace {
 
 constexpr std::int64_t kNsPerMs = 1'000'000;
+// Without a process-wide barrier (ReleaseLeftSegments), how long after a move an idle write side is trusted
+// to have seen it: far longer than any store takes to become visible.
+constexpr std::int64_t kUnorderedMoveGraceNs = 1'000'000;
 
 // Ends a blocking ring wait so the channel's loop can look at the peer or the attachment again. Never
 // reaches a caller.
@@ -75,6 +80,26 @@ Deadline OpenDeadline(const ChannelOptions& o) {
 
 }  // namespace
 
+class Channel::WriterCall {
+ public:
+  explicit WriterCall(Channel& channel) : channel_(channel) {
+    if (channel_.writer_depth_++ != 0) return;
+    // Relaxed, and ordered before this call's read of generation_ by the signal fence here (the compiler)
+    // and the monitor's internal::HeavyFence (the CPU): see writer_busy_ in channel.h.
+    channel_.writer_busy_.store(true, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  }
+  WriterCall(const WriterCall&) = delete;
+  WriterCall& operator=(const WriterCall&) = delete;
+  ~WriterCall() {
+    // Release: pairs with the acquire in ReleaseLeftSegments; this call's publications come first.
+    if (--channel_.writer_depth_ == 0) channel_.writer_busy_.store(false, std::memory_order_release);
+  }
+
+ private:
+  Channel& channel_;
+};
+
 const char* PeerStateName(PeerState state) {
   switch (state) {
     case PeerState::kAbsent:
@@ -105,6 +130,8 @@ const char* IoResultName(IoResult result) {
       return "corrupt";
     case IoResult::kClosed:
       return "closed";
+    case IoResult::kLost:
+      return "lost";
   }
   return "unknown";
 }
@@ -174,6 +201,7 @@ absl::Status Channel::Attach(std::shared_ptr<Attachment> attachment, Role role) 
   current_ = attachment;
   writer_.attachment = reader_.attachment = attachment;
   writer_.generation = reader_.generation = attachment->generation;
+  writer_generation_.store(attachment->generation, std::memory_order_relaxed);  // no monitor yet
   // Release: a side that sees the new generation sees the attachment it belongs to.
   generation_.store(attachment->generation, std::memory_order_release);
   return absl::OkStatus();
@@ -221,6 +249,9 @@ void Channel::MonitorLoop() {
     next = std::max(next + interval_ns, now);  // a late tick does not trigger a burst of catch-up ticks
     FutexWait(&stop_word_, word, Deadline::AtMonotonicNs(next));
   }
+  // Closing: no call runs any more.
+  std::lock_guard<std::mutex> lock(mu_);
+  ReleaseLeftSegments(MonotonicNowNs(), /*force=*/true);
 }
 
 void Channel::InlineTick() {
@@ -239,6 +270,7 @@ void Channel::InlineTick() {
 void Channel::Tick(std::int64_t now) {
   if (current_ == nullptr) return;
   last_tick_ns_ = now;
+  ReleaseLeftSegments(now, /*force=*/false);
   Segment& segment = current_->segment;
   // A truncation of the file that no access has run into yet (a side blocked on a record that now reads as
   // zeros, say): one fstat per tick, so it is reported within a tick, far below stale_threshold_ms. Wake
@@ -340,12 +372,10 @@ bool Channel::RecreateIfUnlinked() {
 }
 
 void Channel::Adopt(Segment segment) {
-  // Leave the old segment visibly: the role is vacant there, and its lock is released now (not when the
-  // last side lets go of the old mapping), so the peer learns at once that we are gone from it.
-  RoleControl& old_me = current_->segment.header()->roles[static_cast<int>(role_)];
-  old_me.state.store(0, std::memory_order_release);
-  old_me.pid.store(0, std::memory_order_release);
-  UnlockRole(current_->segment.fd(), role_);
+  // Leave the old segment visibly (ReleaseLeftSegments: the role vacant there, its lock released) as soon as
+  // our write side cannot publish there any more, so the peer learns that we are gone from it; not before,
+  // or a write in progress could land after the peer has drained the old segment and left it.
+  left_.push_back(current_);
   WakeLocalWaiters(current_.get());  // sides blocked on the old rings move over
 
   auto attachment = std::make_shared<Attachment>(std::move(segment));
@@ -363,9 +393,31 @@ void Channel::Adopt(Segment segment) {
   current_ = std::move(attachment);
   // Release: pairs with the acquire in SyncSide.
   generation_.store(current_->generation, std::memory_order_release);
+  // The monitor's half of the writer_busy_ handshake: after this, a write-side call the barrier did not
+  // catch in progress reads the new generation.
+  left_ordered_ = internal::LightSideReady() && internal::HeavyFence();
+  left_since_ns_ = MonotonicNowNs();
+  ReleaseLeftSegments(left_since_ns_, /*force=*/false);
   reconnect_count_.fetch_add(1, std::memory_order_relaxed);
   peer_event_.fetch_add(1, std::memory_order_release);
   FutexWakeAll(&peer_event_);
+}
+
+void Channel::ReleaseLeftSegments(std::int64_t now, bool force) {
+  if (left_.empty()) return;
+  // Acquire (both): pair with the write side's releases in SwitchSide and ~WriterCall, so everything it
+  // published in the old segments happens-before the peer can see our role there released.
+  const bool moved = current_ != nullptr && writer_generation_.load(std::memory_order_acquire) == current_->generation;
+  const bool idle = !writer_busy_.load(std::memory_order_acquire) &&
+                    (left_ordered_ || now - left_since_ns_ >= kUnorderedMoveGraceNs);
+  if (!force && !moved && !idle) return;
+  for (const std::shared_ptr<Attachment>& left : left_) {
+    RoleControl& me = left->segment.header()->roles[static_cast<int>(role_)];
+    me.state.store(0, std::memory_order_release);
+    me.pid.store(0, std::memory_order_release);
+    UnlockRole(left->segment.fd(), role_);
+  }
+  left_.clear();
 }
 
 void Channel::TakeRoleControl(Segment& segment) {
@@ -392,10 +444,50 @@ void Channel::WakeLocalWaiters(const Attachment* attachment) {
 }
 
 void Channel::SwitchSide(Side& side) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (current_ == nullptr) return;
-  side.attachment = current_;
-  side.generation = current_->generation;
+  std::shared_ptr<Attachment> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (current_ == nullptr) return;
+    left = std::move(side.attachment);
+    side.attachment = current_;
+    side.generation = current_->generation;
+    // Release: pairs with the acquire in ReleaseLeftSegments; whatever the write side published in the
+    // segment it leaves comes first.
+    if (&side == &writer_) writer_generation_.store(side.generation, std::memory_order_release);
+  }
+  if (&side != &writer_ || left == nullptr || left == side.attachment) return;
+  // An open claim stays where it was made, mapped, until Commit or Abort; the staged messages come along.
+  if (claim_.data != nullptr && claim_.attachment == left.get()) claim_.left_behind = left;
+  CarryStaged(*left);
+}
+
+void Channel::CarryStaged(Attachment& left) {
+  RingProducer& from = left.producer;
+  // Nothing of a claim is staged: it ends from its own memory (Commit). Giving its room back leaves exactly
+  // the staged batch at the producer's tail.
+  if (from.has_claim()) from.Abort();
+  const std::uint64_t staged = from.staged_bytes();
+  if (staged == 0) return;
+  std::vector<std::vector<std::byte>> messages;
+  const bool whole = internal::CopyStagedMessages(*left.segment.ring_control(out_), left.segment.ring_data(out_),
+                                                  left.segment.ring_capacity(out_), staged, from.max_message_bytes(),
+                                                  &messages);
+  // Still staged, in order, ahead of anything newer: the write side's next kNow write or Flush publishes
+  // them, as it would have in the old segment. The old producer is never used again, so they are not sent
+  // twice.
+  RingProducer& to = writer_.attachment->producer;
+  std::size_t carried = 0;
+  while (carried < messages.size() && messages[carried].size() <= to.max_message_bytes() &&
+         to.TryWrite(messages[carried], Publish::kDeferred)) {
+    ++carried;
+  }
+  lost_ += messages.size() - carried + (whole ? 0 : 1);
+}
+
+IoResult Channel::ReportLost() {
+  lost_reported_.store(lost_, std::memory_order_relaxed);
+  lost_ = 0;
+  return IoResult::kLost;
 }
 
 absl::Status Channel::PeerGoneError() const {
@@ -468,8 +560,10 @@ absl::Status Channel::CheckDuringWait(const Side& side) {
 
 IoResult Channel::TryWrite(std::span<const std::byte> message, Publish publish) {
   if (closed_) return IoResult::kClosed;
+  WriterCall call(*this);
   if (!options_.use_threads) InlineTick();
   SyncSide(writer_);
+  if (lost_ != 0) return ReportLost();
   // The limit of the segment this side writes to (it can differ from a newer one the monitor attached).
   if (message.size() > writer_.attachment->producer.max_message_bytes()) return IoResult::kTooLarge;
   if (writer_.attachment->segment.truncated()) return IoResult::kCorrupt;
@@ -479,6 +573,7 @@ IoResult Channel::TryWrite(std::span<const std::byte> message, Publish publish) 
 
 absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadline, Publish publish) {
   if (closed_) return StatusOf(IoResult::kClosed);
+  WriterCall call(*this);
   for (;;) {
     const IoResult result = TryWrite(message, publish);
     switch (result) {
@@ -492,6 +587,7 @@ absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadlin
       case IoResult::kCorrupt:
       case IoResult::kPeerGone:
       case IoResult::kBufferTooSmall:
+      case IoResult::kLost:
         return StatusOf(result, writer_);
     }
     if (PeerGone()) {
@@ -507,6 +603,7 @@ absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadlin
 
 absl::StatusOr<std::size_t> Channel::WriteBatch(std::span<const std::span<const std::byte>> messages,
                                                 Deadline deadline) {
+  WriterCall call(*this);
   std::size_t written = 0;
   absl::Status status;
   for (const std::span<const std::byte>& message : messages) {
@@ -514,30 +611,68 @@ absl::StatusOr<std::size_t> Channel::WriteBatch(std::span<const std::span<const 
     if (!status.ok()) break;
     ++written;
   }
-  Flush();
+  const IoResult flushed = Flush();
+  if (status.ok() && flushed == IoResult::kLost) status = StatusOf(IoResult::kLost, writer_);
+  if (status.code() == absl::StatusCode::kDataLoss) {
+    // Whatever was written: the dropped messages may be among this batch's.
+    return absl::DataLossError(absl::StrFormat("WriteBatch stopped after %d of %d messages: %s", written,
+                                               messages.size(), status.message()));
+  }
   if (!status.ok() && written == 0) return status;
   return written;
 }
 
 std::byte* Channel::TryClaim(std::size_t size) {
-  if (closed_) return nullptr;
+  if (closed_ || claim_.data != nullptr) return nullptr;
+  WriterCall call(*this);
   if (!options_.use_threads) InlineTick();
   SyncSide(writer_);
   if (writer_.attachment->segment.truncated()) return nullptr;
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately && PeerGone()) return nullptr;
-  return writer_.attachment->producer.TryClaim(size);
+  std::byte* data = writer_.attachment->producer.TryClaim(size);
+  if (data != nullptr) claim_ = Claim{data, size, writer_.attachment.get(), nullptr};
+  return data;
 }
 
-void Channel::Commit(std::size_t size, Publish publish) {
-  if (writer_.attachment != nullptr) writer_.attachment->producer.Commit(size, publish);
+IoResult Channel::Commit(std::size_t size, Publish publish) {
+  if (closed_) return IoResult::kClosed;
+  if (claim_.data == nullptr) return IoResult::kOk;
+  WriterCall call(*this);
+  SyncSide(writer_);  // first: a move now keeps the claim's memory mapped (claim_.left_behind)
+  const Claim claim = std::exchange(claim_, Claim{});
+  RingProducer& producer = writer_.attachment->producer;
+  const bool here = claim.attachment == writer_.attachment.get();
+  if (lost_ != 0) {
+    // Messages before this one were dropped at a move: this one is not sent after them, out of order.
+    if (here) producer.Abort();
+    return ReportLost();
+  }
+  if (here) {
+    producer.Commit(size, publish);
+    return IoResult::kOk;
+  }
+  // Claimed in a segment this side has left (the claim's room there was given back when it moved): send its
+  // bytes here, behind the staged messages carried over.
+  const std::span<const std::byte> message(claim.data, std::min(size, claim.capacity));
+  if (message.size() <= producer.max_message_bytes() && producer.TryWrite(message, publish)) return IoResult::kOk;
+  lost_ = 1;
+  return ReportLost();
 }
 
 void Channel::Abort() {
-  if (writer_.attachment != nullptr) writer_.attachment->producer.Abort();
+  const Claim claim = std::exchange(claim_, Claim{});
+  // A claim left behind by a move has no room to give back there any more.
+  if (claim.data != nullptr && writer_.attachment != nullptr && claim.attachment == writer_.attachment.get()) {
+    writer_.attachment->producer.Abort();
+  }
 }
 
-void Channel::Flush() {
-  if (writer_.attachment != nullptr) writer_.attachment->producer.Flush();
+IoResult Channel::Flush() {
+  if (closed_) return IoResult::kClosed;
+  WriterCall call(*this);
+  SyncSide(writer_);
+  writer_.attachment->producer.Flush();
+  return lost_ != 0 ? ReportLost() : IoResult::kOk;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -694,6 +829,13 @@ absl::Status Channel::StatusOf(IoResult result, const Side& side) const {
           "channel '%s': the incoming ring was corrupted by the peer; close and re-open the channel", name_));
     case IoResult::kClosed:
       return absl::FailedPreconditionError(absl::StrFormat("channel '%s' is closed", name_));
+    case IoResult::kLost:
+      return absl::DataLossError(absl::StrFormat(
+          "channel '%s': the channel moved to a new segment (its name was re-created, or a new master's segment "
+          "was joined) that cannot take %d message(s) written before the move and not yet published (larger "
+          "than its maximum message size of %d bytes, or more than its ring holds): they were dropped, and the "
+          "call that reported this did not send its own message; send them again",
+          name_, lost_reported_.load(std::memory_order_relaxed), max_message_bytes()));
   }
   return absl::UnknownError("unknown result");
 }

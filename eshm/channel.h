@@ -47,6 +47,21 @@
 // within stale_threshold_ms. A read never returns as whole a message the truncation damaged. Messages
 // queued in the segment are lost, and so is what the writer wrote there before it noticed.
 //
+// Moving to a new segment (the master re-creating its removed name, a slave following a new master) with
+// writes not yet published. Messages staged with Publish::kDeferred (one by one, or by a WriteBatch in
+// progress) are taken along: at the write side's next call (TryWrite, Write, WriteBatch, TryClaim, Commit
+// or Flush) they are written again, still staged and in order, into the new segment, ahead of
+// anything newer; the old segment's reader never saw them, so each is delivered once. An open claim stays
+// valid (its memory stays mapped) until Commit or Abort; Commit then sends its bytes to the new segment,
+// never to the one left behind. What the master had published before it moved, including by a write-side
+// call in progress at that moment, is in the old segment, which the slave drains before it follows (see
+// above): the master holds its role there until its write side can no longer publish there. If the new
+// segment cannot take a carried message (a new master chose a smaller maximum message size or smaller
+// rings), that message and the ones after it are dropped and the next TryWrite, Write, WriteBatch, Commit
+// or Flush returns IoResult::kLost (DataLoss): TryWrite, Write and Commit then did not send their own
+// message; StatusOf(kLost) says how many were dropped. Close() publishes what is staged where the write
+// side last wrote: call Flush() first if the channel may have moved since.
+//
 // Threading: thread-compatible per side. The write side (Write, TryWrite, Claim/Commit/Abort, WriteBatch,
 // Flush) may be used by one thread at a time, and the read side (Read, TryRead, Peek/Release, ReadBatch)
 // by one thread at a time; one writer thread and one reader thread may run concurrently. stats(), role(),
@@ -120,6 +135,8 @@ enum class IoResult : std::uint8_t {
   kPeerGone,        // disconnect behaviour kImmediately and the peer is dead, unresponsive or absent
   kCorrupt,         // the peer broke the ring's invariants
   kClosed,          // the channel was closed
+  kLost,            // messages written before a move to a new segment could not be carried there (see
+                    // "Moving to a new segment" above); this call's own message was not sent
 };
 const char* IoResultName(IoResult result);
 
@@ -166,11 +183,15 @@ class Channel {
   // many were written (all of them on success).
   absl::StatusOr<std::size_t> WriteBatch(std::span<const std::span<const std::byte>> messages, Deadline deadline);
   // Zero-copy: room for up to `size` bytes (nullptr if it does not fit now, or ever, or the peer is gone
-  // under kImmediately). End with Commit or Abort.
+  // under kImmediately, or a claim is already open). End with Commit or Abort.
   std::byte* TryClaim(std::size_t size);
-  void Commit(std::size_t size, Publish publish = Publish::kNow);
+  // Sends the first `size` bytes of the open claim (at most what was claimed): kOk, or kLost (it was not
+  // sent: see "Moving to a new segment"), or kClosed. kOk without an open claim.
+  IoResult Commit(std::size_t size, Publish publish = Publish::kNow);
   void Abort();
-  void Flush();
+  // Publishes everything staged: kOk, kLost (others were dropped at a move; the rest are published), or
+  // kClosed.
+  IoResult Flush();
 
   // ---- Read side ----
   // A message read as kOk / OK is whole, as its writer wrote it: never one damaged by a truncation of the
@@ -229,6 +250,9 @@ class Channel {
   bool RecreateIfUnlinked();
   // Moves this endpoint (role already locked on `segment`) from current_ to `segment`.
   void Adopt(Segment segment);
+  // Releases our role in the segments Adopt left behind, once the write side cannot publish there any more
+  // (or at once with `force`). Under mu_.
+  void ReleaseLeftSegments(std::int64_t now, bool force);
   // Writes our pid, heartbeat, attach epoch and state into our role's control block.
   void TakeRoleControl(Segment& segment);
   void WakeLocalWaiters(const Attachment* attachment);
@@ -241,6 +265,10 @@ class Channel {
     SwitchSide(side);
   }
   void SwitchSide(Side& side);
+  // After the write side moved from `left`: writes what it had staged there into its new attachment.
+  void CarryStaged(Attachment& left);
+  // Returns kLost for the messages dropped at the last move, and remembers how many for StatusOf.
+  IoResult ReportLost();
   bool PeerGone() const { return peer_state_.load(std::memory_order_acquire) != static_cast<int>(PeerState::kAlive); }
   // Waits, per the disconnect behaviour, until the peer is alive. OK when it is, or when `side`'s segment
   // was found truncated (the caller's next call reports it).
@@ -263,6 +291,38 @@ class Channel {
 
   Side writer_;
   Side reader_;
+
+  // The write side's open zero-copy claim, if any. Write side only.
+  struct Claim {
+    std::byte* data = nullptr;  // nullptr: no claim is open
+    std::size_t capacity = 0;
+    const Attachment* attachment = nullptr;  // where it was claimed
+    // That attachment once the write side has moved on: keeps the claim's memory mapped until it ends.
+    std::shared_ptr<Attachment> left_behind;
+  };
+  Claim claim_;
+  // Marks a write-side call (see writer_busy_). Nests: only the outermost call sets and clears the flag.
+  class WriterCall;
+  int writer_depth_ = 0;  // write side only
+  // True while a write-side call runs: it may publish into the attachment it last synced to. The write side
+  // stores it relaxed, then orders it before its read of generation_ with a compiler-only fence; the monitor
+  // supplies the hardware half with a process-wide barrier after it moves (Adopt), so the pair is a Dekker
+  // handshake that costs the hot path nothing: either the monitor sees the call, or the call sees the move.
+  // Cleared with release, read with acquire: what the call published happens-before the monitor's release
+  // of the old segment.
+  std::atomic<bool> writer_busy_{false};
+  // The generation the write side writes to: stored (release) when it moves, read (acquire) by the monitor.
+  std::atomic<std::uint64_t> writer_generation_{0};
+  // Segments this endpoint moved away from and still holds its role in, so that the peer does not leave
+  // them while our write side may still publish there; with when we left and whether the process-wide
+  // barrier ran. Guarded by mu_.
+  std::vector<std::shared_ptr<Attachment>> left_;
+  std::int64_t left_since_ns_ = 0;
+  bool left_ordered_ = false;
+  // Messages the write side dropped at a move and has not reported yet. Write side only.
+  std::uint64_t lost_ = 0;
+  // How many the last kLost reported, for StatusOf from any thread. Relaxed: a number to print.
+  std::atomic<std::uint64_t> lost_reported_{0};
 
   // std::mutex rather than absl::Mutex: the system abseil is not built for ThreadSanitizer.
   mutable std::mutex mu_;

@@ -28,11 +28,23 @@
  *    reads/writes only the fields you know; an older library accepts a newer, larger struct as long as the
  *    fields it does not know are zero (eshm_config) and fills only the fields it knows (eshm_stats).
  *
- * Threading: one handle may be used by one writing thread (eshm_write, eshm_try_write, eshm_flush) and one
- * reading thread (eshm_read, eshm_try_read, eshm_next_message_size) at the same time. eshm_get_role,
- * eshm_is_remote_alive, eshm_get_stats and eshm_max_message_size may be called from any thread at any
- * time. eshm_close must not run concurrently with any other call on the same handle. Different handles are
- * independent.
+ * Threading: a handle is thread-safe. Its two sides are serialized separately: write-side calls
+ * (eshm_write, eshm_try_write, eshm_flush) from any number of threads take turns, and so do read-side calls
+ * (eshm_read, eshm_try_read, eshm_next_message_size), while a write and a read still run in parallel. Each
+ * message is written and read whole; messages written by different threads at the same time reach the
+ * reader in some order, those of one thread in the order it wrote them. Taking a turn costs about two atomic
+ * instructions when no other thread is on that side. A thread that finds its side busy:
+ *  - eshm_write / eshm_read wait for their turn within their own timeout (ESHM_ERROR_TIMEOUT if another
+ *    thread keeps the side past it, e.g. a read blocked with timeout -1);
+ *  - eshm_try_write returns ESHM_ERROR_RING_FULL, eshm_try_read and eshm_next_message_size return
+ *    ESHM_ERROR_NO_DATA (another thread is writing or reading right now: retry, as for a full or empty ring),
+ *    and eshm_flush returns ESHM_SUCCESS (that thread's writes publish themselves).
+ * eshm_get_role, eshm_is_remote_alive, eshm_get_stats and eshm_max_message_size may be called from any
+ * thread at any time. eshm_close may be called while other threads are inside calls on the handle: calls
+ * blocked in eshm_read or eshm_write (waiting for a message, for room, for the peer or for their turn)
+ * return ESHM_ERROR_CLOSED within about 50 ms, and eshm_close returns only after every call in progress has
+ * let go of the handle. No call may start on the handle once eshm_close has been called (it is freed), and
+ * eshm_close must be called once. Different handles are independent.
  *
  * Signals: blocking calls (eshm_open as a slave waiting for its master, eshm_write, eshm_read) are not
  * interrupted by signals; use a finite timeout and check your own flag between calls.
@@ -137,9 +149,9 @@ extern "C" {
  * inconsistent, or another process truncated the segment file (a read never returns a message such a
  * truncation damaged). Close the handle; remove the segment once no process uses it. */
 #define ESHM_ERROR_CORRUPT -16
-/* The channel is closed. Not returned in correct use of this API (eshm_close frees the handle, and must
- * not run concurrently with other calls); meant for bindings that wrap a handle in an object and report a
- * call after its close() with it. */
+/* The channel is closed: a call that was in progress (blocked in eshm_read or eshm_write, or waiting for
+ * its turn on the handle) when another thread called eshm_close. Also meant for bindings that wrap a
+ * handle in an object and report a call after its close() with it. */
 #define ESHM_ERROR_CLOSED -17
 /* eshm_open as a slave: no master created the channel within max_reconnect_attempts retries. */
 #define ESHM_ERROR_NOT_FOUND -18
@@ -244,41 +256,47 @@ ESHM_API int eshm_open(const char* name, const eshm_config* cfg, eshm_handle** o
 
 /* Closes the endpoint: publishes anything still staged, releases the role and, for a master with
  * auto_cleanup, removes the segment name. Frees the handle: do not use it afterwards. NULL is a no-op.
- * Returns ESHM_SUCCESS. */
+ * Calls in progress on other threads end first (blocked ones with ESHM_ERROR_CLOSED, within about 50 ms;
+ * see Threading above). Returns ESHM_SUCCESS. */
 ESHM_API int eshm_close(eshm_handle* handle);
 
 /* Sends one message of `len` bytes (data may be NULL only when len is 0), waiting up to timeout_ms for
  * room in the ring (backpressure) and, per the disconnect behaviour, for a gone peer. A message written
  * while the peer is absent is queued for it (unless ESHM_DISCONNECT_IMMEDIATELY). Errors: INVALID_PARAM,
- * MESSAGE_TOO_LARGE, TIMEOUT, MASTER_STALE / SLAVE_STALE. */
+ * MESSAGE_TOO_LARGE, TIMEOUT, MASTER_STALE / SLAVE_STALE, CLOSED (eshm_close on another thread). */
 ESHM_API int eshm_write(eshm_handle* handle, const void* data, size_t len, int timeout_ms);
 
-/* Sends one message without waiting. ESHM_ERROR_RING_FULL when the ring has no room right now;
- * MASTER_STALE / SLAVE_STALE only under ESHM_DISCONNECT_IMMEDIATELY. Other errors as eshm_write. */
+/* Sends one message without waiting. ESHM_ERROR_RING_FULL when the ring has no room right now (or another
+ * thread is writing on this handle right now); MASTER_STALE / SLAVE_STALE only under
+ * ESHM_DISCONNECT_IMMEDIATELY. Other errors as eshm_write. */
 ESHM_API int eshm_try_write(eshm_handle* handle, const void* data, size_t len);
 
 /* Receives the next message into buf[0..cap), waiting up to timeout_ms, and stores its length in
  * *out_len. buf may be NULL only when cap is 0 (a way to learn the next message's size).
  * ESHM_ERROR_BUFFER_TOO_SMALL: the message is larger than cap; it stays queued and *out_len holds its
- * size. Other errors: INVALID_PARAM, TIMEOUT, MASTER_STALE / SLAVE_STALE, CORRUPT. With the peer gone,
+ * size. Other errors: INVALID_PARAM, TIMEOUT, MASTER_STALE / SLAVE_STALE, CORRUPT, CLOSED (eshm_close on
+ * another thread). With the peer gone,
  * messages it queued are delivered first; then ON_TIMEOUT waits up to min(timeout_ms, reconnect_wait_ms)
  * for it: TIMEOUT if timeout_ms ran out first, MASTER_STALE / SLAVE_STALE if reconnect_wait_ms did.
  * *out_len is 0 after any other error. */
 ESHM_API int eshm_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len, int timeout_ms);
 
 /* Receives the next message without waiting: as eshm_read, but ESHM_ERROR_NO_DATA when nothing is
- * queued (and MASTER_STALE / SLAVE_STALE only under ESHM_DISCONNECT_IMMEDIATELY). */
+ * queued or another thread is reading on this handle right now (and MASTER_STALE / SLAVE_STALE only under
+ * ESHM_DISCONNECT_IMMEDIATELY). */
 ESHM_API int eshm_try_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len);
 
 /* Stores the size of the next queued message in *out without consuming it; ESHM_ERROR_NO_DATA (and
- * *out = 0) when nothing is queued. Read-side call. */
+ * *out = 0) when nothing is queued, or another thread is reading on this handle right now (the size would
+ * be of the message that thread takes). Read-side call. */
 ESHM_API int eshm_next_message_size(eshm_handle* handle, size_t* out);
 
 /* Stores the largest message size this channel accepts, in bytes, in *out. */
 ESHM_API int eshm_max_message_size(eshm_handle* handle, size_t* out);
 
 /* Publishes any staged messages. eshm_write / eshm_try_write publish at once, so this is only needed by
- * future batching calls; it is always safe. Write-side call. */
+ * future batching calls; it is always safe. Write-side call (ESHM_SUCCESS at once if another thread is
+ * writing on this handle right now). */
 ESHM_API int eshm_flush(eshm_handle* handle);
 
 /* Stores the role this endpoint holds, ESHM_ROLE_MASTER or ESHM_ROLE_SLAVE (never AUTO), in *role. */

@@ -17,6 +17,10 @@
 //   dead          the lock is free but the role's control block still names a holder (it crashed)
 //   vacant        the lock is free and the control block is clear (never attached, or closed cleanly)
 //
+// Text output shows file names (and anything read from a file) with every byte outside printable ASCII
+// escaped as \xNN and a backslash doubled, so a hostile name under /dev/shm cannot send escape sequences
+// to the operator's terminal; --json escapes the same bytes as \u00NN.
+//
 // Exit status: 0 on success, 1 on a failure or refusal, 2 on a usage error.
 #include <dirent.h>
 #include <errno.h>
@@ -106,6 +110,27 @@ void OnSigbus(int signo) {
   if (g_bus_jump != nullptr) siglongjmp(*g_bus_jump, 1);
   signal(signo, SIG_DFL);
   raise(signo);
+}
+
+// ---- Text ----
+// `s` for a terminal: printable ASCII as is, a backslash as \\, every other byte (control characters such
+// as ESC, BEL, CR and LF, DEL, and every byte >= 0x80, so also C1 controls and invalid UTF-8) as \xNN.
+// The result is one line that cannot move the cursor, change colours or the window title, and that tells
+// every name apart.
+std::string Printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char ch : s) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += ch;
+    } else {
+      out += absl::StrFormat("\\x%02x", c);
+    }
+  }
+  return out;
 }
 
 // ---- JSON ----
@@ -595,11 +620,12 @@ int CommandLs(bool json) {
       continue;
     }
     if (!f.ok() || !sampled) {
-      rows.push_back({f.name(), f.opened() ? HumanBytes(f.file_bytes()) : "-",
-                      absl::StrCat(FileStatusText(f.status()), ": ", f.ok() ? "shrank while read" : f.detail())});
+      rows.push_back({Printable(f.name()), f.opened() ? HumanBytes(f.file_bytes()) : "-",
+                      absl::StrCat(FileStatusText(f.status()), ": ",
+                                   f.ok() ? "shrank while read" : Printable(f.detail()))});
       continue;
     }
-    rows.push_back({f.name(), HumanBytes(f.file_bytes()),
+    rows.push_back({Printable(f.name()), HumanBytes(f.file_bytes()),
                     absl::StrCat(HumanBytes(f.capacity(0)), "/", HumanBytes(f.capacity(1))),
                     absl::StrCat(f.max_message_bytes()), RoleText(rep, 0), RoleText(rep, 1),
                     absl::StrCat(rep.now.roles[0].attach_epoch),
@@ -645,7 +671,7 @@ int CommandLs(bool json) {
 
 void PrintStatHuman(const SegmentFile& f, const Report& rep) {
   const std::int64_t span_ns = rep.before ? rep.now.when_ns - rep.before->when_ns : 0;
-  absl::PrintF("segment %s (%s)\n", f.name().c_str(), f.path().c_str());
+  absl::PrintF("segment %s (%s)\n", Printable(f.name()), Printable(f.path()));
   absl::PrintF("  size %d bytes, rings m2s %d / s2m %d bytes, max message %d bytes, mode 0%o, uid %d\n",
               f.file_bytes(), f.capacity(0), f.capacity(1), f.max_message_bytes(), f.mode(), f.uid());
   absl::PrintF("  epoch %d (master attachments), created by pid %d\n", rep.now.roles[0].attach_epoch,
@@ -670,7 +696,7 @@ void PrintStatHuman(const SegmentFile& f, const Report& rep) {
 
 int CommandStat(const std::string& name, bool json) {
   if (absl::Status s = eshm::Segment::ValidateName(name); !s.ok()) {
-    absl::FPrintF(stderr, "eshmctl stat: %s\n", std::string(s.message()).c_str());
+    absl::FPrintF(stderr, "eshmctl stat: %s\n", Printable(std::string(s.message())));
     return 2;
   }
   const bool watch = absl::GetFlag(FLAGS_watch);
@@ -680,13 +706,13 @@ int CommandStat(const std::string& name, bool json) {
   SegmentFile f(name);
   if (!f.Open()) {
     if (!f.opened() && f.status() == FileStatus::kUnreadable && access(f.path().c_str(), F_OK) != 0) {
-      absl::FPrintF(stderr, "eshmctl stat: no segment %s\n", f.path().c_str());
+      absl::FPrintF(stderr, "eshmctl stat: no segment %s\n", Printable(f.path()));
       return 1;
     }
     if (json) {
       absl::PrintF("%s\n", ReportJson(f, nullptr).c_str());
     } else {
-      absl::PrintF("%s: %s: %s\n", f.path().c_str(), FileStatusText(f.status()), f.detail().c_str());
+      absl::PrintF("%s: %s: %s\n", Printable(f.path()), FileStatusText(f.status()), Printable(f.detail()));
     }
     return 1;
   }
@@ -696,7 +722,7 @@ int CommandStat(const std::string& name, bool json) {
       absl::PrintF("%s\n", ReportJson(f, nullptr).c_str());
       std::fflush(stdout);
     } else {
-      absl::PrintF("%s: %s: %s\n", f.path().c_str(), FileStatusText(f.status()), f.detail().c_str());
+      absl::PrintF("%s: %s: %s\n", Printable(f.path()), FileStatusText(f.status()), Printable(f.detail()));
     }
     return 1;
   };
@@ -836,7 +862,7 @@ int CommandRm(const std::vector<std::string>& args, bool json) {
   if (!stale) {
     for (const std::string& name : names) {
       if (absl::Status s = eshm::Segment::ValidateName(name); !s.ok()) {
-        absl::FPrintF(stderr, "eshmctl rm: %s\n", std::string(s.message()).c_str());
+        absl::FPrintF(stderr, "eshmctl rm: %s\n", Printable(std::string(s.message())));
         return 2;
       }
     }
@@ -848,7 +874,7 @@ int CommandRm(const std::vector<std::string>& args, bool json) {
     const std::string path = absl::StrCat(kShmDir, "/", kPrefix, name);
     if (o.removed) {
       removed.push_back(JsonString(name));
-      if (!json) absl::PrintF("removed %s\n", path.c_str());
+      if (!json) absl::PrintF("removed %s\n", Printable(path));
       continue;
     }
     std::vector<std::string> pids;
@@ -861,7 +887,7 @@ int CommandRm(const std::vector<std::string>& args, bool json) {
     }
     failed = true;
     refused.push_back(item);
-    if (!json) absl::FPrintF(stderr, "eshmctl rm: %s not removed: %s\n", path.c_str(), o.reason.c_str());
+    if (!json) absl::FPrintF(stderr, "eshmctl rm: %s not removed: %s\n", Printable(path), Printable(o.reason));
   }
   if (json) {
     absl::PrintF("%s\n", JsonObject()

@@ -9,6 +9,8 @@
 #  3b. copies of the segment truncated inside the trailer's page (no SIGBUS), or truncated and grown back,
 #     are reported truncated; a watched segment truncated meanwhile ends the watch with that report.
 #  4. after kill -9 of both demos, ls reports both dead and rm --stale removes the segment (and only it).
+#  5. a file whose name holds terminal escape sequences and other non-printable bytes (ESC, BEL, CR, LF,
+#     invalid UTF-8) is listed, stat-ed and removed with those bytes escaped (\xNN): none reaches the terminal.
 # Every command runs under `timeout`, and the EXIT trap kills the demos and removes the files.
 # Run: bazel test //tools:eshmctl_test   (or directly: tools/eshmctl_test.sh path/to/eshmctl path/to/eshm_demo)
 set -uo pipefail
@@ -272,6 +274,54 @@ ctl rm "$FOREIGN" --force
 [[ "$RC" == 0 && ! -e "/dev/shm/eshm_${FOREIGN}" ]] || fail "rm --force did not remove the foreign file"
 ctl rm "$NAME"
 [[ "$RC" == 1 ]] || fail "rm of a missing segment exited $RC, expected 1"
+
+# ---- 5. hostile file names: escaped in text output, never printed raw ----
+# The name carries an OSC title change, a colour change, BEL, CR, LF, a lone 0xff and a C1 CSI (0x9b), and a
+# backslash. 16 zero bytes: a truncated segment, so that rm --stale (with --min_age_s=0) removes it and prints its name.
+HOSTILE_PREFIX="${NAME}_hostile"
+HOSTILE="${HOSTILE_PREFIX}"$'\e]0;pwned\a\e[31mred\r\nnext\xff\x9b2J\\'
+HOSTILE_ESCAPED="${HOSTILE_PREFIX}"'\x1b]0;pwned\x07\x1b[31mred\x0d\x0anext\xff\x9b2J\\'
+head -c 16 /dev/zero >"/dev/shm/eshm_${HOSTILE}" || fail "could not create the hostile file"
+# raw_check <file> <what>: fails if the file holds a byte outside printable ASCII other than a newline.
+raw_check() {
+  if ! timeout 20 python3 -c '
+import sys
+data = open(sys.argv[1], "rb").read()
+bad = sorted({b for b in data if not (0x20 <= b <= 0x7e or b == 0x0a)})
+if bad:
+    print("raw bytes " + " ".join("0x%02x" % b for b in bad))
+    sys.exit(1)
+' "$1" >"$WORK/raw.err" 2>&1; then
+    fail "$2 printed non-printable bytes ($(cat "$WORK/raw.err"))"
+  fi
+}
+timeout 20 "$CTL" ls --sample_ms=0 >"$WORK/hostile_ls.out" 2>"$WORK/hostile_ls.err"
+RC=$?
+[[ "$RC" == 0 ]] || fail "ls with a hostile name exited $RC"
+raw_check "$WORK/hostile_ls.out" "ls (stdout)"
+raw_check "$WORK/hostile_ls.err" "ls (stderr)"
+grep -qF -- "$HOSTILE_ESCAPED" "$WORK/hostile_ls.out" ||
+  fail "ls does not show the hostile name escaped as $HOSTILE_ESCAPED: $(grep -aF "$HOSTILE_PREFIX" "$WORK/hostile_ls.out" | od -c | head -5)"
+timeout 20 "$CTL" stat "$HOSTILE" >"$WORK/hostile_stat.out" 2>"$WORK/hostile_stat.err"
+RC=$?
+[[ "$RC" == 2 ]] || fail "stat of a hostile name exited $RC, expected 2 (an invalid name)"
+raw_check "$WORK/hostile_stat.out" "stat (stdout)"
+raw_check "$WORK/hostile_stat.err" "stat (stderr)"
+timeout 20 "$CTL" rm "$HOSTILE" >"$WORK/hostile_rm.out" 2>"$WORK/hostile_rm.err"
+RC=$?
+[[ "$RC" == 2 ]] || fail "rm of a hostile name exited $RC, expected 2 (an invalid name)"
+raw_check "$WORK/hostile_rm.out" "rm NAME (stdout)"
+raw_check "$WORK/hostile_rm.err" "rm NAME (stderr)"
+timeout 20 "$CTL" rm --stale --match="$HOSTILE_PREFIX" --min_age_s=0 >"$WORK/hostile_stale.out" 2>"$WORK/hostile_stale.err"
+RC=$?
+[[ "$RC" == 0 ]] || fail "rm --stale of the hostile file exited $RC: $(cat "$WORK/hostile_stale.err")"
+raw_check "$WORK/hostile_stale.out" "rm --stale (stdout)"
+raw_check "$WORK/hostile_stale.err" "rm --stale (stderr)"
+grep -qF -- "removed /dev/shm/eshm_${HOSTILE_ESCAPED}" "$WORK/hostile_stale.out" ||
+  fail "rm --stale does not report the hostile name escaped"
+[[ ! -e "/dev/shm/eshm_${HOSTILE}" ]] || fail "rm --stale left the hostile file"
+timeout 20 "$CTL" ls --json --sample_ms=0 >"$WORK/hostile_json.out" 2>/dev/null
+raw_check "$WORK/hostile_json.out" "ls --json"
 
 if ((FAILED)); then
   show_logs

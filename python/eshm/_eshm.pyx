@@ -140,6 +140,7 @@ cdef enum:
     R_PEER_GONE = 4
     R_CORRUPT = 5
     R_CLOSED = 6
+    R_LOST = 7
 
 # Which call a status came from (the same absl code means different things for each).
 cdef enum Op:
@@ -926,8 +927,13 @@ cdef class Channel:
         """Publishes messages staged by this writer (claim commits with publish deferred). Cheap; never waits
         for room."""
         self._take_writer(_deadline_ns(None))
+        cdef int r
+        cdef CChannel* ch
         try:
-            self._open_channel().Flush()
+            ch = self._open_channel()
+            r = IoResultCode(ch.Flush())
+            if r != R_OK:
+                check_status(StatusOfResult(ch[0], r), OP_WRITE, self._role)
         finally:
             self._drop_writer()
             self._after_call()
@@ -1113,6 +1119,7 @@ cdef class _RingBuffer:
     cdef int _state
     cdef bint _end_pending      # ended while exported: finish with the last buffer's release
     cdef size_t _commit_size
+    cdef int _commit_result     # what the engine's Commit returned (R_LOST: the claim was not sent)
     cdef object _mv             # the memoryview __enter__ returned
 
     cdef void _start(self, Channel channel, char* ptr, size_t size, bint writable):
@@ -1162,7 +1169,7 @@ cdef class _RingBuffer:
         if self._writable:
             if ch != NULL and not channel._disowned:
                 if commit:
-                    ch.Commit(self._commit_size)
+                    self._commit_result = IoResultCode(ch.Commit(self._commit_size))
                 else:
                     ch.Abort()
             channel._wview = NULL
@@ -1192,10 +1199,18 @@ cdef class _RingBuffer:
             raise BufferError(
                 f"{self._exports} buffer(s) made from the {type(self).__name__} are still alive (slices, "
                 f"numpy arrays...): release them; the message is {what} with the last one")
+        self._commit_result = R_OK
         cdef int released = self._finish(commit)
         cdef Channel channel = self._channel
-        if released != R_OK and channel._ch.get() != NULL:
-            check_status(StatusOfResult(channel._ch.get()[0], released), OP_READ, channel._role)
+        cdef CChannel* ch = channel._ch.get()
+        if ch == NULL:
+            return 0
+        if released != R_OK:
+            # The segment was truncated while the view was held: what was read from it may be zeros.
+            check_status(StatusOfResult(ch[0], released), OP_READ, channel._role)
+        if self._commit_result != R_OK:
+            # The channel moved to a new segment that could not take this claim (or messages staged before it).
+            check_status(StatusOfResult(ch[0], self._commit_result), OP_WRITE, channel._role)
         return 0
 
     def __dealloc__(self):

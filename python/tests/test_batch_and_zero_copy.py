@@ -347,6 +347,59 @@ def test_claim_commits_on_exit(pair):
     assert slave.read() == b"hello"
 
 
+def _wait_for(condition, seconds=10.0):
+    import time
+
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.001)
+
+
+def test_claim_open_across_a_move_is_sent_to_the_new_segment(name):
+    master = ESHM(name, role=ESHMRole.MASTER, reconnect_retry_interval_ms=5)
+    slave = ESHM(name, role=ESHMRole.SLAVE, reconnect_retry_interval_ms=5, max_reconnect_attempts=0)
+    try:
+        claim = master.claim(20)
+        with claim as mv:
+            mv[:5] = b"moved"
+            # The claim stays open while the name is removed and the master re-creates it.
+            before = (master.get_stats()["reconnect_count"], slave.get_stats()["reconnect_count"])
+            os.unlink(f"/dev/shm/eshm_{name}")
+            _wait_for(lambda: master.get_stats()["reconnect_count"] > before[0])
+            _wait_for(lambda: slave.get_stats()["reconnect_count"] > before[1])
+            assert slave.try_read() is None  # the slave's read side is on the new segment now
+            claim.commit(5)
+        assert slave.read() == b"moved"
+    finally:
+        slave.close()
+        master.close()
+
+
+def test_claim_a_smaller_new_segment_cannot_take_raises_on_commit(name):
+    first = ESHM(name, role=ESHMRole.MASTER)
+    slave = ESHM(name, role=ESHMRole.SLAVE, reconnect_retry_interval_ms=5, max_reconnect_attempts=0)
+    second = None
+    try:
+        claim = slave.claim(3000)
+        with pytest.raises(eshm.CorruptError, match="could not|cannot take"):
+            with claim as mv:
+                mv[:] = b"c" * 3000
+                moves = slave.get_stats()["reconnect_count"]
+                first.close()
+                second = ESHM(name, role=ESHMRole.MASTER, s2m_capacity=4096)  # messages up to 2032 bytes
+                _wait_for(lambda: slave.get_stats()["reconnect_count"] > moves)
+        assert claim.ended
+        assert second.try_read() is None
+        slave.write(b"next")
+        assert second.read() == b"next"
+    finally:
+        slave.close()
+        first.close()
+        if second is not None:
+            second.close()
+
+
 def test_claim_commit_shorter(pair):
     master, slave = pair
     claim = master.claim(100)
