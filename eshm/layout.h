@@ -143,6 +143,10 @@ struct alignas(kFalseSharingRange) RingControl {
     // While space_sleeping: the head at which the producer's next message fits. The consumer wakes the
     // producer only once its head reaches it.
     std::atomic<std::uint64_t> space_wanted;
+    // Odd while the consumer may sleep for data: the producer then publishes with seq_cst stores, and
+    // acknowledges each value it follows in data_sleepy_ack (ring.h, "Memory ordering").
+    std::atomic<std::uint32_t> data_sleepy_epoch;
+    std::atomic<std::uint32_t> data_sleepy_ack;
   } wait;
 };
 
@@ -251,6 +255,8 @@ static_assert(offsetof(RingControl::WaitLine, space_sleeping) == 12);
 static_assert(offsetof(RingControl::WaitLine, wake_syscalls) == 16);
 static_assert(offsetof(RingControl::WaitLine, wait_syscalls) == 24);
 static_assert(offsetof(RingControl::WaitLine, space_wanted) == 32);
+static_assert(offsetof(RingControl::WaitLine, data_sleepy_epoch) == 40);
+static_assert(offsetof(RingControl::WaitLine, data_sleepy_ack) == 44);
 static_assert(sizeof(RingControl) == 384 && alignof(RingControl) == 128);
 // The producer's and the consumer's words are a full false-sharing range apart.
 static_assert(offsetof(RingControl, consumer) - offsetof(RingControl, producer) >= kFalseSharingRange);

@@ -15,28 +15,20 @@ namespace {
 
 absl::Status NoCheck() { return absl::OkStatus(); }
 
-// Which side of a sleep handshake the sleeper is (see the file comment of ring.h).
-enum class Handshake {
-  kSymmetric,  // the waker's publication and flag load are seq_cst
-  kHeavy,      // the waker fences nothing: run internal::HeavyFence() between the flag and the recheck
-};
-
 // Sleeps on `futex` after raising `sleeping`, unless `ready()` turns true in between. Shared by both sides:
 // the consumer sleeps for data, the producer for space. Returns true if it made a FUTEX_WAIT call.
 template <typename Ready>
 bool SleepUnlessReady(std::atomic<std::uint32_t>& futex, std::atomic<std::uint32_t>& sleeping, Deadline until,
-                      Ready ready, std::atomic<std::uint64_t>& wait_syscalls, Handshake handshake) {
+                      Ready ready, std::atomic<std::uint64_t>& wait_syscalls, bool heavy) {
   // Read the futex word before the final recheck: a wake that lands after the recheck bumps the word,
   // and FUTEX_WAIT then returns at once instead of sleeping through it.
   const std::uint32_t seen = futex.load(std::memory_order_acquire);
-  // SYNC(sleep-flag): seq_cst, like the waker's publication (a commit or head store) and its load of this
-  // flag, and like ready()'s load of that publication. In the single total order of these four accesses
-  // either the waker sees our flag, or ready() sees its publication (Dekker). seq_cst operations rather
-  // than fences, because ThreadSanitizer models the former and not the latter.
+  // SYNC(sleep-flag): a Dekker handshake with the waker's publication (a commit or head store) and its load
+  // of this flag (ring.h, "Memory ordering"). Either all four are seq_cst, or (`heavy`) the waker fences
+  // nothing and HeavyFence() runs a full barrier on every thread of every eshm process in its place.
+  // seq_cst operations rather than fences, because ThreadSanitizer models the former and not the latter.
   sleeping.store(1, std::memory_order_seq_cst);
-  // SYNC(space-sleep): the heavy side of the asymmetric handshake; pairs with the flag load in
-  // RingConsumer::Advance.
-  if (handshake == Handshake::kHeavy) internal::HeavyFence();
+  if (heavy) internal::HeavyFence();
   if (ready()) {
     sleeping.store(0, std::memory_order_relaxed);
     return false;
@@ -49,7 +41,7 @@ bool SleepUnlessReady(std::atomic<std::uint32_t>& futex, std::atomic<std::uint32
   return true;
 }
 
-// Wakes the other side if it raised `sleeping`. Must follow the caller's seq_cst publication.
+// Wakes the other side if it raised `sleeping`. Must follow the caller's publication (see SleepUnlessReady).
 bool WakeIfSleeping(std::atomic<std::uint32_t>& futex, std::atomic<std::uint32_t>& sleeping,
                     std::atomic<std::uint64_t>& wake_syscalls) {
   // SYNC(sleep-flag): seq_cst load, see SleepUnlessReady. The exchange lets only one publication per sleep
@@ -107,7 +99,8 @@ RingProducer::RingProducer(RingControl* control, std::byte* data, std::uint64_t 
       capacity_(capacity),
       mask_(capacity - 1),
       max_message_bytes_(std::min(max_message_bytes, MaxPayloadForCapacity(capacity))),
-      batch_limit_(std::min(kMaxBatchBytes, capacity / 4)) {
+      batch_limit_(std::min(kMaxBatchBytes, capacity / 4)),
+      fenced_by_sleepers_(internal::LightSideReady()) {
   // Resume after the last record a consumer can see. Walking the committed records from the consumer's
   // head (rather than trusting the tail word) is right even when a previous producer died between
   // committing a batch and updating `tail`, and it stops before records a dead producer staged but never
@@ -236,9 +229,21 @@ void RingProducer::Abort() {
 void RingProducer::Flush() {
   if (batch_start_ == kNone) return;
   // SYNC(commit): release pairs with the consumer's acquire in TryPeek: the batch's records, and the
-  // commit words of all but its first, are visible before the first record is. seq_cst rather than
-  // release for the sleep-flag handshake with a consumer going to sleep (see SleepUnlessReady).
-  HeaderAt(batch_start_)->commit.store(batch_start_ + 1, std::memory_order_seq_cst);
+  // commit words of all but its first, are visible before the first record is.
+  // Which store the consumer needs (ring.h, "Memory ordering"): seq_cst while it may sleep (an odd epoch),
+  // release while it polls. Relaxed: the epoch only selects the order; the ack tells the consumer which
+  // epoch our publications follow. SYNC(sleepy-ack): release pairs with the consumer's acquire in
+  // WaitForData: every earlier publication happens-before the consumer sees this ack.
+  const std::uint32_t epoch = control_->wait.data_sleepy_epoch.load(std::memory_order_relaxed);
+  if (epoch != acked_epoch_) {
+    control_->wait.data_sleepy_ack.store(epoch, std::memory_order_release);
+    acked_epoch_ = epoch;
+  }
+  if (fenced_by_sleepers_ && (epoch & 1) == 0) {
+    HeaderAt(batch_start_)->commit.store(batch_start_ + 1, std::memory_order_release);
+  } else {
+    HeaderAt(batch_start_)->commit.store(batch_start_ + 1, std::memory_order_seq_cst);
+  }
   batch_start_ = kNone;
   // For observers only (the consumer follows commit words): relaxed counters, release tail.
   control_->producer.messages_written.store(messages_written_, std::memory_order_relaxed);
@@ -269,8 +274,7 @@ absl::Status RingProducer::WaitForSpace(std::size_t size, const WaitStrategy& st
     // Relaxed: published by the seq_cst raising of space_sleeping, which the consumer loads with acquire.
     control_->wait.space_wanted.store(HeadNeededFor(record_bytes), std::memory_order_relaxed);
     if (SleepUnlessReady(control_->wait.space_futex, control_->wait.space_sleeping, SliceOf(deadline),
-                         [&] { return HasSpace(record_bytes); }, control_->wait.wait_syscalls,
-                         Handshake::kHeavy)) {
+                         [&] { return HasSpace(record_bytes); }, control_->wait.wait_syscalls, /*heavy=*/true)) {
       ++wait_syscalls_;
     }
     if (absl::Status status = check(); !status.ok()) return status;
@@ -316,8 +320,12 @@ RingConsumer::RingConsumer(RingControl* control, const std::byte* data, std::uin
       capacity_(capacity),
       mask_(capacity - 1),
       max_message_bytes_(std::min(max_message_bytes, MaxPayloadForCapacity(capacity))),
-      fenced_by_producer_(internal::LightSideReady()) {
+      fenced_by_sleepers_(internal::LightSideReady()) {
   head_ = control_->consumer.head.load(std::memory_order_relaxed);
+  // A previous consumer may have left the epoch odd; the producer honours it, so we are sleepy too (and
+  // wait for its acknowledgement like any new sleepy epoch).
+  sleepy_epoch_ = control_->wait.data_sleepy_epoch.load(std::memory_order_relaxed);
+  sleepy_ = (sleepy_epoch_ & 1) != 0;
   messages_read_ = control_->consumer.messages_read.load(std::memory_order_relaxed);
   if ((head_ & (kRecordAlignment - 1)) != 0) {
     // Records start at multiples of kRecordAlignment: reading a header here could cross the end of the ring.
@@ -393,6 +401,7 @@ bool RingConsumer::HasData() {
 
 absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline deadline, WaitCheck check) {
   Backoff backoff(strategy);
+  bool slept = false;
   for (std::uint32_t polls = 1; !HasData(); ++polls) {
     if (backoff.Pause()) {
       // Polling: look at the clock and the caller's check now and then, not on every poll.
@@ -402,14 +411,35 @@ absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline de
       continue;
     }
     if (deadline.Expired()) break;
+    // Becoming sleepy: an odd epoch asks the producer for seq_cst publications. Until it acknowledges
+    // the epoch, a publication may still be under way without one, so sleeps pay for a heavy fence.
+    if (!sleepy_) {
+      sleepy_epoch_ |= 1;
+      control_->wait.data_sleepy_epoch.store(sleepy_epoch_, std::memory_order_relaxed);
+      sleepy_ = true;
+      acked_ = false;
+    }
+    // SYNC(sleepy-ack): acquire pairs with the producer's release in Flush.
+    if (!acked_) acked_ = control_->wait.data_sleepy_ack.load(std::memory_order_acquire) == sleepy_epoch_;
+    const bool heavy = !acked_;
+    slept = true;
+    polled_waits_ = 0;
     if (SleepUnlessReady(control_->wait.data_futex, control_->wait.data_sleeping, SliceOf(deadline),
-                         [&] { return HasData(); }, control_->wait.wait_syscalls, Handshake::kSymmetric)) {
+                         [&] { return HasData(); }, control_->wait.wait_syscalls, heavy)) {
       ++wait_syscalls_;
     }
     if (absl::Status status = check(); !status.ok()) return status;
   }
-  if (HasData()) return absl::OkStatus();
-  return absl::DeadlineExceededError("no message arrived before the deadline");
+  if (!HasData()) return absl::DeadlineExceededError("no message arrived before the deadline");
+  // A consumer whose waits keep ending while it polls is not going to sleep soon: let the producer publish
+  // without a store-load fence again (relaxed: the next sleep makes the epoch odd again and fences heavily
+  // until the producer acknowledges it).
+  if (sleepy_ && !slept && ++polled_waits_ >= kPolledWaitsToLeaveSleepy) {
+    sleepy_epoch_ += 1;  // even
+    control_->wait.data_sleepy_epoch.store(sleepy_epoch_, std::memory_order_relaxed);
+    sleepy_ = false;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::size_t> RingConsumer::Read(std::span<std::byte> buffer, const WaitStrategy& strategy,

@@ -38,9 +38,25 @@
 //    was published, happens-before the consumer reads it.
 //  * Consumer head store (release, after every message) -> producer head load (acquire): the consumer has
 //    finished reading everything before `head` before the producer overwrites it.
-//  * Consumer sleeping for data (Dekker): the consumer raises data_sleeping, then rechecks the commit word;
-//    the producer publishes (a commit store), then checks the flag; all four accesses are seq_cst, so at
-//    least one side sees the other and a wakeup is never lost.
+//  * Consumer sleeping for data. The consumer raises data_sleeping, then rechecks the commit word; the
+//    producer publishes (a commit store), then loads the flag. A seq_cst commit store costs a full fence
+//    on every publication (xchg on x86), which a consumer that only polls never needs, so the producer
+//    makes it only while the consumer may sleep, which the consumer announces through an epoch:
+//    - data_sleepy_epoch is odd while the consumer may sleep. It makes it odd before its first sleep after
+//      polling, and even again once 64 waits in a row ended while it was still polling.
+//    - The producer loads the epoch (relaxed) at each publication, stores it into data_sleepy_ack (release)
+//      when it changed, and publishes with a seq_cst store for an odd epoch, a release store for an even
+//      one; then it loads data_sleeping (seq_cst).
+//    - A sleep once the consumer has read (acquire) its own odd epoch back from data_sleepy_ack is a plain
+//      Dekker handshake, all four accesses seq_cst: the publication that stored the ack read the odd epoch,
+//      so it and every later one (single producer, program order) are seq_cst; every earlier one
+//      happens-before the consumer's acquire of the ack, so its record is visible to the recheck.
+//    - A sleep before that ack may race a publication still made with a release store. Such a sleep runs
+//      internal::HeavyFence() between raising the flag and the recheck (the asymmetric handshake below):
+//      either the publication's store preceded the barrier its thread passed, and the recheck sees it, or
+//      its flag load follows that barrier and sees the flag.
+//    So a wakeup is never lost, whichever strategy the consumer uses and however it switches. Where the
+//    kernel lacks membarrier the producer publishes seq_cst always.
 //  * Producer sleeping for space (asymmetric Dekker): the producer stores space_wanted, raises
 //    space_sleeping, runs internal::HeavyFence() (membarrier: a full barrier on every thread of every
 //    consumer process) and rechecks the head; the consumer stores its head and then loads the flag, with no
@@ -233,6 +249,8 @@ class RingProducer {
   std::uint64_t claim_position_ = kNone;
   std::uint64_t claim_padding_ = kNone;  // padding written for the outstanding claim, uncommitted
   std::uint64_t claim_capacity_ = 0;
+  bool fenced_by_sleepers_ = false;  // internal::LightSideReady(): a sleeper's HeavyFence covers us
+  std::uint32_t acked_epoch_ = ~std::uint32_t{0};  // the data_sleepy_epoch our publications follow
   std::uint64_t messages_written_ = 0;
   std::uint64_t wake_syscalls_ = 0;
   std::uint64_t wait_syscalls_ = 0;
@@ -329,7 +347,7 @@ class RingConsumer {
     // Relaxed: a statistic for observers.
     control_->consumer.messages_read.store(++messages_read_, std::memory_order_relaxed);
     std::uint32_t producer_sleeping;
-    if (fenced_by_producer_) {
+    if (fenced_by_sleepers_) {
       // SYNC(head): release pairs with the producer's acquire in HasSpace: we are done reading before
       // head_. SYNC(space-sleep): the flag load is the light side of the asymmetric Dekker handshake with
       // WaitForSpace (file comment); acquire pairs with the producer's store of the flag, so the
@@ -365,13 +383,20 @@ class RingConsumer {
   ReadResult TryPeekSlow(std::span<const std::byte>* message);
   ReadResult MarkCorrupt(std::string detail);
   void WakeProducerIfRoom();
+  // Waits that found data while still polling, in a row, after which a sleepy consumer counts as a
+  // polling one again: the producer may then publish with release stores.
+  static constexpr std::uint32_t kPolledWaitsToLeaveSleepy = 64;
 
   RingControl* control_ = nullptr;
   const std::byte* data_ = nullptr;
   std::uint64_t capacity_ = 0;
   std::uint64_t mask_ = 0;
   std::uint64_t max_message_bytes_ = 0;
-  bool fenced_by_producer_ = false;  // internal::LightSideReady(): the producer's HeavyFence covers us
+  bool fenced_by_sleepers_ = false;  // internal::LightSideReady(): a sleeper's HeavyFence covers us
+  std::uint32_t sleepy_epoch_ = 0;   // what we stored in data_sleepy_epoch (or found there)
+  bool sleepy_ = false;              // sleepy_epoch_ is odd
+  bool acked_ = false;               // the producer acknowledged sleepy_epoch_
+  std::uint32_t polled_waits_ = 0;   // while sleepy_: waits in a row that ended without sleeping
   std::uint64_t head_ = 0;           // next position to read, stored for the producer after every message
   std::uint64_t peeked_bytes_ = 0;    // record bytes of the peeked message, 0 if none
   std::span<const std::byte> peeked_;  // the peeked message

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -625,6 +626,37 @@ TEST(RingTest, SleepingSidesWakeEachOther) {
   }
   reader.join();
   EXPECT_EQ(consumer.messages_read(), static_cast<std::uint64_t>(kMessages));
+}
+
+// A consumer that polls (so the producer publishes without a fence) and then sleeps must still be woken
+// by the next publication, however often it switches; a lost wakeup would leave each read to its 10 ms
+// wait slice, and the runs below would take minutes instead of a second (the test's timeout).
+TEST(RingTest, ConsumerSwitchingBetweenPollingAndSleepingIsAlwaysWoken) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  const int kMessages = Scaled(30000);
+  std::thread writer([&] {
+    std::uint32_t x = 12345;
+    for (int i = 0; i < kMessages; ++i) {
+      x = x * 1664525u + 1013904223u;
+      // Sometimes right away, sometimes after the reader has had time to go to sleep.
+      if (x % 4 == 0) std::this_thread::sleep_for(std::chrono::microseconds(x % 200));
+      ASSERT_TRUE(producer.Write(Message(8 + i % 64, i), WaitStrategy::Sleep(), Deadline::AfterMs(10000)).ok());
+    }
+  });
+  std::vector<std::byte> buffer(128);
+  std::uint32_t y = 777;
+  for (int i = 0; i < kMessages;) {
+    y = y * 1664525u + 1013904223u;
+    const WaitStrategy strategy = y % 2 == 0 ? WaitStrategy::Spin() : WaitStrategy::Sleep();
+    for (int run = static_cast<int>(y % 150) + 1; run > 0 && i < kMessages; --run, ++i) {
+      auto size = consumer.Read(buffer, strategy, Deadline::AfterMs(10000));
+      ASSERT_TRUE(size.ok()) << "message " << i << ": " << size.status();
+      ASSERT_EQ(std::vector<std::byte>(buffer.begin(), buffer.begin() + *size), Message(8 + i % 64, i));
+    }
+  }
+  writer.join();
 }
 
 TEST(RingTest, AwakeReaderCostsTheWriterNoSystemCalls) {
