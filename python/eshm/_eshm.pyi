@@ -24,6 +24,9 @@ WAIT_STRATEGIES: Final[tuple[WaitStrategy, WaitStrategy, WaitStrategy]]
 _Timeout = int | float | None
 # What write() and write_many() send: any bytes-like object, or a str (sent as UTF-8).
 _Message = Buffer | str
+# role= and disconnect_behavior=: the IntEnum members (ints) or their names (any case at run time).
+_RoleArg = int | Literal["master", "slave", "auto", "MASTER", "SLAVE", "AUTO"]
+_DisconnectArg = int | Literal["immediately", "on_timeout", "never", "IMMEDIATELY", "ON_TIMEOUT", "NEVER"]
 
 class _RingBuffer(Buffer):
     def __buffer__(self, flags: int, /) -> memoryview: ...
@@ -53,8 +56,8 @@ class Channel:
     def __init__(
         self,
         shm_name: str,
-        role: int = 2,
-        disconnect_behavior: int = 1,
+        role: _RoleArg = 2,
+        disconnect_behavior: _DisconnectArg = 1,
         stale_threshold_ms: int = 100,
         reconnect_wait_ms: int = 5000,
         reconnect_retry_interval_ms: int = 100,
@@ -76,8 +79,8 @@ class Channel:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]: ...
     # Read side.
-    def read(self, buffer_size: int = 4096, timeout_ms: _Timeout = None) -> bytes: ...
-    def try_read(self, buffer_size: int = 4096) -> bytes | None: ...
+    def read(self, buffer_size: int | None = None, timeout_ms: _Timeout = None) -> bytes: ...
+    def try_read(self, buffer_size: int | None = None) -> bytes | None: ...
     def read_many(
         self, max_messages: int = 1024, timeout_ms: _Timeout = None, buffer_size: int | None = None
     ) -> list[bytes]: ...

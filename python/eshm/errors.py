@@ -71,7 +71,8 @@ class ESHMException(Exception):
             self.code = ESHMError(code)
 
     def __reduce__(self):
-        return (type(self), (str(self), int(self.code)))
+        # The attributes set after construction (message_size...) travel too, as the third item (state).
+        return (type(self), (str(self), int(self.code)), self.__dict__ or None)
 
 
 class ESHMTimeoutError(ESHMException, TimeoutError):
@@ -98,9 +99,15 @@ class BufferTooSmallError(ESHMRuntimeError, ValueError):
 
 
 class MessageTooLargeError(ESHMRuntimeError, ValueError):
-    """The message is larger than the channel's maximum message size; it can never be written."""
+    """The message is larger than the channel's maximum message size; it can never be written.
+
+    ``message_size`` is its size and ``max_message_size`` the channel's limit, both in bytes (also in the
+    message).
+    """
 
     code = ESHMError.MESSAGE_TOO_LARGE
+    message_size: Optional[int] = None
+    max_message_size: Optional[int] = None
 
 
 class PeerStaleError(ESHMRuntimeError, ConnectionError):

@@ -1,5 +1,5 @@
-"""The package's type information (eshm/_eshm.pyi, py.typed): mypy --strict accepts typing_examples.py and
-rejects misuse. Skipped when mypy is not installed (it is not in requirements.txt yet)."""
+"""The package's type information (eshm/_eshm.pyi, eshm/__init__.py, py.typed): mypy --strict accepts
+typing_examples.py for the running Python version and rejects misuse. Skipped when mypy is not installed (requirements.txt installs it)."""
 
 import os
 import sys
@@ -42,8 +42,11 @@ def test_mypy_rejects_misuse(tmp_path):
         "y: bytes = ch.try_read()\n"             # may be None
         "ch.claim(4).commit('4')\n"              # not an int
         "ESHM('n', wait='busy')\n"               # not a wait strategy
+        "ESHM('n', role='boss')\n"               # not a role
+        "ESHM('n', disconnect_behavior='soon')\n"  # not a disconnect behaviour
+        "ch.read(buffer_size='4096')\n"         # not an int
     )
     out, status = _mypy(tmp_path, str(bad))
     assert status == 1, out
-    for line in (3, 4, 5, 7, 8, 9):
+    for line in (3, 4, 5, 7, 8, 9, 10, 11, 12):
         assert f"bad_usage.py:{line}: error" in out, out
