@@ -15,7 +15,11 @@ TimeoutError on timeouts, RuntimeError for the rest), on top of the C++ engine.
 """
 
 from enum import IntEnum
-from typing import Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+
+if TYPE_CHECKING:  # numpy stays optional: imported at run time only by the array calls
+    import numpy
+    import numpy.typing
 
 from eshm.errors import (
     BufferTooSmallError,
@@ -32,12 +36,14 @@ from eshm.errors import (
     InvalidParameterError,
     MessageTooLargeError,
     NoSpaceError,
+    NotAnArrayError,
     PeerStaleError,
     RingFullError,
     RoleTakenError,
 )
-from eshm import _eshm
+from eshm import _eshm, _ndarray
 from eshm._eshm import Claim, MessageView
+from eshm._ndarray import ArrayView
 
 __version__ = "2.0.0"
 
@@ -62,8 +68,10 @@ __all__ = [
     "ChannelPermissionError",
     "NoSpaceError",
     "IncompatibleError",
+    "NotAnArrayError",
     "MessageView",
     "Claim",
+    "ArrayView",
     "WaitStrategy",
     "RoleName",
     "DisconnectName",
@@ -122,8 +130,9 @@ class ESHM(_eshm.Channel):
     flush(), read(buffer_size=None, timeout_ms=None), try_read(buffer_size=None),
     read_many(max_messages=1024, timeout_ms=None, buffer_size=None), read_into(buffer, timeout_ms=None),
     zero-copy recv_view(timeout_ms=None) and claim(size, timeout_ms=None) (context managers giving a
-    memoryview into the ring), next_message_size(), get_stats(), get_role(), is_remote_alive(),
-    peer_state(), close(); a context manager. A timeout_ms of None means
+    memoryview into the ring), numpy arrays with their dtype and shape: write_array(array),
+    read_array(), recv_array() (zero-copy, a context manager), next_message_size(), get_stats(),
+    get_role(), is_remote_alive(), peer_state(), close(); a context manager. A timeout_ms of None means
     1000 ms; a negative one waits forever (for a message, room, or a peer that has not attached yet). An
     object garbage-collected while open emits a ResourceWarning; one inherited through fork() raises
     ForkedChannelError in the child; pickling one raises TypeError (open the channel by name instead).
@@ -167,3 +176,27 @@ class ESHM(_eshm.Channel):
     def get_role(self) -> ESHMRole:
         """This endpoint's role: ESHMRole.MASTER or ESHMRole.SLAVE (never AUTO)."""
         return ESHMRole(super().get_role())
+
+    # ---- numpy arrays (numpy is imported by these calls only) ----
+
+    def write_array(self, array: "numpy.typing.ArrayLike", timeout_ms: Optional[float] = None) -> None:
+        """Sends an array as one message carrying its dtype and shape (any layout: a transposed or sliced
+        array is sent in C order); one copy, straight into the ring. Waits for room like write(). Arrays of
+        Python objects raise TypeError. The message format is described in eshm/_ndarray.py."""
+        _ndarray.write_array(self, array, timeout_ms)
+
+    def read_array(self, timeout_ms: Optional[float] = None) -> "numpy.typing.NDArray[Any]":
+        """Receives an array sent by write_array(): a new, writable array with its dtype and shape (one copy,
+        from the ring). Waits like read(). A message that is not such an array raises NotAnArrayError (a
+        ValueError) and stays queued."""
+        return _ndarray.read_array(self, timeout_ms)
+
+    def recv_array(self, timeout_ms: Optional[float] = None) -> ArrayView:
+        """Receives an array sent by write_array() without copying it:
+
+            with ch.recv_array(timeout_ms=100) as a:   # a: a read-only ndarray in place in the ring
+                total = a.sum()
+
+        The array is valid inside the block only (see ArrayView): keep a.copy() to use it later. Waits like
+        read(); a message that is not such an array raises NotAnArrayError and stays queued."""
+        return _ndarray.recv_array(self, timeout_ms)

@@ -14,8 +14,13 @@ most one slice) and makes that call raise ChannelClosedError.
 
 Zero-copy. ``recv_view()`` and ``claim()`` return a MessageView / Claim: a message in place in the ring,
 exported through the buffer protocol with an export count. While one is in progress its side's lock stays
-taken (other threads' calls on that side wait; this thread's raise BufferError), and ending it or closing
-the channel while a buffer made from it is alive raises BufferError, as mmap.close() does.
+taken (other threads' calls on that side wait; this thread's raise BufferError). Ending a MessageView, or
+closing the channel during a view or claim, while a buffer made from it is alive raises BufferError, as
+mmap.close() does. A Claim ends as asked even then (commit on a normal exit, abort on an exception: the
+natural ``a = np.frombuffer(mv, ...)`` inside the block outlives it): its surviving buffers are "detached",
+still valid memory, because the channel defers the engine's close (and with it the unmapping, the role's
+release and the name's removal) until the last of them is released; what they show after the commit is the
+reader's, never to be written again.
 """
 
 from cpython.buffer cimport (
@@ -252,6 +257,20 @@ cdef int64_t _spin_budget_ns(double ms):
     return <int64_t>(ms * 1e6)
 
 
+cdef int _message_buffer(object data, Py_buffer* view) except -1:
+    """The bytes of one outgoing message in `view` (release it with PyBuffer_Release): a str as UTF-8, a
+    C-contiguous buffer as it is (no copy), any other buffer (a transposed or sliced numpy array, a strided
+    memoryview) copied once in C order, as its tobytes() gives."""
+    if isinstance(data, str):
+        data = (<str>data).encode("utf-8")
+    try:
+        PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
+    except (BufferError, ValueError):
+        # Not C-contiguous (numpy says ValueError, others BufferError); not a buffer at all stays a TypeError.
+        PyObject_GetBuffer(memoryview(data).tobytes(), view, PyBUF_SIMPLE)
+    return 0
+
+
 cdef size_t _limit(object buffer_size) except? 0:
     """The largest message a read accepts: buffer_size, or no limit (SIZE_MAX) for None."""
     if buffer_size is None:
@@ -330,6 +349,11 @@ cdef class Channel:
     cdef long _wview_thread
     cdef readonly str name
     cdef long _owner_pid
+    # Buffers from zero-copy views that ended while exported (a numpy array made from a claim that was
+    # committed): the engine keeps its memory mapped until the last is gone, so close() leaves the engine's
+    # Close() to _detached_released.
+    cdef int _detached
+    cdef bint _close_deferred
     cdef object __weakref__
 
     def __cinit__(self, *args, **kwargs):
@@ -543,12 +567,24 @@ cdef class Channel:
             PyThread_release_lock(self._rlock)
             raise
         try:
-            if self._ch.get() != NULL:
+            if self._detached > 0:
+                # Buffers of ended views still point into the shared memory: unmapping it now would leave them
+                # dangling. The engine closes (role released, name removed) when the last of them goes.
+                self._close_deferred = True
+            elif self._ch.get() != NULL:
                 self._ch.get().Close()  # with the GIL: no stats() or role() call can race with it
                 self._ch.reset()
         finally:
             PyThread_release_lock(self._wlock)
             PyThread_release_lock(self._rlock)
+
+    cdef void _detached_released(self):
+        """The last buffer of an ended view is gone: finishes a close() that waited for it."""
+        self._detached -= 1
+        if self._detached == 0 and self._close_deferred and self._ch.get() != NULL:
+            self._close_deferred = False
+            self._ch.get().Close()
+            self._ch.reset()
 
     def __reduce__(self):
         raise TypeError(
@@ -729,14 +765,13 @@ cdef class Channel:
     # ---- Write side ----
 
     def write(self, data, timeout_ms=None):
-        """Sends one message (a bytes-like object, or a str sent as UTF-8).
+        """Sends one message: a bytes-like object (a non-contiguous one, such as a transposed numpy array, is
+        sent in C order, as its tobytes() would give), or a str sent as UTF-8.
 
         Waits up to timeout_ms (None: 1000 ms; negative: forever) for room in the ring (backpressure:
         nothing is ever overwritten) and, per the disconnect behaviour, for the peer. Raises TimeoutError,
         MessageTooLargeError, or PeerStaleError.
         """
-        if isinstance(data, str):
-            data = (<str>data).encode("utf-8")
         cdef double ms = _timeout_ms(timeout_ms)
         cdef int64_t deadline = 0  # computed when the call first has to wait
         cdef Py_buffer view
@@ -744,7 +779,7 @@ cdef class Channel:
         cdef int r
         cdef int64_t slice_end, gone_since = 0
         cdef CStatus status
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        _message_buffer(data, &view)
         try:
             if not self._try_take_writer():
                 deadline = _deadline_after(ms)
@@ -776,14 +811,13 @@ cdef class Channel:
             PyBuffer_Release(&view)
 
     def try_write(self, data):
-        """Sends one message if the ring has room now: True if sent, False if the ring is full. Never waits."""
-        if isinstance(data, str):
-            data = (<str>data).encode("utf-8")
+        """Sends one message (as write()) if the ring has room now: True if sent, False if the ring is full.
+        Never waits."""
         cdef Py_buffer view
         cdef CChannel* ch = self._open_channel()
         cdef int r
         self._no_view_here(False)
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        _message_buffer(data, &view)
         try:
             if not PyThread_acquire_lock(self._wlock, NOWAIT_LOCK):
                 return False  # another thread is writing (and may be waiting for room)
@@ -931,7 +965,7 @@ cdef class Channel:
         (the rest were not sent); if none could be sent, raises as write() does. A message larger than
         max_message_size raises MessageTooLargeError before anything is sent.
         """
-        cdef list items = [(<str>m).encode("utf-8") if isinstance(m, str) else m for m in messages]
+        cdef list items = list(messages)
         cdef Py_ssize_t n = len(items)
         if n == 0:
             return 0
@@ -948,7 +982,7 @@ cdef class Channel:
             if views == NULL or ptrs == NULL or sizes == NULL:
                 raise MemoryError()
             for i in range(n):
-                PyObject_GetBuffer(items[i], &views[i], PyBUF_SIMPLE)
+                _message_buffer(items[i], &views[i])
                 held += 1
                 ptrs[i] = <const char*>views[i].buf
                 sizes[i] = views[i].len
@@ -1040,14 +1074,15 @@ cdef class Channel:
                 ...
 
         A normal exit sends the message (all `size` bytes, or the n given to the Claim's commit(n)); an
-        exception aborts it. Ending it while buffers made from the view are alive raises BufferError.
+        exception aborts it. Buffers made from the view that are still alive then (a numpy array made with
+        np.frombuffer(mv)) stay valid memory, but must not be written again: the message is the reader's.
         """
         if size < 0:
             raise _errors.InvalidParameterError(f"size is {size}; it must not be negative", E_INVALID_PARAM)
         cdef int64_t deadline = _deadline_ns(timeout_ms)
         cdef CChannel* ch
         cdef char* p = NULL
-        cdef int64_t slice_end, gone_since = 0
+        cdef int64_t slice_end, gone_since = 0, wait_start = 0
         cdef unsigned int nap
         cdef Claim view
         self._take_writer(deadline)
@@ -1062,7 +1097,11 @@ cdef class Channel:
                 if NowNs() >= deadline:
                     raise _errors.ESHMTimeoutError(
                         f"channel '{self.name}': no room for a claim of {size} bytes before the deadline", E_TIMEOUT)
-                # The engine has no blocking claim: poll, backing off from 10 us to 1 ms, GIL released.
+                # The engine has no blocking claim: poll, GIL released, backing off from 10 us to 100 us (a
+                # reader that is a message behind frees room within a message's time: write_array() of 1 MiB
+                # arrays waits ~100 us at a time), and to 1 ms once the wait passes 10 ms.
+                if wait_start == 0:
+                    wait_start = NowNs()
                 slice_end = min(deadline, NowNs() + SLICE_NS)
                 nap = 10
                 with nogil:
@@ -1071,7 +1110,7 @@ cdef class Channel:
                         p = TryClaim(ch, size)
                         if p != NULL or NowNs() >= slice_end:
                             break
-                        if nap < 1000:
+                        if nap < 100 or (nap < 1000 and NowNs() - wait_start > 10000000):
                             nap *= 2
                 if p == NULL:
                     self._between_slices(ch, &gone_since)
@@ -1172,6 +1211,7 @@ cdef class _RingBuffer:
     cdef int _exports
     cdef int _state
     cdef bint _end_pending      # ended while exported: finish with the last buffer's release
+    cdef bint _detached         # finished while exported: the channel keeps the memory mapped for them
     cdef size_t _commit_size
     cdef object _mv             # the memoryview __enter__ returned
 
@@ -1206,15 +1246,36 @@ cdef class _RingBuffer:
 
     def __releasebuffer__(self, Py_buffer* buffer):
         self._exports -= 1
-        if self._exports == 0 and self._end_pending:
-            self._finish(False)
+        if self._exports == 0:
+            if self._end_pending:
+                self._finish(False)
+            if self._detached:
+                self._detached = False
+                self._channel._detached_released()
+
+    cdef int _detach(self, bint commit) except -1:
+        """Ends the message now although buffers made from it are alive: they keep pointing at its bytes in the
+        ring, which the channel keeps mapped (even through close()) until the last of them is released."""
+        if self._mv is not None:
+            mv = self._mv
+            self._mv = None
+            try:
+                mv.release()
+            except BufferError:
+                pass
+        if self._exports > 0:
+            self._detached = True
+            self._channel._detached += 1
+        self._finish(commit)
+        return 0
 
     def __reduce__(self):
         raise TypeError(f"cannot pickle {type(self).__name__}: it is a message in place in a channel's shared "
                         "memory; pickle bytes(view) instead")
 
-    cdef int _finish(self, bint commit) noexcept:
-        """Ends the message (no buffer may be exported): release, commit or abort; frees the side's lock."""
+    cdef int _finish(self, bint commit, bint keep=False) noexcept:
+        """Ends the message (no buffer may be exported): release (or, with keep, leave it queued), commit or
+        abort; frees the side's lock."""
         if self._state != VIEW_ACTIVE:
             return 0
         self._state = VIEW_ENDED
@@ -1231,7 +1292,7 @@ cdef class _RingBuffer:
             channel._wview_thread = 0
             PyThread_release_lock(channel._wlock)
         else:
-            if ch != NULL and not channel._disowned:
+            if ch != NULL and not channel._disowned and not keep:
                 ch.Release()
             channel._rview = NULL
             channel._rview_thread = 0
@@ -1291,6 +1352,24 @@ cdef class MessageView(_RingBuffer):
         """Gives the message's room back to the writer. BufferError if buffers made from it are alive."""
         self._end(False)
 
+    def _put_back(self):
+        """Ends the view and leaves the message queued: the next read gets it again. BufferError if buffers
+        made from it are alive."""
+        if self._state != VIEW_ACTIVE:
+            return
+        if self._mv is not None:
+            mv = self._mv
+            self._mv = None
+            mv.release()
+        if self._exports > 0:
+            raise BufferError(f"{self._exports} buffer(s) made from the MessageView are still alive")
+        self._finish(False, True)
+
+    def _release_detaching(self):
+        """Releases the message now, even if buffers made from it are alive (for ArrayView, which checked that
+        only its own array, no longer reachable except through the with statement's variable, holds one)."""
+        self._detach(False)
+
     def __exit__(self, exc_type, exc, tb):
         self._end(False)
         return False
@@ -1300,12 +1379,17 @@ cdef class Claim(_RingBuffer):
     """Room for a message being written in place in the ring (from Channel.claim()); a writable buffer.
 
     ``with claim as mv`` gives a writable memoryview; a normal exit commits (sends) the message, an exception
-    aborts it. commit(n) sends only the first n bytes.
+    aborts it. commit(n) sends only the first n bytes. Buffers made from mv that outlive the block (a numpy
+    array) do not stop it: see commit().
     """
 
     def commit(self, nbytes=None):
-        """Sends the message: its first `nbytes` bytes (None: all of them). BufferError if buffers made from
-        the claim are alive (the claim is then aborted when the last goes)."""
+        """Sends the message: its first `nbytes` bytes (None: all of them), as they are now.
+
+        Buffers made from the claim that are still alive (a numpy array from np.frombuffer(mv)) stay valid
+        memory, but the message belongs to the reader from now on: never write them again (the reader may be
+        reading, and once it is done the ring reuses the space for later messages), nor trust what they show.
+        """
         if self._state != VIEW_ACTIVE:
             raise ValueError("the claim has ended")
         if nbytes is not None:
@@ -1313,12 +1397,12 @@ cdef class Claim(_RingBuffer):
                 raise _errors.InvalidParameterError(
                     f"nbytes is {nbytes}; it must be between 0 and the claimed {self._len}", E_INVALID_PARAM)
             self._commit_size = nbytes
-        self._end(True)
+        self._detach(True)
 
     def abort(self):
-        """Drops the message: nothing is sent."""
-        self._end(False)
+        """Drops the message: nothing is sent (buffers still alive: as commit() says)."""
+        self._detach(False)
 
     def __exit__(self, exc_type, exc, tb):
-        self._end(exc_type is None)
+        self._detach(exc_type is None)
         return False

@@ -28,6 +28,7 @@ __all__ = [
     "ChannelPermissionError",
     "NoSpaceError",
     "IncompatibleError",
+    "NotAnArrayError",
     "error_for_code",
 ]
 
@@ -173,6 +174,12 @@ class IncompatibleError(ESHMRuntimeError):
     """The segment was made by an incompatible eshm version."""
 
     code = ESHMError.INCOMPATIBLE
+
+
+class NotAnArrayError(ESHMRuntimeError, ValueError):
+    """read_array() or recv_array() found a message that write_array() did not make. It stays queued."""
+
+    code = ESHMError.INVALID_PARAM
 
 
 _CLASS_FOR_CODE = {

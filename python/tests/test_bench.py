@@ -13,7 +13,7 @@ import pytest
 
 LATENCY_KEYS = ["min", "p50", "p90", "p99", "p99.9", "p99.99", "max"]
 TRANSPORTS = {"eshm", "eshm_batch", "multiprocessing.Pipe", "multiprocessing.Queue", "faster-fifo", "pyzmq",
-              "iceoryx2"}
+              "iceoryx2", "eshm_array", "eshm_array_view", "shared_memory+Pipe", "pyzmq_nocopy"}
 
 
 def _run(tmp_path, *args):
@@ -119,3 +119,20 @@ def test_bench_reports_a_missing_cpp_tool_as_not_measured(tmp_path):
     _check_schema(doc)
     assert doc["floors"] == []
     assert "not measured" in stdout
+
+
+def test_bench_arrays_compares_numpy_transports(tmp_path):
+    pytest.importorskip("numpy")
+    doc, stdout = _run(tmp_path, "--arrays", "--array-bytes", "65536")
+    _check_schema(doc)
+    got = {r["transport"] for r in doc["results"]}
+    expected = {"eshm_array", "eshm_array_view", "shared_memory+Pipe"}
+    try:
+        import zmq  # noqa: F401
+    except ImportError:
+        assert "pyzmq_nocopy skipped" in stdout
+    else:
+        expected.add("pyzmq_nocopy")
+    assert got == expected
+    assert all(r["size"] == 65536 and r["mode"] == "stream" for r in doc["results"])
+    assert "vs shared_memory+Pipe" in stdout and "64 KiB float32" not in stdout
