@@ -1112,8 +1112,10 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if argv is None:
         argv = sys.argv[1:]
-        # The exact command line: the interpreter's own argv where Python keeps it (3.10+).
-        command = shlex.join(getattr(sys, "orig_argv", sys.argv))
+        # The exact command line: the interpreter's own argv where Python keeps it (3.10+); before, sys.argv[0]
+        # is this file's path, so the command is rebuilt as `python -m eshm.bench ...`.
+        orig = getattr(sys, "orig_argv", None)
+        command = shlex.join(orig if orig else [sys.executable, "-m", "eshm.bench", *argv])
     else:
         command = shlex.join([os.path.basename(sys.executable), "-m", "eshm.bench", *argv])
     opts = parse_args(argv)
