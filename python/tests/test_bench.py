@@ -136,3 +136,32 @@ def test_bench_arrays_compares_numpy_transports(tmp_path):
     assert got == expected
     assert all(r["size"] == 65536 and r["mode"] == "stream" for r in doc["results"])
     assert "vs shared_memory+Pipe" in stdout and "64 KiB float32" not in stdout
+
+
+def test_the_old_benchmark_pair_runs_and_prints_the_old_progress_line(tmp_path):
+    """python/benchmarks/benchmark_master.py and benchmark_slave.py: the old command lines and output."""
+    import re
+    import uuid
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    bench_dir = os.path.join(here, "..", "benchmarks")
+    if not os.path.isfile(os.path.join(bench_dir, "benchmark_slave.py")):
+        pytest.skip("python/benchmarks is not beside the tests")
+    name = f"pair_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    slave = subprocess.Popen([sys.executable, os.path.join(bench_dir, "benchmark_slave.py"), name, "100",
+                              "--count", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=tmp_path)
+    try:
+        master = subprocess.run([sys.executable, os.path.join(bench_dir, "benchmark_master.py"), name, "100",
+                                 "--count", "300"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        out, err = slave.communicate(timeout=120)
+    finally:
+        if slave.poll() is None:
+            slave.kill()
+            slave.wait()
+    assert master.returncode == 0, master.stderr
+    assert slave.returncode == 0, err
+    line = re.compile(r"^\[\s*\d+\] Total:\s+[\d.]+s,\s+[\d.]+ msg/s \| Interval:\s+[\d.]+ msg/s$", re.M)
+    for text in (master.stdout, out):
+        assert len(line.findall(text)) == 3, text
+        assert "Average:" in text and " 300 " in text, text
