@@ -99,6 +99,12 @@ def _after_fork_in_child():
 
 _os.register_at_fork(after_in_child=_after_fork_in_child)
 
+cdef extern from "Python.h":
+    # PyObject_GetBuffer without Cython's exception check: -1 leaves the error set for the caller to inspect.
+    int _get_buffer_or_error "PyObject_GetBuffer"(object obj, Py_buffer* view, int flags)
+    int PyErr_ExceptionMatches(object exc)
+    void PyErr_Clear()
+
 cdef extern from "pythread.h":
     int PyThread_acquire_lock_timed(PyThread_type_lock lock, long long microseconds, int intr_flag) nogil
 
@@ -263,11 +269,14 @@ cdef int _message_buffer(object data, Py_buffer* view) except -1:
     memoryview) copied once in C order, as its tobytes() gives."""
     if isinstance(data, str):
         data = (<str>data).encode("utf-8")
-    try:
-        PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
-    except (BufferError, ValueError):
-        # Not C-contiguous (numpy says ValueError, others BufferError); not a buffer at all stays a TypeError.
-        PyObject_GetBuffer(memoryview(data).tobytes(), view, PyBUF_SIMPLE)
+    # No try/except on this hot path (entering one costs a save of the exception state on every call).
+    if _get_buffer_or_error(data, view, PyBUF_SIMPLE) == 0:
+        return 0
+    if not (PyErr_ExceptionMatches(BufferError) or PyErr_ExceptionMatches(ValueError)):
+        return -1  # not a buffer at all: the TypeError stands
+    # Not C-contiguous (numpy says ValueError, others BufferError): copied once, in C order.
+    PyErr_Clear()
+    PyObject_GetBuffer(memoryview(data).tobytes(), view, PyBUF_SIMPLE)
     return 0
 
 
