@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the machine, builds eshm and runs every test: the C++ suite plain, under ASan+UBSan and under
-# TSan, then the Python binding's tests (built and installed with pip into a fresh virtual environment),
+# TSan, then the Python binding's tests (built and installed with pip into a fresh virtual environment), its
+# wheels for CPython 3.9-3.13 (tools/build_wheels.sh: built, repaired, smoke-tested, the suite on 3.9 and 3.13),
 # the cross-language interop tests (real eshm_demo, Python and Node.js processes), the Node.js package's
 # tests, the libFuzzer harnesses, and a separate Bazel workspace that depends on eshm.
 # Ends with "N passed, N failed" counting every test case that ran, and exits non-zero on any failure.
@@ -70,6 +71,9 @@ run_junit_suite() {
 }
 
 run_junit_suite "python" tools/run_python_tests.sh
+# Self-contained manylinux wheels for CPython 3.9-3.13, each smoke-tested in a fresh venv, and the Python suite
+# against the 3.9 and 3.13 wheels (about 3-4 minutes).
+run_junit_suite "python wheels (CPython 3.9-3.13; the suite on the 3.9 and 3.13 wheels)" tools/build_wheels.sh
 run_junit_suite "interop (C++ <-> Python <-> Node.js, C ABI <-> Cython)" tests/interop/run.sh
 run_junit_suite "node" node/run_tests.sh
 # libFuzzer + ASan/UBSan over arbitrary shared memory, 60 s per fuzzer (ESHM_FUZZ_SECONDS to change it).

@@ -50,6 +50,28 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! "$PYTHON" -c 'import
   echo "$want" >"$stamp"
 fi
 
+# The CPython versions the Python package's wheels are built for (tools/build_wheels.sh, tools/find_python.sh):
+# each gets requirements-wheels.txt, again only when it changed. A version missing here is reported (no
+# interpreter is downloaded: machines of this kind carry them under pyenv).
+# shellcheck source=tools/find_python.sh
+source tools/find_python.sh
+wheels_want=$(sha256sum requirements-wheels.txt | cut -d' ' -f1)
+for v in $ESHM_PYTHON_VERSIONS; do
+  if ! wheel_python=$(find_python "$v"); then
+    echo "setup: no CPython $v (python$v on PATH or under pyenv): tools/build_wheels.sh cannot build its wheel"
+    continue
+  fi
+  wheel_stamp="$stamp_dir/requirements-wheels.$v.sha256"
+  if [[ ! -f "$wheel_stamp" || "$(cat "$wheel_stamp")" != "$wheels_want" ]] ||
+    ! "$wheel_python" -c 'import Cython, setuptools, wheel, pytest, numpy, mypy' 2>/dev/null; then
+    echo "setup: installing requirements-wheels.txt into CPython $v ($wheel_python)"
+    "$wheel_python" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      -r requirements-wheels.txt
+    mkdir -p "$stamp_dir"
+    echo "$wheels_want" >"$wheel_stamp"
+  fi
+done
+
 # Node.js packages of node/ (koffi, the FFI), exactly as package-lock.json pins them; again only on change.
 if [[ -f node/package-lock.json ]]; then
   node_stamp="$stamp_dir/node.$(sha256sum node/package-lock.json | cut -d' ' -f1)"

@@ -15,7 +15,11 @@ TimeoutError on timeouts, RuntimeError for the rest), on top of the C++ engine.
 """
 
 from enum import IntEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+
+if TYPE_CHECKING:  # numpy stays optional: imported at run time only by the array calls
+    import numpy
+    import numpy.typing
 
 from eshm.errors import (
     BufferTooSmallError,
@@ -32,12 +36,14 @@ from eshm.errors import (
     InvalidParameterError,
     MessageTooLargeError,
     NoSpaceError,
+    NotAnArrayError,
     PeerStaleError,
     RingFullError,
     RoleTakenError,
 )
-from eshm import _eshm
+from eshm import _eshm, _ndarray
 from eshm._eshm import Claim, MessageView
+from eshm._ndarray import ArrayView
 
 __version__ = "2.0.0"
 
@@ -62,14 +68,21 @@ __all__ = [
     "ChannelPermissionError",
     "NoSpaceError",
     "IncompatibleError",
+    "NotAnArrayError",
     "MessageView",
     "Claim",
+    "ArrayView",
     "WaitStrategy",
+    "RoleName",
+    "DisconnectName",
 ]
 
 
 # How an endpoint's blocking calls wait (ESHM(..., wait=...)).
 WaitStrategy = Literal["adaptive", "spin", "sleep"]
+# The names ESHM() accepts for role= and disconnect_behavior= besides the enums (any case works at run time).
+RoleName = Literal["master", "slave", "auto", "MASTER", "SLAVE", "AUTO"]
+DisconnectName = Literal["immediately", "on_timeout", "never", "IMMEDIATELY", "ON_TIMEOUT", "NEVER"]
 
 
 class ESHMRole(IntEnum):
@@ -83,8 +96,9 @@ class ESHMRole(IntEnum):
 class ESHMDisconnectBehavior(IntEnum):
     """What a read (with nothing queued) or a write (with the ring full) does while the peer is gone.
 
-    IMMEDIATELY fails at once; ON_TIMEOUT waits up to reconnect_wait_ms for a peer, then fails; NEVER waits
-    as long as the call's own timeout allows.
+    IMMEDIATELY fails at once; ON_TIMEOUT waits up to reconnect_wait_ms for a peer that went away (exited or
+    unresponsive), then fails, and waits for a peer that has not attached yet as long as the call's own
+    timeout allows; NEVER waits as long as the call's own timeout allows.
     """
 
     IMMEDIATELY = 0
@@ -101,30 +115,34 @@ class ESHM(_eshm.Channel):
          heartbeat_interval_ms=1, m2s_capacity=1 << 20, s2m_capacity=1 << 20, max_message_bytes=0,
          wait="adaptive")
 
-    A slave waits for its master up to max_reconnect_attempts x reconnect_retry_interval_ms (0 attempts:
-    forever). Raises RoleTakenError (a FileExistsError) if a live process holds the role (the message names
-    its pid), InvalidParameterError (a ValueError) for a bad name or option, ChannelNotFoundError (a
-    FileNotFoundError) if no master appears.
+    role and disconnect_behavior take the enums, their numbers, or their names in any case ("master",
+    "on_timeout"). A slave waits for its master up to max_reconnect_attempts x reconnect_retry_interval_ms
+    (0 attempts: forever). Raises RoleTakenError (a FileExistsError) if a live process holds the role (the
+    message names its pid), InvalidParameterError (a ValueError) for a bad name or option, TypeError (naming
+    the parameter) for an argument of the wrong type, ChannelNotFoundError (a FileNotFoundError) if no master
+    appears.
 
     wait says how this endpoint's blocking calls wait for data or room: "adaptive" (spin ~20 us, yield
     ~30 us, then sleep on a futex), "spin" (never sleep: the lowest latency, a core busy while waiting) or
     "sleep" (a futex at once: no CPU while idle, a wake-up on every wait).
 
     Methods: write(data, timeout_ms=None), try_write(data), write_many(messages, timeout_ms=None),
-    flush(), read(buffer_size=4096, timeout_ms=None), try_read(buffer_size=4096),
+    flush(), read(buffer_size=None, timeout_ms=None), try_read(buffer_size=None),
     read_many(max_messages=1024, timeout_ms=None, buffer_size=None), read_into(buffer, timeout_ms=None),
     zero-copy recv_view(timeout_ms=None) and claim(size, timeout_ms=None) (context managers giving a
-    memoryview into the ring), next_message_size(), get_stats(), get_role(), is_remote_alive(),
-    peer_state(), close(); a context manager. A timeout_ms of None means 1000 ms; a negative one waits
-    forever. An object garbage-collected while open emits a ResourceWarning; one inherited through fork()
-    raises ForkedChannelError in the child.
+    memoryview into the ring), numpy arrays with their dtype and shape: write_array(array),
+    read_array(), recv_array() (zero-copy, a context manager), next_message_size(), get_stats(),
+    get_role(), is_remote_alive(), peer_state(), close(); a context manager. A timeout_ms of None means
+    1000 ms; a negative one waits forever (for a message, room, or a peer that has not attached yet). An
+    object garbage-collected while open emits a ResourceWarning; one inherited through fork() raises
+    ForkedChannelError in the child; pickling one raises TypeError (open the channel by name instead).
     """
 
     def __init__(
         self,
         shm_name: str,
-        role: ESHMRole = ESHMRole.AUTO,
-        disconnect_behavior: ESHMDisconnectBehavior = ESHMDisconnectBehavior.ON_TIMEOUT,
+        role: Union[ESHMRole, RoleName, int] = ESHMRole.AUTO,
+        disconnect_behavior: Union[ESHMDisconnectBehavior, DisconnectName, int] = ESHMDisconnectBehavior.ON_TIMEOUT,
         stale_threshold_ms: int = 100,
         reconnect_wait_ms: int = 5000,
         reconnect_retry_interval_ms: int = 100,
@@ -158,3 +176,27 @@ class ESHM(_eshm.Channel):
     def get_role(self) -> ESHMRole:
         """This endpoint's role: ESHMRole.MASTER or ESHMRole.SLAVE (never AUTO)."""
         return ESHMRole(super().get_role())
+
+    # ---- numpy arrays (numpy is imported by these calls only) ----
+
+    def write_array(self, array: "numpy.typing.ArrayLike", timeout_ms: Optional[float] = None) -> None:
+        """Sends an array as one message carrying its dtype and shape (any layout: a transposed or sliced
+        array is sent in C order); one copy, straight into the ring. Waits for room like write(). Arrays of
+        Python objects raise TypeError. The message format is described in eshm/_ndarray.py."""
+        _ndarray.write_array(self, array, timeout_ms)
+
+    def read_array(self, timeout_ms: Optional[float] = None) -> "numpy.typing.NDArray[Any]":
+        """Receives an array sent by write_array(): a new, writable array with its dtype and shape (one copy,
+        from the ring). Waits like read(). A message that is not such an array raises NotAnArrayError (a
+        ValueError) and stays queued."""
+        return _ndarray.read_array(self, timeout_ms)
+
+    def recv_array(self, timeout_ms: Optional[float] = None) -> ArrayView:
+        """Receives an array sent by write_array() without copying it:
+
+            with ch.recv_array(timeout_ms=100) as a:   # a: a read-only ndarray in place in the ring
+                total = a.sum()
+
+        The array is valid inside the block only (see ArrayView): keep a.copy() to use it later. Waits like
+        read(); a message that is not such an array raises NotAnArrayError and stays queued."""
+        return _ndarray.recv_array(self, timeout_ms)

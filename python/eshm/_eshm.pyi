@@ -1,7 +1,7 @@
 # Type stubs of the compiled module eshm._eshm (_eshm.pyx). Use the package `eshm`: its ESHM subclasses Channel.
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Final, Literal, final
+from typing import Any, Final, Literal, Protocol, final
 
 from typing_extensions import Buffer, Self
 
@@ -22,8 +22,19 @@ WAIT_STRATEGIES: Final[tuple[WaitStrategy, WaitStrategy, WaitStrategy]]
 
 # A timeout in milliseconds: None = 1000 ms, negative = forever, 0 = do not wait.
 _Timeout = int | float | None
+# numpy arrays and scalars: typeshed's Buffer covers them only on Python >= 3.12 (numpy's stubs declare
+# __buffer__ there only), so they are also accepted by the attribute every version of them has.
+class _ArrayInterface(Protocol):
+    @property
+    def __array_interface__(self) -> dict[str, Any]: ...
+
+# A bytes-like object of any layout (a numpy array included), as write() and read_into() take it.
+_Bytes = Buffer | _ArrayInterface
 # What write() and write_many() send: any bytes-like object, or a str (sent as UTF-8).
-_Message = Buffer | str
+_Message = _Bytes | str
+# role= and disconnect_behavior=: the IntEnum members (ints) or their names (any case at run time).
+_RoleArg = int | Literal["master", "slave", "auto", "MASTER", "SLAVE", "AUTO"]
+_DisconnectArg = int | Literal["immediately", "on_timeout", "never", "IMMEDIATELY", "ON_TIMEOUT", "NEVER"]
 
 class _RingBuffer(Buffer):
     def __buffer__(self, flags: int, /) -> memoryview: ...
@@ -53,8 +64,8 @@ class Channel:
     def __init__(
         self,
         shm_name: str,
-        role: int = 2,
-        disconnect_behavior: int = 1,
+        role: _RoleArg = 2,
+        disconnect_behavior: _DisconnectArg = 1,
         stale_threshold_ms: int = 100,
         reconnect_wait_ms: int = 5000,
         reconnect_retry_interval_ms: int = 100,
@@ -76,12 +87,12 @@ class Channel:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> Literal[False]: ...
     # Read side.
-    def read(self, buffer_size: int = 4096, timeout_ms: _Timeout = None) -> bytes: ...
-    def try_read(self, buffer_size: int = 4096) -> bytes | None: ...
+    def read(self, buffer_size: int | None = None, timeout_ms: _Timeout = None) -> bytes: ...
+    def try_read(self, buffer_size: int | None = None) -> bytes | None: ...
     def read_many(
         self, max_messages: int = 1024, timeout_ms: _Timeout = None, buffer_size: int | None = None
     ) -> list[bytes]: ...
-    def read_into(self, buffer: Buffer, timeout_ms: _Timeout = None) -> int: ...
+    def read_into(self, buffer: _Bytes, timeout_ms: _Timeout = None) -> int: ...
     def recv_view(self, timeout_ms: _Timeout = None) -> MessageView: ...
     def next_message_size(self) -> int | None: ...
     # Write side.

@@ -14,8 +14,13 @@ most one slice) and makes that call raise ChannelClosedError.
 
 Zero-copy. ``recv_view()`` and ``claim()`` return a MessageView / Claim: a message in place in the ring,
 exported through the buffer protocol with an export count. While one is in progress its side's lock stays
-taken (other threads' calls on that side wait; this thread's raise BufferError), and ending it or closing
-the channel while a buffer made from it is alive raises BufferError, as mmap.close() does.
+taken (other threads' calls on that side wait; this thread's raise BufferError). Ending a MessageView, or
+closing the channel during a view or claim, while a buffer made from it is alive raises BufferError, as
+mmap.close() does. A Claim ends as asked even then (commit on a normal exit, abort on an exception: the
+natural ``a = np.frombuffer(mv, ...)`` inside the block outlives it): its surviving buffers are "detached",
+still valid memory, because the channel defers the engine's close (and with it the unmapping, the role's
+release and the name's removal) until the last of them is released; what they show after the commit is the
+reader's, never to be written again.
 """
 
 from cpython.buffer cimport (
@@ -62,6 +67,7 @@ from eshm._eshm_cpp cimport (
     PeerStateOf,
     Read,
     RoleOf,
+    SpinTryPeek,
     SpinTryRead,
     SetEnums,
     StatusOfResult,
@@ -74,6 +80,7 @@ from eshm._eshm_cpp cimport (
     WriteBatch,
 )
 
+import operator as _operator
 import os as _os
 import warnings as _warnings
 import weakref as _weakref
@@ -91,6 +98,12 @@ def _after_fork_in_child():
 
 
 _os.register_at_fork(after_in_child=_after_fork_in_child)
+
+cdef extern from "Python.h":
+    # PyObject_GetBuffer without Cython's exception check: -1 leaves the error set for the caller to inspect.
+    int _get_buffer_or_error "PyObject_GetBuffer"(object obj, Py_buffer* view, int flags)
+    int PyErr_ExceptionMatches(object exc)
+    void PyErr_Clear()
 
 cdef extern from "pythread.h":
     int PyThread_acquire_lock_timed(PyThread_type_lock lock, long long microseconds, int intr_flag) nogil
@@ -159,12 +172,17 @@ DEFAULT_TIMEOUT_MS = 1000
 DEFAULT_MAX_MESSAGES = 1024
 
 WAIT_STRATEGIES = ("adaptive", "spin", "sleep")
+# The names ESHM(role=..., disconnect_behavior=...) accepts besides the enums (in any case).
+ROLE_NAMES = {"master": ROLE_MASTER, "slave": ROLE_SLAVE, "auto": ROLE_AUTO}
+DISCONNECT_NAMES = {"immediately": DISCONNECT_IMMEDIATELY, "on_timeout": DISCONNECT_ON_TIMEOUT,
+                    "never": DISCONNECT_NEVER}
 
 cdef int64_t SLICE_NS = 50 * 1000 * 1000  # the longest a blocking call waits without checking for signals
 # A spinning endpoint's read first polls this long with the GIL held: most replies in a request/response
 # exchange come within it, and releasing and re-taking the GIL costs a good part of a round trip. Short
 # enough that other threads never notice (the interpreter's own switch interval is 5 ms).
 cdef int64_t SPIN_WITH_GIL_NS = 5000
+cdef int PEER_ABSENT = 0
 cdef int PEER_ALIVE = 1
 
 
@@ -246,6 +264,61 @@ cdef int64_t _spin_budget_ns(double ms):
     return <int64_t>(ms * 1e6)
 
 
+cdef int _message_buffer(object data, Py_buffer* view) except -1:
+    """The bytes of one outgoing message in `view` (release it with PyBuffer_Release): a str as UTF-8, a
+    C-contiguous buffer as it is (no copy), any other buffer (a transposed or sliced numpy array, a strided
+    memoryview) copied once in C order, as its tobytes() gives."""
+    if isinstance(data, str):
+        data = (<str>data).encode("utf-8")
+    # No try/except on this hot path (entering one costs a save of the exception state on every call).
+    if _get_buffer_or_error(data, view, PyBUF_SIMPLE) == 0:
+        return 0
+    if not (PyErr_ExceptionMatches(BufferError) or PyErr_ExceptionMatches(ValueError)):
+        return -1  # not a buffer at all: the TypeError stands
+    # Not C-contiguous (numpy says ValueError, others BufferError): copied once, in C order.
+    PyErr_Clear()
+    PyObject_GetBuffer(memoryview(data).tobytes(), view, PyBUF_SIMPLE)
+    return 0
+
+
+cdef size_t _limit(object buffer_size) except? 0:
+    """The largest message a read accepts: buffer_size, or no limit (SIZE_MAX) for None."""
+    if buffer_size is None:
+        return <size_t>-1
+    cdef Py_ssize_t n = _int_arg(buffer_size, "buffer_size")
+    if n < 0:
+        raise _errors.InvalidParameterError(f"buffer_size is {n}; it must not be negative", E_INVALID_PARAM)
+    return <size_t>n
+
+
+cdef object _int_arg(object value, str name):
+    """value as an int (anything with __index__, not a float or str); a TypeError that names the parameter."""
+    if isinstance(value, int):
+        return value
+    try:
+        return _operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
+
+
+cdef int _enum_arg(object value, str name, dict names) except? -1:
+    """An enum parameter given as its IntEnum member, its number, or its name in any case ('master')."""
+    cdef object number
+    if isinstance(value, str):
+        number = names.get((<str>value).lower())
+        if number is None:
+            raise _errors.InvalidParameterError(
+                f"{name} is {value!r}; use " + ", ".join(repr(k) for k in names) + " (in any case) or the enum",
+                E_INVALID_PARAM)
+        return number
+    number = _int_arg(value, name)
+    if number not in names.values():
+        raise _errors.InvalidParameterError(
+            f"{name} is {value!r}; use one of " + ", ".join(f"{k!r} ({v})" for k, v in names.items()),
+            E_INVALID_PARAM)
+    return number
+
+
 cdef int64_t _deadline_ns(object timeout_ms) except? -2:
     """Absolute CLOCK_MONOTONIC deadline for a timeout in ms: None = the default, negative = forever."""
     return _deadline_after(_timeout_ms(timeout_ms))
@@ -275,8 +348,6 @@ cdef class Channel:
     cdef int _role
     cdef int _disconnect
     cdef int64_t _reconnect_wait_ns
-    cdef char* _buf            # the read buffer, guarded by _rlock
-    cdef size_t _buf_cap
     cdef bint _disowned        # inherited through fork(): the parent's channel, not this process's
     cdef bint _spin            # opened with wait="spin"
     # The zero-copy view in progress on each side (a borrowed pointer to a _RingBuffer, which holds a reference
@@ -288,6 +359,11 @@ cdef class Channel:
     cdef long _wview_thread
     cdef readonly str name
     cdef long _owner_pid
+    # Buffers from zero-copy views that ended while exported (a numpy array made from a claim that was
+    # committed): the engine keeps its memory mapped until the last is gone, so close() leaves the engine's
+    # Close() to _detached_released.
+    cdef int _detached
+    cdef bint _close_deferred
     cdef object __weakref__
 
     def __cinit__(self, *args, **kwargs):
@@ -297,50 +373,59 @@ cdef class Channel:
         if self._rlock == NULL or self._wlock == NULL:
             raise MemoryError()
 
-    def __init__(self, shm_name, int role=ROLE_AUTO, int disconnect_behavior=DISCONNECT_ON_TIMEOUT,
-                 int stale_threshold_ms=100, int reconnect_wait_ms=5000, int reconnect_retry_interval_ms=100,
-                 int max_reconnect_attempts=50, bint auto_cleanup=True, bint use_threads=True, *,
-                 int heartbeat_interval_ms=1, uint64_t m2s_capacity=1 << 20, uint64_t s2m_capacity=1 << 20,
-                 uint64_t max_message_bytes=0, str wait="adaptive"):
+    def __init__(self, shm_name, role=ROLE_AUTO, disconnect_behavior=DISCONNECT_ON_TIMEOUT,
+                 stale_threshold_ms=100, reconnect_wait_ms=5000, reconnect_retry_interval_ms=100,
+                 max_reconnect_attempts=50, bint auto_cleanup=True, bint use_threads=True, *,
+                 heartbeat_interval_ms=1, m2s_capacity=1 << 20, s2m_capacity=1 << 20,
+                 max_message_bytes=0, wait="adaptive"):
         if self._ch.get() != NULL:
             raise RuntimeError("the channel is already open")
         if not isinstance(shm_name, str):
             raise TypeError(f"shm_name must be a str, not {type(shm_name).__name__}")
-        if not (0 <= role <= 2):
-            raise _errors.InvalidParameterError(
-                f"role is {role}; use ESHMRole.MASTER (0), SLAVE (1) or AUTO (2)", E_INVALID_PARAM)
-        if not (0 <= disconnect_behavior <= 2):
-            raise _errors.InvalidParameterError(
-                f"disconnect_behavior is {disconnect_behavior}; use ESHMDisconnectBehavior.IMMEDIATELY (0), "
-                "ON_TIMEOUT (1) or NEVER (2)", E_INVALID_PARAM)
-        if wait not in WAIT_STRATEGIES:
+        cdef int crole = _enum_arg(role, "role", ROLE_NAMES)
+        cdef int cdisconnect = _enum_arg(disconnect_behavior, "disconnect_behavior", DISCONNECT_NAMES)
+        if not isinstance(wait, str) or wait not in WAIT_STRATEGIES:
             raise _errors.InvalidParameterError(
                 f"wait is {wait!r}; use 'adaptive', 'spin' or 'sleep'", E_INVALID_PARAM)
+        ints = {}
+        for pname, pvalue in (("stale_threshold_ms", stale_threshold_ms), ("reconnect_wait_ms", reconnect_wait_ms),
+                              ("reconnect_retry_interval_ms", reconnect_retry_interval_ms),
+                              ("max_reconnect_attempts", max_reconnect_attempts),
+                              ("heartbeat_interval_ms", heartbeat_interval_ms)):
+            ints[pname] = _int_arg(pvalue, pname)
+            if not (-2**31 <= ints[pname] < 2**31):
+                raise _errors.InvalidParameterError(f"{pname} is {ints[pname]}: out of range", E_INVALID_PARAM)
+        for pname, pvalue in (("m2s_capacity", m2s_capacity), ("s2m_capacity", s2m_capacity),
+                              ("max_message_bytes", max_message_bytes)):
+            ints[pname] = _int_arg(pvalue, pname)
+            if not (0 <= ints[pname] < 2**64):
+                raise _errors.InvalidParameterError(f"{pname} is {ints[pname]}; it must not be negative",
+                                                    E_INVALID_PARAM)
         cdef string cname = shm_name.encode("utf-8")
         cdef CChannelOptions options
-        SetEnums(&options, role, disconnect_behavior)
+        SetEnums(&options, crole, cdisconnect)
         _set_wait(&options, wait)
         self._spin = wait == "spin"
-        options.stale_threshold_ms = stale_threshold_ms
-        options.heartbeat_interval_ms = heartbeat_interval_ms
-        options.reconnect_wait_ms = reconnect_wait_ms
-        options.reconnect_retry_interval_ms = reconnect_retry_interval_ms
-        options.max_reconnect_attempts = max_reconnect_attempts
+        options.stale_threshold_ms = ints["stale_threshold_ms"]
+        options.heartbeat_interval_ms = ints["heartbeat_interval_ms"]
+        options.reconnect_wait_ms = ints["reconnect_wait_ms"]
+        options.reconnect_retry_interval_ms = ints["reconnect_retry_interval_ms"]
+        options.max_reconnect_attempts = ints["max_reconnect_attempts"]
         options.auto_cleanup = auto_cleanup
         options.use_threads = use_threads
-        options.m2s_capacity = m2s_capacity
-        options.s2m_capacity = s2m_capacity
-        options.max_message_bytes = max_message_bytes
+        options.m2s_capacity = ints["m2s_capacity"]
+        options.s2m_capacity = ints["s2m_capacity"]
+        options.max_message_bytes = ints["max_message_bytes"]
         cdef CStatusOr[unique_ptr[CChannel]] opened
         # A slave may wait here for its master (max_reconnect_attempts x reconnect_retry_interval_ms).
         with nogil:
             opened = Open(cname, options)
-        check_status(opened.status(), OP_OPEN, role)
+        check_status(opened.status(), OP_OPEN, crole)
         self._ch = move(opened.value())
         self.name = shm_name
         self._role = RoleOf(self._ch.get()[0])
-        self._disconnect = disconnect_behavior
-        self._reconnect_wait_ns = <int64_t>reconnect_wait_ms * 1000000
+        self._disconnect = cdisconnect
+        self._reconnect_wait_ns = <int64_t>ints["reconnect_wait_ms"] * 1000000
         self._closing = False
         self._close_pending = False
         self._owner_pid = _os.getpid()
@@ -370,7 +455,6 @@ cdef class Channel:
             with nogil:
                 self._ch.get().Close()
             self._ch.reset()
-        free(self._buf)
         if self._rlock != NULL:
             PyThread_free_lock(self._rlock)
         if self._wlock != NULL:
@@ -493,12 +577,30 @@ cdef class Channel:
             PyThread_release_lock(self._rlock)
             raise
         try:
-            if self._ch.get() != NULL:
+            if self._detached > 0:
+                # Buffers of ended views still point into the shared memory: unmapping it now would leave them
+                # dangling. The engine closes (role released, name removed) when the last of them goes.
+                self._close_deferred = True
+            elif self._ch.get() != NULL:
                 self._ch.get().Close()  # with the GIL: no stats() or role() call can race with it
                 self._ch.reset()
         finally:
             PyThread_release_lock(self._wlock)
             PyThread_release_lock(self._rlock)
+
+    cdef void _detached_released(self):
+        """The last buffer of an ended view is gone: finishes a close() that waited for it."""
+        self._detached -= 1
+        if self._detached == 0 and self._close_deferred and self._ch.get() != NULL:
+            self._close_deferred = False
+            self._ch.get().Close()
+            self._ch.reset()
+
+    def __reduce__(self):
+        raise TypeError(
+            f"cannot pickle {type(self).__name__} {self.name!r}: a channel is this process's endpoint (it holds "
+            "the role's lock and maps the shared memory), so it cannot be copied or sent to another process; "
+            "send the channel's name and open an ESHM there")
 
     @property
     def closed(self):
@@ -523,18 +625,42 @@ cdef class Channel:
             E_SLAVE_STALE if self._role == ROLE_MASTER else E_MASTER_STALE,
             f"{message}; none attached within reconnect_wait_ms ({self._reconnect_wait_ns // 1000000} ms)")
 
+    cdef bint _peer_went_away(self, CChannel* ch):
+        """The peer was attached and is now dead or unresponsive (not merely absent: never attached yet)."""
+        cdef int state = PeerStateOf(ch[0])
+        return state != PEER_ALIVE and state != PEER_ABSENT
+
+    cdef int _slice_ended(self, CChannel* ch, const CStatus& status, int64_t slice_end,
+                          int64_t deadline) except -1:
+        """1 if a failed wait slice only means "keep waiting" (its slice ended before the call's deadline, or,
+        under ON_TIMEOUT, the engine's reconnect window ran out while no peer has attached yet: such a peer
+        is waited for as long as the call's timeout allows); 0 if `status` is the call's result."""
+        cdef int code = status.raw_code()
+        if code == S_DEADLINE_EXCEEDED:
+            return slice_end < deadline
+        if code == S_UNAVAILABLE and self._disconnect == DISCONNECT_ON_TIMEOUT and PeerStateOf(ch[0]) == PEER_ABSENT:
+            if NowNs() >= deadline:
+                raise _errors.ESHMTimeoutError(
+                    f"channel '{self.name}': no {'slave' if self._role == ROLE_MASTER else 'master'} attached "
+                    "before the deadline", E_TIMEOUT)
+            with nogil:
+                usleep(1000)  # the engine's window is shorter than a slice: do not spin on it
+            return 1
+        return 0
+
     cdef int _between_slices(self, CChannel* ch, int64_t* gone_since_ns) except -1:
         """Runs (with the GIL) after a wait slice ended without result: signals, close(), reconnect window.
 
         Waiting in slices restarts the channel's reconnect_wait_ms window at each slice, so under
-        ON_TIMEOUT the window is kept here, across slices, from when this call first saw the peer gone.
+        ON_TIMEOUT the window is kept here, across slices, from when this call first saw the peer go away.
+        A peer that has not attached yet has not gone away: the call waits for it until its own deadline.
         """
         PyErr_CheckSignals()
         if self._closing:
             raise _errors.ChannelClosedError(f"channel '{self.name}' was closed during the call", E_CLOSED)
         cdef int64_t now
         if self._disconnect == DISCONNECT_ON_TIMEOUT:
-            if PeerStateOf(ch[0]) == PEER_ALIVE:
+            if not self._peer_went_away(ch):
                 gone_since_ns[0] = 0
             else:
                 now = NowNs()
@@ -544,15 +670,14 @@ cdef class Channel:
                     self._raise_stale(ch)
         return 0
 
-    cdef int _ensure_buffer(self, size_t size) except -1:
-        cdef char* grown
-        if size > self._buf_cap:
-            grown = <char*>realloc(self._buf, size)
-            if grown == NULL:
-                raise MemoryError()
-            self._buf = grown
-            self._buf_cap = size
-        return 0
+    cdef object _too_large(self, CChannel* ch, size_t size, str what, str tail=""):
+        cdef size_t limit = ch.max_message_bytes()
+        err = _errors.MessageTooLargeError(
+            f"channel '{self.name}': {what} is {size} bytes, more than the channel's maximum message size of "
+            f"{limit} bytes (set by the master: max_message_bytes, or half a ring){tail}", E_MESSAGE_TOO_LARGE)
+        err.message_size = size
+        err.max_message_size = limit
+        return err
 
     cdef object _buffer_too_small(self, CChannel* ch, size_t buffer_size):
         cdef int64_t size = NextMessageSize(ch)
@@ -564,84 +689,71 @@ cdef class Channel:
 
     # ---- Read side ----
 
-    def read(self, Py_ssize_t buffer_size=4096, timeout_ms=None):
-        """Returns the next message (bytes), waiting up to timeout_ms (None: 1000 ms; negative: forever).
+    cdef object _take_peeked(self, CChannel* ch, const char* data, size_t size, size_t limit):
+        """The peeked message as bytes, released from the ring; BufferTooSmallError (the message stays) if it is
+        larger than `limit`. One copy, from the ring into the bytes object."""
+        if size > limit:
+            raise self._buffer_too_small(ch, limit)
+        message = PyBytes_FromStringAndSize(data, size)  # on MemoryError the message stays queued
+        ch.Release()
+        return message
 
-        Raises TimeoutError (ESHMTimeoutError) if none arrives in time, BufferTooSmallError if the next
-        message is larger than buffer_size (it stays queued), PeerStaleError if the peer is gone and does not
-        come back as the disconnect behaviour allows.
+    def read(self, buffer_size=None, timeout_ms=None):
+        """Returns the next message (bytes), whatever its size, waiting up to timeout_ms (None: 1000 ms;
+        negative: forever).
+
+        buffer_size (None: no limit) is the largest message accepted: a larger one raises BufferTooSmallError
+        and stays queued. Raises TimeoutError (ESHMTimeoutError) if none arrives in time, PeerStaleError if
+        the peer is gone and does not come back as the disconnect behaviour allows.
         """
-        if buffer_size < 0:
-            raise _errors.InvalidParameterError(f"buffer_size is {buffer_size}; it must not be negative",
-                                                E_INVALID_PARAM)
+        cdef size_t limit = _limit(buffer_size)
         cdef double ms = _timeout_ms(timeout_ms)
         cdef int64_t deadline = 0  # computed when the call first has to wait
         cdef CChannel* ch
-        cdef size_t n = 0
+        cdef const char* data = NULL
+        cdef size_t size = 0
         cdef int r
-        cdef int64_t slice_end, gone_since = 0
-        cdef CStatusOr[size_t] got
-        cdef int code
         if not self._try_take_reader():
             deadline = _deadline_after(ms)
             self._take_reader(deadline)
         try:
             ch = self._open_channel()
-            self._ensure_buffer(buffer_size if buffer_size > 0 else 1)
-            # Fast path, with the GIL: a message is already queued.
-            r = IoResultCode(TryRead(ch, self._buf, buffer_size, &n))
+            # Fast path, with the GIL: a message is already queued (or comes within a spinning read's budget).
+            r = IoResultCode(TryPeek(ch, &data, &size))
             if r == R_WOULD_BLOCK and self._spin and ms != 0:
-                r = IoResultCode(SpinTryRead(ch, self._buf, buffer_size, &n, _spin_budget_ns(ms)))
-            if r == R_OK:
-                return PyBytes_FromStringAndSize(self._buf, n)
-            if r == R_BUFFER_TOO_SMALL:
-                raise self._buffer_too_small(ch, buffer_size)
-            if r != R_WOULD_BLOCK and r != R_PEER_GONE:
-                check_status(StatusOfResult(ch[0], r), OP_READ, self._role)
-            if deadline == 0:
-                deadline = _deadline_after(ms)
-            if self._disconnect == DISCONNECT_ON_TIMEOUT and PeerStateOf(ch[0]) != PEER_ALIVE:
-                gone_since = NowNs()
-            while True:
-                slice_end = min(deadline, NowNs() + SLICE_NS)
-                with nogil:
-                    got = Read(ch, self._buf, buffer_size, slice_end)
-                if got.ok():
-                    return PyBytes_FromStringAndSize(self._buf, got.value())
-                code = got.status().raw_code()
-                if code == S_OUT_OF_RANGE:
-                    raise self._buffer_too_small(ch, buffer_size)
-                if code != S_DEADLINE_EXCEEDED or slice_end >= deadline:
-                    check_status(got.status(), OP_READ, self._role)
-                self._between_slices(ch, &gone_since)
+                r = IoResultCode(SpinTryPeek(ch, &data, &size, _spin_budget_ns(ms)))
+            if r != R_OK:
+                if r != R_WOULD_BLOCK and r != R_PEER_GONE:
+                    check_status(StatusOfResult(ch[0], r), OP_READ, self._role)
+                if deadline == 0:
+                    deadline = _deadline_after(ms)
+                self._wait_peek_slow(ch, deadline, &data, &size)
+            return self._take_peeked(ch, data, size, limit)
         finally:
             self._drop_reader()
             self._after_call()
 
-    def try_read(self, Py_ssize_t buffer_size=4096):
-        """Returns the next message (bytes) if one is queued, else None. Never waits.
+    def try_read(self, buffer_size=None):
+        """Returns the next message (bytes), whatever its size, if one is queued, else None. Never waits.
 
-        Raises BufferTooSmallError if the next message is larger than buffer_size (it stays queued).
+        buffer_size (None: no limit) is the largest message accepted: a larger one raises BufferTooSmallError
+        and stays queued.
         """
-        if buffer_size < 0:
-            raise _errors.InvalidParameterError(f"buffer_size is {buffer_size}; it must not be negative",
-                                                E_INVALID_PARAM)
+        cdef size_t limit = _limit(buffer_size)
         cdef CChannel* ch = self._open_channel()
-        cdef size_t n = 0
+        cdef const char* data = NULL
+        cdef size_t size = 0
         cdef int r
         self._no_view_here(True)
         if not PyThread_acquire_lock(self._rlock, NOWAIT_LOCK):
             return None  # another thread is reading: whatever arrives is its
         self._rowner = PyThread_get_thread_ident()
         try:
-            self._ensure_buffer(buffer_size if buffer_size > 0 else 1)
-            r = IoResultCode(TryRead(ch, self._buf, buffer_size, &n))
+            r = IoResultCode(TryPeek(ch, &data, &size))
             if r == R_OK:
-                return PyBytes_FromStringAndSize(self._buf, n)
+                return self._take_peeked(ch, data, size, limit)
             if r == R_WOULD_BLOCK:
                 return None
-            if r == R_BUFFER_TOO_SMALL:
-                raise self._buffer_too_small(ch, buffer_size)
             check_status(StatusOfResult(ch[0], r), OP_READ, self._role)
         finally:
             self._drop_reader()
@@ -663,14 +775,13 @@ cdef class Channel:
     # ---- Write side ----
 
     def write(self, data, timeout_ms=None):
-        """Sends one message (a bytes-like object, or a str sent as UTF-8).
+        """Sends one message: a bytes-like object (a non-contiguous one, such as a transposed numpy array, is
+        sent in C order, as its tobytes() would give), or a str sent as UTF-8.
 
         Waits up to timeout_ms (None: 1000 ms; negative: forever) for room in the ring (backpressure:
         nothing is ever overwritten) and, per the disconnect behaviour, for the peer. Raises TimeoutError,
         MessageTooLargeError, or PeerStaleError.
         """
-        if isinstance(data, str):
-            data = (<str>data).encode("utf-8")
         cdef double ms = _timeout_ms(timeout_ms)
         cdef int64_t deadline = 0  # computed when the call first has to wait
         cdef Py_buffer view
@@ -678,7 +789,7 @@ cdef class Channel:
         cdef int r
         cdef int64_t slice_end, gone_since = 0
         cdef CStatus status
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        _message_buffer(data, &view)
         try:
             if not self._try_take_writer():
                 deadline = _deadline_after(ms)
@@ -688,6 +799,8 @@ cdef class Channel:
                 r = IoResultCode(TryWrite(ch, <const char*>view.buf, view.len))
                 if r == R_OK:
                     return None
+                if r == R_TOO_LARGE:
+                    raise self._too_large(ch, view.len, "the message")
                 if r != R_WOULD_BLOCK:
                     check_status(StatusOfResult(ch[0], r), OP_WRITE, self._role)
                 if deadline == 0:
@@ -698,7 +811,7 @@ cdef class Channel:
                         status = Write(ch, <const char*>view.buf, view.len, slice_end)
                     if status.ok():
                         return None
-                    if status.raw_code() != S_DEADLINE_EXCEEDED or slice_end >= deadline:
+                    if not self._slice_ended(ch, status, slice_end, deadline):
                         check_status(status, OP_WRITE, self._role)
                     self._between_slices(ch, &gone_since)
             finally:
@@ -708,14 +821,13 @@ cdef class Channel:
             PyBuffer_Release(&view)
 
     def try_write(self, data):
-        """Sends one message if the ring has room now: True if sent, False if the ring is full. Never waits."""
-        if isinstance(data, str):
-            data = (<str>data).encode("utf-8")
+        """Sends one message (as write()) if the ring has room now: True if sent, False if the ring is full.
+        Never waits."""
         cdef Py_buffer view
         cdef CChannel* ch = self._open_channel()
         cdef int r
         self._no_view_here(False)
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        _message_buffer(data, &view)
         try:
             if not PyThread_acquire_lock(self._wlock, NOWAIT_LOCK):
                 return False  # another thread is writing (and may be waiting for room)
@@ -726,6 +838,8 @@ cdef class Channel:
                     return True
                 if r == R_WOULD_BLOCK:
                     return False
+                if r == R_TOO_LARGE:
+                    raise self._too_large(ch, view.len, "the message")
                 check_status(StatusOfResult(ch[0], r), OP_WRITE, self._role)
             finally:
                 self._drop_writer()
@@ -738,13 +852,17 @@ cdef class Channel:
     cdef int _wait_peek(self, CChannel* ch, int64_t deadline, const char** data, size_t* size) except -1:
         """Peeks at the next message, waiting (GIL released, in slices) until deadline. Holds the reader lock."""
         cdef int r = IoResultCode(TryPeek(ch, data, size))
-        cdef int64_t slice_end, gone_since = 0
-        cdef CStatus status
         if r == R_OK:
             return 0
         if r != R_WOULD_BLOCK and r != R_PEER_GONE:
             check_status(StatusOfResult(ch[0], r), OP_READ, self._role)
-        if self._disconnect == DISCONNECT_ON_TIMEOUT and PeerStateOf(ch[0]) != PEER_ALIVE:
+        return self._wait_peek_slow(ch, deadline, data, size)
+
+    cdef int _wait_peek_slow(self, CChannel* ch, int64_t deadline, const char** data, size_t* size) except -1:
+        """The waiting part of _wait_peek, after a TryPeek found nothing."""
+        cdef int64_t slice_end, gone_since = 0
+        cdef CStatus status
+        if self._disconnect == DISCONNECT_ON_TIMEOUT and self._peer_went_away(ch):
             gone_since = NowNs()
         while True:
             slice_end = min(deadline, NowNs() + SLICE_NS)
@@ -752,7 +870,7 @@ cdef class Channel:
                 status = Peek(ch, slice_end, data, size)
             if status.ok():
                 return 0
-            if status.raw_code() != S_DEADLINE_EXCEEDED or slice_end >= deadline:
+            if not self._slice_ended(ch, status, slice_end, deadline):
                 check_status(status, OP_READ, self._role)
             self._between_slices(ch, &gone_since)
 
@@ -835,7 +953,7 @@ cdef class Channel:
                     check_status(StatusOfResult(ch[0], r), OP_READ, self._role)
                 if deadline == 0:
                     deadline = _deadline_after(ms)
-                if self._disconnect == DISCONNECT_ON_TIMEOUT and PeerStateOf(ch[0]) != PEER_ALIVE:
+                if self._disconnect == DISCONNECT_ON_TIMEOUT and self._peer_went_away(ch):
                     gone_since = NowNs()
                 while True:
                     slice_end = min(deadline, NowNs() + SLICE_NS)
@@ -846,7 +964,7 @@ cdef class Channel:
                     code = got.status().raw_code()
                     if code == S_OUT_OF_RANGE:
                         raise self._buffer_too_small(ch, view.len)
-                    if code != S_DEADLINE_EXCEEDED or slice_end >= deadline:
+                    if not self._slice_ended(ch, got.status(), slice_end, deadline):
                         check_status(got.status(), OP_READ, self._role)
                     self._between_slices(ch, &gone_since)
             finally:
@@ -864,7 +982,7 @@ cdef class Channel:
         (the rest were not sent); if none could be sent, raises as write() does. A message larger than
         max_message_size raises MessageTooLargeError before anything is sent.
         """
-        cdef list items = [(<str>m).encode("utf-8") if isinstance(m, str) else m for m in messages]
+        cdef list items = list(messages)
         cdef Py_ssize_t n = len(items)
         if n == 0:
             return 0
@@ -881,7 +999,7 @@ cdef class Channel:
             if views == NULL or ptrs == NULL or sizes == NULL:
                 raise MemoryError()
             for i in range(n):
-                PyObject_GetBuffer(items[i], &views[i], PyBUF_SIMPLE)
+                _message_buffer(items[i], &views[i])
                 held += 1
                 ptrs[i] = <const char*>views[i].buf
                 sizes[i] = views[i].len
@@ -894,9 +1012,7 @@ cdef class Channel:
                 if largest > limit:
                     for i in range(n):
                         if sizes[i] > limit:
-                            raise _errors.MessageTooLargeError(
-                                f"channel '{self.name}': message {i} is {sizes[i]} bytes, more than the maximum "
-                                f"message size of {limit} bytes; nothing was sent", E_MESSAGE_TOO_LARGE)
+                            raise self._too_large(ch, sizes[i], f"message {i}", "; nothing was sent")
                 # Fast path, with the GIL: everything fits now.
                 done = TryWriteBatch(ch, ptrs, sizes, n)
                 while done < <size_t>n:
@@ -907,7 +1023,7 @@ cdef class Channel:
                         done += got.value()
                         if done == <size_t>n or slice_end >= deadline:
                             break
-                    elif got.status().raw_code() != S_DEADLINE_EXCEEDED or slice_end >= deadline:
+                    elif not self._slice_ended(ch, got.status(), slice_end, deadline):
                         if done > 0:
                             break
                         check_status(got.status(), OP_WRITE, self._role)
@@ -984,23 +1100,22 @@ cdef class Channel:
                 ...
 
         A normal exit sends the message (all `size` bytes, or the n given to the Claim's commit(n)); an
-        exception aborts it. Ending it while buffers made from the view are alive raises BufferError.
+        exception aborts it. Buffers made from the view that are still alive then (a numpy array made with
+        np.frombuffer(mv)) stay valid memory, but must not be written again: the message is the reader's.
         """
         if size < 0:
             raise _errors.InvalidParameterError(f"size is {size}; it must not be negative", E_INVALID_PARAM)
         cdef int64_t deadline = _deadline_ns(timeout_ms)
         cdef CChannel* ch
         cdef char* p = NULL
-        cdef int64_t slice_end, gone_since = 0
+        cdef int64_t slice_end, gone_since = 0, wait_start = 0
         cdef unsigned int nap
         cdef Claim view
         self._take_writer(deadline)
         try:
             ch = self._open_channel()
             if <size_t>size > ch.max_message_bytes():
-                raise _errors.MessageTooLargeError(
-                    f"channel '{self.name}': a claim of {size} bytes is more than the maximum message size of "
-                    f"{ch.max_message_bytes()} bytes", E_MESSAGE_TOO_LARGE)
+                raise self._too_large(ch, size, "a claim")
             p = TryClaim(ch, size)
             while p == NULL:
                 if self._disconnect == DISCONNECT_IMMEDIATELY and PeerStateOf(ch[0]) != PEER_ALIVE:
@@ -1008,7 +1123,11 @@ cdef class Channel:
                 if NowNs() >= deadline:
                     raise _errors.ESHMTimeoutError(
                         f"channel '{self.name}': no room for a claim of {size} bytes before the deadline", E_TIMEOUT)
-                # The engine has no blocking claim: poll, backing off from 10 us to 1 ms, GIL released.
+                # The engine has no blocking claim: poll, GIL released, backing off from 10 us to 100 us (a
+                # reader that is a message behind frees room within a message's time: write_array() of 1 MiB
+                # arrays waits ~100 us at a time), and to 1 ms once the wait passes 10 ms.
+                if wait_start == 0:
+                    wait_start = NowNs()
                 slice_end = min(deadline, NowNs() + SLICE_NS)
                 nap = 10
                 with nogil:
@@ -1017,7 +1136,7 @@ cdef class Channel:
                         p = TryClaim(ch, size)
                         if p != NULL or NowNs() >= slice_end:
                             break
-                        if nap < 1000:
+                        if nap < 100 or (nap < 1000 and NowNs() - wait_start > 10000000):
                             nap *= 2
                 if p == NULL:
                     self._between_slices(ch, &gone_since)
@@ -1118,6 +1237,7 @@ cdef class _RingBuffer:
     cdef int _exports
     cdef int _state
     cdef bint _end_pending      # ended while exported: finish with the last buffer's release
+    cdef bint _detached         # finished while exported: the channel keeps the memory mapped for them
     cdef size_t _commit_size
     cdef int _commit_result     # what the engine's Commit returned (R_LOST: the claim was not sent)
     cdef object _mv             # the memoryview __enter__ returned
@@ -1153,12 +1273,37 @@ cdef class _RingBuffer:
 
     def __releasebuffer__(self, Py_buffer* buffer):
         self._exports -= 1
-        if self._exports == 0 and self._end_pending:
-            self._finish(False)
+        if self._exports == 0:
+            if self._end_pending:
+                self._finish(False)
+            if self._detached:
+                self._detached = False
+                self._channel._detached_released()
 
-    cdef int _finish(self, bint commit) noexcept:
-        """Ends the message (no buffer may be exported): release, commit or abort; frees the side's lock.
-        Returns the release's IoResult code (R_OK, or R_CORRUPT if the segment was truncated meanwhile)."""
+    cdef int _detach(self, bint commit) except -1:
+        """Ends the message now although buffers made from it are alive: they keep pointing at its bytes in the
+        ring, which the channel keeps mapped (even through close()) until the last of them is released."""
+        if self._mv is not None:
+            mv = self._mv
+            self._mv = None
+            try:
+                mv.release()
+            except BufferError:
+                pass
+        if self._exports > 0:
+            self._detached = True
+            self._channel._detached += 1
+        self._finish(commit)
+        return 0
+
+    def __reduce__(self):
+        raise TypeError(f"cannot pickle {type(self).__name__}: it is a message in place in a channel's shared "
+                        "memory; pickle bytes(view) instead")
+
+    cdef int _finish(self, bint commit, bint keep=False) noexcept:
+        """Ends the message (no buffer may be exported): release (or, with keep, leave it queued), commit or
+        abort; frees the side's lock. Returns the release's IoResult code (R_OK, or R_CORRUPT if the segment
+        was truncated meanwhile)."""
         cdef int released = R_OK
         if self._state != VIEW_ACTIVE:
             return R_OK
@@ -1176,7 +1321,7 @@ cdef class _RingBuffer:
             channel._wview_thread = 0
             PyThread_release_lock(channel._wlock)
         else:
-            if ch != NULL and not channel._disowned:
+            if ch != NULL and not channel._disowned and not keep:
                 released = IoResultCode(ch.Release())
             channel._rview = NULL
             channel._rview_thread = 0
@@ -1247,6 +1392,24 @@ cdef class MessageView(_RingBuffer):
         """Gives the message's room back to the writer. BufferError if buffers made from it are alive."""
         self._end(False)
 
+    def _put_back(self):
+        """Ends the view and leaves the message queued: the next read gets it again. BufferError if buffers
+        made from it are alive."""
+        if self._state != VIEW_ACTIVE:
+            return
+        if self._mv is not None:
+            mv = self._mv
+            self._mv = None
+            mv.release()
+        if self._exports > 0:
+            raise BufferError(f"{self._exports} buffer(s) made from the MessageView are still alive")
+        self._finish(False, True)
+
+    def _release_detaching(self):
+        """Releases the message now, even if buffers made from it are alive (for ArrayView, which checked that
+        only its own array, no longer reachable except through the with statement's variable, holds one)."""
+        self._detach(False)
+
     def __exit__(self, exc_type, exc, tb):
         self._end(False)
         return False
@@ -1256,12 +1419,17 @@ cdef class Claim(_RingBuffer):
     """Room for a message being written in place in the ring (from Channel.claim()); a writable buffer.
 
     ``with claim as mv`` gives a writable memoryview; a normal exit commits (sends) the message, an exception
-    aborts it. commit(n) sends only the first n bytes.
+    aborts it. commit(n) sends only the first n bytes. Buffers made from mv that outlive the block (a numpy
+    array) do not stop it: see commit().
     """
 
     def commit(self, nbytes=None):
-        """Sends the message: its first `nbytes` bytes (None: all of them). BufferError if buffers made from
-        the claim are alive (the claim is then aborted when the last goes)."""
+        """Sends the message: its first `nbytes` bytes (None: all of them), as they are now.
+
+        Buffers made from the claim that are still alive (a numpy array from np.frombuffer(mv)) stay valid
+        memory, but the message belongs to the reader from now on: never write them again (the reader may be
+        reading, and once it is done the ring reuses the space for later messages), nor trust what they show.
+        """
         if self._state != VIEW_ACTIVE:
             raise ValueError("the claim has ended")
         if nbytes is not None:
@@ -1269,12 +1437,12 @@ cdef class Claim(_RingBuffer):
                 raise _errors.InvalidParameterError(
                     f"nbytes is {nbytes}; it must be between 0 and the claimed {self._len}", E_INVALID_PARAM)
             self._commit_size = nbytes
-        self._end(True)
+        self._detach(True)
 
     def abort(self):
-        """Drops the message: nothing is sent."""
-        self._end(False)
+        """Drops the message: nothing is sent (buffers still alive: as commit() says)."""
+        self._detach(False)
 
     def __exit__(self, exc_type, exc, tb):
-        self._end(exc_type is None)
+        self._detach(exc_type is None)
         return False

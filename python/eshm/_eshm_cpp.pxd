@@ -101,5 +101,6 @@ cdef extern from "_eshm_glue.h" namespace "eshm_py" nogil:
                                  int64_t deadline_ns)
     size_t TryWriteBatch(CChannel* channel, const char* const* data, const size_t* sizes, size_t count)
     CIoResult TryPeek(CChannel* channel, const char** data, size_t* size)
+    CIoResult SpinTryPeek(CChannel* channel, const char** data, size_t* size, int64_t budget_ns)
     CStatus Peek(CChannel* channel, int64_t deadline_ns, const char** data, size_t* size)
     char* TryClaim(CChannel* channel, size_t size)

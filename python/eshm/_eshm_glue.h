@@ -125,6 +125,20 @@ inline eshm::IoResult TryPeek(eshm::Channel* channel, const char** data, std::si
   return result;
 }
 
+// TryPeek polled for up to budget_ns, as SpinTryRead (for read(), which builds its bytes from the ring).
+inline eshm::IoResult SpinTryPeek(eshm::Channel* channel, const char** data, std::size_t* size,
+                                  std::int64_t budget_ns) {
+  const std::int64_t end = eshm::MonotonicNowNs() + budget_ns;
+  for (;;) {
+    for (int i = 0; i < 8; ++i) {
+      const eshm::IoResult result = TryPeek(channel, data, size);
+      if (result != eshm::IoResult::kWouldBlock) return result;
+      eshm::CpuRelax();
+    }
+    if (eshm::MonotonicNowNs() >= end) return eshm::IoResult::kWouldBlock;
+  }
+}
+
 inline absl::Status Peek(eshm::Channel* channel, std::int64_t deadline_ns, const char** data, std::size_t* size) {
   absl::StatusOr<std::span<const std::byte>> message = channel->Peek(eshm::Deadline::AtMonotonicNs(deadline_ns));
   if (!message.ok()) return message.status();

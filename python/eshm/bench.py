@@ -9,6 +9,9 @@ Every measurement forks a second process; the two ends talk through the transpor
   pingpong  round trip latency: the parent sends, the child echoes; every round trip goes into an HDR
             histogram. "spin" polls without sleeping (eshm: ESHM(wait="spin")); "blocking" sleeps in the kernel
             (eshm: ESHM(wait="sleep"), a futex)
+  --arrays  instead of all the above: numpy float32 arrays (1 MiB: --array-bytes), one per message, one way:
+            eshm write_array() with read_array() (a new array) or recv_array() (in place), against
+            multiprocessing.shared_memory plus a Pipe (slots, in place) and pyzmq send/recv(copy=False)
   64 KiB    one-way GB/s with 64 KiB messages; eshm against the C++ engine's own tool when --cpp-bench (or
             $ESHM_BENCH_CPP) names it: `PATH --mode=stream --sizes=65536 --wait=spin --duration_s=2 --json=-`
             (and, for information, its spin round trip: `--mode=pingpong --sizes=SIZE`, same other flags)
@@ -349,6 +352,329 @@ def make_ends(transport, wait, size, eshm_wait):
         depth = _in_flight_messages(size)
         return _Iceoryx2End(prefix, True, spin, size, depth), _Iceoryx2End(prefix, False, spin, size, depth)
     raise ValueError(transport)
+
+
+# ---- numpy arrays (--arrays): one array per message, the receiver gets an ndarray of the sender's dtype/shape ----
+
+# Every array transport keeps about this many arrays in flight between the two processes.
+ARRAY_SLOTS = 4
+ARRAY_TRANSPORTS = ("eshm_array", "eshm_array_view", "shared_memory+Pipe", "pyzmq_nocopy")
+
+
+class _ArrayEnd:
+    """One end of an array connection: send(a) moves one float32 array, recv() returns its first element (so
+    every transport touches what it received) or None for the end-of-phase marker (a 1-element array)."""
+
+    def close(self):
+        pass
+
+
+class _EshmArrayEnd(_ArrayEnd):
+    """eshm: write_array() (one copy, into the ring); read_array() (a new array, one copy out of the ring) or,
+    "view", recv_array() (in place in the ring, no copy)."""
+
+    def __init__(self, name, master, view, nbytes):
+        self.name, self.master, self.view, self.nbytes, self.ch = name, master, view, nbytes, None
+
+    def open(self):
+        import eshm
+
+        capacity = (ARRAY_SLOTS + 1) * (self.nbytes + 4096)
+        capacity = 1 << (capacity - 1).bit_length()  # rings are powers of two
+        self.ch = eshm.ESHM(self.name, role="master" if self.master else "slave", m2s_capacity=capacity,
+                            s2m_capacity=capacity, max_reconnect_attempts=100, reconnect_retry_interval_ms=10)
+        self.send = self.ch.write_array
+        if self.view:
+            recv_array = self.ch.recv_array
+
+            def recv():
+                with recv_array(timeout_ms=-1) as a:
+                    return None if a.size == 1 else float(a[0])
+        else:
+            read_array = self.ch.read_array
+
+            def recv():
+                a = read_array(timeout_ms=-1)
+                return None if a.size == 1 else float(a[0])
+        self.recv = recv
+
+    def close(self):
+        if self.ch is not None:
+            self.ch.close()
+
+
+class _ShmPipeArrayEnd(_ArrayEnd):
+    """multiprocessing.shared_memory plus a Pipe, the usual hand-made zero-copy path: ARRAY_SLOTS slots of one
+    array in a SharedMemory block; the sender copies the array into a free slot and sends the slot's number
+    through the Pipe (send_bytes, 8 bytes); the receiver wraps the slot in an ndarray (no copy), reads it and
+    sends the slot back as free through a second Pipe."""
+
+    def __init__(self, shm, data, free, sender, nbytes):
+        self.shm, self.data, self.free, self.sender, self.nbytes = shm, data, free, sender, nbytes
+
+    def open(self):
+        import struct
+
+        import numpy as np
+
+        shm, nbytes = self.shm, self.nbytes
+        slot = struct.Struct("<q")
+        if self.sender:
+            data, free = self.data, self.free
+            in_flight = [0]
+
+            def send(a):
+                if in_flight[0] == ARRAY_SLOTS:
+                    if not free.poll(30):
+                        raise RuntimeError("shared_memory+Pipe: the receiver freed no slot for 30 s")
+                    free.recv_bytes()
+                    in_flight[0] -= 1
+                i = send.next
+                send.next = (i + 1) % ARRAY_SLOTS
+                if a.size == 1:
+                    data.send_bytes(slot.pack(-1))
+                    return
+                np.copyto(np.ndarray(a.shape, a.dtype, buffer=shm.buf, offset=i * nbytes), a)
+                in_flight[0] += 1
+                data.send_bytes(slot.pack(i))
+
+            send.next = 0
+            self.send = send
+        else:
+            data, free = self.data, self.free
+            count = nbytes // 4
+
+            def recv():
+                i = slot.unpack(data.recv_bytes())[0]
+                if i < 0:
+                    return None
+                a = np.ndarray((count,), np.float32, buffer=shm.buf, offset=i * nbytes)
+                first = float(a[0])
+                del a
+                free.send_bytes(b"")
+                return first
+
+            self.recv = recv
+
+    def close(self):
+        self.shm.close()
+        self.data.close()
+        self.free.close()
+
+
+class _ZmqArrayEnd(_ArrayEnd):
+    """pyzmq over ipc://: send(a, copy=False, track=True) (no copy in Python: zmq sends from the array's
+    memory, and the sender waits for the tracker before it refills that array) and recv(copy=False), wrapped
+    with np.frombuffer (no copy in Python; the kernel copies through the socket)."""
+
+    def __init__(self, address, bind):
+        self.address, self.bind = address, bind
+
+    def open(self):
+        import numpy as np
+        import zmq
+
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.PUSH if self.bind else zmq.PULL)
+        self.sock.setsockopt(zmq.SNDHWM if self.bind else zmq.RCVHWM, ARRAY_SLOTS)
+        self.sock.setsockopt(zmq.LINGER, 1000)
+        self.sock.setsockopt(zmq.SNDTIMEO, 30_000)  # a dead receiver fails the run instead of hanging it
+        (self.sock.bind if self.bind else self.sock.connect)(self.address)
+        sock = self.sock
+        trackers = {}
+
+        def send(a):
+            sent = trackers.pop(id(a), None)
+            if sent is not None:
+                sent.wait(30)
+            trackers[id(a)] = sock.send(a, copy=False, track=True)
+
+        self.send = send
+        self.before_refill = lambda a: (trackers.pop(id(a)).wait(30) if id(a) in trackers else None)
+
+        def recv():
+            frame = sock.recv(copy=False)
+            a = np.frombuffer(frame.buffer, np.float32)
+            return None if a.size == 1 else float(a[0])
+
+        self.recv = recv
+
+    def close(self):
+        self.sock.close()
+        self.ctx.term()
+        if self.bind:
+            try:
+                os.unlink(self.address[len("ipc://"):])
+            except FileNotFoundError:
+                pass
+
+
+def make_array_ends(transport, nbytes):
+    """The (sender, receiver) ends of a new array connection of `transport`."""
+    if transport in ("eshm_array", "eshm_array_view"):
+        name = f"bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        view = transport == "eshm_array_view"
+        return _EshmArrayEnd(name, True, view, nbytes), _EshmArrayEnd(name, False, view, nbytes)
+    if transport == "shared_memory+Pipe":
+        from multiprocessing import shared_memory
+
+        shm = shared_memory.SharedMemory(create=True, size=ARRAY_SLOTS * nbytes)
+        data_r, data_w = multiprocessing.Pipe(duplex=False)
+        free_r, free_w = multiprocessing.Pipe(duplex=False)
+        return (_ShmPipeArrayEnd(shm, data_w, free_r, True, nbytes),
+                _ShmPipeArrayEnd(shm, data_r, free_w, False, nbytes))
+    if transport == "pyzmq_nocopy":
+        address = f"ipc://{tempfile.gettempdir()}/eshm_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}.ipc"
+        return _ZmqArrayEnd(address, True), _ZmqArrayEnd(address, False)
+    raise ValueError(transport)
+
+
+def array_transports():
+    """(name, available, note) of every array transport (numpy is needed by all of them)."""
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return [(t, False, "numpy is not importable (pip install numpy)") for t in ARRAY_TRANSPORTS]
+    zmq_ok = _zmq() is not None
+    return [(t, True, "") if t != "pyzmq_nocopy" else
+            (t, zmq_ok, "" if zmq_ok else "zmq is not importable (pip install pyzmq)") for t in ARRAY_TRANSPORTS]
+
+
+def _array_reader(end):
+    """Receives until the warm-up marker, then counts arrays (checking their sequence numbers) until the end
+    marker: (arrays, seconds)."""
+    clock = time.perf_counter
+    recv = end.recv
+    while recv() is not None:
+        pass
+    t0 = clock()
+    n = 0
+    while True:
+        first = recv()
+        if first is None:
+            return n, clock() - t0
+        if first != n % 1000:
+            raise RuntimeError(f"array {n} carries {first}: arrays lost, reordered or overwritten")
+        n += 1
+
+
+def _array_writer(end, arrays, warmup_s, duration_s):
+    """Sends the arrays in turn (each with its first element set to the sequence number) for warmup_s, a
+    marker, for duration_s, the end marker; returns how many it sent in the measured phase. A transport that
+    sends from the array's own memory (pyzmq's copy=False) says when an array may be refilled."""
+    import numpy as np
+
+    marker = np.zeros(1, np.float32)
+    clock = time.perf_counter
+    send = end.send
+    before_refill = getattr(end, "before_refill", None)
+    k = 0
+    for phase_s, measured in ((warmup_s, False), (duration_s, True)):
+        sent = 0
+        stop = clock() + phase_s
+        while True:
+            for _ in range(8):
+                array = arrays[k % len(arrays)]
+                k += 1
+                if before_refill is not None:
+                    before_refill(array)
+                array[0] = sent % 1000 if measured else 0
+                send(array)
+                sent += 1
+            if clock() >= stop:
+                break
+        send(marker)
+    return sent
+
+
+def _array_child(end, cpu, ctl):
+    try:
+        _pin(cpu)
+        end.open()
+        ctl.send("ready")
+        ctl.send(("ok", _array_reader(end)))
+        ctl.recv()
+        end.close()
+    except BaseException as e:
+        ctl.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        ctl.close()
+
+
+def _run_array_pair(transport, nbytes, opts):
+    """One repetition of one array transport: (arrays, seconds)."""
+    import numpy as np
+
+    ctx = multiprocessing.get_context("fork")
+    sender, receiver = make_array_ends(transport, nbytes)
+    ctl_parent, ctl_child = ctx.Pipe()
+    cpus = opts.cpus or (None, None)
+    if transport.startswith("eshm"):
+        sender.open()  # the master exists before its slave attaches
+    proc = ctx.Process(target=_array_child, args=(receiver, cpus[1], ctl_child), daemon=True)
+    proc.start()
+    ctl_child.close()
+    try:
+        _pin(cpus[0])
+        if not transport.startswith("eshm"):
+            sender.open()
+        if not ctl_parent.poll(30) or ctl_parent.recv() != "ready":
+            raise RuntimeError(f"{transport}: the child process did not start")
+        # A few source arrays in turn, as a producer filling buffers would (and as zero-copy senders need).
+        arrays = [np.arange(nbytes // 4, dtype=np.float32) for _ in range(2 * ARRAY_SLOTS)]
+        sent = _array_writer(sender, arrays, opts.warmup, opts.duration)
+        if not ctl_parent.poll(60):
+            raise RuntimeError(f"{transport}: the child process did not finish")
+        status, result = ctl_parent.recv()
+        if status != "ok":
+            raise RuntimeError(f"{transport}: the child process failed: {result}")
+        ctl_parent.send("done")
+        proc.join(30)
+        n, seconds = result
+        # The warm-up marker is the first array the reader does not count; each phase sends whole groups.
+        if n != sent:
+            raise RuntimeError(f"{transport}: sent {sent} arrays, the reader counted {n}")
+        return n, seconds
+    finally:
+        _pin_all()
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        sender.close()
+        if transport == "shared_memory+Pipe":
+            sender.shm.unlink()
+        ctl_parent.close()
+
+
+def measure_arrays(transports_, nbytes, opts, log=print):
+    """Each array transport opts.repetitions times, interleaved; the median repetition's row of each."""
+    runs = {t: [] for t in transports_}
+    for rep in range(opts.repetitions):
+        log(f"repetition {rep + 1}/{opts.repetitions}")
+        for t in transports_:
+            n, seconds = _run_array_pair(t, nbytes, opts)
+            row = _row(t, "stream", "blocking", nbytes, n, seconds, None)
+            runs[t].append((n / seconds, row))
+            log(f"  {t:22} {nbytes} B arrays  {row['msgs_per_s']:,.0f} arrays/s  {row['gb_per_s']:.2f} GB/s")
+    rows = []
+    for t in transports_:
+        ordered = sorted(runs[t], key=lambda r: r[0])
+        rows.append(ordered[len(ordered) // 2][1])
+    return rows
+
+
+def render_array_table(rows):
+    base = next((r for r in rows if r["transport"] == "shared_memory+Pipe"), None)
+    lines = [f"{'transport':22} {'array':>12}  {'arrays/s':>10}  {'GB/s':>7}  {'vs shared_memory+Pipe':>22}"]
+    for r in rows:
+        ratio = _times(r["msgs_per_s"] / base["msgs_per_s"]) if base else "-"
+        lines.append(f"{r['transport']:22} {_size_text(r['size']):>12}  {r['msgs_per_s']:>10,.0f}  "
+                     f"{r['gb_per_s']:>7.2f}  {ratio:>22}")
+    return "\n".join(lines)
+
+
+def _size_text(n):
+    return f"{n // (1 << 20)} MiB float32" if n % (1 << 20) == 0 else f"{n} B float32"
 
 
 # ---- The two sides of each measurement ----
@@ -763,6 +1089,11 @@ def parse_args(argv):
                     help="the C++ eshm-bench binary for the 64 KiB comparison (default $ESHM_BENCH_CPP)")
     ap.add_argument("--cpus", default=None, help="pin the two processes to these CPUs, e.g. 0,1 (default: unpinned)")
     ap.add_argument("--json", default=None, help="write the results to this file (schema eshm-bench/1)")
+    ap.add_argument("--arrays", action="store_true",
+                    help="instead of the above: numpy float32 arrays of --array-bytes, one per message: eshm "
+                         "write_array() with read_array() (eshm_array) or recv_array() (eshm_array_view), "
+                         "against multiprocessing.shared_memory plus a Pipe and pyzmq send(copy=False)")
+    ap.add_argument("--array-bytes", type=int, default=1 << 20, help="bytes per array with --arrays (1 MiB)")
     opts = ap.parse_args(argv)
     if opts.cpus:
         cpus = [int(c) for c in opts.cpus.split(",")]
@@ -771,6 +1102,8 @@ def parse_args(argv):
         opts.cpus = cpus
     if opts.repetitions < 1 or opts.duration <= 0 or opts.warmup < 0 or opts.batch < 1 or opts.size < 2:
         ap.error("--repetitions and --batch must be >= 1, --duration > 0, --warmup >= 0, --size >= 2")
+    if opts.array_bytes < 8 or opts.array_bytes % 4:
+        ap.error("--array-bytes must be a multiple of 4, at least 8")
     return opts
 
 
@@ -779,11 +1112,15 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if argv is None:
         argv = sys.argv[1:]
-        # The exact command line: the interpreter's own argv where Python keeps it (3.10+).
-        command = shlex.join(getattr(sys, "orig_argv", sys.argv))
+        # The exact command line: the interpreter's own argv where Python keeps it (3.10+); before, sys.argv[0]
+        # is this file's path, so the command is rebuilt as `python -m eshm.bench ...`.
+        orig = getattr(sys, "orig_argv", None)
+        command = shlex.join(orig if orig else [sys.executable, "-m", "eshm.bench", *argv])
     else:
         command = shlex.join([os.path.basename(sys.executable), "-m", "eshm.bench", *argv])
     opts = parse_args(argv)
+    if opts.arrays:
+        return main_arrays(opts, command)
     chosen = set(opts.transports.split(",")) if opts.transports else None
     notes = []
     available = []
@@ -840,19 +1177,46 @@ def main(argv=None):
     for n in notes:
         print(f"note: {n}")
     if opts.json:
-        doc = {
-            "schema": SCHEMA,
-            "tool": TOOL,
-            "command": command,
-            "machine": machine_info(),
-            "setup": {"ends": "processes", "pinned": bool(opts.cpus), "cpus": opts.cpus,
-                      "warmup_s": float(opts.warmup), "repetitions": opts.repetitions},
-            "floors": floors,
-            "results": rows,
-        }
-        with open(opts.json, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
+        _write_json(opts.json, command, opts, floors, rows)
+    return 0
+
+
+def _write_json(path, command, opts, floors, rows):
+    doc = {
+        "schema": SCHEMA,
+        "tool": TOOL,
+        "command": command,
+        "machine": machine_info(),
+        "setup": {"ends": "processes", "pinned": bool(opts.cpus), "cpus": opts.cpus,
+                  "warmup_s": float(opts.warmup), "repetitions": opts.repetitions},
+        "floors": floors,
+        "results": rows,
+    }
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+def main_arrays(opts, command):
+    """--arrays: the numpy comparison."""
+    chosen = set(opts.transports.split(",")) if opts.transports else None
+    available = []
+    for name, ok, note in array_transports():
+        if chosen is not None and name not in chosen:
+            continue
+        if ok:
+            available.append(name)
+        else:
+            print(f"note: {name} skipped: {note}")
+    print(f"eshm.bench --arrays: {_size_text(opts.array_bytes)} arrays, {opts.repetitions} repetitions of "
+          f"{opts.duration} s (+{opts.warmup} s warm-up), processes "
+          f"{'pinned to ' + str(opts.cpus) if opts.cpus else 'unpinned'}; every receiver reads its array's first "
+          "element")
+    rows = measure_arrays(available, opts.array_bytes, opts)
+    print()
+    print(render_array_table(rows))
+    if opts.json:
+        _write_json(opts.json, command, opts, [], rows)
     return 0
 
 

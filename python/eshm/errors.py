@@ -28,6 +28,7 @@ __all__ = [
     "ChannelPermissionError",
     "NoSpaceError",
     "IncompatibleError",
+    "NotAnArrayError",
     "error_for_code",
 ]
 
@@ -71,7 +72,8 @@ class ESHMException(Exception):
             self.code = ESHMError(code)
 
     def __reduce__(self):
-        return (type(self), (str(self), int(self.code)))
+        # The attributes set after construction (message_size...) travel too, as the third item (state).
+        return (type(self), (str(self), int(self.code)), self.__dict__ or None)
 
 
 class ESHMTimeoutError(ESHMException, TimeoutError):
@@ -98,9 +100,15 @@ class BufferTooSmallError(ESHMRuntimeError, ValueError):
 
 
 class MessageTooLargeError(ESHMRuntimeError, ValueError):
-    """The message is larger than the channel's maximum message size; it can never be written."""
+    """The message is larger than the channel's maximum message size; it can never be written.
+
+    ``message_size`` is its size and ``max_message_size`` the channel's limit, both in bytes (also in the
+    message).
+    """
 
     code = ESHMError.MESSAGE_TOO_LARGE
+    message_size: Optional[int] = None
+    max_message_size: Optional[int] = None
 
 
 class PeerStaleError(ESHMRuntimeError, ConnectionError):
@@ -166,6 +174,12 @@ class IncompatibleError(ESHMRuntimeError):
     """The segment was made by an incompatible eshm version."""
 
     code = ESHMError.INCOMPATIBLE
+
+
+class NotAnArrayError(ESHMRuntimeError, ValueError):
+    """read_array() or recv_array() found a message that write_array() did not make. It stays queued."""
+
+    code = ESHMError.INVALID_PARAM
 
 
 _CLASS_FOR_CODE = {

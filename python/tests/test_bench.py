@@ -13,7 +13,7 @@ import pytest
 
 LATENCY_KEYS = ["min", "p50", "p90", "p99", "p99.9", "p99.99", "max"]
 TRANSPORTS = {"eshm", "eshm_batch", "multiprocessing.Pipe", "multiprocessing.Queue", "faster-fifo", "pyzmq",
-              "iceoryx2"}
+              "iceoryx2", "eshm_array", "eshm_array_view", "shared_memory+Pipe", "pyzmq_nocopy"}
 
 
 def _run(tmp_path, *args):
@@ -119,3 +119,49 @@ def test_bench_reports_a_missing_cpp_tool_as_not_measured(tmp_path):
     _check_schema(doc)
     assert doc["floors"] == []
     assert "not measured" in stdout
+
+
+def test_bench_arrays_compares_numpy_transports(tmp_path):
+    pytest.importorskip("numpy")
+    doc, stdout = _run(tmp_path, "--arrays", "--array-bytes", "65536")
+    _check_schema(doc)
+    got = {r["transport"] for r in doc["results"]}
+    expected = {"eshm_array", "eshm_array_view", "shared_memory+Pipe"}
+    try:
+        import zmq  # noqa: F401
+    except ImportError:
+        assert "pyzmq_nocopy skipped" in stdout
+    else:
+        expected.add("pyzmq_nocopy")
+    assert got == expected
+    assert all(r["size"] == 65536 and r["mode"] == "stream" for r in doc["results"])
+    assert "vs shared_memory+Pipe" in stdout and "64 KiB float32" not in stdout
+
+
+def test_the_old_benchmark_pair_runs_and_prints_the_old_progress_line(tmp_path):
+    """python/benchmarks/benchmark_master.py and benchmark_slave.py: the old command lines and output."""
+    import re
+    import uuid
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    bench_dir = os.path.join(here, "..", "benchmarks")
+    if not os.path.isfile(os.path.join(bench_dir, "benchmark_slave.py")):
+        pytest.skip("python/benchmarks is not beside the tests")
+    name = f"pair_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    slave = subprocess.Popen([sys.executable, os.path.join(bench_dir, "benchmark_slave.py"), name, "100",
+                              "--count", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=tmp_path)
+    try:
+        master = subprocess.run([sys.executable, os.path.join(bench_dir, "benchmark_master.py"), name, "100",
+                                 "--count", "300"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        out, err = slave.communicate(timeout=120)
+    finally:
+        if slave.poll() is None:
+            slave.kill()
+            slave.wait()
+    assert master.returncode == 0, master.stderr
+    assert slave.returncode == 0, err
+    line = re.compile(r"^\[\s*\d+\] Total:\s+[\d.]+s,\s+[\d.]+ msg/s \| Interval:\s+[\d.]+ msg/s$", re.M)
+    for text in (master.stdout, out):
+        assert len(line.findall(text)) == 3, text
+        assert "Average:" in text and " 300 " in text, text

@@ -4,8 +4,10 @@ Peers in other processes are plain `python -c` subprocesses (the same interprete
 eshm). Every channel name is unique to the test and removed afterwards.
 """
 
+import copy
 import inspect
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -134,8 +136,8 @@ def test_constructor_signature_and_defaults():
     assert defaults["auto_cleanup"] is True
     assert defaults["use_threads"] is True
     read = inspect.signature(ESHM.read).parameters
-    assert read["buffer_size"].default == 4096 and read["timeout_ms"].default is None
-    assert inspect.signature(ESHM.try_read).parameters["buffer_size"].default == 4096
+    assert read["buffer_size"].default is None and read["timeout_ms"].default is None  # None: any size
+    assert inspect.signature(ESHM.try_read).parameters["buffer_size"].default is None
 
 
 @pytest.mark.parametrize("wait", ["spin", "sleep", "adaptive"])
@@ -285,6 +287,23 @@ def test_stats_after_known_traffic(name):
         assert rc == 0, err
 
 
+def test_read_returns_the_whole_message_whatever_its_size(pair):
+    master, slave = pair
+    for size in (0, 1, 4096, 4097, 100_000, master.max_message_size):
+        message = os.urandom(size)
+        master.write(message)
+        assert slave.read(timeout_ms=5000) == message
+        master.write(message)
+        assert slave.try_read() == message
+    master.write(b"y" * 5000)
+    master.write(b"z" * 3)
+    # The old library's calls, with an explicit buffer size, keep their meaning.
+    with pytest.raises(BufferTooSmallError):
+        slave.read(4096)
+    assert slave.read(5000) == b"y" * 5000
+    assert slave.read(4096) == b"z" * 3
+
+
 def test_buffer_too_small_raises_and_the_message_stays(pair):
     master, slave = pair
     master.write(b"x" * 100)
@@ -340,10 +359,36 @@ def test_try_write_and_write_timeout_when_the_ring_is_full(name):
 
 def test_message_too_large(pair):
     master, _ = pair
+    limit = master.max_message_size
     with pytest.raises(MessageTooLargeError) as info:
-        master.write(b"\0" * (master.max_message_size + 1))
+        master.write(b"\0" * (limit + 1))
     assert isinstance(info.value, ValueError) and isinstance(info.value, RuntimeError)
     assert info.value.code == ESHMError.MESSAGE_TOO_LARGE
+    # The message says how large the message is and what the limit is, and so do the attributes.
+    assert f"{limit + 1} bytes" in str(info.value) and f"{limit} bytes" in str(info.value)
+    assert (info.value.message_size, info.value.max_message_size) == (limit + 1, limit)
+    with pytest.raises(MessageTooLargeError) as info:
+        master.try_write(b"\0" * (limit + 7))
+    assert info.value.message_size == limit + 7 and str(limit + 7) in str(info.value)
+    copied = pickle.loads(pickle.dumps(info.value))  # exceptions cross process boundaries whole
+    assert type(copied) is MessageTooLargeError and copied.message_size == limit + 7
+    assert copied.max_message_size == limit and str(copied) == str(info.value)
+
+
+def test_pickling_a_channel_says_it_cannot_and_why(pair):
+    master, slave = pair
+    for ch in (master, slave):
+        for attempt in (lambda: pickle.dumps(ch), lambda: copy.copy(ch), lambda: copy.deepcopy(ch)):
+            with pytest.raises(TypeError) as info:
+                attempt()
+            text = str(info.value)
+            assert "cannot pickle" in text and ch.name in text and "open an ESHM" in text, text
+    master.write(b"m")
+    view = slave.recv_view()
+    with view as mv:
+        with pytest.raises(TypeError, match="cannot pickle"):
+            pickle.dumps(view)
+        assert bytes(mv) == b"m"
 
 
 # ---- Opening ----
@@ -378,6 +423,40 @@ def test_bad_name_and_bad_options_raise_value_error(name):
         ESHM(name, role=7)
     with pytest.raises(TypeError):
         ESHM(b"bytes-name")
+
+
+def test_role_and_disconnect_behavior_by_name(name):
+    with ESHM(name, role="master", disconnect_behavior="never") as master, \
+            ESHM(name, role="Slave", disconnect_behavior="IMMEDIATELY") as slave:
+        assert master.get_role() is ESHMRole.MASTER and slave.get_role() is ESHMRole.SLAVE
+        master.write(b"by name")
+        assert slave.read() == b"by name"
+    with ESHM(name, role="AUTO") as first:
+        assert first.get_role() is ESHMRole.MASTER
+    with ESHM(name, 0, 2) as by_number:  # the enums' numbers, as the old positional calls pass them
+        assert by_number.get_role() is ESHMRole.MASTER
+
+
+def test_wrong_arguments_name_their_parameter(name):
+    with pytest.raises(ValueError) as info:
+        ESHM(name, role="boss")
+    assert isinstance(info.value, InvalidParameterError) and "role" in str(info.value)
+    assert "'master'" in str(info.value)
+    with pytest.raises(ValueError, match="disconnect_behavior"):
+        ESHM(name, disconnect_behavior="later")
+    with pytest.raises(ValueError, match="role"):
+        ESHM(name, role=5)
+    for kwargs, pname in ((dict(role=1.5), "role"), (dict(stale_threshold_ms="100"), "stale_threshold_ms"),
+                          (dict(reconnect_wait_ms=None), "reconnect_wait_ms"),
+                          (dict(m2s_capacity=1e6), "m2s_capacity"), (dict(max_message_bytes=b"1"), "max_message_bytes")):
+        with pytest.raises(TypeError) as info:
+            ESHM(name, **kwargs)
+        assert pname in str(info.value), (kwargs, str(info.value))
+    with pytest.raises(ValueError, match="m2s_capacity"):
+        ESHM(name, role="master", m2s_capacity=-1)
+    with pytest.raises(TypeError, match="buffer_size"):
+        with ESHM(name, role="master") as ch:
+            ch.read(buffer_size="4096")
 
 
 def test_slave_without_master_raises_file_not_found(name):
@@ -423,6 +502,30 @@ def test_on_timeout_gives_up_after_reconnect_wait(name):
     finally:
         slave.close()
         master.close()
+
+
+def test_negative_timeout_waits_for_a_slave_that_attaches_later(name):
+    """read(timeout_ms=-1) waits forever (the documented meaning of a negative timeout), also on a master
+    whose slave has not attached yet and with a reconnect window far shorter than the wait."""
+    with ESHM(name, role=ESHMRole.MASTER, reconnect_wait_ms=50) as master:
+        got = []
+        reader = threading.Thread(target=lambda: got.append(master.read(timeout_ms=-1)))
+        reader.start()
+        time.sleep(0.4)  # eight reconnect windows
+        assert reader.is_alive() and not got
+        with ESHM(name, role=ESHMRole.SLAVE) as slave:
+            slave.write(b"late")
+            reader.join(10)
+            if reader.is_alive():  # a watchdog: end the read, then fail
+                master.close()
+                reader.join(10)
+            assert got == [b"late"]
+        # A finite timeout without a slave ends as a timeout, not as a stale peer.
+    with ESHM(name, role=ESHMRole.MASTER, reconnect_wait_ms=20) as alone:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            alone.read(timeout_ms=200)
+        assert time.monotonic() - start >= 0.19
 
 
 def test_immediately_fails_at_once(name):

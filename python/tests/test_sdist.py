@@ -57,7 +57,9 @@ def test_sdist_carries_the_engine_and_installs_offline(tmp_path):
 
     # Install where neither the repository nor ESHM_SOURCE_ROOT can help.
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)])
+    # --without-pip: before 3.12 a venv gets ensurepip's old setuptools, which would shadow the interpreter's
+    # (too old for pyproject.toml metadata); the interpreter's own pip installs into the venv all the same.
+    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
     py = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k not in ("ESHM_SOURCE_ROOT", "PYTHONPATH")}
     _run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-build-isolation",

@@ -23,8 +23,13 @@ def examples(name: str) -> None:
         ch.flush()
         strategy: eshm.WaitStrategy = "spin"
         ESHM(name + "_spin", role=ESHMRole.MASTER, wait=strategy).close()
+        ESHM(name + "_named", role="master", disconnect_behavior="never").close()
+        role_name: eshm.RoleName = "slave"
+        print(role_name)
 
         message: bytes = ch.read(buffer_size=1 << 16, timeout_ms=100)
+        message = ch.read()  # any size
+        message = ch.read(None, timeout_ms=-1)
         maybe: bytes | None = ch.try_read()
         batch: list[bytes] = ch.read_many(max_messages=32, timeout_ms=0, buffer_size=None)
         buf = bytearray(4096)
