@@ -1293,7 +1293,12 @@ cdef class _RingBuffer:
         if self._exports > 0:
             self._detached = True
             self._channel._detached += 1
+        self._commit_result = R_OK
         self._finish(commit)
+        cdef CChannel* ch = self._channel._ch.get()
+        if self._commit_result != R_OK and ch != NULL:
+            # The channel moved to a new segment that could not take this claim (or messages staged before it).
+            check_status(StatusOfResult(ch[0], self._commit_result), OP_WRITE, self._channel._role)
         return 0
 
     def __reduce__(self):
