@@ -634,6 +634,13 @@ std::byte* Channel::TryClaim(std::size_t size) {
   return data;
 }
 
+std::shared_ptr<void> Channel::PinClaimMemory() const {
+  if (claim_.data == nullptr) return nullptr;
+  if (claim_.left_behind != nullptr) return claim_.left_behind;
+  if (writer_.attachment.get() == claim_.attachment) return writer_.attachment;
+  return nullptr;  // not reached: a move of the write side sets left_behind
+}
+
 IoResult Channel::Commit(std::size_t size, Publish publish) {
   if (closed_) return IoResult::kClosed;
   if (claim_.data == nullptr) return IoResult::kOk;

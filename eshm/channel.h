@@ -189,6 +189,10 @@ class Channel {
   // sent: see "Moving to a new segment"), or kClosed. kOk without an open claim.
   IoResult Commit(std::size_t size, Publish publish = Publish::kNow);
   void Abort();
+  // The mapping that holds the open claim's memory (empty without a claim). A binding whose buffers may
+  // outlive the claim keeps it, so that they stay valid memory after Commit or Abort, whatever segment the
+  // channel moves to meanwhile (the segment is unmapped only when the last holder lets go). Write side.
+  std::shared_ptr<void> PinClaimMemory() const;
   // Publishes everything staged: kOk, kLost (others were dropped at a move; the rest are published), or
   // kClosed.
   IoResult Flush();

@@ -47,7 +47,7 @@ cimport cython
 from libc.stdint cimport INT64_MAX, int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from posix.unistd cimport usleep
-from libcpp.memory cimport unique_ptr
+from libcpp.memory cimport shared_ptr, unique_ptr
 from libcpp.string cimport string
 from libcpp.utility cimport move
 
@@ -1238,6 +1238,7 @@ cdef class _RingBuffer:
     cdef int _state
     cdef bint _end_pending      # ended while exported: finish with the last buffer's release
     cdef bint _detached         # finished while exported: the channel keeps the memory mapped for them
+    cdef shared_ptr[void] _pin  # while detached: the claim's mapping, kept even if the channel moves
     cdef size_t _commit_size
     cdef int _commit_result     # what the engine's Commit returned (R_LOST: the claim was not sent)
     cdef object _mv             # the memoryview __enter__ returned
@@ -1278,6 +1279,7 @@ cdef class _RingBuffer:
                 self._finish(False)
             if self._detached:
                 self._detached = False
+                self._pin.reset()
                 self._channel._detached_released()
 
     cdef int _detach(self, bint commit) except -1:
@@ -1290,12 +1292,15 @@ cdef class _RingBuffer:
                 mv.release()
             except BufferError:
                 pass
+        cdef CChannel* ch = self._channel._ch.get()
         if self._exports > 0:
             self._detached = True
             self._channel._detached += 1
+            if self._writable and ch != NULL:
+                # Before the claim ends: its buffers must stay mapped even if the channel moves to another segment.
+                self._pin = ch.PinClaimMemory()
         self._commit_result = R_OK
         self._finish(commit)
-        cdef CChannel* ch = self._channel._ch.get()
         if self._commit_result != R_OK and ch != NULL:
             # The channel moved to a new segment that could not take this claim (or messages staged before it).
             check_status(StatusOfResult(ch[0], self._commit_result), OP_WRITE, self._channel._role)

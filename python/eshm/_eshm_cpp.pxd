@@ -4,7 +4,7 @@
 # with the Python-level names.
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libcpp cimport bool as cbool
-from libcpp.memory cimport unique_ptr
+from libcpp.memory cimport shared_ptr, unique_ptr
 from libcpp.string cimport string
 
 
@@ -78,6 +78,7 @@ cdef extern from "eshm/channel.h" namespace "eshm" nogil:
         CIoResult Flush()
         CIoResult Commit(size_t size)
         void Abort()
+        shared_ptr[void] PinClaimMemory()
         CIoResult Release()
         void Close()
 

@@ -67,6 +67,42 @@ def test_an_array_made_from_a_claim_is_committed_and_the_channel_closes(name):
         pass
 
 
+def test_an_array_from_a_claim_stays_valid_memory_when_the_channel_moves_segment(tmp_path):
+    """A slave's array outlives its claim; its master restarts with another ring shape, so the slave follows
+    to a new segment and lets the old one go. The array must stay readable (the process must not crash)."""
+    n = f"pyn_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    code = textwrap.dedent(f"""
+        import time
+        import numpy as np
+        import eshm
+        first = eshm.ESHM({n!r}, role="master")
+        slave = eshm.ESHM({n!r}, role="slave", reconnect_retry_interval_ms=5, max_reconnect_attempts=0)
+        with slave.claim(4000) as mv:
+            a = np.frombuffer(mv, dtype=np.uint8)
+            a[:] = 7
+        assert first.read(timeout_ms=5000)[:3] == bytes([7, 7, 7])
+        moves = slave.get_stats()["reconnect_count"]
+        first.close()
+        second = eshm.ESHM({n!r}, role="master", s2m_capacity=1 << 16)
+        deadline = time.monotonic() + 10
+        while slave.get_stats()["reconnect_count"] == moves:
+            assert time.monotonic() < deadline, "the slave never followed"
+            time.sleep(0.005)
+        slave.write(b"after the move")
+        assert second.read(timeout_ms=5000) == b"after the move"
+        second.write(b"both sides moved")
+        assert slave.read(timeout_ms=5000) == b"both sides moved"
+        time.sleep(0.3)  # the slave lets the old segment go once both its sides have moved
+        assert int(a.sum()) == 7 * 4000  # the old segment's memory, still mapped for the array
+        del a, mv
+        slave.close()
+        second.close()
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0 and "ok" in done.stdout, (done.returncode, done.stderr)
+
+
 def test_an_exception_in_the_block_aborts_the_claim_despite_a_live_array(pair):
     master, slave = pair
     with pytest.raises(KeyError):
