@@ -99,7 +99,13 @@ def test_an_array_from_a_claim_stays_valid_memory_when_the_channel_moves_segment
         second.close()
         print("ok")
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    finally:
+        try:
+            os.unlink(f"/dev/shm/eshm_{n}")  # left behind if the child died
+        except FileNotFoundError:
+            pass
     assert done.returncode == 0 and "ok" in done.stdout, (done.returncode, done.stderr)
 
 
