@@ -151,6 +151,7 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, co
   request.allow_other_owner = options.allow_other_owner;
   request.deadline = OpenDeadline(options);
   request.retry_interval_ms = options.reconnect_retry_interval_ms;
+  request.check = options.open_check;
   // The one decision about the file at the name: create, adopt, replace or refuse (segment.cc).
   absl::StatusOr<AcquiredSegment> acquired = Segment::Acquire(name, request);
   if (!acquired.ok()) {

@@ -75,6 +75,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -124,6 +125,10 @@ struct ChannelOptions {
   bool allow_other_owner = false;
   // How blocking calls wait: spin, then yield, then sleep on a futex.
   WaitStrategy wait = WaitStrategy::Adaptive();
+  // Called at least every kAcquireCheckIntervalMs (50 ms) while Open waits (a slave for its master, or
+  // anyone for a process replacing the segment); a non-OK status ends Open with it. For interruptible opens:
+  // Python raises KeyboardInterrupt through it, eshm_demo stops on SIGINT.
+  std::function<absl::Status()> open_check;
 };
 
 // Results of the non-blocking calls: cheap to return on the hot path; StatusOf() explains them.

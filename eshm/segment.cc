@@ -482,6 +482,17 @@ absl::StatusOr<AcquiredSegment> Segment::Acquire(std::string_view name, const Ac
   }
   const std::string path = PathFor(name);
   const std::int64_t retry_ns = std::int64_t{std::max(options.retry_interval_ms, 1)} * 1'000'000;
+  // Sleeps `ns` (not past the deadline) in slices, asking options.check between them.
+  auto pause = [&](std::int64_t ns) -> absl::Status {
+    constexpr std::int64_t kSliceNs = std::int64_t{kAcquireCheckIntervalMs} * 1'000'000;
+    for (std::int64_t left = ns;;) {
+      const std::int64_t slice = std::min(left, kSliceNs);
+      SleepAtMost(slice, options.deadline);
+      left -= slice;
+      if (options.check) ESHM_RETURN_IF_ERROR(options.check());
+      if (left <= 0 || options.deadline.Expired()) return absl::OkStatus();
+    }
+  };
   // A segment this call created, master-locked and not yet named; kept across attempts.
   std::optional<Segment> fresh;
   auto make_fresh = [&]() -> absl::Status {
@@ -499,7 +510,7 @@ absl::StatusOr<AcquiredSegment> Segment::Acquire(std::string_view name, const Ac
     if (absl::IsNotFound(existing.status())) {
       if (!may_create) {
         if (options.deadline.Expired()) return existing.status();
-        SleepAtMost(retry_ns, options.deadline);
+        ESHM_RETURN_IF_ERROR(pause(retry_ns));
         continue;
       }
       if (absl::Status made = make_fresh(); !made.ok()) {
@@ -528,8 +539,7 @@ absl::StatusOr<AcquiredSegment> Segment::Acquire(std::string_view name, const Ac
             "holds the segment's replace lock), when the deadline passed; the segment was left as it is",
             path));
       }
-      SleepAtMost(1'000'000, options.deadline);
-      return absl::OkStatus();
+      return pause(1'000'000);
     };
 
     const bool other_shape = may_create && !HasShape(segment, options.shape);

@@ -41,6 +41,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -84,7 +85,12 @@ struct AcquireOptions {
   Deadline deadline = Deadline::Past();
   // How often a waiting slave looks at the name again.
   int retry_interval_ms = 10;
+  // Called at least every kAcquireCheckIntervalMs while Acquire waits; a non-OK status ends the wait with
+  // that status (Python raises KeyboardInterrupt through it, eshm_demo stops on SIGINT).
+  std::function<absl::Status()> check;
 };
+
+inline constexpr int kAcquireCheckIntervalMs = 50;
 
 // A segment with a role lock held through its descriptor.
 struct AcquiredSegment;

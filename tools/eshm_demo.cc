@@ -312,13 +312,22 @@ absl::StatusOr<eshm::DisconnectBehavior> ParseDisconnect(const std::string& s) {
 }
 
 // Opens the channel with SIGINT/SIGTERM blocked, so the channel's monitor thread inherits a mask that
-// leaves every signal to the main thread (whose sleeps they are meant to cut short).
+// leaves every signal to the main thread (whose sleeps they are meant to cut short). A signal that arrives
+// while Open waits stays pending; Open's check sees it and ends the wait (Cancelled), and the signal is
+// delivered once the mask is restored.
 absl::StatusOr<std::unique_ptr<eshm::Channel>> OpenWithSignalsOnMainThread(const std::string& name,
-                                                                           const eshm::ChannelOptions& options) {
+                                                                           eshm::ChannelOptions options) {
   sigset_t block, old;
   sigemptyset(&block);
   sigaddset(&block, SIGINT);
   sigaddset(&block, SIGTERM);
+  options.open_check = [] {
+    sigset_t pending;
+    if (sigpending(&pending) == 0 && (sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1)) {
+      return absl::CancelledError("interrupted by a signal");
+    }
+    return absl::OkStatus();
+  };
   pthread_sigmask(SIG_BLOCK, &block, &old);
   absl::StatusOr<std::unique_ptr<eshm::Channel>> channel = eshm::Channel::Open(name, options);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -408,8 +417,9 @@ int main(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<eshm::Channel>> opened = OpenWithSignalsOnMainThread(name, options);
     if (opened.ok()) {
       channel = *std::move(opened);
-    } else if (opened.status().code() == absl::StatusCode::kNotFound) {
-      continue;  // the master left between our check and the open: look again
+    } else if (opened.status().code() == absl::StatusCode::kNotFound ||
+               opened.status().code() == absl::StatusCode::kCancelled) {
+      continue;  // the master left between our check and the open (look again), or a signal stopped us
     } else {
       ErrorLine(absl::StrCat(tag, " Failed to open channel '", name, "': ", opened.status().ToString()));
       return 1;

@@ -33,7 +33,7 @@ from cpython.buffer cimport (
     PyObject_GetBuffer,
 )
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.exc cimport PyErr_CheckSignals
+from cpython.exc cimport PyErr_CheckSignals, PyErr_Occurred
 from cpython.pythread cimport (
     NOWAIT_LOCK,
     PyThread_acquire_lock,
@@ -238,6 +238,11 @@ cdef void _set_wait(CChannelOptions* options, str wait):
         options.wait.allow_sleep = True
 
 
+cdef int _raise_pending() except -1:
+    """Raises the exception already set (returning -1 with one pending makes Cython propagate it)."""
+    return -1
+
+
 cdef int check_status(const CStatus& status, Op op, int role) except -1:
     """The one place an absl::Status becomes a Python exception: returns 0 if OK, raises otherwise."""
     if status.ok():
@@ -420,6 +425,8 @@ cdef class Channel:
         # A slave may wait here for its master (max_reconnect_attempts x reconnect_retry_interval_ms).
         with nogil:
             opened = Open(cname, options)
+        if not opened.ok() and PyErr_Occurred() != NULL:
+            _raise_pending()  # a signal handler raised while the open waited (Ctrl-C: KeyboardInterrupt)
         check_status(opened.status(), OP_OPEN, crole)
         self._ch = move(opened.value())
         self.name = shm_name

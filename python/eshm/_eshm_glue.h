@@ -1,8 +1,11 @@
 // Thin C++ helpers for the Cython layer: the conversions Cython cannot spell cleanly (std::span<const
 // std::byte>, std::string_view, the Deadline class without a default constructor, scoped enums). Each is a
-// one-line forward to the public eshm::Channel API; no logic lives here.
+// one-line forward to the public eshm::Channel API (Open also lets Python's signal handlers run while it
+// waits); no other logic lives here.
 #ifndef ESHM_PYTHON_ESHM_GLUE_H_
 #define ESHM_PYTHON_ESHM_GLUE_H_
+
+#include <Python.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -23,8 +26,16 @@ namespace eshm_py {
 
 inline std::int64_t NowNs() { return eshm::MonotonicNowNs(); }
 
-inline absl::StatusOr<std::unique_ptr<eshm::Channel>> Open(const std::string& name,
-                                                           const eshm::ChannelOptions& options) {
+// Opens the channel without the GIL; while it waits (a slave for its master), Python's signal handlers run
+// every 50 ms. If one raises (Ctrl-C: KeyboardInterrupt), Open ends with Cancelled and the exception stays
+// set for the caller to raise.
+inline absl::StatusOr<std::unique_ptr<eshm::Channel>> Open(const std::string& name, eshm::ChannelOptions options) {
+  options.open_check = [] {
+    const PyGILState_STATE gil = PyGILState_Ensure();
+    const int raised = PyErr_CheckSignals();
+    PyGILState_Release(gil);
+    return raised == 0 ? absl::OkStatus() : absl::CancelledError("interrupted: a signal handler raised");
+  };
   return eshm::Channel::Open(std::string_view(name), options);
 }
 

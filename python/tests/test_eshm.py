@@ -642,6 +642,23 @@ def test_ctrl_c_interrupts_a_blocked_write(name):
     assert rc != 0
 
 
+def test_ctrl_c_interrupts_a_slave_waiting_for_its_master(name):
+    # max_reconnect_attempts=0: the open would wait forever for a master that never comes.
+    peer = Peer(name, """
+        print("ready", flush=True)
+        ch = ESHM(NAME, role=ESHMRole.SLAVE, max_reconnect_attempts=0)
+        print("open returned", flush=True)
+    """)
+    assert peer.expect_line() == "ready"
+    time.sleep(0.3)  # let it enter the open
+    peer.proc.send_signal(signal.SIGINT)
+    rc, out, err = peer.finish(timeout=5)  # a watchdog; it takes about 50 ms
+    assert "KeyboardInterrupt" in err, err
+    assert "open returned" not in out
+    assert rc != 0
+    assert not os.path.exists(f"/dev/shm/eshm_{name}")  # a slave creates nothing
+
+
 def test_forked_child_disowns_the_parents_channel(pair):
     master, slave = pair
     pid = os.fork()
