@@ -16,6 +16,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -32,21 +33,22 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "eshm/channel.h"
 #include "eshm/deadline.h"
+#include "eshm/internal/result_code.h"
 #include "eshm/internal/side_lock.h"
 #include "eshm/layout.h"
 #include "eshm/segment.h"
 
 // The ABI is frozen by these: a change here is a change for every binding.
-static_assert(sizeof(eshm_config) == 88, "eshm_config layout changed");
+static_assert(sizeof(eshm_config) == 96, "eshm_config layout changed");
 static_assert(offsetof(eshm_config, m2s_capacity) == 40, "eshm_config layout changed");
 static_assert(offsetof(eshm_config, spin_ns) == 64, "eshm_config layout changed");
 static_assert(offsetof(eshm_config, mode) == 80, "eshm_config layout changed");
 static_assert(offsetof(eshm_config, allow_sleep) == 84, "eshm_config layout changed");
+static_assert(offsetof(eshm_config, allow_other_owner) == 88, "eshm_config layout changed");
 static_assert(sizeof(eshm_stats) == 168, "eshm_stats layout changed");
 static_assert(offsetof(eshm_stats, master_heartbeat) == 24, "eshm_stats layout changed");
 static_assert(offsetof(eshm_stats, segment_epoch_ns) == 160, "eshm_stats layout changed");
@@ -96,6 +98,10 @@ namespace {
 // Blocking calls wait in slices this long, and look at `closing` between them: the longest eshm_close waits
 // for a blocked call on another thread to leave. (The channel's own waits wake every 10 ms anyway.)
 constexpr std::int64_t kSliceNs = 50'000'000;
+
+// The config of headers before 2.1: everything up to allow_sleep. Still accepted, and what the exported
+// eshm_config_init (not the macro) fills.
+constexpr std::uint32_t kConfigV1Bytes = offsetof(eshm_config, allow_other_owner);
 
 // Struct sizes above this are certainly garbage (an uninitialized struct_size), not a newer header.
 constexpr std::uint32_t kMaxStructSize = 64 * 1024;
@@ -152,63 +158,16 @@ absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data
 
 // ---- Status -> result code ----
 
-enum class Op { kOpen, kWrite, kRead };
+using eshm::internal::Operation;
+using eshm::internal::ResultCodeFor;
 
-int StaleCode(eshm::Role role) {
-  // The peer is the one that is gone.
-  return role == eshm::Role::kMaster ? ESHM_ERROR_SLAVE_STALE : ESHM_ERROR_MASTER_STALE;
+eshm::ChannelRole ChannelRoleOf(eshm::Role role) {
+  return role == eshm::Role::kMaster ? eshm::ChannelRole::kMaster : eshm::ChannelRole::kSlave;
 }
 
-int CodeForOpen(const absl::Status& status, eshm::ChannelRole wanted) {
-  switch (status.code()) {
-    case absl::StatusCode::kInvalidArgument:
-      return ESHM_ERROR_INVALID_PARAM;
-    case absl::StatusCode::kAlreadyExists:
-      return ESHM_ERROR_ROLE_TAKEN;
-    case absl::StatusCode::kNotFound:
-      return ESHM_ERROR_NOT_FOUND;
-    case absl::StatusCode::kPermissionDenied:
-      return ESHM_ERROR_PERMISSION;
-    case absl::StatusCode::kResourceExhausted:  // ENOSPC, ENOMEM, EMFILE, ENFILE
-      return ESHM_ERROR_NO_SPACE;
-    case absl::StatusCode::kFailedPrecondition:
-      // Segment::Open's refusals: a FIFO, directory, socket or symlink, a foreign or unfinished file, another
-      // layout version, a truncated file, or a header that contradicts itself (the messages say "corrupt" for
-      // the last).
-      return absl::StrContains(status.message(), "corrupt") ? ESHM_ERROR_CORRUPT
-                                                                       : ESHM_ERROR_INCOMPATIBLE;
-    case absl::StatusCode::kDataLoss:
-      return ESHM_ERROR_CORRUPT;
-    case absl::StatusCode::kDeadlineExceeded:  // another process was still replacing the segment
-      return ESHM_ERROR_TIMEOUT;
-    default:
-      // Any other operating-system failure.
-      return wanted == eshm::ChannelRole::kSlave ? ESHM_ERROR_SHM_ATTACH : ESHM_ERROR_SHM_CREATE;
-  }
-}
-
-int CodeForIo(const absl::Status& status, Op op, eshm::Role role) {
-  switch (status.code()) {
-    case absl::StatusCode::kOk:
-      return ESHM_SUCCESS;
-    case absl::StatusCode::kDeadlineExceeded:
-      return ESHM_ERROR_TIMEOUT;
-    case absl::StatusCode::kUnavailable:
-      return StaleCode(role);
-    case absl::StatusCode::kInvalidArgument:
-      return op == Op::kWrite ? ESHM_ERROR_MESSAGE_TOO_LARGE : ESHM_ERROR_INVALID_PARAM;
-    case absl::StatusCode::kOutOfRange:
-      return ESHM_ERROR_BUFFER_TOO_SMALL;
-    case absl::StatusCode::kResourceExhausted:
-      return op == Op::kWrite ? ESHM_ERROR_RING_FULL : ESHM_ERROR_NO_DATA;
-    case absl::StatusCode::kDataLoss:
-      return ESHM_ERROR_CORRUPT;
-    case absl::StatusCode::kFailedPrecondition:  // "channel is closed"
-    case absl::StatusCode::kCancelled:           // closed during a wait
-      return ESHM_ERROR_CLOSED;
-    default:
-      return ESHM_ERROR_INTERNAL;
-  }
+// The result code of a failed call on an open channel (eshm/internal/result_code.h).
+int CodeFor(const absl::Status& status, Operation op, const eshm::Channel& ch) {
+  return ResultCodeFor(status, op, ChannelRoleOf(ch.role()));
 }
 
 int FailStatus(const char* function, int code, const absl::Status& status) noexcept {
@@ -360,11 +319,11 @@ int ConfigFromC(const eshm_config* cfg, eshm::ChannelOptions* out) {
                    "corrupt; initialize it with eshm_config_init(&cfg)",
                    kFn, size);
     }
-    if (size < sizeof(eshm_config)) {
+    if (size < kConfigV1Bytes || (size > kConfigV1Bytes && size < sizeof(eshm_config))) {
       return Failf(ESHM_ERROR_INVALID_PARAM,
-                   "%s: cfg->struct_size is %u but the smallest eshm_config is %u bytes: initialize the config "
-                   "with eshm_config_init(&cfg)",
-                   kFn, size, static_cast<unsigned>(sizeof(eshm_config)));
+                   "%s: cfg->struct_size is %u, which no eshm_config has (%u bytes before eshm 2.1, %u since): "
+                   "initialize the config with eshm_config_init(&cfg)",
+                   kFn, size, kConfigV1Bytes, static_cast<unsigned>(sizeof(eshm_config)));
     }
     // A newer header's config: accepted only if the fields this library does not know are left zero.
     const unsigned char* bytes = reinterpret_cast<const unsigned char*>(cfg);
@@ -376,7 +335,9 @@ int ConfigFromC(const eshm_config* cfg, eshm::ChannelOptions* out) {
                      kFn, size, static_cast<unsigned>(sizeof(eshm_config)), ESHM_VERSION_STRING);
       }
     }
-    std::memcpy(&c, cfg, sizeof(c));
+    // An older header's config leaves the newer fields at their defaults.
+    std::memcpy(&c, cfg, std::min<std::size_t>(size, sizeof(c)));
+    c.struct_size = sizeof(c);
   }
 
   auto range = [&](const char* field, std::int64_t v, std::int64_t lo, std::int64_t hi, const char* what) {
@@ -397,6 +358,8 @@ int ConfigFromC(const eshm_config* cfg, eshm::ChannelOptions* out) {
       (rc = range("auto_cleanup", c.auto_cleanup, 0, 1, "use 0 or 1")) ||
       (rc = range("use_threads", c.use_threads, 0, 1, "use 0 or 1")) ||
       (rc = range("allow_sleep", c.allow_sleep, 0, 1, "use 0 or 1")) ||
+      (rc = range("allow_other_owner", c.allow_other_owner, 0, 1, "use 0 or 1")) ||
+      (rc = range("reserved0", c.reserved0, 0, 0, "it must be 0")) ||
       (rc = range("spin_ns", c.spin_ns, 0, INT64_MAX, "it must not be negative")) ||
       (rc = range("yield_ns", c.yield_ns, 0, INT64_MAX, "it must not be negative"))) {
     return rc;
@@ -440,38 +403,30 @@ int ConfigFromC(const eshm_config* cfg, eshm::ChannelOptions* out) {
   out->wait.spin_ns = c.spin_ns;
   out->wait.yield_ns = c.yield_ns;
   out->wait.allow_sleep = c.allow_sleep != 0;
+  out->allow_other_owner = c.allow_other_owner != 0;
   return ESHM_SUCCESS;
 }
 
 // Records why a non-blocking call returned `result` (static text on the polling paths).
-int FailIo(const char* function, eshm_handle* handle, eshm::IoResult result, Op op) {
+int FailIo(const char* function, eshm_handle* handle, eshm::IoResult result, Operation op) {
   eshm::Channel& ch = *handle->channel;
   switch (result) {
     case eshm::IoResult::kOk:
       return ESHM_SUCCESS;
     case eshm::IoResult::kWouldBlock:
-      if (op == Op::kWrite) {
+      if (op == Operation::kWrite) {
         return Fail(ESHM_ERROR_RING_FULL,
                     "eshm_try_write: the outgoing ring has no room for the message right now (the reader is "
                     "behind); retry, or use eshm_write to wait");
       }
       return Fail(ESHM_ERROR_NO_DATA, "no message is queued right now");
-    case eshm::IoResult::kTooLarge:
-      return FailStatus(function, ESHM_ERROR_MESSAGE_TOO_LARGE, ch.StatusOf(result));
-    case eshm::IoResult::kBufferTooSmall:
-      return FailStatus(function, ESHM_ERROR_BUFFER_TOO_SMALL, ch.StatusOf(result));
-    case eshm::IoResult::kPeerGone:
-      return FailStatus(function, StaleCode(ch.role()), ch.StatusOf(result));
-    case eshm::IoResult::kCorrupt:
-      return FailStatus(function, ESHM_ERROR_CORRUPT, ch.StatusOf(result));
-    case eshm::IoResult::kClosed:
-      return FailStatus(function, ESHM_ERROR_CLOSED, ch.StatusOf(result));
-    case eshm::IoResult::kLost:
-      // Not reached through this API, which never stages a write (each is published at once) nor claims; as
-      // the DataLoss status a blocking write would give.
-      return FailStatus(function, ESHM_ERROR_CORRUPT, ch.StatusOf(result));
+    default: {
+      // kLost is not reached through this API, which never stages a write (each is published at once)
+      // nor claims; it would be CORRUPT, as the DataLoss status of a blocking write.
+      const absl::Status status = ch.StatusOf(result);
+      return FailStatus(function, CodeFor(status, op, ch), status);
+    }
   }
-  return Failf(ESHM_ERROR_INTERNAL, "%s: unknown result %d", function, static_cast<int>(result));
 }
 
 int FailBufferTooSmall(const char* function, std::size_t needed, std::size_t cap) {
@@ -490,7 +445,7 @@ int DeliverPeeked(const char* function, eshm_handle* handle, std::span<const std
   if (!message.empty()) std::memcpy(buf, message.data(), message.size());
   if (const eshm::IoResult released = handle->channel->Release(); released != eshm::IoResult::kOk) {
     *out_len = 0;
-    return FailIo(function, handle, released, Op::kRead);
+    return FailIo(function, handle, released, Operation::kRead);
   }
   return ESHM_SUCCESS;
 }
@@ -524,27 +479,45 @@ std::span<const std::byte> Bytes(const void* data, std::size_t len) {
 // ---------------------------------------------------------------------------------------------------------
 // Exported functions (C linkage and default visibility come from the declarations in eshm.h).
 
-void eshm_config_init(eshm_config* cfg) {
-  if (cfg == nullptr) return;
+int eshm_config_init_size(eshm_config* cfg, size_t size) {
+  if (cfg == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "eshm_config_init_size: cfg is NULL");
+  if (size < kConfigV1Bytes || size > kMaxStructSize) {
+    return Failf(ESHM_ERROR_INVALID_PARAM,
+                 "eshm_config_init_size: size is %u; pass sizeof(eshm_config) (%u with this eshm.h, %u before 2.1)",
+                 size, static_cast<unsigned>(sizeof(eshm_config)), kConfigV1Bytes);
+  }
   const eshm::ChannelOptions d;
-  std::memset(cfg, 0, sizeof(*cfg));
-  cfg->struct_size = sizeof(eshm_config);
-  cfg->role = static_cast<std::int32_t>(d.role);
-  cfg->disconnect_behavior = static_cast<std::int32_t>(d.disconnect_behavior);
-  cfg->stale_threshold_ms = d.stale_threshold_ms;
-  cfg->heartbeat_interval_ms = d.heartbeat_interval_ms;
-  cfg->reconnect_wait_ms = d.reconnect_wait_ms;
-  cfg->reconnect_retry_interval_ms = d.reconnect_retry_interval_ms;
-  cfg->max_reconnect_attempts = d.max_reconnect_attempts;
-  cfg->auto_cleanup = d.auto_cleanup ? 1 : 0;
-  cfg->use_threads = d.use_threads ? 1 : 0;
-  cfg->m2s_capacity = d.m2s_capacity;
-  cfg->s2m_capacity = d.s2m_capacity;
-  cfg->max_message_bytes = d.max_message_bytes;
-  cfg->spin_ns = d.wait.spin_ns;
-  cfg->yield_ns = d.wait.yield_ns;
-  cfg->mode = static_cast<std::uint32_t>(d.mode);
-  cfg->allow_sleep = d.wait.allow_sleep ? 1 : 0;
+  eshm_config c;
+  std::memset(&c, 0, sizeof(c));
+  c.role = static_cast<std::int32_t>(d.role);
+  c.disconnect_behavior = static_cast<std::int32_t>(d.disconnect_behavior);
+  c.stale_threshold_ms = d.stale_threshold_ms;
+  c.heartbeat_interval_ms = d.heartbeat_interval_ms;
+  c.reconnect_wait_ms = d.reconnect_wait_ms;
+  c.reconnect_retry_interval_ms = d.reconnect_retry_interval_ms;
+  c.max_reconnect_attempts = d.max_reconnect_attempts;
+  c.auto_cleanup = d.auto_cleanup ? 1 : 0;
+  c.use_threads = d.use_threads ? 1 : 0;
+  c.m2s_capacity = d.m2s_capacity;
+  c.s2m_capacity = d.s2m_capacity;
+  c.max_message_bytes = d.max_message_bytes;
+  c.spin_ns = d.wait.spin_ns;
+  c.yield_ns = d.wait.yield_ns;
+  c.mode = static_cast<std::uint32_t>(d.mode);
+  c.allow_sleep = d.wait.allow_sleep ? 1 : 0;
+  c.allow_other_owner = d.allow_other_owner ? 1 : 0;
+  // A smaller (older) config gets its prefix, a larger (newer) one zeros past ours: zero is the default
+  // of every field a newer header adds.
+  const std::size_t known = std::min<std::size_t>(size, sizeof(c));
+  std::memcpy(cfg, &c, known);
+  if (size > known) std::memset(reinterpret_cast<unsigned char*>(cfg) + known, 0, size - known);
+  cfg->struct_size = static_cast<std::uint32_t>(size);
+  return ESHM_SUCCESS;
+}
+
+// Parenthesized: the header's eshm_config_init macro must not expand here.
+void(eshm_config_init)(eshm_config* cfg) {
+  if (cfg != nullptr) eshm_config_init_size(cfg, kConfigV1Bytes);
 }
 
 int eshm_open(const char* name, const eshm_config* cfg, eshm_handle** out) {
@@ -567,7 +540,9 @@ int eshm_open(const char* name, const eshm_config* cfg, eshm_handle** out) {
     if (int rc = ConfigFromC(cfg, &options); rc != ESHM_SUCCESS) return rc;
 
     absl::StatusOr<std::unique_ptr<eshm::Channel>> channel = eshm::Channel::Open(name_view, options);
-    if (!channel.ok()) return FailStatus(kFn, CodeForOpen(channel.status(), options.role), channel.status());
+    if (!channel.ok()) {
+      return FailStatus(kFn, ResultCodeFor(channel.status(), Operation::kOpen, options.role), channel.status());
+    }
     auto handle = std::make_unique<eshm_handle>();
     handle->channel = *std::move(channel);
     handle->disconnect_behavior = options.disconnect_behavior;
@@ -619,7 +594,7 @@ int eshm_write(eshm_handle* handle, const void* data, size_t len, int timeout_ms
     const absl::Status status = InSlices(handle, DeadlineFor(timeout_ms),
                                          [&](eshm::Deadline slice) { return ch.Write(Bytes(data, len), slice); });
     if (status.ok()) return ESHM_SUCCESS;
-    return FailStatus(kFn, CodeForIo(status, Op::kWrite, ch.role()), status);
+    return FailStatus(kFn, CodeFor(status, Operation::kWrite, ch), status);
   });
 }
 
@@ -636,7 +611,7 @@ int eshm_try_write(eshm_handle* handle, const void* data, size_t len) {
     if (handle->closing.load(std::memory_order_acquire)) return FailClosedMeanwhile(kFn);
     const eshm::IoResult result = handle->channel->TryWrite(Bytes(data, len));
     if (result == eshm::IoResult::kOk) return ESHM_SUCCESS;
-    return FailIo(kFn, handle, result, Op::kWrite);
+    return FailIo(kFn, handle, result, Operation::kWrite);
   });
 }
 
@@ -660,7 +635,7 @@ int eshm_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len, int t
       if (peeked.ok()) message = *peeked;
       return peeked.status();
     });
-    if (!status.ok()) return FailStatus(kFn, CodeForIo(status, Op::kRead, ch.role()), status);
+    if (!status.ok()) return FailStatus(kFn, CodeFor(status, Operation::kRead, ch), status);
     return DeliverPeeked(kFn, handle, message, buf, cap, out_len);
   });
 }
@@ -684,7 +659,7 @@ int eshm_try_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len) {
       if (result == eshm::IoResult::kWouldBlock) {
         return Fail(ESHM_ERROR_NO_DATA, "eshm_try_read: no message is queued right now");
       }
-      return FailIo(kFn, handle, result, Op::kRead);
+      return FailIo(kFn, handle, result, Operation::kRead);
     }
     return DeliverPeeked(kFn, handle, message, buf, cap, out_len);
   });
@@ -713,7 +688,7 @@ int eshm_next_message_size(eshm_handle* handle, size_t* out) {
     if (result == eshm::IoResult::kWouldBlock) {
       return Fail(ESHM_ERROR_NO_DATA, "eshm_next_message_size: no message is queued right now");
     }
-    return FailIo(kFn, handle, result, Op::kRead);
+    return FailIo(kFn, handle, result, Operation::kRead);
   });
 }
 

@@ -21,12 +21,6 @@ constexpr std::int64_t kNsPerMs = 1'000'000;
 // to have seen it: far longer than any store takes to become visible.
 constexpr std::int64_t kUnorderedMoveGraceNs = 1'000'000;
 
-// Ends a blocking ring wait so the channel's loop can look at the peer or the attachment again. Never
-// reaches a caller.
-absl::Status RecheckSignal() { return absl::AbortedError("eshm internal: recheck channel state"); }
-bool IsRecheckSignal(const absl::Status& s) {
-  return s.code() == absl::StatusCode::kAborted && s.message() == "eshm internal: recheck channel state";
-}
 
 const char* RoleName(Role role) { return role == Role::kMaster ? "master" : "slave"; }
 Role Other(Role role) { return role == Role::kMaster ? Role::kSlave : Role::kMaster; }
@@ -510,7 +504,7 @@ absl::Status Channel::PeerGoneError() const {
   return absl::OkStatus();
 }
 
-absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline) {
+absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::FunctionRef<bool()> ready) {
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately) return PeerGoneError();
   Deadline limit = deadline;
   bool reconnect_limited = false;
@@ -528,6 +522,9 @@ absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline) {
     const std::uint32_t event = peer_event_.load(std::memory_order_acquire);
     if (!PeerGone() || generation_.load(std::memory_order_acquire) != generation) return absl::OkStatus();
     if (side.attachment->segment.truncated()) return absl::OkStatus();  // the caller's next try reports it
+    // A peer can attach, write (or read) and leave between two ticks, never seen alive: what it left in
+    // the ring still counts.
+    if (ready()) return absl::OkStatus();
     if (limit.Expired()) {
       if (!reconnect_limited) {
         return absl::DeadlineExceededError(
@@ -545,15 +542,20 @@ absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline) {
   }
 }
 
-absl::Status Channel::CheckDuringWait(const Side& side) {
-  if (!options_.use_threads) InlineTick();
-  if (stop_.load(std::memory_order_acquire)) return absl::CancelledError("channel closed");
-  if (generation_.load(std::memory_order_acquire) != side.generation || PeerGone()) return RecheckSignal();
-  // Only this side's own attachment: the other side's thread may be replacing its own right now. The
-  // trailer too (one load): a waiting side notices a truncation by itself, not only through the tick.
-  const Segment& segment = side.attachment->segment;
-  if (segment.truncated() || !segment.TrailerIntact()) return RecheckSignal();
-  return absl::OkStatus();
+absl::Status Channel::WaitOnRing(const Side& side, absl::FunctionRef<absl::Status(WaitCheck)> wait) {
+  bool look_again = false;
+  const absl::Status status = wait([&]() -> absl::Status {
+    if (!options_.use_threads) InlineTick();
+    if (stop_.load(std::memory_order_acquire)) return absl::CancelledError("channel closed");
+    // Only this side's own attachment: the other side's thread may be replacing its own right now. The
+    // trailer too (one load): a waiting side notices a truncation by itself, not only through the tick.
+    const Segment& segment = side.attachment->segment;
+    look_again = generation_.load(std::memory_order_acquire) != side.generation || PeerGone() ||
+                 segment.truncated() || !segment.TrailerIntact();
+    // Any error ends the ring's wait; look_again says this one is not a failure.
+    return look_again ? absl::AbortedError("look again") : absl::OkStatus();
+  });
+  return look_again ? absl::OkStatus() : status;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -593,12 +595,13 @@ absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadlin
     }
     if (PeerGone()) {
       // The ring is full and nobody is reading it: whether to wait is the disconnect behaviour's call.
-      ESHM_RETURN_IF_ERROR(AwaitPeer(writer_, deadline));
+      ESHM_RETURN_IF_ERROR(
+          AwaitPeer(writer_, deadline, [&] { return writer_.attachment->producer.Fits(message.size()); }));
       continue;
     }
-    absl::Status status = writer_.attachment->producer.WaitForSpace(
-        message.size(), options_.wait, deadline, [&] { return CheckDuringWait(writer_); });
-    if (!status.ok() && !IsRecheckSignal(status)) return status;
+    ESHM_RETURN_IF_ERROR(WaitOnRing(writer_, [&](WaitCheck check) {
+      return writer_.attachment->producer.WaitForSpace(message.size(), options_.wait, deadline, check);
+    }));
   }
 }
 
@@ -749,15 +752,16 @@ absl::StatusOr<std::span<const std::byte>> Channel::Peek(Deadline deadline) {
     if (result != IoResult::kWouldBlock) return StatusOf(result, reader_);
     if (PeerGone()) {
       // Anything the peer published before it went has been delivered by now (TryPeek came first).
-      ESHM_RETURN_IF_ERROR(AwaitPeer(reader_, deadline));
+      ESHM_RETURN_IF_ERROR(AwaitPeer(reader_, deadline, [&] { return reader_.attachment->consumer.HasData(); }));
       continue;
     }
-    absl::Status status =
-        reader_.attachment->consumer.WaitForData(options_.wait, deadline, [&] { return CheckDuringWait(reader_); });
+    absl::Status status = WaitOnRing(reader_, [&](WaitCheck check) {
+      return reader_.attachment->consumer.WaitForData(options_.wait, deadline, check);
+    });
     if (status.code() == absl::StatusCode::kDeadlineExceeded) {
       return absl::DeadlineExceededError(absl::StrFormat("channel '%s': no message arrived before the deadline", name_));
     }
-    if (!status.ok() && !IsRecheckSignal(status)) return status;
+    ESHM_RETURN_IF_ERROR(status);
   }
 }
 

@@ -70,6 +70,9 @@
 #ifndef ESHM_CHANNEL_H_
 #define ESHM_CHANNEL_H_
 
+#include "eshm/internal/require_cxx20.h"
+#if ESHM_CXX20
+
 #include <sys/types.h>
 
 #include <atomic>
@@ -85,6 +88,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "eshm/deadline.h"
@@ -279,13 +283,16 @@ class Channel {
   // Returns kLost for the messages dropped at the last move, and remembers how many for StatusOf.
   IoResult ReportLost();
   bool PeerGone() const { return peer_state_.load(std::memory_order_acquire) != static_cast<int>(PeerState::kAlive); }
-  // Waits, per the disconnect behaviour, until the peer is alive. OK when it is, or when `side`'s segment
-  // was found truncated (the caller's next call reports it).
-  absl::Status AwaitPeer(const Side& side, Deadline deadline);
+  // Waits, per the disconnect behaviour, until the peer is alive. OK when it is, when `ready()` (the call
+  // can go on: a message to read, room to write), or when `side`'s segment was found truncated (the
+  // caller's next call reports it).
+  absl::Status AwaitPeer(const Side& side, Deadline deadline, absl::FunctionRef<bool()> ready);
   // TryPeek without the trailer check after a message: for the read paths that check after copying.
   IoResult PeekNext(std::span<const std::byte>* message);
-  // The WaitCheck of blocking ring waits: ends the wait when the peer goes or the attachment changes.
-  absl::Status CheckDuringWait(const Side& side);
+  // Runs a blocking ring wait for `side` (`wait` gets the WaitCheck to pass to the ring) and ends it early,
+  // with OK, when the caller must look again: the peer went, the attachment moved, the file was truncated.
+  // Other results are the wait's own (DeadlineExceeded), or Cancelled if the channel is closing.
+  absl::Status WaitOnRing(const Side& side, absl::FunctionRef<absl::Status(WaitCheck)> wait);
   // StatusOf for a result of `side`'s own call: reads only that side's attachment, so it is safe while
   // the other side's thread moves to a new one.
   absl::Status StatusOf(IoResult result, const Side& side) const;
@@ -362,4 +369,5 @@ class Channel {
 
 }  // namespace eshm
 
+#endif  // ESHM_CXX20
 #endif  // ESHM_CHANNEL_H_

@@ -5,6 +5,9 @@
 #ifndef ESHM_DEADLINE_H_
 #define ESHM_DEADLINE_H_
 
+#include "eshm/internal/require_cxx20.h"
+#if ESHM_CXX20
+
 #include <time.h>
 
 #include <cstdint>
@@ -54,4 +57,5 @@ class Deadline {
 
 }  // namespace eshm
 
+#endif  // ESHM_CXX20
 #endif  // ESHM_DEADLINE_H_

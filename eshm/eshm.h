@@ -84,9 +84,9 @@ extern "C" {
 
 /* The version of this header; eshm_version() reports the library's. */
 #define ESHM_VERSION_MAJOR 2
-#define ESHM_VERSION_MINOR 0
+#define ESHM_VERSION_MINOR 1
 #define ESHM_VERSION_PATCH 0
-#define ESHM_VERSION_STRING "2.0.0"
+#define ESHM_VERSION_STRING "2.1.0"
 
 /* ---- Roles (eshm_config.role, eshm_get_role) ---- */
 #define ESHM_ROLE_MASTER 0 /* creates the channel; at most one live master per name */
@@ -155,8 +155,9 @@ extern "C" {
 #define ESHM_ERROR_CLOSED -17
 /* eshm_open as a slave: no master created the channel within max_reconnect_attempts retries. */
 #define ESHM_ERROR_NOT_FOUND -18
-/* eshm_open: the operating system refused access to /dev/shm/eshm_<name> (another user's segment, or
- * the mode does not allow it). */
+/* eshm_open: /dev/shm/eshm_<name> belongs to another user and cfg.allow_other_owner is 0, or its owner,
+ * group and mode do not let this process read and write it. eshm_last_error() names the owner and mode
+ * and the fix (docs/operations.md, "Permissions"). */
 #define ESHM_ERROR_PERMISSION -19
 /* eshm_open: not enough shared memory for the segment (/dev/shm is full, or too many open files / too
  * little memory). Free space, use smaller capacities, or enlarge /dev/shm (docker run --shm-size=...). */
@@ -174,7 +175,8 @@ extern "C" {
 typedef struct eshm_handle eshm_handle;
 
 /* Channel options. Initialize with eshm_config_init(), then change what you need.
- * Layout (bytes): 88, no padding; offsets in the comments. */
+ * Layout (bytes): 96, no padding; offsets in the comments. Headers before 2.1 declared its first 88 bytes
+ * (up to allow_sleep); the library still accepts that config, with allow_other_owner 0. */
 typedef struct eshm_config {
   uint32_t struct_size;                /*  0: sizeof(eshm_config); set by eshm_config_init */
   int32_t role;                        /*  4: ESHM_ROLE_*; default ESHM_ROLE_AUTO */
@@ -207,6 +209,12 @@ typedef struct eshm_config {
                                                  including 0600; default 0600 */
   int32_t allow_sleep;                 /* 84: 1: then sleep on a futex (idle costs no CPU); 0: never sleep
                                                  (lowest latency, a busy core per waiter); default 1 */
+  int32_t allow_other_owner;           /* 88: 1: accept a segment file that another user owns (a channel
+                                                 shared between users: see docs/operations.md,
+                                                 "Permissions"); 0: refuse it with ESHM_ERROR_PERMISSION,
+                                                 since another local user could have created the name
+                                                 first to intercept the channel; default 0 */
+  uint32_t reserved0;                  /* 92: 0 */
 } eshm_config;
 
 /* Statistics of a channel, as seen by one endpoint. Set struct_size = sizeof(eshm_stats) before calling
@@ -239,11 +247,20 @@ typedef struct eshm_stats {
   uint64_t segment_epoch_ns;     /* when the segment was created, ns since the Unix epoch */
 } eshm_stats;
 
-/* Fills *cfg with the defaults (those of the original ESHM library): role AUTO, disconnect ON_TIMEOUT,
- * stale_threshold_ms 100, heartbeat_interval_ms 1, reconnect_wait_ms 5000, reconnect_retry_interval_ms
- * 100, max_reconnect_attempts 50, auto_cleanup 1, use_threads 1, 1 MiB rings, the largest message size,
- * mode 0600, adaptive waits (spin 20 us, yield 30 us, then sleep), and struct_size. NULL is ignored. */
-ESHM_API void eshm_config_init(eshm_config* cfg);
+/* Fills the first `size` bytes of *cfg with the defaults (those of the original ESHM library): role AUTO,
+ * disconnect ON_TIMEOUT, stale_threshold_ms 100, heartbeat_interval_ms 1, reconnect_wait_ms 5000,
+ * reconnect_retry_interval_ms 100, max_reconnect_attempts 50, auto_cleanup 1, use_threads 1, 1 MiB rings,
+ * the largest message size, mode 0600, adaptive waits (spin 20 us, yield 30 us, then sleep),
+ * allow_other_owner 0, and struct_size = size. Pass sizeof(eshm_config) as your header declares it (the
+ * eshm_config_init macro below does): bytes past the config this library knows are zeroed, and nothing past
+ * `size` is written, so a program built against an older or newer header stays in bounds.
+ * ESHM_ERROR_INVALID_PARAM (nothing written) if cfg is NULL or size is below 88 (the oldest config). */
+ESHM_API int eshm_config_init_size(eshm_config* cfg, size_t size);
+
+/* The same for the 88-byte config of headers before 2.1 (without allow_other_owner); kept for programs built
+ * against them, and for FFI declarations of that layout. NULL is ignored. New code gets the macro. */
+ESHM_API void(eshm_config_init)(eshm_config* cfg);
+#define eshm_config_init(cfg) ((void)eshm_config_init_size((cfg), sizeof(eshm_config)))
 
 /* Opens the endpoint `name` of a channel and stores its handle in *out (set to NULL on failure).
  *  name: 1 to 250 characters from [A-Za-z0-9._-], NUL-terminated; the segment is /dev/shm/eshm_<name>.

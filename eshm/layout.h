@@ -60,6 +60,9 @@
 #ifndef ESHM_LAYOUT_H_
 #define ESHM_LAYOUT_H_
 
+#include "eshm/internal/require_cxx20.h"
+#if ESHM_CXX20
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -292,4 +295,5 @@ static_assert(kMinRingCapacity % kFalseSharingRange == 0, "ring data must keep R
 
 }  // namespace eshm
 
+#endif  // ESHM_CXX20
 #endif  // ESHM_LAYOUT_H_

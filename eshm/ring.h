@@ -77,6 +77,9 @@
 #ifndef ESHM_RING_H_
 #define ESHM_RING_H_
 
+#include "eshm/internal/require_cxx20.h"
+#if ESHM_CXX20
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -177,6 +180,9 @@ class RingProducer {
                      Publish publish = Publish::kNow);
   absl::Status Write(std::span<const std::byte> message, const WaitStrategy& strategy, Deadline deadline,
                      Publish publish, WaitCheck check);
+
+  // True if a message of `size` bytes fits now (a full ring looks at the consumer's head again).
+  bool Fits(std::size_t size) { return HasSpace(RecordBytes(size)); }
 
   // Waits until a message of `size` bytes fits. Publishes staged records first.
   absl::Status WaitForSpace(std::size_t size, const WaitStrategy& strategy, Deadline deadline, WaitCheck check);
@@ -409,4 +415,5 @@ class RingConsumer {
 
 }  // namespace eshm
 
+#endif  // ESHM_CXX20
 #endif  // ESHM_RING_H_

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -11,6 +13,7 @@
 #include <cstring>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -62,6 +65,44 @@ void SleepAtMost(std::int64_t ns, Deadline deadline) {
   const timespec pause{static_cast<time_t>(left / 1'000'000'000), static_cast<long>(left % 1'000'000'000)};
   nanosleep(&pause, nullptr);
 }
+
+// "uid 1000 (alice), gid 1001 (eshm), mode 0640": who may open a file, for permission errors. Names are
+// looked up only on this error path; an id without a name is printed alone.
+std::string DescribeOwnership(const struct stat& st) {
+  std::string out = absl::StrFormat("uid %d", st.st_uid);
+  std::vector<char> buffer(16384);
+  struct passwd pw;
+  struct passwd* pw_found = nullptr;
+  if (getpwuid_r(st.st_uid, &pw, buffer.data(), buffer.size(), &pw_found) == 0 && pw_found != nullptr) {
+    absl::StrAppend(&out, " (", pw_found->pw_name, ")");
+  }
+  absl::StrAppendFormat(&out, ", gid %d", st.st_gid);
+  struct group gr;
+  struct group* gr_found = nullptr;
+  if (getgrgid_r(st.st_gid, &gr, buffer.data(), buffer.size(), &gr_found) == 0 && gr_found != nullptr) {
+    absl::StrAppend(&out, " (", gr_found->gr_name, ")");
+  }
+  absl::StrAppendFormat(&out, ", mode 0%03o", st.st_mode & 07777);
+  return out;
+}
+
+// "uid 1001, gids 1001 27": who this process is, beside DescribeOwnership in permission errors.
+std::string DescribeThisProcess() {
+  std::string out = absl::StrFormat("uid %d, gids %d", geteuid(), getegid());
+  gid_t groups[64];
+  const int count = getgroups(64, groups);
+  for (int i = 0; i < count; ++i) {
+    if (groups[i] != getegid()) absl::StrAppendFormat(&out, " %d", groups[i]);
+  }
+  if (count < 0) absl::StrAppend(&out, " and more");
+  return out;
+}
+
+// How to share a channel between users, for the errors that a missing step of that recipe causes.
+constexpr char kSharingRecipe[] =
+    "to share a channel between users, put them in one group, create the channel with that group as the "
+    "creator's effective group and with mode 0660, and open it from the other users with allow_other_owner "
+    "(docs/operations.md, \"Permissions\")";
 
 // What to do about a file eshm refused: it never removes a file it cannot prove it made.
 std::string LeftUntouched(const std::string& path) {
@@ -122,19 +163,19 @@ bool HasShape(const Segment& segment, const SegmentOptions& shape) {
 absl::Status ValidateHeader(const SegmentHeader& h, std::uint64_t file_bytes, std::string_view name) {
   const std::string path = Segment::PathFor(name);
   if (h.header_bytes != kSegmentHeaderBytes) {
-    return absl::FailedPreconditionError(absl::StrFormat(
+    return absl::DataLossError(absl::StrFormat(
         "%s: header size %d does not match this eshm's %d: the segment is corrupt", path, h.header_bytes,
         kSegmentHeaderBytes));
   }
   for (int d = 0; d < 2; ++d) {
     if (absl::Status s = ValidateRingCapacity(h.ring_capacity[d]); !s.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat(path, ": corrupt header: ", s.message()));
+      return absl::DataLossError(absl::StrCat(path, ": corrupt header: ", s.message()));
     }
   }
   const SegmentGeometry g = ComputeGeometry(h.ring_capacity[0], h.ring_capacity[1]);
   if (h.ring_offset[0] != g.ring_offset[0] || h.ring_offset[1] != g.ring_offset[1] ||
       h.segment_bytes != g.segment_bytes) {
-    return absl::FailedPreconditionError(absl::StrFormat(
+    return absl::DataLossError(absl::StrFormat(
         "%s: corrupt header: ring offsets %d/%d and size %d do not match capacities %d/%d", path,
         h.ring_offset[0], h.ring_offset[1], h.segment_bytes, h.ring_capacity[0], h.ring_capacity[1]));
   }
@@ -147,7 +188,7 @@ absl::Status ValidateHeader(const SegmentHeader& h, std::uint64_t file_bytes, st
   const std::uint64_t limit = std::min(MaxPayloadForCapacity(h.ring_capacity[0]),
                                        MaxPayloadForCapacity(h.ring_capacity[1]));
   if (h.max_message_bytes == 0 || h.max_message_bytes > limit) {
-    return absl::FailedPreconditionError(absl::StrFormat(
+    return absl::DataLossError(absl::StrFormat(
         "%s: corrupt header: maximum message size %d is outside 1..%d", path, h.max_message_bytes, limit));
   }
   return absl::OkStatus();
@@ -316,6 +357,12 @@ absl::StatusOr<Segment> Segment::OpenOnce(std::string_view name, bool allow_othe
       return absl::NotFoundError(absl::StrFormat("no segment %s: the side that creates it has not started", path));
     }
     if (lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return NotARegularFile(path, st.st_mode);
+    if (error == EACCES) {
+      // Both sides need read and write: the slave writes its ring's head, its heartbeat and its role lock.
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "%s cannot be opened for reading and writing by this process (%s): it is %s; %s", path,
+          DescribeThisProcess(), DescribeOwnership(st), kSharingRecipe));
+    }
     return ErrnoError(error, "open", name);
   }
 
@@ -326,10 +373,10 @@ absl::StatusOr<Segment> Segment::OpenOnce(std::string_view name, bool allow_othe
   if (!S_ISREG(st.st_mode)) return NotARegularFile(path, st.st_mode);
   if (!allow_other_owner && st.st_uid != geteuid()) {
     return absl::PermissionDeniedError(absl::StrFormat(
-        "%s belongs to uid %d, not to this process's uid %d: another user may have created the name first to "
-        "intercept the channel; it was left untouched. Use another name, or allow other owners explicitly "
-        "(ChannelOptions::allow_other_owner) for a channel shared between users",
-        path, st.st_uid, geteuid()));
+        "%s belongs to another user (%s; this process: %s): another user may have created the name first to "
+        "intercept the channel, so it was refused and left untouched. Use another name, or, if the channel is "
+        "shared between users on purpose, open it with allow_other_owner; %s",
+        path, DescribeOwnership(st), DescribeThisProcess(), kSharingRecipe));
   }
 
   // eshm publishes a segment at its name only once it is complete, so there is nothing to wait for: what

@@ -36,6 +36,9 @@
 #ifndef ESHM_SEGMENT_H_
 #define ESHM_SEGMENT_H_
 
+#include "eshm/internal/require_cxx20.h"
+#if ESHM_CXX20
+
 #include <sys/types.h>
 
 #include <atomic>
@@ -108,8 +111,9 @@ class Segment {
   // Opens the segment at the name, waiting until `deadline` for one to appear there (NotFound after). The
   // file must belong to this process's effective uid unless `allow_other_owner`: otherwise another local
   // user could create the name first (with a permissive mode) and intercept the channel. Anything that is
-  // not a complete eshm segment of this layout version is refused at once (FailedPrecondition, naming the
-  // file and what is wrong with it) and left untouched.
+  // not a complete eshm segment of this layout version is refused at once (FailedPrecondition, or DataLoss
+  // for a header that contradicts itself; the message names the file and what is wrong with it) and left
+  // untouched. A file this process may not read and write is PermissionDenied, naming its owner and mode.
   static absl::StatusOr<Segment> Open(std::string_view name, Deadline deadline, bool allow_other_owner = false);
   // Creates, adopts or replaces the segment at `name` and claims a role on it, or refuses; see segment.cc.
   // It removes a file only after proving it a complete eshm segment of this layout version, of another shape
@@ -239,4 +243,5 @@ struct AcquiredSegment {
 
 }  // namespace eshm
 
+#endif  // ESHM_CXX20
 #endif  // ESHM_SEGMENT_H_

@@ -7,6 +7,9 @@
 #ifndef ESHM_WAIT_STRATEGY_H_
 #define ESHM_WAIT_STRATEGY_H_
 
+#include "eshm/internal/require_cxx20.h"
+#if ESHM_CXX20
+
 #include <cstdint>
 
 namespace eshm {
@@ -53,4 +56,5 @@ inline void CpuRelax() {
 
 }  // namespace eshm
 
+#endif  // ESHM_CXX20
 #endif  // ESHM_WAIT_STRATEGY_H_

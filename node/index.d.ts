@@ -131,6 +131,12 @@ export interface OpenOptions {
   /** Then sleep on a futex (idle costs no CPU); false never sleeps (a busy core per waiter). Default true. */
   allowSleep?: boolean;
   /**
+   * Accept a segment file another user owns (a channel shared between users: docs/operations.md,
+   * "Permissions"). Default false: such a file is refused (PERMISSION), since another local user could
+   * have created the name first to intercept the channel.
+   */
+  allowOtherOwner?: boolean;
+  /**
    * Path of libeshm.so. Without it: $ESHM_LIBESHM, else "libeshm.so" through the dynamic loader path
    * (LD_LIBRARY_PATH, ld.so.cache).
    */

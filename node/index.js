@@ -77,6 +77,8 @@ function declareTypes() {
     yield_ns: 'int64_t',
     mode: 'uint32_t',
     allow_sleep: 'int32_t',
+    allow_other_owner: 'int32_t',
+    reserved0: 'uint32_t',
   });
   const stats = koffi.struct('eshm_stats', {
     struct_size: 'uint32_t',
@@ -105,8 +107,8 @@ function declareTypes() {
     segment_epoch_ns: 'uint64_t',
   });
   // The header fixes these sizes; a mismatch means the declarations above drifted from eshm.h.
-  if (koffi.sizeof(config) !== 88 || koffi.sizeof(stats) !== 168) {
-    throw new Error(`eshm: struct sizes ${koffi.sizeof(config)}/${koffi.sizeof(stats)}, expected 88/168`);
+  if (koffi.sizeof(config) !== 96 || koffi.sizeof(stats) !== 168) {
+    throw new Error(`eshm: struct sizes ${koffi.sizeof(config)}/${koffi.sizeof(stats)}, expected 96/168`);
   }
   types = { handle, config, stats };
   return types;
@@ -118,7 +120,7 @@ const libraries = new Map();
 function bind(lib) {
   declareTypes();
   return {
-    configInit: lib.func('void eshm_config_init(_Out_ eshm_config *cfg)'),
+    configInitSize: lib.func('int eshm_config_init_size(_Out_ eshm_config *cfg, size_t size)'),
     open: lib.func('int eshm_open(const char *name, const eshm_config *cfg, _Out_ eshm_handle **out)'),
     close: lib.func('int eshm_close(eshm_handle *h)'),
     // Data pointers are void*: Buffers and typed arrays pass their memory directly, without a copy.
@@ -207,11 +209,12 @@ const CONFIG_FIELDS = {
   yieldNs: ['yield_ns', Number.isSafeInteger],
   mode: ['mode', Number.isInteger],
   allowSleep: ['allow_sleep', (v) => typeof v === 'boolean'],
+  allowOtherOwner: ['allow_other_owner', (v) => typeof v === 'boolean'],
 };
 
 function buildConfig(lib, options) {
   const cfg = {};
-  lib.configInit(cfg);
+  lib.configInitSize(cfg, koffi.sizeof(types.config));
   for (const [key, value] of Object.entries(options)) {
     if (key === 'libraryPath' || value === undefined) continue;
     const field = CONFIG_FIELDS[key];
@@ -517,7 +520,7 @@ function errorOf(lib, rc, what, onWorker = false) {
   return new EshmError(rc, `${what}: ${detail} (${CODE_NAMES.get(rc) || rc})`);
 }
 
-/** The version of the loaded libeshm.so, e.g. "2.0.0". */
+/** The version of the loaded libeshm.so, e.g. "2.1.0". */
 function libraryVersion(libraryPath) {
   return loadLibrary(libraryPath).version();
 }

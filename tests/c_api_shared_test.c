@@ -21,6 +21,7 @@ static int g_failures = 0;
   } while (0)
 
 typedef void (*ConfigInitFn)(eshm_config*);
+typedef int (*ConfigInitSizeFn)(eshm_config*, size_t);
 typedef int (*OpenFn)(const char*, const eshm_config*, eshm_handle**);
 typedef int (*CloseFn)(eshm_handle*);
 typedef int (*WriteFn)(eshm_handle*, const void*, size_t, int);
@@ -43,7 +44,7 @@ static void (*Lookup(void* lib, const char* name))(void) {
 
 int main(void) {
   static const char* const kExported[] = {
-      "eshm_config_init", "eshm_open",         "eshm_close",        "eshm_write",
+      "eshm_config_init", "eshm_config_init_size", "eshm_open",  "eshm_close",        "eshm_write",
       "eshm_try_write",   "eshm_read",         "eshm_try_read",     "eshm_next_message_size",
       "eshm_max_message_size", "eshm_flush",   "eshm_get_role",     "eshm_is_remote_alive",
       "eshm_get_stats",   "eshm_strerror",     "eshm_last_error",   "eshm_version",
@@ -80,7 +81,8 @@ int main(void) {
   }
   if (g_failures != 0) return 1;
 
-  ConfigInitFn config_init = (ConfigInitFn)Lookup(lib, "eshm_config_init");
+  ConfigInitFn config_init_v1 = (ConfigInitFn)Lookup(lib, "eshm_config_init");
+  ConfigInitSizeFn config_init_size = (ConfigInitSizeFn)Lookup(lib, "eshm_config_init_size");
   OpenFn open_fn = (OpenFn)Lookup(lib, "eshm_open");
   CloseFn close_fn = (CloseFn)Lookup(lib, "eshm_close");
   WriteFn write_fn = (WriteFn)Lookup(lib, "eshm_write");
@@ -95,8 +97,20 @@ int main(void) {
 
   char name[64];
   snprintf(name, sizeof name, "capi_shared_%d", (int)getpid());
+  /* The symbol eshm_config_init is the pre-2.1 88-byte init, for binaries built against those headers: it
+   * writes exactly 88 bytes. */
+  unsigned char v1[88 + 8];
+  memset(v1, 0xAB, sizeof v1);
+  config_init_v1((eshm_config*)v1);
+  uint32_t v1_size = 0;
+  memcpy(&v1_size, v1, sizeof v1_size);
+  CHECK(v1_size == 88, "the old init sets struct_size 88");
+  int v1_tail_untouched = 1;
+  for (size_t at = 88; at < sizeof v1; ++at) v1_tail_untouched &= v1[at] == 0xAB;
+  CHECK(v1_tail_untouched, "the old init writes nothing past byte 88");
+
   eshm_config cfg;
-  config_init(&cfg);
+  CHECK(config_init_size(&cfg, sizeof cfg) == ESHM_SUCCESS, "eshm_config_init_size through dlsym");
   cfg.role = ESHM_ROLE_MASTER;
   eshm_handle* master = NULL;
   eshm_handle* slave = NULL;

@@ -19,12 +19,13 @@
 
 /* The ABI as a C compiler lays it out must match what the library was built with (c_api.cc asserts the
  * same numbers on the C++ side). */
-_Static_assert(sizeof(eshm_config) == 88, "eshm_config layout");
+_Static_assert(sizeof(eshm_config) == 96, "eshm_config layout");
 _Static_assert(offsetof(eshm_config, role) == 4, "eshm_config layout");
 _Static_assert(offsetof(eshm_config, m2s_capacity) == 40, "eshm_config layout");
 _Static_assert(offsetof(eshm_config, spin_ns) == 64, "eshm_config layout");
 _Static_assert(offsetof(eshm_config, mode) == 80, "eshm_config layout");
 _Static_assert(offsetof(eshm_config, allow_sleep) == 84, "eshm_config layout");
+_Static_assert(offsetof(eshm_config, allow_other_owner) == 88, "eshm_config layout");
 _Static_assert(sizeof(eshm_stats) == 168, "eshm_stats layout");
 _Static_assert(offsetof(eshm_stats, master_heartbeat) == 24, "eshm_stats layout");
 _Static_assert(offsetof(eshm_stats, segment_epoch_ns) == 160, "eshm_stats layout");
@@ -168,7 +169,31 @@ static void TestConfigDefaults(void) {
   CHECK(cfg.max_message_bytes == 0, "default max_message_bytes");
   CHECK(cfg.mode == 0600, "default mode 0%o", cfg.mode);
   CHECK(cfg.allow_sleep == 1 && cfg.spin_ns >= 0 && cfg.yield_ns >= 0, "default wait strategy");
+  CHECK(cfg.allow_other_owner == 0 && cfg.reserved0 == 0, "default allow_other_owner %d", cfg.allow_other_owner);
   eshm_config_init(NULL); /* must not crash */
+  CHECK(eshm_config_init_size(NULL, sizeof cfg) == ESHM_ERROR_INVALID_PARAM, "init_size(NULL)");
+  CHECK(eshm_config_init_size(&cfg, 40) == ESHM_ERROR_INVALID_PARAM, "init_size below the oldest config");
+  CHECK(strstr(eshm_last_error(), "sizeof(eshm_config)") != NULL, "init_size error names the fix: %s",
+        eshm_last_error());
+
+  /* A program built against a pre-2.1 header has an 88-byte config and calls the symbol eshm_config_init
+   * (the parentheses skip the macro): nothing past byte 88 is written. */
+  unsigned char v1[88 + 16];
+  memset(v1, 0x5A, sizeof v1);
+  (eshm_config_init)((eshm_config*)v1);
+  int untouched = 1;
+  for (size_t i = 88; i < sizeof v1; ++i) untouched &= v1[i] == 0x5A;
+  CHECK(untouched, "the pre-2.1 eshm_config_init writes nothing past byte 88");
+  CHECK(((eshm_config*)v1)->struct_size == 88 && ((eshm_config*)v1)->mode == 0600, "pre-2.1 defaults");
+  /* A newer header's larger config: its tail is zeroed, nothing past it written. */
+  unsigned char v3[sizeof(eshm_config) + 8 + 16];
+  memset(v3, 0x5A, sizeof v3);
+  CHECK(eshm_config_init_size((eshm_config*)v3, sizeof(eshm_config) + 8) == ESHM_SUCCESS, "init_size bigger");
+  int zero_tail = 1;
+  for (size_t i = sizeof(eshm_config); i < sizeof(eshm_config) + 8; ++i) zero_tail &= v3[i] == 0;
+  for (size_t i = sizeof(eshm_config) + 8; i < sizeof v3; ++i) zero_tail &= v3[i] == 0x5A;
+  CHECK(zero_tail, "init_size zeroes a newer config's unknown tail and writes nothing past it");
+  CHECK(((eshm_config*)v3)->struct_size == sizeof(eshm_config) + 8, "init_size sets the caller's size");
 }
 
 static void TestBadArguments(void) {
@@ -228,7 +253,24 @@ static void TestBadArguments(void) {
   BAD_CFG("maximum message size", c->max_message_bytes = (uint64_t)1 << 40);
   BAD_CFG("struct_size", c->struct_size = 4);
   BAD_CFG("struct_size", c->struct_size = 0x7fffffff);
+  BAD_CFG("struct_size", c->struct_size = 92);
+  BAD_CFG("allow_other_owner", c->allow_other_owner = 2);
+  BAD_CFG("reserved0", c->reserved0 = 1);
 #undef BAD_CFG
+
+  /* A pre-2.1 config (88 bytes, no allow_other_owner) still opens a channel, whatever lies past it. */
+  {
+    unsigned char v1[sizeof(eshm_config)];
+    memset(v1, 0x77, sizeof v1);
+    (eshm_config_init)((eshm_config*)v1);
+    ((eshm_config*)v1)->role = ESHM_ROLE_MASTER;
+    char v1_name[128];
+    snprintf(v1_name, sizeof v1_name, "capi_v1cfg_%d", (int)getpid());
+    eshm_handle* v1_handle = NULL;
+    CHECK_RC(eshm_open(v1_name, (eshm_config*)v1, &v1_handle), ESHM_SUCCESS);
+    CHECK(v1_handle != NULL, "open with a pre-2.1 config");
+    if (v1_handle != NULL) CHECK_RC(eshm_close(v1_handle), ESHM_SUCCESS);
+  }
 
   /* An uninitialized config (struct_size 0) is its own code. */
   eshm_config zero;
@@ -652,6 +694,53 @@ static void TestOpenFailures(void) {
   }
 }
 
+/* allow_other_owner reaches the engine: a segment that another uid owns is refused without it and opened
+ * with it. Root hands the file to uid 4241 with chown (the two-user recipe itself runs in
+ * tests/sharing_between_users_test.cc). */
+static void TestAllowOtherOwner(void) {
+  if (geteuid() != 0) {
+    printf("c_api_test: allow_other_owner check skipped (needs root)\n");
+    return;
+  }
+  char name[128];
+  char path[256];
+  NewName(name, sizeof name);
+  snprintf(path, sizeof path, "/dev/shm/eshm_%s", name);
+  eshm_config cfg = Config(ESHM_ROLE_MASTER);
+  cfg.mode = 0660;
+  cfg.auto_cleanup = 0;
+  eshm_handle* h = NULL;
+  CHECK_RC(eshm_open(name, &cfg, &h), ESHM_SUCCESS);
+  if (h != NULL) CHECK_RC(eshm_close(h), ESHM_SUCCESS);
+  CHECK(chown(path, 4241, 4241) == 0, "chown %s: %s", path, strerror(errno));
+
+  cfg.role = ESHM_ROLE_SLAVE;
+  cfg.max_reconnect_attempts = 1;
+  h = (eshm_handle*)0x1;
+  CHECK_ERR_MENTIONS(eshm_open(name, &cfg, &h), ESHM_ERROR_PERMISSION, "belongs to another user (uid 4241");
+  CHECK(strstr(eshm_last_error(), "mode 0660") != NULL && strstr(eshm_last_error(), "allow_other_owner") != NULL,
+        "the refusal names the mode and the option: %s", eshm_last_error());
+  CHECK(h == NULL, "*out NULL after PERMISSION");
+
+  cfg.allow_other_owner = 1;
+  cfg.role = ESHM_ROLE_MASTER;
+  eshm_handle* master = NULL;
+  eshm_handle* slave = NULL;
+  CHECK_RC(eshm_open(name, &cfg, &master), ESHM_SUCCESS);
+  cfg.role = ESHM_ROLE_SLAVE;
+  CHECK_RC(eshm_open(name, &cfg, &slave), ESHM_SUCCESS);
+  if (master != NULL && slave != NULL) {
+    char buf[16];
+    size_t n = 0;
+    CHECK_RC(eshm_write(master, "shared", 6, 1000), ESHM_SUCCESS);
+    CHECK_RC(eshm_read(slave, buf, sizeof buf, &n, 1000), ESHM_SUCCESS);
+    CHECK(n == 6 && memcmp(buf, "shared", 6) == 0, "a message through another user's segment");
+  }
+  if (slave != NULL) eshm_close(slave);
+  if (master != NULL) eshm_close(master);
+  unlink(path);
+}
+
 /* One writer thread and one reader thread per handle, plus a stats/liveness poller: the threading the
  * header promises. Meaningful under --config=tsan. */
 enum { kThreadMessages = 20000 };
@@ -768,6 +857,7 @@ int main(void) {
   TestRingFull();
   TestAutoRoleAndNoThreads();
   TestOpenFailures();
+  TestAllowOtherOwner();
   TestLastErrorIsThreadLocal();
   TestThreads();
   if (g_failures != 0) {

@@ -471,6 +471,46 @@ TEST_F(DisconnectTest, OnTimeoutReadFailsAfterReconnectWait) {
   EXPECT_LT(ms, 5000);
 }
 
+// A peer that attaches, writes and leaves between two of the reader's liveness checks is never seen alive;
+// the reader, waiting for a peer, must still deliver what it wrote (it once waited out reconnect_wait_ms and
+// failed with the message in its ring). The master runs without a monitor thread and checks its peer every
+// 300 ms, so the slave's whole life fits between two checks.
+TEST_F(DisconnectTest, AMessageFromAPeerNeverSeenAliveIsStillRead) {
+  const std::string name = NewName();
+  ChannelOptions options = Options(ChannelRole::kMaster);
+  options.use_threads = false;
+  options.heartbeat_interval_ms = 300;
+  options.stale_threshold_ms = 5000;
+  options.disconnect_behavior = DisconnectBehavior::kOnTimeout;
+  options.reconnect_wait_ms = 4000;
+  absl::StatusOr<ChannelPtr> master = Channel::Open(name, options);
+  ASSERT_TRUE(master.ok()) << master.status();
+  // Writing too: a full ring drained by a peer never seen alive lets the writer go on.
+  const std::string chunk(200, 'w');
+  while ((*master)->TryWrite(Bytes(chunk)) == IoResult::kOk) {
+  }
+  Child transient = Child::Start([&]() -> int {
+    eshm_test::SleepMs(100);  // after the master's first check of its peer
+    ChannelOptions slave_options = Options(ChannelRole::kSlave);
+    absl::StatusOr<ChannelPtr> slave = Channel::Open(name, slave_options);
+    ESHM_CHILD_CHECK_OK(slave);
+    std::vector<std::byte> buffer(256);
+    ESHM_CHILD_CHECK_OK((*slave)->Read(buffer, Soon()));  // room for the master's next write
+    ESHM_CHILD_CHECK_OK((*slave)->Write(Bytes("left behind"), Soon()));
+    (*slave)->Close();
+    return 0;
+  });
+  std::vector<std::byte> buffer(64);
+  const std::int64_t start = NowNs();
+  absl::StatusOr<std::size_t> n = (*master)->Read(buffer, Deadline::AfterMs(10'000));
+  ASSERT_TRUE(n.ok()) << n.status() << " after " << MsSince(start) << " ms";
+  EXPECT_EQ(eshm_test::Text(std::span(buffer.data(), *n)), "left behind");
+  EXPECT_LT(MsSince(start), 3000) << "the message waited for reconnect_wait_ms";
+  const absl::Status wrote = (*master)->Write(Bytes(chunk), Deadline::AfterMs(10'000));
+  EXPECT_TRUE(wrote.ok()) << wrote;
+  EXPECT_TRUE(eshm_test::WaitForChildren({&transient}, kWatchdog));
+}
+
 TEST_F(DisconnectTest, OnTimeoutReadSucceedsWhenTheMasterComesBackWithinTheWait) {
   const std::string name = NewName();
   Pipe ready, go, hold;

@@ -74,6 +74,12 @@ ABSL_FLAG(int, max_reconnect_attempts, eshm::ChannelOptions{}.max_reconnect_atte
           "slave: how many times it tries to attach to a new master (0 = unlimited)");
 ABSL_FLAG(bool, auto_cleanup, eshm::ChannelOptions{}.auto_cleanup,
           "master: remove /dev/shm/eshm_<name> on exit");
+ABSL_FLAG(std::string, mode, "0600",
+          "permissions of the segment file this process creates, in octal: 0600 for this user only, 0660 to "
+          "share the channel with the file's group (see docs/operations.md, Permissions)");
+ABSL_FLAG(bool, allow_other_owner, eshm::ChannelOptions{}.allow_other_owner,
+          "accept a segment file another user created (a channel shared between users); by default it is "
+          "refused, since another user could have taken the name first to intercept the channel");
 
 namespace {
 
@@ -387,6 +393,19 @@ int main(int argc, char** argv) {
   options.reconnect_retry_interval_ms = absl::GetFlag(FLAGS_reconnect_retry_interval_ms);
   options.max_reconnect_attempts = absl::GetFlag(FLAGS_max_reconnect_attempts);
   options.auto_cleanup = absl::GetFlag(FLAGS_auto_cleanup);
+  options.allow_other_owner = absl::GetFlag(FLAGS_allow_other_owner);
+  {
+    const std::string text = absl::GetFlag(FLAGS_mode);
+    char* end = nullptr;
+    const unsigned long bits = std::strtoul(text.c_str(), &end, 8);
+    if (text.empty() || *end != '\0' || bits > 0777 || (bits & 0600) != 0600) {
+      ErrorLine(absl::StrCat("eshm_demo: --mode=", text,
+                             ": use octal permission bits including the owner's read and write, such as 0600 or "
+                             "0660"));
+      return 2;
+    }
+    options.mode = static_cast<mode_t>(bits);
+  }
 
   RunConfig run;
   run.count = absl::GetFlag(FLAGS_count);

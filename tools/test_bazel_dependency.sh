@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks that eshm works as an external Bazel repository: builds and runs tests/bazel_dependency (a separate
-# workspace that declares eshm with local_repository and calls eshm_dependencies()) against this checkout.
+# workspace that declares eshm with local_repository and calls eshm_dependencies()) against this checkout,
+# and checks that a consumer compiling as C++17 gets exactly one error, eshm's "needs C++20".
 #
 # Run from anywhere: bash tools/test_bazel_dependency.sh   (exit 0 on success)
 # It uses its own Bazel server and output root under a temporary directory, so it never disturbs the main
@@ -42,4 +43,16 @@ if ! OUTPUT="$(timeout 60 ./bazel-bin/hello_eshm 2>&1)"; then
 fi
 echo "$OUTPUT"
 [[ "$OUTPUT" == *OK* ]] || { echo "FAIL: hello_eshm did not print OK"; exit 1; }
+echo "== bazel build //:cxx17_consumer (must fail with one clear error)"
+if timeout 600 "${BAZEL[@]}" build //:cxx17_consumer >"$TMP/cxx17.log" 2>&1; then
+  echo "FAIL: a C++17 consumer of eshm compiled"
+  exit 1
+fi
+ERRORS="$(grep -c "error:" "$TMP/cxx17.log" || true)"
+if [[ "$ERRORS" != 1 ]] || ! grep -q "error: #error \"eshm needs C++20: compile with -std=c++20" "$TMP/cxx17.log"; then
+  cat "$TMP/cxx17.log"
+  echo "FAIL: a C++17 consumer should get exactly one error, eshm's 'needs C++20' (got $ERRORS error lines)"
+  exit 1
+fi
+grep "error:" "$TMP/cxx17.log"
 echo "test_bazel_dependency: PASSED"

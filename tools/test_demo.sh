@@ -36,6 +36,7 @@ cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
   rm -f /dev/shm/eshm_"${NAME}"* 2>/dev/null
+  if [[ -n "${SHARE_DIR:-}" ]]; then rm -rf "$SHARE_DIR"; fi
   if ((OWN_WORK)); then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -59,6 +60,19 @@ start() {
   local log="$WORK/$1"
   shift
   "$DEMO" "$@" >"$log" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+}
+
+# start_as <log> <setpriv options...> -- <args...>: start, as the user the setpriv options name. The binary
+# runs from a copy that other users can read (the original may sit under root's home).
+start_as() {
+  local log="$WORK/$1"
+  shift
+  local ids=()
+  while [[ "$1" != "--" ]]; do ids+=("$1"); shift; done
+  shift
+  setpriv "${ids[@]}" "$SHARED_DEMO" "$@" >"$log" 2>&1 &
   STARTED=$!
   PIDS+=("$STARTED")
 }
@@ -166,6 +180,45 @@ for role in master auto slave; do
   [[ -p "$SEGMENT" ]] || fail "$role removed or replaced the FIFO at $SEGMENT"
 done
 rm -f "$SEGMENT"
+
+# ---- 5. two users share a channel (root only: it runs processes as uids 4261 and 4263) ----
+if [[ "$(id -u)" == 0 ]] && command -v setpriv >/dev/null; then
+  SHARE_DIR="$(mktemp -d /tmp/eshm_demo_share.XXXXXX)"
+  chmod 755 "$SHARE_DIR"
+  SHARED_DEMO="$SHARE_DIR/eshm_demo"
+  cp "$DEMO" "$SHARED_DEMO" && chmod 755 "$SHARED_DEMO"
+  CREATOR=(--reuid=4261 --regid=4262 --groups=4262)          # Group=eshm (gid 4262), as the recipe says
+  PARTNER=(--reuid=4263 --regid=4263 --groups=4263,4262)     # another user, a member of the group
+
+  # The partner forgot --allow_other_owner: refused, told whose file it is, its mode, and what to do.
+  start_as m5.out "${CREATOR[@]}" -- master "$NAME" --mode=0660 --count=3 --rate_hz=50
+  SHARED_MASTER=$STARTED
+  wait_line m5.out "[MASTER] Initialized with role: MASTER"
+  [[ "$(stat -c '%u %g %a' "$SEGMENT" 2>/dev/null)" == "4261 4262 660" ]] ||
+    fail "the shared segment is $(stat -c '%u %g %a' "$SEGMENT" 2>&1), expected owner 4261, group 4262, mode 660"
+  start_as refused5.out "${PARTNER[@]}" -- slave "$NAME" --count=3
+  wait_exit "$STARTED" 10 || fail "the slave without --allow_other_owner did not give up"
+  [[ "$EXIT_CODE" == 1 ]] || fail "the slave without --allow_other_owner exited with $EXIT_CODE, expected 1"
+  for text in "belongs to another user (uid 4261" "mode 0660" "allow_other_owner"; do
+    grep -qF -- "$text" "$WORK/refused5.out" || fail "the refused slave's error lacks: $text"
+  done
+
+  start_as s5.out "${PARTNER[@]}" -- slave "$NAME" --count=3 --allow_other_owner
+  wait_exit "$STARTED" 20 || fail "the shared-channel slave did not finish"
+  [[ "$EXIT_CODE" == 0 ]] || fail "the shared-channel slave exited with $EXIT_CODE"
+  wait_exit "$SHARED_MASTER" 20 || fail "the shared-channel master did not finish"
+  [[ "$EXIT_CODE" == 0 ]] || fail "the shared-channel master exited with $EXIT_CODE"
+  wait_line s5.out "[SLAVE] Exiting: received 3, sent 3" 1
+  wait_line m5.out "[MASTER] Exiting: sent 3, received 3" 1
+  [[ ! -e "$SEGMENT" ]] || fail "the shared-channel master left $SEGMENT behind"
+
+  start_as badmode5.out "${CREATOR[@]}" -- master "$NAME" --mode=0644x
+  wait_exit "$STARTED" 10
+  [[ "$EXIT_CODE" == 2 ]] || fail "--mode=0644x exited with $EXIT_CODE, expected 2 (usage)"
+  rm -rf "$SHARE_DIR"
+else
+  echo "test_demo: case 5 (two users) skipped: needs root and setpriv"
+fi
 
 if ((FAILED)); then
   show_logs

@@ -34,7 +34,8 @@ class Config(ctypes.Structure):
         ("max_reconnect_attempts", ctypes.c_int32), ("auto_cleanup", ctypes.c_int32),
         ("use_threads", ctypes.c_int32), ("m2s_capacity", ctypes.c_uint64), ("s2m_capacity", ctypes.c_uint64),
         ("max_message_bytes", ctypes.c_uint64), ("spin_ns", ctypes.c_int64), ("yield_ns", ctypes.c_int64),
-        ("mode", ctypes.c_uint32), ("allow_sleep", ctypes.c_int32)]]
+        ("mode", ctypes.c_uint32), ("allow_sleep", ctypes.c_int32), ("allow_other_owner", ctypes.c_int32),
+        ("reserved0", ctypes.c_uint32)]]
 
 
 class Ctypes:
@@ -42,7 +43,8 @@ class Ctypes:
 
     def __init__(self, lib_path, name, role):
         lib = ctypes.CDLL(lib_path)
-        lib.eshm_config_init.argtypes = [ctypes.POINTER(Config)]
+        # eshm_config_init is a macro in C; through an FFI, pass the size of the struct declared here.
+        lib.eshm_config_init_size.argtypes = [ctypes.POINTER(Config), ctypes.c_size_t]
         lib.eshm_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(Config), ctypes.POINTER(ctypes.c_void_p)]
         lib.eshm_close.argtypes = [ctypes.c_void_p]
         lib.eshm_write.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
@@ -52,7 +54,7 @@ class Ctypes:
         lib.eshm_last_error.restype = ctypes.c_char_p
         self.lib = lib
         cfg = Config()
-        lib.eshm_config_init(ctypes.byref(cfg))
+        self._check(lib.eshm_config_init_size(ctypes.byref(cfg), ctypes.sizeof(cfg)))
         cfg.role = role
         cfg.max_reconnect_attempts = 300
         self.h = ctypes.c_void_p()

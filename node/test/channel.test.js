@@ -5,6 +5,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const fs = require('node:fs');
 
 const { Channel, Role, DisconnectBehavior, EshmError, ErrorCode, libraryVersion } = require('..');
 const { uniqueName, segmentExists, cleanup, payload, waitFor } = require('./helpers');
@@ -103,6 +104,7 @@ test('open: every config field reaches the library', async () => {
     yieldNs: 0,
     mode: 0o600,
     allowSleep: true,
+    allowOtherOwner: false,
   });
   const stats = master.stats();
   assert.equal(stats.m2sCapacity, 8192);
@@ -114,6 +116,35 @@ test('open: every config field reaches the library', async () => {
   await waitFor(() => !master.isRemoteAlive(), 'the slave seen gone');
   // IMMEDIATELY: a write with the slave gone fails at once instead of waiting for it.
   assertEshmError(() => master.write('x', { timeoutMs: 5000 }), ErrorCode.SLAVE_STALE);
+});
+
+test('allowOtherOwner: a segment of another user is refused unless allowed', {
+  skip: process.getuid() !== 0 && 'needs root to hand a segment to another uid',
+}, () => {
+  const name = uniqueName('owner');
+  const path = `/dev/shm/eshm_${name}`;
+  // A segment that another user (uid 4231) created and left for a peer, group-shared as the recipe says.
+  Channel.open(name, { role: Role.MASTER, mode: 0o660, autoCleanup: false }).close();
+  fs.chownSync(path, 4231, 4231);
+  try {
+    assert.throws(
+      () => Channel.open(name, { role: Role.SLAVE, maxReconnectAttempts: 1 }),
+      (err) =>
+        err.code === ErrorCode.PERMISSION &&
+        /belongs to another user \(uid 4231/.test(err.message) &&
+        /mode 0660/.test(err.message) &&
+        /allow_other_owner/.test(err.message),
+    );
+    assert.equal(fs.statSync(path).uid, 4231, 'the refused file is left as it was');
+    const master = Channel.open(name, { role: Role.MASTER, allowOtherOwner: true, autoCleanup: false });
+    const slave = Channel.open(name, { role: Role.SLAVE, allowOtherOwner: true });
+    master.write('shared');
+    assert.equal(slave.read().toString(), 'shared');
+    slave.close();
+    master.close();
+  } finally {
+    fs.rmSync(path, { force: true });
+  }
 });
 
 test('libraryPath: a library that does not load names all three places', () => {

@@ -45,7 +45,7 @@ from eshm import _eshm, _ndarray
 from eshm._eshm import Claim, MessageView
 from eshm._ndarray import ArrayView
 
-__version__ = "2.0.0"
+__version__ = "2.1.0"
 
 __all__ = [
     "ESHM",
@@ -113,7 +113,7 @@ class ESHM(_eshm.Channel):
          stale_threshold_ms=100, reconnect_wait_ms=5000, reconnect_retry_interval_ms=100,
          max_reconnect_attempts=50, auto_cleanup=True, use_threads=True, *,
          heartbeat_interval_ms=1, m2s_capacity=1 << 20, s2m_capacity=1 << 20, max_message_bytes=0,
-         wait="adaptive")
+         wait="adaptive", mode=0o600, allow_other_owner=False)
 
     role and disconnect_behavior take the enums, their numbers, or their names in any case ("master",
     "on_timeout"). A slave waits for its master up to max_reconnect_attempts x reconnect_retry_interval_ms
@@ -125,6 +125,11 @@ class ESHM(_eshm.Channel):
     wait says how this endpoint's blocking calls wait for data or room: "adaptive" (spin ~20 us, yield
     ~30 us, then sleep on a futex), "spin" (never sleep: the lowest latency, a core busy while waiting) or
     "sleep" (a futex at once: no CPU while idle, a wake-up on every wait).
+
+    mode is the segment file's permissions when this endpoint creates it (0o600: this user only; 0o660: the
+    file's group too). allow_other_owner=True accepts a segment another user created; by default one is
+    refused (ChannelPermissionError), since another local user could have taken the name first to intercept
+    the channel. To share a channel between users, see "Sharing between users" in the package README.
 
     Methods: write(data, timeout_ms=None), try_write(data), write_many(messages, timeout_ms=None),
     flush(), read(buffer_size=None, timeout_ms=None), try_read(buffer_size=None),
@@ -155,6 +160,8 @@ class ESHM(_eshm.Channel):
         s2m_capacity: int = 1 << 20,
         max_message_bytes: int = 0,
         wait: WaitStrategy = "adaptive",
+        mode: int = 0o600,
+        allow_other_owner: bool = False,
     ) -> None:
         super().__init__(
             shm_name,
@@ -171,6 +178,8 @@ class ESHM(_eshm.Channel):
             s2m_capacity=s2m_capacity,
             max_message_bytes=max_message_bytes,
             wait=wait,
+            mode=mode,
+            allow_other_owner=allow_other_owner,
         )
 
     def get_role(self) -> ESHMRole:

@@ -78,6 +78,8 @@ class Channel:
         s2m_capacity: int = 1048576,
         max_message_bytes: int = 0,
         wait: WaitStrategy = "adaptive",
+        mode: int = 0o600,
+        allow_other_owner: bool = False,
     ) -> None: ...
     def close(self) -> None: ...
     @property

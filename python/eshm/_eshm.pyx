@@ -54,8 +54,10 @@ from libcpp.utility cimport move
 from eshm._eshm_cpp cimport (
     CChannel,
     CChannelOptions,
+    CChannelRole,
     CChannelStats,
     CIoResult,
+    COperation,
     CStatus,
     CStatusOr,
     IoResultCode,
@@ -66,6 +68,7 @@ from eshm._eshm_cpp cimport (
     Peek,
     PeerStateOf,
     Read,
+    ResultCodeFor,
     RoleOf,
     SpinTryPeek,
     SpinTryRead,
@@ -108,41 +111,24 @@ cdef extern from "Python.h":
 cdef extern from "pythread.h":
     int PyThread_acquire_lock_timed(PyThread_type_lock lock, long long microseconds, int intr_flag) nogil
 
-# Result codes (eshm.h); ESHMError in errors.py has the same values.
-cdef enum:
-    E_INVALID_PARAM = -1
-    E_SHM_CREATE = -2
-    E_SHM_ATTACH = -3
-    E_BUFFER_TOO_SMALL = -8
-    E_NO_DATA = -9
-    E_TIMEOUT = -10
-    E_MASTER_STALE = -11
-    E_SLAVE_STALE = -12
-    E_ROLE_TAKEN = -13
-    E_MESSAGE_TOO_LARGE = -14
-    E_RING_FULL = -15
-    E_CORRUPT = -16
-    E_CLOSED = -17
-    E_NOT_FOUND = -18
-    E_PERMISSION = -19
-    E_NO_SPACE = -20
-    E_INCOMPATIBLE = -21
-    E_INTERNAL = -22
+# Result codes, from eshm.h itself; ESHMError in errors.py has the same values (its tests compare them).
+cdef extern from "eshm/eshm.h":
+    cdef enum:
+        E_INVALID_PARAM "ESHM_ERROR_INVALID_PARAM"
+        E_BUFFER_TOO_SMALL "ESHM_ERROR_BUFFER_TOO_SMALL"
+        E_TIMEOUT "ESHM_ERROR_TIMEOUT"
+        E_MASTER_STALE "ESHM_ERROR_MASTER_STALE"
+        E_SLAVE_STALE "ESHM_ERROR_SLAVE_STALE"
+        E_MESSAGE_TOO_LARGE "ESHM_ERROR_MESSAGE_TOO_LARGE"
+        E_CORRUPT "ESHM_ERROR_CORRUPT"
+        E_CLOSED "ESHM_ERROR_CLOSED"
+        E_INTERNAL "ESHM_ERROR_INTERNAL"
 
-# absl::StatusCode values.
+# absl::StatusCode values (absl's stable numbers) the binding looks at itself.
 cdef enum:
-    S_OK = 0
-    S_CANCELLED = 1
-    S_INVALID_ARGUMENT = 3
     S_DEADLINE_EXCEEDED = 4
-    S_NOT_FOUND = 5
-    S_ALREADY_EXISTS = 6
-    S_PERMISSION_DENIED = 7
-    S_RESOURCE_EXHAUSTED = 8
-    S_FAILED_PRECONDITION = 9
     S_OUT_OF_RANGE = 11
     S_UNAVAILABLE = 14
-    S_DATA_LOSS = 15
 
 # eshm::IoResult values.
 cdef enum:
@@ -156,10 +142,9 @@ cdef enum:
     R_LOST = 7
 
 # Which call a status came from (the same absl code means different things for each).
-cdef enum Op:
-    OP_OPEN
-    OP_READ
-    OP_WRITE
+cdef COperation OP_OPEN = COperation.kOpen
+cdef COperation OP_READ = COperation.kRead
+cdef COperation OP_WRITE = COperation.kWrite
 
 ROLE_MASTER = 0
 ROLE_SLAVE = 1
@@ -186,44 +171,6 @@ cdef int PEER_ABSENT = 0
 cdef int PEER_ALIVE = 1
 
 
-cdef int _code_for(int absl_code, Op op, int role, const string& message):
-    """The ESHM result code for a failed absl::Status (as the C ABI maps them, eshm/c_api.cc)."""
-    cdef int stale = E_SLAVE_STALE if role == ROLE_MASTER else E_MASTER_STALE
-    if op == OP_OPEN:
-        if absl_code == S_INVALID_ARGUMENT:
-            return E_INVALID_PARAM
-        if absl_code == S_ALREADY_EXISTS:
-            return E_ROLE_TAKEN
-        if absl_code == S_NOT_FOUND:
-            return E_NOT_FOUND
-        if absl_code == S_PERMISSION_DENIED:
-            return E_PERMISSION
-        if absl_code == S_RESOURCE_EXHAUSTED:
-            return E_NO_SPACE
-        if absl_code == S_FAILED_PRECONDITION:
-            return E_CORRUPT if message.find(b"corrupt") != <size_t>-1 else E_INCOMPATIBLE
-        if absl_code == S_DATA_LOSS:
-            return E_CORRUPT
-        if absl_code == S_DEADLINE_EXCEEDED:
-            return E_TIMEOUT
-        return E_SHM_ATTACH if role == ROLE_SLAVE else E_SHM_CREATE
-    if absl_code == S_DEADLINE_EXCEEDED:
-        return E_TIMEOUT
-    if absl_code == S_UNAVAILABLE:
-        return stale
-    if absl_code == S_INVALID_ARGUMENT:
-        return E_MESSAGE_TOO_LARGE if op == OP_WRITE else E_INVALID_PARAM
-    if absl_code == S_OUT_OF_RANGE:
-        return E_BUFFER_TOO_SMALL
-    if absl_code == S_RESOURCE_EXHAUSTED:
-        return E_RING_FULL if op == OP_WRITE else E_NO_DATA
-    if absl_code == S_DATA_LOSS:
-        return E_CORRUPT
-    if absl_code == S_FAILED_PRECONDITION or absl_code == S_CANCELLED:
-        return E_CLOSED
-    return E_INTERNAL
-
-
 cdef void _set_wait(CChannelOptions* options, str wait):
     """How this endpoint's blocking calls wait (eshm/wait_strategy.h); the engine's default is adaptive."""
     if wait == "spin":
@@ -243,12 +190,13 @@ cdef int _raise_pending() except -1:
     return -1
 
 
-cdef int check_status(const CStatus& status, Op op, int role) except -1:
-    """The one place an absl::Status becomes a Python exception: returns 0 if OK, raises otherwise."""
+cdef int check_status(const CStatus& status, COperation op, int role) except -1:
+    """The one place an absl::Status becomes a Python exception: returns 0 if OK, raises otherwise. The code
+    is the C ABI's, from the engine's one mapping (eshm/internal/result_code.h)."""
     if status.ok():
         return 0
     cdef string message = MessageOf(status)
-    cdef int code = _code_for(status.raw_code(), op, role, message)
+    cdef int code = ResultCodeFor(status, op, <CChannelRole>role)
     raise _errors.error_for_code(code, message.decode("utf-8", "replace"))
 
 
@@ -382,7 +330,7 @@ cdef class Channel:
                  stale_threshold_ms=100, reconnect_wait_ms=5000, reconnect_retry_interval_ms=100,
                  max_reconnect_attempts=50, bint auto_cleanup=True, bint use_threads=True, *,
                  heartbeat_interval_ms=1, m2s_capacity=1 << 20, s2m_capacity=1 << 20,
-                 max_message_bytes=0, wait="adaptive"):
+                 max_message_bytes=0, wait="adaptive", mode=0o600, bint allow_other_owner=False):
         if self._ch.get() != NULL:
             raise RuntimeError("the channel is already open")
         if not isinstance(shm_name, str):
@@ -406,6 +354,11 @@ cdef class Channel:
             if not (0 <= ints[pname] < 2**64):
                 raise _errors.InvalidParameterError(f"{pname} is {ints[pname]}; it must not be negative",
                                                     E_INVALID_PARAM)
+        cmode = _int_arg(mode, "mode")
+        if not (0 <= cmode <= 0o777) or (cmode & 0o600) != 0o600:
+            raise _errors.InvalidParameterError(
+                f"mode is {cmode:#o}; use permission bits only (at most 0o777) including the owner's read and "
+                f"write (0o600): 0o600 for this user alone, 0o660 to share with a group", E_INVALID_PARAM)
         cdef string cname = shm_name.encode("utf-8")
         cdef CChannelOptions options
         SetEnums(&options, crole, cdisconnect)
@@ -421,6 +374,8 @@ cdef class Channel:
         options.m2s_capacity = ints["m2s_capacity"]
         options.s2m_capacity = ints["s2m_capacity"]
         options.max_message_bytes = ints["max_message_bytes"]
+        options.mode = cmode
+        options.allow_other_owner = allow_other_owner
         cdef CStatusOr[unique_ptr[CChannel]] opened
         # A slave may wait here for its master (max_reconnect_attempts x reconnect_retry_interval_ms).
         with nogil:

@@ -6,6 +6,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libcpp cimport bool as cbool
 from libcpp.memory cimport shared_ptr, unique_ptr
 from libcpp.string cimport string
+from posix.types cimport mode_t
 
 
 cdef extern from "absl/status/status.h" namespace "absl" nogil:
@@ -29,6 +30,11 @@ cdef extern from "eshm/wait_strategy.h" namespace "eshm" nogil:
 
 
 cdef extern from "eshm/channel.h" namespace "eshm" nogil:
+    cdef enum class CChannelRole "eshm::ChannelRole":
+        kMaster
+        kSlave
+        kAuto
+
     cdef cppclass CChannelOptions "eshm::ChannelOptions":
         int stale_threshold_ms
         int heartbeat_interval_ms
@@ -40,6 +46,8 @@ cdef extern from "eshm/channel.h" namespace "eshm" nogil:
         uint64_t m2s_capacity
         uint64_t s2m_capacity
         uint64_t max_message_bytes
+        mode_t mode
+        cbool allow_other_owner
         CWaitStrategy wait
 
     cdef cppclass CIoResult "eshm::IoResult":
@@ -81,6 +89,16 @@ cdef extern from "eshm/channel.h" namespace "eshm" nogil:
         shared_ptr[void] PinClaimMemory()
         CIoResult Release()
         void Close()
+
+
+# The one mapping from an engine status to an eshm.h result code, shared with the C ABI.
+cdef extern from "eshm/internal/result_code.h" namespace "eshm::internal" nogil:
+    cdef enum class COperation "eshm::internal::Operation":
+        kOpen
+        kWrite
+        kRead
+
+    int ResultCodeFor(const CStatus& status, COperation op, CChannelRole role)
 
 
 cdef extern from "_eshm_glue.h" namespace "eshm_py" nogil:

@@ -73,13 +73,16 @@ class CtypesChannel:
             ("yield_ns", ctypes.c_int64),
             ("mode", ctypes.c_uint32),
             ("allow_sleep", ctypes.c_int32),
+            ("allow_other_owner", ctypes.c_int32),
+            ("reserved0", ctypes.c_uint32),
         ]
 
     def __init__(self, lib_path, name, role):
         lib = ctypes.CDLL(lib_path)
-        assert ctypes.sizeof(self.Config) == 88, ctypes.sizeof(self.Config)
-        lib.eshm_config_init.argtypes = [ctypes.POINTER(self.Config)]
-        lib.eshm_config_init.restype = None
+        assert ctypes.sizeof(self.Config) == 96, ctypes.sizeof(self.Config)
+        # eshm_config_init is a macro in C; through an FFI, pass the size of the struct declared here.
+        lib.eshm_config_init_size.argtypes = [ctypes.POINTER(self.Config), ctypes.c_size_t]
+        lib.eshm_config_init_size.restype = ctypes.c_int
         lib.eshm_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(self.Config), ctypes.POINTER(ctypes.c_void_p)]
         lib.eshm_open.restype = ctypes.c_int
         lib.eshm_close.argtypes = [ctypes.c_void_p]
@@ -93,7 +96,7 @@ class CtypesChannel:
         lib.eshm_strerror.argtypes = [ctypes.c_int]
         self.lib = lib
         cfg = self.Config()
-        lib.eshm_config_init(ctypes.byref(cfg))
+        self._check(lib.eshm_config_init_size(ctypes.byref(cfg), ctypes.sizeof(cfg)), "eshm_config_init_size")
         cfg.role = role
         cfg.max_reconnect_attempts = 200  # a slave waits up to 20 s for its master
         handle = ctypes.c_void_p()

@@ -1,18 +1,13 @@
-// BUG REPRODUCTION (tagged "manual": fails until eshm is fixed).
+// Regression test: a ring whose shared head is not at a record boundary.
 //
-// RingProducer's and RingConsumer's constructors (eshm/ring.cc: RingProducer::RingProducer, ~line 106;
-// RingConsumer::RingConsumer, ~line 304) resume at control->consumer.head without checking that it is
-// 16-byte aligned. The head lives in shared memory and any process that can open the segment can write
-// it (a hostile or buggy consumer, or a scribbler). With head = capacity - 1:
-//  * the producer's resume walk reads a commit word at data + capacity - 1 (7 bytes past the data area),
-//    ScrubFreeSpace() stores 8 bytes there (an unaligned atomic store, 7 bytes out of bounds), and the
-//    next write stores a padding RecordHeader at data + capacity - 1 (15 bytes out of bounds, with length
-//    0xFFFFFFF1): in a segment that is the next ring's RingControl (producer tail / messages_written);
-//  * the consumer reads a 16-byte record header at data + capacity - 1 (15 bytes out of bounds).
-// ring.h promises "never touches memory outside its data area" / "only ever writes inside its data area".
-// Found by hostile_peer_test (RawRingSurvivesAScribbler with unaligned control words). Suggested fix:
-// treat a head (and a resumed tail) that is not a multiple of kRecordAlignment as corruption (consumer:
-// kCorrupt; producer: refuse / treat the ring as full and never write through it).
+// The head lives in shared memory, and any process that can open the segment can write it (a hostile or
+// buggy consumer, or a scribbler). The ring's constructors once resumed at such a head unchecked: with
+// head = capacity - 1 the producer read and wrote a commit word and a padding header up to 15 bytes past
+// the data area (into the next ring's control block), and the consumer read a record header there. ring.h
+// promises the ring never touches memory outside its data area. Now a head (or a resumed tail) that is
+// not a multiple of kRecordAlignment is corruption: the consumer reports kCorrupt, the producer treats
+// the ring as full and never writes through it. Found by hostile_peer_test (RawRingSurvivesAScribbler
+// with unaligned control words). The data area here is followed by guard bytes that must stay intact.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -45,7 +40,7 @@ struct Memory {
   std::byte* bytes;
 };
 
-TEST(RingAlignmentBug, ProducerResumingAtAnUnalignedHeadWritesPastItsDataArea) {
+TEST(RingUnalignedHead, ProducerResumingAtAnUnalignedHeadWritesPastItsDataArea) {
   Memory m;
   m.control()->consumer.head.store(kCapacity - 1);  // what a hostile consumer publishes
   RingProducer producer(m.control(), m.data(), kCapacity, MaxPayloadForCapacity(kCapacity));
@@ -55,14 +50,14 @@ TEST(RingAlignmentBug, ProducerResumingAtAnUnalignedHeadWritesPastItsDataArea) {
   EXPECT_EQ(m.GuardBytesChanged(), 0) << "the producer's first write wrote past its data area";
 }
 
-TEST(RingAlignmentBug, ConsumerAtAnUnalignedHeadReportsCorruption) {
+TEST(RingUnalignedHead, ConsumerAtAnUnalignedHeadReportsCorruption) {
   Memory m;
   m.control()->consumer.head.store(kCapacity - 1);
   RingConsumer consumer(m.control(), m.data(), kCapacity, MaxPayloadForCapacity(kCapacity));
   std::byte buffer[64];
   std::size_t size = 0;
-  // Today this reads a header at data + 4095 (out of bounds: ASan reports heap-buffer-overflow) and
-  // returns kEmpty.
+  // Before the fix this read a header at data + 4095 (out of bounds: ASan saw a heap-buffer-overflow) and
+  // returned kEmpty.
   EXPECT_EQ(consumer.TryRead(buffer, &size), ReadResult::kCorrupt);
 }
 
