@@ -1094,6 +1094,10 @@ def parse_args(argv):
                          "write_array() with read_array() (eshm_array) or recv_array() (eshm_array_view), "
                          "against multiprocessing.shared_memory plus a Pipe and pyzmq send(copy=False)")
     ap.add_argument("--array-bytes", type=int, default=1 << 20, help="bytes per array with --arrays (1 MiB)")
+    ap.add_argument("--idle", default=None, metavar="N[,N...]",
+                    help="instead of the above: the CPU a process spends holding N open, idle channels (masters "
+                         "with 4 KiB rings, no peer), and the time to open and to close them, for each N")
+    ap.add_argument("--idle-seconds", type=float, default=5.0, help="seconds of CPU measured per N with --idle (5)")
     opts = ap.parse_args(argv)
     if opts.cpus:
         cpus = [int(c) for c in opts.cpus.split(",")]
@@ -1104,6 +1108,13 @@ def parse_args(argv):
         ap.error("--repetitions and --batch must be >= 1, --duration > 0, --warmup >= 0, --size >= 2")
     if opts.array_bytes < 8 or opts.array_bytes % 4:
         ap.error("--array-bytes must be a multiple of 4, at least 8")
+    if opts.idle is not None:
+        try:
+            opts.idle = [int(n) for n in opts.idle.split(",")]
+        except ValueError:
+            ap.error("--idle takes channel counts: N[,N...]")
+        if not opts.idle or min(opts.idle) < 1 or opts.idle_seconds <= 0:
+            ap.error("--idle counts must be >= 1 and --idle-seconds > 0")
     return opts
 
 
@@ -1121,6 +1132,8 @@ def main(argv=None):
     opts = parse_args(argv)
     if opts.arrays:
         return main_arrays(opts, command)
+    if opts.idle is not None:
+        return main_idle(opts)
     chosen = set(opts.transports.split(",")) if opts.transports else None
     notes = []
     available = []
@@ -1217,6 +1230,52 @@ def main_arrays(opts, command):
     print(render_array_table(rows))
     if opts.json:
         _write_json(opts.json, command, opts, [], rows)
+    return 0
+
+
+# Run in a fresh interpreter per count, so each measures a process that holds only its own channels.
+_IDLE_CHILD = r"""
+import json, os, sys, time
+from eshm import ESHM
+n, seconds = int(sys.argv[1]), float(sys.argv[2])
+names = [f"eshm_bench_idle_{os.getpid()}_{i}" for i in range(n)]
+start = time.monotonic()
+channels = [ESHM(name, role="master", m2s_capacity=4096, s2m_capacity=4096) for name in names]
+opened = time.monotonic() - start
+try:
+    time.sleep(1.0)  # let every monitor settle
+    t0, w0 = os.times(), time.monotonic()
+    time.sleep(seconds)
+    t1, w1 = os.times(), time.monotonic()
+finally:
+    start = time.monotonic()
+    for channel in channels:
+        channel.close()
+    closed = time.monotonic() - start
+cpu = (t1.user + t1.system) - (t0.user + t0.system)
+print(json.dumps({"channels": n, "cpu_percent_of_one_core": 100.0 * cpu / (w1 - w0), "open_s": opened,
+                  "close_s": closed}))
+"""
+
+
+def main_idle(opts):
+    """--idle: the cost of open, idle channels (CPU while idle, and the time to open and close them)."""
+    print(f"eshm.bench --idle: per count, a fresh process opens N masters (4 KiB rings, no peer), idles 1 s, "
+          f"then its CPU time is measured over {opts.idle_seconds} s")
+    print(f"{'channels':>9} {'CPU (% of one core)':>20} {'open (s)':>9} {'close (s)':>10}")
+    for n in opts.idle:
+        timeout = 120 + opts.idle_seconds + n * 0.2
+        try:
+            out = subprocess.run([sys.executable, "-c", _IDLE_CHILD, str(n), str(opts.idle_seconds)],
+                                 capture_output=True, text=True, timeout=timeout, check=True).stdout
+        except subprocess.TimeoutExpired:
+            print(f"{n:>9} did not finish within {timeout:.0f} s")
+            continue
+        except subprocess.CalledProcessError as e:
+            print(f"{n:>9} failed: {e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e}")
+            continue
+        r = json.loads(out.strip().splitlines()[-1])
+        print(f"{n:>9} {r['cpu_percent_of_one_core']:>20.1f} {r['open_s']:>9.2f} {r['close_s']:>10.2f}")
     return 0
 
 

@@ -138,6 +138,18 @@ def test_bench_arrays_compares_numpy_transports(tmp_path):
     assert "vs shared_memory+Pipe" in stdout and "64 KiB float32" not in stdout
 
 
+def test_bench_idle_reports_cpu_and_open_close_times_per_count(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "eshm.bench", "--idle", "1,3", "--idle-seconds", "0.2"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.split() and line.split()[0].isdigit()]
+    assert [r[0] for r in rows] == ["1", "3"], done.stdout
+    for r in rows:
+        cpu, opened, closed = (float(x) for x in r[1:])
+        assert cpu >= 0 and opened >= 0 and closed >= 0
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith("eshm_eshm_bench_idle_")], "segments left behind"
+
+
 def test_the_old_benchmark_pair_runs_and_prints_the_old_progress_line(tmp_path):
     """python/benchmarks/benchmark_master.py and benchmark_slave.py: the old command lines and output."""
     import re
