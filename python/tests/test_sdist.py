@@ -47,9 +47,11 @@ def test_sdist_carries_the_engine_and_installs_offline(tmp_path):
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
     names = {m.name.split("/", 1)[1] for m in members if "/" in m.name}
-    for needed in ("setup.py", "pyproject.toml", "eshm/_eshm.pyx", "eshm/_eshm_cpp.pxd", "eshm/_eshm_glue.h",
-                   "eshm/__init__.py", "eshm/py.typed", "engine/eshm/channel.cc", "engine/eshm/channel.h",
-                   "engine/eshm/internal/status_macros.h"):
+    for needed in ("setup.py", "pyproject.toml", "eshm/_eshm.pyx", "eshm/_status.pxi", "eshm/_channel.pxi",
+                   "eshm/_views.pxi", "eshm/_eshm_cpp.pxd", "eshm/_eshm_glue.h", "eshm/__init__.py",
+                   "eshm/py.typed", "engine/eshm/channel.cc", "engine/eshm/channel.h",
+                   "engine/eshm/internal/status_macros.h", "engine/eshm/internal/result_code.h",
+                   "engine/eshm/internal/require_cxx20.h"):
         assert needed in names, sorted(names)
     for m in members:
         assert m.isfile() or m.isdir(), f"{m.name} is not a regular file (a link?)"
