@@ -55,6 +55,10 @@ static_assert(offsetof(eshm_stats, segment_epoch_ns) == 160, "eshm_stats layout 
 static_assert(ESHM_ROLE_MASTER == static_cast<int>(eshm::ChannelRole::kMaster));
 static_assert(ESHM_ROLE_SLAVE == static_cast<int>(eshm::ChannelRole::kSlave));
 static_assert(ESHM_ROLE_AUTO == static_cast<int>(eshm::ChannelRole::kAuto));
+static_assert(ESHM_PEER_ABSENT == static_cast<int>(eshm::PeerState::kAbsent));
+static_assert(ESHM_PEER_ALIVE == static_cast<int>(eshm::PeerState::kAlive));
+static_assert(ESHM_PEER_UNRESPONSIVE == static_cast<int>(eshm::PeerState::kUnresponsive));
+static_assert(ESHM_PEER_DEAD == static_cast<int>(eshm::PeerState::kDead));
 static_assert(ESHM_DISCONNECT_IMMEDIATELY == static_cast<int>(eshm::DisconnectBehavior::kImmediately));
 static_assert(ESHM_DISCONNECT_ON_TIMEOUT == static_cast<int>(eshm::DisconnectBehavior::kOnTimeout));
 static_assert(ESHM_DISCONNECT_NEVER == static_cast<int>(eshm::DisconnectBehavior::kNever));
@@ -268,12 +272,17 @@ class ObserverGuard {
 // Runs `call(slice)`, a blocking channel call, in slices of at most kSliceNs until `deadline`, so that a
 // concurrent eshm_close is noticed within a slice. Returns the call's result, or Cancelled when eshm_close
 // was called meanwhile. A slice restarts the channel's own reconnect_wait_ms window (ON_TIMEOUT), so the
-// window is kept here instead, across slices, from when this call first saw the peer gone.
+// window is kept here instead, across slices, from when this call first saw the peer gone. A peer that has
+// not attached yet has not gone: it is waited for until the deadline, as the channel does.
 template <typename Call>
 absl::Status InSlices(eshm_handle* handle, eshm::Deadline deadline, Call call) {
   eshm::Channel& ch = *handle->channel;
   const bool on_timeout = handle->disconnect_behavior == eshm::DisconnectBehavior::kOnTimeout;
-  std::int64_t gone_since_ns = on_timeout && ch.peer_state() != eshm::PeerState::kAlive ? eshm::MonotonicNowNs() : 0;
+  auto went_away = [&ch] {
+    const eshm::PeerState state = ch.peer_state();
+    return state != eshm::PeerState::kAlive && state != eshm::PeerState::kAbsent;
+  };
+  std::int64_t gone_since_ns = on_timeout && went_away() ? eshm::MonotonicNowNs() : 0;
   for (;;) {
     const eshm::Deadline slice = deadline.CappedAfterNs(kSliceNs);
     absl::Status status = call(slice);
@@ -283,7 +292,7 @@ absl::Status InSlices(eshm_handle* handle, eshm::Deadline deadline, Call call) {
       return absl::CancelledError("the handle is being closed (eshm_close was called on another thread)");
     }
     if (!on_timeout) continue;
-    if (ch.peer_state() == eshm::PeerState::kAlive) {
+    if (!went_away()) {
       gone_since_ns = 0;
       continue;
     }
@@ -292,7 +301,7 @@ absl::Status InSlices(eshm_handle* handle, eshm::Deadline deadline, Call call) {
       gone_since_ns = now;
     } else if (now - gone_since_ns >= handle->reconnect_wait_ns) {
       const absl::Status gone = ch.StatusOf(eshm::IoResult::kPeerGone);
-      return absl::UnavailableError(absl::StrFormat("%s; none attached within reconnect_wait_ms (%d ms)",
+      return absl::UnavailableError(absl::StrFormat("%s; it did not come back within reconnect_wait_ms (%d ms)",
                                                     gone.message(), handle->reconnect_wait_ns / 1'000'000));
     }
   }
@@ -736,6 +745,18 @@ int eshm_is_remote_alive(eshm_handle* handle) {
     ObserverGuard observer(handle);
     if (observer.closing()) return FailClosedMeanwhile("eshm_is_remote_alive");
     return handle->channel->IsRemoteAlive() ? 1 : 0;
+  });
+}
+
+int eshm_peer_state(eshm_handle* handle, int* state) {
+  return Guarded("eshm_peer_state", [&]() -> int {
+    constexpr const char* kFn = "eshm_peer_state";
+    if (int rc = CheckHandle(kFn, handle); rc != ESHM_SUCCESS) return rc;
+    if (state == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: state is NULL", kFn);
+    ObserverGuard observer(handle);
+    if (observer.closing()) return FailClosedMeanwhile(kFn);
+    *state = static_cast<int>(handle->channel->peer_state());
+    return ESHM_SUCCESS;
   });
 }
 

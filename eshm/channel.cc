@@ -506,15 +506,10 @@ absl::Status Channel::PeerGoneError() const {
 
 absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::FunctionRef<bool()> ready) {
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately) return PeerGoneError();
-  Deadline limit = deadline;
-  bool reconnect_limited = false;
-  if (options_.disconnect_behavior == DisconnectBehavior::kOnTimeout) {
-    const Deadline reconnect = Deadline::AfterMs(options_.reconnect_wait_ms);
-    if (reconnect.monotonic_ns() < deadline.monotonic_ns()) {
-      limit = reconnect;
-      reconnect_limited = true;
-    }
-  }
+  // kOnTimeout gives a peer that went away (exited or unresponsive) reconnect_wait_ms to come back, counted
+  // from when this call first sees it gone. A peer that has not attached yet has not gone away: it is
+  // waited for as long as the call's own deadline allows, as kNever does.
+  std::optional<Deadline> reconnect;
   const std::uint64_t generation = generation_.load(std::memory_order_acquire);
   for (;;) {
     if (closed_ || stop_.load(std::memory_order_acquire)) return absl::CancelledError("channel closed");
@@ -525,6 +520,12 @@ absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::Funct
     // A peer can attach, write (or read) and leave between two ticks, never seen alive: what it left in
     // the ring still counts.
     if (ready()) return absl::OkStatus();
+    if (options_.disconnect_behavior == DisconnectBehavior::kOnTimeout && !reconnect.has_value() &&
+        peer_state() != PeerState::kAbsent) {
+      reconnect = Deadline::AfterMs(options_.reconnect_wait_ms);
+    }
+    const bool reconnect_limited = reconnect.has_value() && reconnect->monotonic_ns() < deadline.monotonic_ns();
+    const Deadline limit = reconnect_limited ? *reconnect : deadline;
     if (limit.Expired()) {
       if (!reconnect_limited) {
         return absl::DeadlineExceededError(
@@ -532,7 +533,7 @@ absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::Funct
                             RoleName(Other(role_))));
       }
       absl::Status gone = PeerGoneError();
-      return absl::UnavailableError(absl::StrFormat("%s; none attached within reconnect_wait_ms (%d ms)",
+      return absl::UnavailableError(absl::StrFormat("%s; it did not come back within reconnect_wait_ms (%d ms)",
                                                     gone.message(), options_.reconnect_wait_ms));
     }
     // Without a monitor thread nobody else ticks: wake up every heartbeat interval to do it.

@@ -18,8 +18,9 @@
 // already queued and writes queue messages while the ring has room (they reach the next peer). An
 // operation that would have to wait for the peer (a read from an empty ring, a write to a full one) does as
 // the disconnect behaviour says: kImmediately fails at once (kPeerGone / Unavailable; under kImmediately
-// writes fail at once even with room), kOnTimeout waits up to reconnect_wait_ms for a peer to attach, then
-// fails, kNever waits as long as the operation's own deadline allows.
+// writes fail at once even with room), kOnTimeout waits up to reconnect_wait_ms for a peer that went away
+// (dead or unresponsive) to come back, then fails, and waits for a peer that has not attached yet as long
+// as the operation's own deadline allows; kNever waits as long as the operation's own deadline allows.
 //
 // Reconnection and crash semantics (what survives what):
 //  * Master killed: the segment stays; the slave keeps it, reports the master gone, and carries on when the

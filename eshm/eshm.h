@@ -39,12 +39,12 @@
  *  - eshm_try_write returns ESHM_ERROR_RING_FULL, eshm_try_read and eshm_next_message_size return
  *    ESHM_ERROR_NO_DATA (another thread is writing or reading right now: retry, as for a full or empty ring),
  *    and eshm_flush returns ESHM_SUCCESS (that thread's writes publish themselves).
- * eshm_get_role, eshm_is_remote_alive, eshm_get_stats and eshm_max_message_size may be called from any
- * thread at any time. eshm_close may be called while other threads are inside calls on the handle: calls
- * blocked in eshm_read or eshm_write (waiting for a message, for room, for the peer or for their turn)
- * return ESHM_ERROR_CLOSED within about 50 ms, and eshm_close returns only after every call in progress has
- * let go of the handle. No call may start on the handle once eshm_close has been called (it is freed), and
- * eshm_close must be called once. Different handles are independent.
+ * eshm_get_role, eshm_is_remote_alive, eshm_peer_state, eshm_get_stats and eshm_max_message_size may be
+ * called from any thread at any time. eshm_close may be called while other threads are inside calls on the
+ * handle: calls blocked in eshm_read or eshm_write (waiting for a message, for room, for the peer or for
+ * their turn) return ESHM_ERROR_CLOSED within about 50 ms, and eshm_close returns only after every call in
+ * progress has let go of the handle. No call may start on the handle once eshm_close has been called (it is
+ * freed), and eshm_close must be called once. Different handles are independent.
  *
  * Signals: blocking calls (eshm_open as a slave waiting for its master, eshm_write, eshm_read) are not
  * interrupted by signals; use a finite timeout and check your own flag between calls.
@@ -97,7 +97,9 @@ extern "C" {
  * What a write (or a read that finds nothing queued) does while the peer is gone: dead, unresponsive, or
  * not yet attached. Messages already queued are always delivered first. */
 #define ESHM_DISCONNECT_IMMEDIATELY 0 /* fail at once: ESHM_ERROR_MASTER_STALE / ESHM_ERROR_SLAVE_STALE */
-#define ESHM_DISCONNECT_ON_TIMEOUT 1  /* wait up to reconnect_wait_ms for the peer, then fail (*_STALE) */
+#define ESHM_DISCONNECT_ON_TIMEOUT 1  /* wait up to reconnect_wait_ms for a peer that went away (exited or
+                                         unresponsive), then fail (*_STALE); a peer that has not attached
+                                         yet is waited for as long as the call's timeout allows */
 #define ESHM_DISCONNECT_NEVER 2       /* wait for the peer as long as the call's own timeout allows */
 
 /* ---- Result codes ----
@@ -294,7 +296,8 @@ ESHM_API int eshm_try_write(eshm_handle* handle, const void* data, size_t len);
  * size. Other errors: INVALID_PARAM, TIMEOUT, MASTER_STALE / SLAVE_STALE, CORRUPT, CLOSED (eshm_close on
  * another thread). With the peer gone,
  * messages it queued are delivered first; then ON_TIMEOUT waits up to min(timeout_ms, reconnect_wait_ms)
- * for it: TIMEOUT if timeout_ms ran out first, MASTER_STALE / SLAVE_STALE if reconnect_wait_ms did.
+ * for it: TIMEOUT if timeout_ms ran out first, MASTER_STALE / SLAVE_STALE if reconnect_wait_ms did (a
+ * peer that has not attached yet only ends the wait at timeout_ms: TIMEOUT).
  * *out_len is 0 after any other error. */
 ESHM_API int eshm_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len, int timeout_ms);
 
@@ -322,6 +325,16 @@ ESHM_API int eshm_get_role(eshm_handle* handle, int* role);
 /* Returns 1 if the peer is alive (holds its role and its heartbeat advances), 0 if it is absent, dead or
  * unresponsive, or a negative ESHM_ERROR_* code (ESHM_ERROR_INVALID_PARAM for a NULL handle). */
 ESHM_API int eshm_is_remote_alive(eshm_handle* handle);
+
+/* ---- Peer states (eshm_peer_state) ---- */
+#define ESHM_PEER_ABSENT 0       /* no peer has attached to this channel's segment since this endpoint did */
+#define ESHM_PEER_ALIVE 1        /* holds its role, heartbeat advancing */
+#define ESHM_PEER_UNRESPONSIVE 2 /* holds its role, heartbeat stale (frozen, stopped, or starved) */
+#define ESHM_PEER_DEAD 3         /* its role is free after a peer had attached (it exited or closed) */
+
+/* Stores the peer's state, ESHM_PEER_*, in *state: what eshm_is_remote_alive tells apart further (a peer
+ * that went away, which ON_TIMEOUT gives reconnect_wait_ms to come back, from one not attached yet). */
+ESHM_API int eshm_peer_state(eshm_handle* handle, int* state);
 
 /* Fills *out with the channel's statistics. Set out->struct_size = sizeof(eshm_stats) first
  * (ESHM_ERROR_NOT_INITIALIZED if it is 0); on return it holds the number of bytes filled. */

@@ -21,13 +21,30 @@ export type Role = (typeof Role)[keyof typeof Role];
 export declare const DisconnectBehavior: {
   /** Fail at once with MASTER_STALE / SLAVE_STALE. */
   readonly IMMEDIATELY: 0;
-  /** Wait up to `reconnectWaitMs` for the peer, then fail (MASTER_STALE / SLAVE_STALE). The default. */
+  /**
+   * Wait up to `reconnectWaitMs` for a peer that went away, then fail (MASTER_STALE / SLAVE_STALE); wait for
+   * a peer not attached yet as long as the call's own timeout allows. The default.
+   */
   readonly ON_TIMEOUT: 1;
   /** Wait for the peer as long as the call's own timeout allows. */
   readonly NEVER: 2;
 };
 /** One of the values of {@link DisconnectBehavior}. */
 export type DisconnectBehavior = (typeof DisconnectBehavior)[keyof typeof DisconnectBehavior];
+
+/** The peer's state, as {@link Channel.peerState} reports it (ESHM_PEER_* of eshm.h). */
+export declare const PeerState: {
+  /** No peer has attached to the channel's segment since this endpoint did. */
+  readonly ABSENT: 0;
+  /** Holds its role, heartbeat advancing. */
+  readonly ALIVE: 1;
+  /** Holds its role, heartbeat stale (frozen, stopped, or starved). */
+  readonly UNRESPONSIVE: 2;
+  /** Its role is free after a peer had attached: it exited or closed. */
+  readonly DEAD: 3;
+};
+/** One of the values of {@link PeerState}. */
+export type PeerState = (typeof PeerState)[keyof typeof PeerState];
 
 /** The result codes of eshm.h (`ESHM_SUCCESS`, `ESHM_ERROR_<NAME>`), by name. Every code is distinct. */
 export declare const ErrorCode: {
@@ -271,6 +288,9 @@ export declare class Channel implements Disposable {
 
   /** True if the peer holds its role and its heartbeat advances. */
   isRemoteAlive(): boolean;
+
+  /** The peer's state: PeerState.ABSENT (not attached yet), ALIVE, UNRESPONSIVE or DEAD (went away). */
+  peerState(): PeerState;
 
   /** The channel's statistics. */
   stats(): Stats;

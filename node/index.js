@@ -11,6 +11,9 @@ const Role = Object.freeze({ MASTER: 0, SLAVE: 1, AUTO: 2 });
 
 const DisconnectBehavior = Object.freeze({ IMMEDIATELY: 0, ON_TIMEOUT: 1, NEVER: 2 });
 
+// eshm_peer_state's values (ESHM_PEER_* of eshm.h).
+const PeerState = Object.freeze({ ABSENT: 0, ALIVE: 1, UNRESPONSIVE: 2, DEAD: 3 });
+
 // The result codes of eshm.h, by their names without the ESHM_ERROR_ prefix.
 const ErrorCode = Object.freeze({
   SUCCESS: 0,
@@ -133,6 +136,7 @@ function bind(lib) {
     flush: lib.func('int eshm_flush(eshm_handle *h)'),
     getRole: lib.func('int eshm_get_role(eshm_handle *h, _Out_ int *role)'),
     isRemoteAlive: lib.func('int eshm_is_remote_alive(eshm_handle *h)'),
+    peerState: lib.func('int eshm_peer_state(eshm_handle *h, _Out_ int *state)'),
     getStats: lib.func('int eshm_get_stats(eshm_handle *h, _Inout_ eshm_stats *out)'),
     strerror: lib.func('const char *eshm_strerror(int code)'),
     lastError: lib.func('const char *eshm_last_error()'),
@@ -426,7 +430,10 @@ class Channel {
         continue;
       }
       if (rc === ErrorCode.TIMEOUT && this._disconnectBehavior === DisconnectBehavior.ON_TIMEOUT) {
-        if (this.isRemoteAlive()) goneSince = null;
+        // Only a peer that went away gets reconnectWaitMs; one not attached yet is waited for until the
+        // deadline, as eshm_read does.
+        const state = this.peerState();
+        if (state !== PeerState.DEAD && state !== PeerState.UNRESPONSIVE) goneSince = null;
         else if (goneSince === null) goneSince = Date.now();
         else if (Date.now() - goneSince >= this._reconnectWaitMs) throw this._staleError();
       }
@@ -462,6 +469,15 @@ class Channel {
         else resolve(rc);
       });
     });
+  }
+
+  /** The peer's state: PeerState.ABSENT, ALIVE, UNRESPONSIVE or DEAD. */
+  peerState() {
+    this._check('peerState');
+    const out = [0];
+    const rc = this._lib.peerState(this._h, out);
+    if (rc !== 0) throw this._fail(rc, 'peerState');
+    return out[0];
   }
 
   isRemoteAlive() {
@@ -525,4 +541,4 @@ function libraryVersion(libraryPath) {
   return loadLibrary(libraryPath).version();
 }
 
-module.exports = { Channel, Role, DisconnectBehavior, EshmError, ErrorCode, libraryVersion };
+module.exports = { Channel, Role, DisconnectBehavior, PeerState, EshmError, ErrorCode, libraryVersion };

@@ -47,7 +47,7 @@ int main(void) {
       "eshm_config_init", "eshm_config_init_size", "eshm_open",  "eshm_close",        "eshm_write",
       "eshm_try_write",   "eshm_read",         "eshm_try_read",     "eshm_next_message_size",
       "eshm_max_message_size", "eshm_flush",   "eshm_get_role",     "eshm_is_remote_alive",
-      "eshm_get_stats",   "eshm_strerror",     "eshm_last_error",   "eshm_version",
+      "eshm_get_stats",   "eshm_strerror",     "eshm_last_error",   "eshm_version",      "eshm_peer_state",
   };
   /* C++ internals that must stay hidden (eshm::Channel::Close(), eshm::Segment::Unlink(string_view)). */
   static const char* const kHidden[] = {

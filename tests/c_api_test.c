@@ -541,6 +541,28 @@ static void TestStaleAndDisconnect(void) {
   CHECK_RC(eshm_try_read(master, buf, sizeof buf, &n), ESHM_ERROR_SLAVE_STALE);
   CHECK_RC(eshm_read(master, buf, sizeof buf, &n, 100), ESHM_ERROR_SLAVE_STALE);
 
+  /* ON_TIMEOUT waits for a slave that has not attached yet until the call's timeout (TIMEOUT), not for
+   * reconnect_wait_ms: that window is for a peer that went away. */
+  {
+    char absent_name[128];
+    NewName(absent_name, sizeof absent_name);
+    eshm_config acfg = Config(ESHM_ROLE_MASTER);
+    acfg.reconnect_wait_ms = 50;
+    eshm_handle* lonely = NULL;
+    CHECK_RC(eshm_open(absent_name, &acfg, &lonely), ESHM_SUCCESS);
+    if (lonely != NULL) {
+      int state = -1;
+      CHECK_RC(eshm_peer_state(lonely, &state), ESHM_SUCCESS);
+      CHECK(state == ESHM_PEER_ABSENT, "peer state %d, expected ABSENT", state);
+      CHECK_RC(eshm_peer_state(lonely, NULL), ESHM_ERROR_INVALID_PARAM);
+      const int64_t start = NowMs();
+      CHECK_RC(eshm_read(lonely, buf, sizeof buf, &n, 300), ESHM_ERROR_TIMEOUT);
+      CHECK(NowMs() - start >= 290, "a read without a slave gave up after %lld ms, not at its 300 ms timeout",
+            (long long)(NowMs() - start));
+      CHECK_RC(eshm_close(lonely), ESHM_SUCCESS);
+    }
+  }
+
   /* A slave whose master leaves: IMMEDIATELY reports MASTER_STALE once the queue is drained. */
   eshm_config scfg = Config(ESHM_ROLE_SLAVE);
   scfg.disconnect_behavior = ESHM_DISCONNECT_IMMEDIATELY;

@@ -471,6 +471,47 @@ TEST_F(DisconnectTest, OnTimeoutReadFailsAfterReconnectWait) {
   EXPECT_LT(ms, 5000);
 }
 
+// reconnect_wait_ms is for a peer that went away; one that has not attached yet is waited for until the
+// call's own deadline (DeadlineExceeded), for reads and for writes on a full ring, and a slave that attaches
+// within it is served.
+TEST_F(DisconnectTest, OnTimeoutWaitsForAPeerNotAttachedYetUntilTheDeadline) {
+  const std::string name = NewName();
+  ChannelOptions options = Options(ChannelRole::kMaster);
+  options.disconnect_behavior = DisconnectBehavior::kOnTimeout;
+  options.reconnect_wait_ms = 50;
+  absl::StatusOr<ChannelPtr> master = Channel::Open(name, options);
+  ASSERT_TRUE(master.ok()) << master.status();
+  std::vector<std::byte> buffer(64);
+  std::int64_t start = NowNs();
+  absl::StatusOr<std::size_t> n = (*master)->Read(buffer, Deadline::AfterMs(300));
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kDeadlineExceeded) << n.status();
+  EXPECT_GE(MsSince(start), 290);
+  const std::string chunk(200, 'w');
+  while ((*master)->TryWrite(Bytes(chunk)) == IoResult::kOk) {
+  }
+  start = NowNs();
+  const absl::Status wrote = (*master)->Write(Bytes(chunk), Deadline::AfterMs(300));
+  EXPECT_EQ(wrote.code(), absl::StatusCode::kDeadlineExceeded) << wrote;
+  EXPECT_GE(MsSince(start), 290);
+
+  Child late = Child::Start([&]() -> int {
+    eshm_test::SleepMs(200);  // four reconnect windows
+    absl::StatusOr<ChannelPtr> slave = Channel::Open(name, Options(ChannelRole::kSlave));
+    ESHM_CHILD_CHECK_OK(slave);
+    ESHM_CHILD_CHECK_OK((*slave)->Write(Bytes("late"), Soon()));
+    std::vector<std::byte> drain(256);
+    std::size_t size = 0;
+    while ((*slave)->TryRead(drain, &size) == IoResult::kOk) {
+    }
+    eshm_test::SleepMs(200);  // stay until the master has read
+    return 0;
+  });
+  n = (*master)->Read(buffer, Deadline::AfterMs(10'000));
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(eshm_test::Text(std::span(buffer.data(), *n)), "late");
+  EXPECT_TRUE(eshm_test::WaitForChildren({&late}, kWatchdog));
+}
+
 // A peer that attaches, writes and leaves between two of the reader's liveness checks is never seen alive;
 // the reader, waiting for a peer, must still deliver what it wrote (it once waited out reconnect_wait_ms and
 // failed with the message in its ring). The master runs without a monitor thread and checks its peer every

@@ -6,8 +6,8 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const { setTimeout: sleep } = require('node:timers/promises');
 
-const { Channel, Role, DisconnectBehavior, EshmError, ErrorCode } = require('..');
-const { uniqueName, segmentExists, cleanup, payload } = require('./helpers');
+const { Channel, Role, DisconnectBehavior, PeerState, EshmError, ErrorCode } = require('..');
+const { uniqueName, segmentExists, cleanup, payload, waitFor } = require('./helpers');
 
 const open = [];
 function pair(tag, options = {}) {
@@ -103,7 +103,12 @@ test('readAsync: a gone peer ends the read after reconnectWaitMs, as read() does
   const name = uniqueName('stale');
   const master = Channel.open(name, { role: Role.MASTER, reconnectWaitMs: 300 });
   open.push(master);
-  // No slave ever attaches: both reads end with SLAVE_STALE long before their 20 s timeout.
+  // The slave attaches and leaves: both reads end with SLAVE_STALE long before their 20 s timeout. (A slave
+  // that has not attached yet is waited for until the timeout: channel.test.js.)
+  const slave = Channel.open(name, { role: Role.SLAVE });
+  await waitFor(() => master.isRemoteAlive(), 'the slave alive');
+  slave.close();
+  await waitFor(() => master.peerState() === PeerState.DEAD, 'the slave seen gone');
   assert.throws(() => master.read({ timeoutMs: 20000 }), (err) => err.code === ErrorCode.SLAVE_STALE);
   await assert.rejects(master.readAsync({ timeoutMs: 20000 }), (err) => err instanceof EshmError && err.code === ErrorCode.SLAVE_STALE);
   // NEVER waits for the peer as long as the read's own timeout allows.

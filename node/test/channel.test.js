@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 
-const { Channel, Role, DisconnectBehavior, EshmError, ErrorCode, libraryVersion } = require('..');
+const { Channel, Role, DisconnectBehavior, PeerState, EshmError, ErrorCode, libraryVersion } = require('..');
 const { uniqueName, segmentExists, cleanup, payload, waitFor } = require('./helpers');
 
 const open = [];
@@ -318,7 +318,26 @@ test('close: Symbol.dispose closes', { skip: typeof Symbol.dispose !== 'symbol' 
 test('peer liveness: isRemoteAlive turns false when the peer closes', async () => {
   const { master, slave } = pair('alive', { staleThresholdMs: 50 });
   await waitFor(() => master.isRemoteAlive(), 'the slave alive');
+  assert.equal(master.peerState(), PeerState.ALIVE);
   slave.close();
   await waitFor(() => !master.isRemoteAlive(), 'the slave seen gone');
   assert.equal(master.stats().slaveAlive, false);
+  assert.equal(master.peerState(), PeerState.DEAD);
+});
+
+test('ON_TIMEOUT: a slave not attached yet is waited for until the timeout, not reconnectWaitMs', async () => {
+  const master = track(Channel.open(uniqueName('absent'), { role: Role.MASTER, reconnectWaitMs: 50 }));
+  assert.equal(master.peerState(), PeerState.ABSENT);
+  for (const read of [(o) => master.read(o), (o) => master.readAsync(o)]) {
+    const start = Date.now();
+    let err = null;
+    try {
+      await read({ timeoutMs: 300 });
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err instanceof EshmError, `expected EshmError, got ${err}`);
+    assert.equal(err.code, ErrorCode.TIMEOUT, err.message);
+    assert.ok(Date.now() - start >= 290, `gave up after ${Date.now() - start} ms`);
+  }
 });

@@ -297,7 +297,7 @@ cdef class Channel:
         message = MessageOf(gone).decode("utf-8", "replace")
         raise _errors.error_for_code(
             E_SLAVE_STALE if self._role == ROLE_MASTER else E_MASTER_STALE,
-            f"{message}; none attached within reconnect_wait_ms ({self._reconnect_wait_ns // 1000000} ms)")
+            f"{message}; it did not come back within reconnect_wait_ms ({self._reconnect_wait_ns // 1000000} ms)")
 
     cdef bint _peer_went_away(self, CChannel* ch):
         """The peer was attached and is now dead or unresponsive (not merely absent: never attached yet)."""
@@ -306,21 +306,10 @@ cdef class Channel:
 
     cdef int _slice_ended(self, CChannel* ch, const CStatus& status, int64_t slice_end,
                           int64_t deadline) except -1:
-        """1 if a failed wait slice only means "keep waiting" (its slice ended before the call's deadline, or,
-        under ON_TIMEOUT, the engine's reconnect window ran out while no peer has attached yet: such a peer
-        is waited for as long as the call's timeout allows); 0 if `status` is the call's result."""
-        cdef int code = status.raw_code()
-        if code == S_DEADLINE_EXCEEDED:
-            return slice_end < deadline
-        if code == S_UNAVAILABLE and self._disconnect == DISCONNECT_ON_TIMEOUT and PeerStateOf(ch[0]) == PEER_ABSENT:
-            if NowNs() >= deadline:
-                raise _errors.ESHMTimeoutError(
-                    f"channel '{self.name}': no {'slave' if self._role == ROLE_MASTER else 'master'} attached "
-                    "before the deadline", E_TIMEOUT)
-            with nogil:
-                usleep(1000)  # the engine's window is shorter than a slice: do not spin on it
-            return 1
-        return 0
+        """1 if a failed wait slice only means "keep waiting" (its slice ended before the call's deadline);
+        0 if `status` is the call's result. (A peer that has not attached yet is waited for until the deadline
+        by the engine itself.)"""
+        return status.raw_code() == S_DEADLINE_EXCEEDED and slice_end < deadline
 
     cdef int _between_slices(self, CChannel* ch, int64_t* gone_since_ns) except -1:
         """Runs (with the GIL) after a wait slice ended without result: signals, close(), reconnect window.

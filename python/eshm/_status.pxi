@@ -27,7 +27,6 @@ cdef extern from "eshm/eshm.h":
 cdef enum:
     S_DEADLINE_EXCEEDED = 4
     S_OUT_OF_RANGE = 11
-    S_UNAVAILABLE = 14
 
 # eshm::IoResult values.
 cdef enum:
