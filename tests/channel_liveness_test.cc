@@ -476,6 +476,21 @@ TEST_F(DisconnectTest, OnTimeoutReadFailsAfterReconnectWait) {
 // within it is served.
 TEST_F(DisconnectTest, OnTimeoutWaitsForAPeerNotAttachedYetUntilTheDeadline) {
   const std::string name = NewName();
+  // Forked first, while this process has one thread; it attaches when told to.
+  Pipe go;
+  Child late = Child::Start([&]() -> int {
+    ESHM_CHILD_CHECK(go.Receive(kWatchdog).has_value());
+    eshm_test::SleepMs(200);  // four reconnect windows into the master's read
+    absl::StatusOr<ChannelPtr> slave = Channel::Open(name, Options(ChannelRole::kSlave));
+    ESHM_CHILD_CHECK_OK(slave);
+    ESHM_CHILD_CHECK_OK((*slave)->Write(Bytes("late"), Soon()));
+    std::vector<std::byte> drain(256);
+    std::size_t size = 0;
+    while ((*slave)->TryRead(drain, &size) == IoResult::kOk) {
+    }
+    eshm_test::SleepMs(200);  // stay until the master has read
+    return 0;
+  });
   ChannelOptions options = Options(ChannelRole::kMaster);
   options.disconnect_behavior = DisconnectBehavior::kOnTimeout;
   options.reconnect_wait_ms = 50;
@@ -494,18 +509,7 @@ TEST_F(DisconnectTest, OnTimeoutWaitsForAPeerNotAttachedYetUntilTheDeadline) {
   EXPECT_EQ(wrote.code(), absl::StatusCode::kDeadlineExceeded) << wrote;
   EXPECT_GE(MsSince(start), 290);
 
-  Child late = Child::Start([&]() -> int {
-    eshm_test::SleepMs(200);  // four reconnect windows
-    absl::StatusOr<ChannelPtr> slave = Channel::Open(name, Options(ChannelRole::kSlave));
-    ESHM_CHILD_CHECK_OK(slave);
-    ESHM_CHILD_CHECK_OK((*slave)->Write(Bytes("late"), Soon()));
-    std::vector<std::byte> drain(256);
-    std::size_t size = 0;
-    while ((*slave)->TryRead(drain, &size) == IoResult::kOk) {
-    }
-    eshm_test::SleepMs(200);  // stay until the master has read
-    return 0;
-  });
+  ASSERT_TRUE(go.Send(1));
   n = (*master)->Read(buffer, Deadline::AfterMs(10'000));
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(eshm_test::Text(std::span(buffer.data(), *n)), "late");
