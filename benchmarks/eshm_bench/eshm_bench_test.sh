@@ -5,7 +5,7 @@
 #     message counts and sizes asked for, a result for every transport x mode x wait x size, each compared
 #     with the right floor);
 #   - with --json=- print only the JSON on stdout;
-#   - refuse bad flags with exit code 2;
+#   - list its flags in --help, and refuse bad flags with exit code 2;
 #   - on SIGINT mid-run, exit 130 leaving no child process and no shared-memory file behind;
 #   - leave no shared-memory file behind after a normal run either.
 # Every wait has a deadline (timeout), and the EXIT trap kills leftovers.
@@ -68,6 +68,13 @@ wait "$BG"; rc=$?; BG=""
   --transports="$TRANSPORTS" --messages=2000 || fail "stream JSON (stdout must hold only the JSON)"
 grep -q "results" "$WORK/stream.err" || fail "with --json=- the table belongs on stderr"
 [[ -z "$(leftovers "$STREAM_PID")" ]] || fail "files left in /dev/shm: $(leftovers "$STREAM_PID")"
+
+echo "--- --help lists the flags"
+HELP="$("$BENCH" --help 2>&1)"
+for flag in --mode --sizes --wait --compare --json --quick; do
+  grep -q -- "$flag" <<<"$HELP" || fail "--help does not list $flag"
+done
+grep -q "No flags matched" <<<"$HELP" && fail "--help says 'No flags matched'"
 
 echo "--- bad flags are refused"
 "$BENCH" --sizes=4 >/dev/null 2>&1; rc=$?

@@ -23,8 +23,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -340,6 +342,11 @@ int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "eshm between two forked processes, with same-run floors and optional comparisons.\n"
       "  eshm-bench --quick | eshm-bench --sweep --compare=all --json=out.json");
+  // --help lists the flags of the file that defines them: absl looks for one named after the program
+  // (eshm-bench.cc), which this is not.
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view path) { return absl::EndsWith(path, "eshm_bench/main.cc"); };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   absl::StatusOr<Options> options = ParseOptions();
   if (!options.ok()) {
