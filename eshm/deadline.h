@@ -24,6 +24,14 @@ inline std::int64_t MonotonicNowNs() {
   return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
+// Nanoseconds since the Unix epoch (CLOCK_REALTIME): for times other processes and people read, such as a
+// segment's creation time; never for deadlines.
+inline std::int64_t RealtimeNowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
 class Deadline {
  public:
   static constexpr Deadline Infinite() { return Deadline(std::numeric_limits<std::int64_t>::max()); }

@@ -25,17 +25,9 @@
 namespace eshm {
 namespace {
 
-constexpr char kShmDirectory[] = "/dev/shm";
-
 absl::Status ErrnoError(int error, std::string_view call, std::string_view name) {
   return absl::ErrnoToStatus(error, absl::StrFormat("%s(\"%s\")", absl::string_view(call.data(), call.size()),
                                                     Segment::PathFor(name)));
-}
-
-std::uint64_t RealtimeNowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 // Maps the pages of [offset, offset + length) now rather than at their first touch: what MAP_POPULATE did
@@ -220,7 +212,7 @@ absl::Status Segment::ValidateName(std::string_view name) {
 }
 
 std::string Segment::PathFor(std::string_view name) {
-  return absl::StrCat("/dev/shm/eshm_", absl::string_view(name.data(), name.size()));
+  return absl::StrCat(kSegmentDirectory, "/", kSegmentFilePrefix, absl::string_view(name.data(), name.size()));
 }
 
 absl::StatusOr<Segment> Segment::CreateUnnamed(std::string_view name, const SegmentOptions& options) {
@@ -230,16 +222,16 @@ absl::StatusOr<Segment> Segment::CreateUnnamed(std::string_view name, const Segm
 
   // An unnamed file: nobody can see it until Publish() links it, and it vanishes with its last descriptor
   // if this process fails or is killed first, so no failure leaves anything behind.
-  const int fd = open(kShmDirectory, O_TMPFILE | O_RDWR | O_CLOEXEC, options.mode);
+  const int fd = open(kSegmentDirectory, O_TMPFILE | O_RDWR | O_CLOEXEC, options.mode);
   if (fd < 0) {
     const int error = errno;
     if (error == EOPNOTSUPP || error == EISDIR) {
       return absl::UnimplementedError(absl::StrFormat(
           "open(\"%s\", O_TMPFILE) for segment %s: %s; eshm creates segments as unnamed files, which needs "
           "Linux 3.11 or later with %s on tmpfs",
-          kShmDirectory, PathFor(name), std::strerror(error), kShmDirectory));
+          kSegmentDirectory, PathFor(name), std::strerror(error), kSegmentDirectory));
     }
-    return absl::ErrnoToStatus(error, absl::StrFormat("open(\"%s\", O_TMPFILE) for segment %s", kShmDirectory,
+    return absl::ErrnoToStatus(error, absl::StrFormat("open(\"%s\", O_TMPFILE) for segment %s", kSegmentDirectory,
                                                       PathFor(name)));
   }
   Segment segment;  // owns fd (and the mapping) from here on, so every return below cleans up
@@ -274,7 +266,7 @@ absl::StatusOr<Segment> Segment::CreateUnnamed(std::string_view name, const Segm
   segment.trailer_ = reinterpret_cast<const SegmentTrailer*>(segment.base_ + geometry.trailer_offset);
   struct stat st;
   if (fstat(fd, &st) != 0) return ErrnoError(errno, "fstat", name);
-  segment.epoch_ns_ = RealtimeNowNs();
+  segment.epoch_ns_ = static_cast<std::uint64_t>(RealtimeNowNs());
   segment.max_message_bytes_ = max_message;
   segment.offset_[0] = geometry.ring_offset[0];
   segment.offset_[1] = geometry.ring_offset[1];

@@ -56,8 +56,12 @@
 
 namespace eshm {
 
-// Longest segment name: the file name /dev/shm/eshm_<name> must fit NAME_MAX (255).
-inline constexpr std::size_t kMaxSegmentNameLength = 255 - 5;
+// Where segments live, and how their file names begin: /dev/shm/eshm_<name>.
+inline constexpr char kSegmentDirectory[] = "/dev/shm";
+inline constexpr char kSegmentFilePrefix[] = "eshm_";
+
+// Longest segment name: the file name eshm_<name> must fit NAME_MAX (255).
+inline constexpr std::size_t kMaxSegmentNameLength = 255 - (sizeof(kSegmentFilePrefix) - 1);
 
 struct SegmentOptions {
   std::uint64_t m2s_capacity = 1 << 20;  // ring data bytes, master -> slave; a power of two

@@ -50,8 +50,10 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "eshm/deadline.h"
 #include "eshm/layout.h"
 #include "eshm/ring.h"
 #include "eshm/role_lock.h"
@@ -72,20 +74,10 @@ ABSL_FLAG(std::int64_t, min_age_s, 5,
 
 namespace {
 
-constexpr char kShmDir[] = "/dev/shm";
-constexpr char kPrefix[] = "eshm_";
-
-std::int64_t MonotonicNowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
-std::int64_t RealtimeNowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
+using eshm::kSegmentDirectory;
+using eshm::kSegmentFilePrefix;
+using eshm::MonotonicNowNs;
+using eshm::RealtimeNowNs;
 
 std::atomic<bool> g_interrupted{false};
 void OnInterrupt(int) { g_interrupted.store(true); }
@@ -250,7 +242,7 @@ struct Sample {
 // One opened segment file: validated once, then sampled any number of times.
 class SegmentFile {
  public:
-  explicit SegmentFile(std::string name) : name_(std::move(name)), path_(absl::StrCat(kShmDir, "/", kPrefix, name_)) {}
+  explicit SegmentFile(std::string name) : name_(std::move(name)), path_(eshm::Segment::PathFor(name_)) {}
   SegmentFile(const SegmentFile&) = delete;
   SegmentFile& operator=(const SegmentFile&) = delete;
   ~SegmentFile() {
@@ -459,13 +451,11 @@ class SegmentFile {
 // Every eshm_* name under /dev/shm, sorted.
 std::vector<std::string> ListNames() {
   std::vector<std::string> names;
-  DIR* dir = opendir(kShmDir);
+  DIR* dir = opendir(kSegmentDirectory);
   if (dir == nullptr) return names;
   while (const dirent* e = readdir(dir)) {
-    const std::string_view file = e->d_name;
-    if (file.size() > std::strlen(kPrefix) && file.substr(0, std::strlen(kPrefix)) == kPrefix) {
-      names.emplace_back(file.substr(std::strlen(kPrefix)));
-    }
+    absl::string_view file = e->d_name;
+    if (absl::ConsumePrefix(&file, kSegmentFilePrefix) && !file.empty()) names.emplace_back(file.data(), file.size());
   }
   closedir(dir);
   std::sort(names.begin(), names.end());
@@ -637,7 +627,7 @@ int CommandLs(bool json) {
     return 0;
   }
   if (rows.empty()) {
-    absl::PrintF("no eshm segments in %s\n", kShmDir);
+    absl::PrintF("no eshm segments in %s\n", kSegmentDirectory);
     return 0;
   }
   const std::vector<std::string> header = {"NAME", "SIZE", "RINGS", "MAXMSG", "MASTER", "SLAVE", "EPOCH",
@@ -871,7 +861,7 @@ int CommandRm(const std::vector<std::string>& args, bool json) {
   bool failed = false;
   for (const std::string& name : names) {
     const RemoveOutcome o = RemoveOne(name, stale, force);
-    const std::string path = absl::StrCat(kShmDir, "/", kPrefix, name);
+    const std::string path = eshm::Segment::PathFor(name);
     if (o.removed) {
       removed.push_back(JsonString(name));
       if (!json) absl::PrintF("removed %s\n", Printable(path));
