@@ -110,6 +110,11 @@ constexpr std::uint32_t kConfigV1Bytes = offsetof(eshm_config, allow_other_owner
 // Struct sizes above this are certainly garbage (an uninitialized struct_size), not a newer header.
 constexpr std::uint32_t kMaxStructSize = 64 * 1024;
 
+// The sizes an eshm_config can have: an older header's, this one's, or a newer (larger) one's.
+bool IsConfigSize(std::size_t size) {
+  return size == kConfigV1Bytes || (size >= sizeof(eshm_config) && size <= kMaxStructSize);
+}
+
 // ---- The thread's last error ----
 
 struct LastError {
@@ -328,7 +333,7 @@ int ConfigFromC(const eshm_config* cfg, eshm::ChannelOptions* out) {
                    "corrupt; initialize it with eshm_config_init(&cfg)",
                    kFn, size);
     }
-    if (size < kConfigV1Bytes || (size > kConfigV1Bytes && size < sizeof(eshm_config))) {
+    if (!IsConfigSize(size)) {
       return Failf(ESHM_ERROR_INVALID_PARAM,
                    "%s: cfg->struct_size is %u, which no eshm_config has (%u bytes before eshm 2.1, %u since): "
                    "initialize the config with eshm_config_init(&cfg)",
@@ -490,7 +495,7 @@ std::span<const std::byte> Bytes(const void* data, std::size_t len) {
 
 int eshm_config_init_size(eshm_config* cfg, size_t size) {
   if (cfg == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "eshm_config_init_size: cfg is NULL");
-  if (size < kConfigV1Bytes || size > kMaxStructSize) {
+  if (!IsConfigSize(size)) {
     return Failf(ESHM_ERROR_INVALID_PARAM,
                  "eshm_config_init_size: size is %u; pass sizeof(eshm_config) (%u with this eshm.h, %u before 2.1)",
                  size, static_cast<unsigned>(sizeof(eshm_config)), kConfigV1Bytes);

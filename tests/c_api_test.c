@@ -173,6 +173,7 @@ static void TestConfigDefaults(void) {
   eshm_config_init(NULL); /* must not crash */
   CHECK(eshm_config_init_size(NULL, sizeof cfg) == ESHM_ERROR_INVALID_PARAM, "init_size(NULL)");
   CHECK(eshm_config_init_size(&cfg, 40) == ESHM_ERROR_INVALID_PARAM, "init_size below the oldest config");
+  CHECK(eshm_config_init_size(&cfg, 92) == ESHM_ERROR_INVALID_PARAM, "init_size of a size no config has");
   CHECK(strstr(eshm_last_error(), "sizeof(eshm_config)") != NULL, "init_size error names the fix: %s",
         eshm_last_error());
 
