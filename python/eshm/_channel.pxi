@@ -304,13 +304,6 @@ cdef class Channel:
         cdef int state = PeerStateOf(ch[0])
         return state != PEER_ALIVE and state != PEER_ABSENT
 
-    cdef int _slice_ended(self, CChannel* ch, const CStatus& status, int64_t slice_end,
-                          int64_t deadline) except -1:
-        """1 if a failed wait slice only means "keep waiting" (its slice ended before the call's deadline);
-        0 if `status` is the call's result. (A peer that has not attached yet is waited for until the deadline
-        by the engine itself.)"""
-        return status.raw_code() == S_DEADLINE_EXCEEDED and slice_end < deadline
-
     cdef int _between_slices(self, CChannel* ch, int64_t* gone_since_ns) except -1:
         """Runs (with the GIL) after a wait slice ended without result: signals, close(), reconnect window.
 
@@ -474,7 +467,7 @@ cdef class Channel:
                         status = Write(ch, <const char*>view.buf, view.len, slice_end)
                     if status.ok():
                         return None
-                    if not self._slice_ended(ch, status, slice_end, deadline):
+                    if not _slice_ended(status, slice_end, deadline):
                         check_status(status, OP_WRITE, self._role)
                     self._between_slices(ch, &gone_since)
             finally:
@@ -533,7 +526,7 @@ cdef class Channel:
                 status = Peek(ch, slice_end, data, size)
             if status.ok():
                 return 0
-            if not self._slice_ended(ch, status, slice_end, deadline):
+            if not _slice_ended(status, slice_end, deadline):
                 check_status(status, OP_READ, self._role)
             self._between_slices(ch, &gone_since)
 
@@ -627,7 +620,7 @@ cdef class Channel:
                     code = got.status().raw_code()
                     if code == S_OUT_OF_RANGE:
                         raise self._buffer_too_small(ch, view.len)
-                    if not self._slice_ended(ch, got.status(), slice_end, deadline):
+                    if not _slice_ended(got.status(), slice_end, deadline):
                         check_status(got.status(), OP_READ, self._role)
                     self._between_slices(ch, &gone_since)
             finally:
@@ -686,7 +679,7 @@ cdef class Channel:
                         done += got.value()
                         if done == <size_t>n or slice_end >= deadline:
                             break
-                    elif not self._slice_ended(ch, got.status(), slice_end, deadline):
+                    elif not _slice_ended(got.status(), slice_end, deadline):
                         if done > 0:
                             break
                         check_status(got.status(), OP_WRITE, self._role)

@@ -170,6 +170,12 @@ cdef int _enum_arg(object value, str name, dict names) except? -1:
     return number
 
 
+cdef inline bint _slice_ended(const CStatus& status, int64_t slice_end, int64_t deadline) noexcept:
+    """True if a failed wait slice only means "keep waiting": it ended before the call's deadline. (A peer that
+    has not attached yet is waited for until the deadline by the engine itself.)"""
+    return status.raw_code() == S_DEADLINE_EXCEEDED and slice_end < deadline
+
+
 cdef int64_t _deadline_ns(object timeout_ms) except? -2:
     """Absolute CLOCK_MONOTONIC deadline for a timeout in ms: None = the default, negative = forever."""
     return _deadline_after(_timeout_ms(timeout_ms))
