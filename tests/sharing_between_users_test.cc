@@ -173,44 +173,40 @@ Child StartRefusedOpener(const std::string& name, uid_t uid, std::vector<gid_t> 
   });
 }
 
-// The file is unchanged: same inode, owner, group and mode.
-void ExpectUntouched(const std::string& name, const struct stat& before) {
+// A creator keeps a channel (`mode`, effective group `gid`) open while `uid` (in `groups`) opens it in every
+// role: each open must be PermissionDenied with all of `wanted` in its message, and the file must be left
+// exactly as it was (inode, owner, group, mode).
+void ExpectRefusedWhileTheCreatorRuns(const std::string& name, mode_t mode, gid_t gid, uid_t uid,
+                                      std::vector<gid_t> groups, bool allow_other_owner,
+                                      std::vector<std::string> wanted) {
+  Pipe ready, release;
+  Child creator = StartCreator(name, mode, gid, ready, release);
+  ASSERT_TRUE(ready.Receive(absl::Seconds(20), &creator).has_value()) << creator.Describe();
+  struct stat before;
+  ASSERT_EQ(stat(Segment::PathFor(name).c_str(), &before), 0);
+  Child opener = StartRefusedOpener(name, uid, std::move(groups), allow_other_owner, std::move(wanted));
+  EXPECT_TRUE(eshm_test::WaitForChildren({&opener}, kWatchdog)) << opener.Describe();
   struct stat after;
   ASSERT_EQ(stat(Segment::PathFor(name).c_str(), &after), 0);
   EXPECT_EQ(after.st_ino, before.st_ino);
   EXPECT_EQ(after.st_uid, before.st_uid);
   EXPECT_EQ(after.st_gid, before.st_gid);
   EXPECT_EQ(after.st_mode, before.st_mode);
+  ASSERT_TRUE(release.Send(1));
+  EXPECT_TRUE(eshm_test::WaitForChildren({&creator}, kWatchdog));
 }
 
 TEST_F(SharingBetweenUsersTest, WithoutAllowOtherOwnerTheErrorNamesOwnerModeAndFix) {
-  Pipe ready, release;
-  Child creator = StartCreator(name_, 0660, kSharedGid, ready, release);
-  ASSERT_TRUE(ready.Receive(absl::Seconds(20), &creator).has_value()) << creator.Describe();
-  struct stat before;
-  ASSERT_EQ(stat(Segment::PathFor(name_).c_str(), &before), 0);
-  Child partner = StartRefusedOpener(
-      name_, kPartnerUid, {kPartnerUid, kSharedGid}, /*allow_other_owner=*/false,
+  ExpectRefusedWhileTheCreatorRuns(
+      name_, 0660, kSharedGid, kPartnerUid, {kPartnerUid, kSharedGid}, /*allow_other_owner=*/false,
       {"belongs to another user", "uid 4201", "gid 4242", "mode 0660", "allow_other_owner", "operations.md"});
-  EXPECT_TRUE(eshm_test::WaitForChildren({&partner}, kWatchdog)) << partner.Describe();
-  ExpectUntouched(name_, before);
-  ASSERT_TRUE(release.Send(1));
-  EXPECT_TRUE(eshm_test::WaitForChildren({&creator}, kWatchdog));
 }
 
 TEST_F(SharingBetweenUsersTest, AUserOutsideTheGroupIsRefusedWithOwnerModeAndFix) {
-  Pipe ready, release;
-  Child creator = StartCreator(name_, 0660, kSharedGid, ready, release);
-  ASSERT_TRUE(ready.Receive(absl::Seconds(20), &creator).has_value()) << creator.Describe();
-  struct stat before;
-  ASSERT_EQ(stat(Segment::PathFor(name_).c_str(), &before), 0);
-  Child outsider = StartRefusedOpener(name_, kOutsiderUid, {kOutsiderUid}, /*allow_other_owner=*/true,
-                                      {"cannot be opened for reading and writing", "uid 4203", "uid 4201",
-                                       "gid 4242", "mode 0660", "one group"});
-  EXPECT_TRUE(eshm_test::WaitForChildren({&outsider}, kWatchdog)) << outsider.Describe();
-  ExpectUntouched(name_, before);
-  ASSERT_TRUE(release.Send(1));
-  EXPECT_TRUE(eshm_test::WaitForChildren({&creator}, kWatchdog));
+  ExpectRefusedWhileTheCreatorRuns(name_, 0660, kSharedGid, kOutsiderUid, {kOutsiderUid},
+                                   /*allow_other_owner=*/true,
+                                   {"cannot be opened for reading and writing", "uid 4203", "uid 4201", "gid 4242",
+                                    "mode 0660", "one group"});
 }
 
 TEST_F(SharingBetweenUsersTest, ACreatorThatKeptTheDefaultModeOrItsOwnGroupIsNamedInTheError) {
@@ -218,14 +214,9 @@ TEST_F(SharingBetweenUsersTest, ACreatorThatKeptTheDefaultModeOrItsOwnGroupIsNam
                                          {0660, kCreatorUid, "gid 4201"}}) {
     SCOPED_TRACE(shown);
     const std::string name = eshm_test::UniqueSegmentName("shared");
-    Pipe ready, release;
-    Child creator = StartCreator(name, mode, gid, ready, release);
-    ASSERT_TRUE(ready.Receive(absl::Seconds(20), &creator).has_value()) << creator.Describe();
-    Child partner = StartRefusedOpener(name, kPartnerUid, {kPartnerUid, kSharedGid}, /*allow_other_owner=*/true,
-                                       {"cannot be opened for reading and writing", shown, "mode 0660"});
-    EXPECT_TRUE(eshm_test::WaitForChildren({&partner}, kWatchdog)) << partner.Describe();
-    ASSERT_TRUE(release.Send(1));
-    EXPECT_TRUE(eshm_test::WaitForChildren({&creator}, kWatchdog));
+    ExpectRefusedWhileTheCreatorRuns(name, mode, gid, kPartnerUid, {kPartnerUid, kSharedGid},
+                                     /*allow_other_owner=*/true,
+                                     {"cannot be opened for reading and writing", shown, "mode 0660"});
     (void)Segment::Unlink(name);
   }
 }
