@@ -21,7 +21,6 @@ constexpr std::int64_t kNsPerMs = 1'000'000;
 // to have seen it: far longer than any store takes to become visible.
 constexpr std::int64_t kUnorderedMoveGraceNs = 1'000'000;
 
-
 const char* RoleName(Role role) { return role == Role::kMaster ? "master" : "slave"; }
 Role Other(Role role) { return role == Role::kMaster ? Role::kSlave : Role::kMaster; }
 

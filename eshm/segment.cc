@@ -81,12 +81,11 @@ std::string DescribeOwnership(const struct stat& st) {
 // "uid 1001, gids 1001 27": who this process is, beside DescribeOwnership in permission errors.
 std::string DescribeThisProcess() {
   std::string out = absl::StrFormat("uid %d, gids %d", geteuid(), getegid());
-  gid_t groups[64];
-  const int count = getgroups(64, groups);
+  std::vector<gid_t> groups(static_cast<std::size_t>(std::max(getgroups(0, nullptr), 0)));
+  const int count = getgroups(static_cast<int>(groups.size()), groups.data());
   for (int i = 0; i < count; ++i) {
     if (groups[i] != getegid()) absl::StrAppendFormat(&out, " %d", groups[i]);
   }
-  if (count < 0) absl::StrAppend(&out, " and more");
   return out;
 }
 
