@@ -363,7 +363,8 @@ int ConfigFromC(const eshm_config* cfg, eshm::ChannelOptions* out) {
       (rc = range("disconnect_behavior", c.disconnect_behavior, 0, 2,
                   "use ESHM_DISCONNECT_IMMEDIATELY (0), ESHM_DISCONNECT_ON_TIMEOUT (1) or ESHM_DISCONNECT_NEVER (2)")) ||
       (rc = range("stale_threshold_ms", c.stale_threshold_ms, 1, INT32_MAX, "it must be positive")) ||
-      (rc = range("heartbeat_interval_ms", c.heartbeat_interval_ms, 1, INT32_MAX, "it must be positive")) ||
+      (rc = range("heartbeat_interval_ms", c.heartbeat_interval_ms, 0, INT32_MAX,
+                  "it must not be negative (0 = automatic)")) ||
       (rc = range("reconnect_wait_ms", c.reconnect_wait_ms, 0, INT32_MAX, "it must not be negative")) ||
       (rc = range("reconnect_retry_interval_ms", c.reconnect_retry_interval_ms, 1, INT32_MAX,
                   "it must be positive")) ||

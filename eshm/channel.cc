@@ -1,5 +1,6 @@
 #include "eshm/channel.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,23 @@ constexpr std::int64_t kNsPerMs = 1'000'000;
 // Without a process-wide barrier (ReleaseLeftSegments), how long after a move an idle write side is trusted
 // to have seen it: far longer than any store takes to become visible.
 constexpr std::int64_t kUnorderedMoveGraceNs = 1'000'000;
+// How often the monitor asks the kernel about the peer's role lock (and fstats the file) when nothing
+// suggests a change: the backstop for hints that never come (a peer whose published pid names another
+// process, say).
+constexpr std::int64_t kLockBackstopNs = 1'000'000'000;
+// After someone opens our segment file with no peer attached, how long to look every millisecond for it
+// to announce itself.
+constexpr std::int64_t kArrivalWindowNs = 100'000'000;
+
+// Inode of this process's pid namespace: a peer's published pid names a process here only if the peer
+// published the same one. 0 if /proc cannot say.
+std::uint64_t OwnPidNamespace() {
+  static const std::uint64_t ns = [] {
+    struct stat st;
+    return stat("/proc/self/ns/pid", &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
+  }();
+  return ns;
+}
 
 const char* RoleName(Role role) { return role == Role::kMaster ? "master" : "slave"; }
 Role Other(Role role) { return role == Role::kMaster ? Role::kSlave : Role::kMaster; }
@@ -34,7 +52,7 @@ absl::Status ValidateOptions(const ChannelOptions& o) {
     return absl::InvalidArgumentError(absl::StrFormat("%s must not be negative, got %d", what, v));
   };
   ESHM_RETURN_IF_ERROR(positive(o.stale_threshold_ms, "stale_threshold_ms"));
-  ESHM_RETURN_IF_ERROR(positive(o.heartbeat_interval_ms, "heartbeat_interval_ms"));
+  ESHM_RETURN_IF_ERROR(non_negative(o.heartbeat_interval_ms, "heartbeat_interval_ms"));
   ESHM_RETURN_IF_ERROR(non_negative(o.reconnect_wait_ms, "reconnect_wait_ms"));
   ESHM_RETURN_IF_ERROR(positive(o.reconnect_retry_interval_ms, "reconnect_retry_interval_ms"));
   ESHM_RETURN_IF_ERROR(non_negative(o.max_reconnect_attempts, "max_reconnect_attempts"));
@@ -163,7 +181,8 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, co
   ESHM_RETURN_IF_ERROR(
       channel->Attach(std::make_shared<Attachment>(std::move(acquired->segment)), acquired->role));
   if (options.use_threads) {
-    channel->monitor_ = std::thread([c = channel.get()] { c->MonitorLoop(); });
+    channel->monitored_ = true;
+    internal::Monitor::Process().Add(channel.get(), std::string(kSegmentFilePrefix) + std::string(name));
   }
   return channel;
 }
@@ -185,7 +204,10 @@ absl::Status Channel::Attach(std::shared_ptr<Attachment> attachment, Role role) 
   peer_attach_epoch_seen_ = them.attach_epoch.load(std::memory_order_relaxed);
   peer_heartbeat_change_ns_ = MonotonicNowNs();
   // (Epoch 0: the lock holder has not announced itself yet; see Tick.)
-  peer_ever_seen_ = IsRoleLockedByOther(segment.fd(), peer) && peer_attach_epoch_seen_ != 0;
+  peer_locked_ = IsRoleLockedByOther(segment.fd(), peer);
+  last_lock_check_ns_ = MonotonicNowNs();
+  lock_checked_epoch_ = peer_attach_epoch_seen_;
+  peer_ever_seen_ = peer_locked_ && peer_attach_epoch_seen_ != 0;
   peer_state_.store(static_cast<int>(peer_ever_seen_ ? PeerState::kAlive : PeerState::kAbsent),
                     std::memory_order_release);
   if (!peer_ever_seen_) peer_gone_since_ns_.store(MonotonicNowNs(), std::memory_order_relaxed);
@@ -207,11 +229,11 @@ void Channel::Close() {
   if (closed_) return;
   closed_ = true;
   stop_.store(true, std::memory_order_release);
-  stop_word_.fetch_add(1, std::memory_order_release);
-  FutexWakeAll(&stop_word_);
-  if (monitor_.joinable()) monitor_.join();
+  if (monitored_) internal::Monitor::Process().Remove(this);  // no tick runs after this
 
   std::lock_guard<std::mutex> lock(mu_);
+  // No call runs any more: the write side cannot publish into the segments we left.
+  ReleaseLeftSegments(MonotonicNowNs(), /*force=*/true);
   WakeLocalWaiters(current_.get());
   if (writer_.attachment != nullptr) writer_.attachment->producer.Flush();
   if (current_ != nullptr) {
@@ -219,6 +241,7 @@ void Channel::Close() {
     RoleControl& me = segment.header()->roles[static_cast<int>(role_)];
     me.state.store(0, std::memory_order_release);
     me.pid.store(0, std::memory_order_release);
+    internal::TouchForMonitors(segment.fd());  // the peer's monitor looks now
     // Remove the name while still holding the master lock, so we never remove a successor's segment.
     if (options_.auto_cleanup && role_ == Role::kMaster) segment.UnlinkNameIfThis();
   }
@@ -230,61 +253,111 @@ void Channel::Close() {
 // ---------------------------------------------------------------------------------------------------------
 // Heartbeat, liveness and reconnection.
 
-void Channel::MonitorLoop() {
-  const std::int64_t interval_ns = std::int64_t{options_.heartbeat_interval_ms} * kNsPerMs;
-  std::int64_t next = MonotonicNowNs();
-  while (!stop_.load(std::memory_order_acquire)) {
-    const std::uint32_t word = stop_word_.load(std::memory_order_acquire);
-    const std::int64_t now = MonotonicNowNs();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      Tick(now);
-    }
-    next = std::max(next + interval_ns, now);  // a late tick does not trigger a burst of catch-up ticks
-    FutexWait(&stop_word_, word, Deadline::AtMonotonicNs(next));
-  }
-  // Closing: no call runs any more.
+std::int64_t Channel::OnTick(std::int64_t now, unsigned events) {
   std::lock_guard<std::mutex> lock(mu_);
-  ReleaseLeftSegments(MonotonicNowNs(), /*force=*/true);
+  return Tick(now, events);
 }
 
 void Channel::InlineTick() {
-  // use_threads == false: the heartbeat advances on every call, the liveness check at most once per
-  // heartbeat interval.
+  // use_threads == false: the heartbeat advances on every call, the liveness check when it is due.
   if (!mu_.try_lock()) return;  // the other side's thread is ticking right now
   const std::int64_t now = MonotonicNowNs();
   if (current_ != nullptr) {
     current_->segment.header()->roles[static_cast<int>(role_)].heartbeat.store(++heartbeat_,
                                                                                std::memory_order_relaxed);
-    if (now - last_tick_ns_ >= std::int64_t{options_.heartbeat_interval_ms} * kNsPerMs) Tick(now);
+    if (now >= next_tick_ns_) next_tick_ns_ = Tick(now, 0);
   }
   mu_.unlock();
 }
 
-void Channel::Tick(std::int64_t now) {
-  if (current_ == nullptr) return;
-  last_tick_ns_ = now;
+std::int64_t Channel::BeatIntervalNs() const {
+  // Often enough for the stricter of the two stale thresholds, with room for a late tick or two.
+  std::int64_t stale_ms = options_.stale_threshold_ms;
+  const std::uint32_t peer_stale_ms =
+      current_->segment.header()->roles[static_cast<int>(Other(role_))].stale_threshold_ms.load(
+          std::memory_order_relaxed);
+  if (peer_stale_ms != 0) stale_ms = std::min<std::int64_t>(stale_ms, peer_stale_ms);
+  std::int64_t interval = stale_ms * kNsPerMs / 4;
+  if (options_.heartbeat_interval_ms > 0) {
+    interval = std::min(interval, std::int64_t{options_.heartbeat_interval_ms} * kNsPerMs);
+  }
+  return std::max(interval, kNsPerMs);
+}
+
+bool Channel::ShouldCheckLock(std::int64_t now, unsigned events, std::uint64_t epoch,
+                              std::uint32_t peer_role_state) const {
+  if (!monitored_) return true;  // driven by calls: no hints, as cheap as the caller makes it
+  if (now - last_lock_check_ns_ >= kLockBackstopNs) return true;
+  // A holder announces itself by bumping attach_epoch after it takes the lock: a new peer, or a restarted
+  // one, always shows here first.
+  if (epoch != lock_checked_epoch_) return true;
+  const PeerState state = peer_state();
+  if (state == PeerState::kAbsent || state == PeerState::kDead) return false;
+  // A peer that leaves cleanly (Close, or a move to a new segment) marks its role vacant; one that dies is
+  // reported by its pidfd, and by the close of its descriptor when the file still has its name; without a
+  // pidfd, poll.
+  return peer_role_state == 0 ||
+         (events & (internal::kWatchedPidExited | internal::kFileClosed | internal::kFileTouched)) != 0 ||
+         !pid_watched_;
+}
+
+void Channel::UpdatePidWatch(PeerState state, std::uint64_t epoch, bool exited_but_held) {
+  if (!monitored_) return;
+  internal::Monitor& monitor = internal::Monitor::Process();
+  // The process we watched exited yet the role is still held by the same attachment: its published pid
+  // does not name the holder (a child that inherited the descriptor, or a peer that lies). Poll it.
+  if (exited_but_held) pid_untrusted_epoch_ = epoch;
+  const RoleControl& them = current_->segment.header()->roles[static_cast<int>(Other(role_))];
+  const auto pid = static_cast<pid_t>(them.pid.load(std::memory_order_acquire));
+  const bool trusted = (state == PeerState::kAlive || state == PeerState::kUnresponsive) && pid > 1 &&
+                       pid != own_pid_ && pid_untrusted_epoch_ != epoch && OwnPidNamespace() != 0 &&
+                       them.pid_namespace.load(std::memory_order_relaxed) == OwnPidNamespace();
+  if (!trusted) {
+    if (pid_watched_) monitor.UnwatchPid(this);
+    pid_watched_ = false;
+    watched_pid_ = 0;
+    return;
+  }
+  if (pid_watched_ && watched_pid_ == pid) return;
+  pid_watched_ = monitor.WatchPid(this, pid);
+  watched_pid_ = pid_watched_ ? pid : 0;
+}
+
+std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
+  if (current_ == nullptr) return now + kLockBackstopNs;
   ReleaseLeftSegments(now, /*force=*/false);
   Segment& segment = current_->segment;
-  // A truncation of the file that no access has run into yet (a side blocked on a record that now reads as
-  // zeros, say): one fstat per tick, so it is reported within a tick, far below stale_threshold_ms. Wake
-  // our blocked sides: their WaitCheck sees it. (Our wake may land on the guard's private zero pages, not
-  // on the word a side sleeps on; the side then wakes at its next slice, kWaitCheckIntervalNs.)
-  if (!segment.truncated() && segment.CheckTruncation()) {
+  SegmentHeader* h = segment.header();
+  const Role peer = Other(role_);
+  const RoleControl& them = h->roles[static_cast<int>(peer)];
+  // Relaxed: the peer only needs to see the counter move, not order it against anything.
+  h->roles[static_cast<int>(role_)].heartbeat.store(++heartbeat_, std::memory_order_relaxed);
+  const std::uint64_t hb = them.heartbeat.load(std::memory_order_relaxed);
+  const std::uint64_t epoch = them.attach_epoch.load(std::memory_order_acquire);
+  const std::uint32_t peer_role_state = them.state.load(std::memory_order_acquire);
+  const PeerState old_state = peer_state();
+  if ((events & internal::kWatchedPidExited) != 0) pid_watched_ = false;  // the monitor dropped the watch
+
+  const bool check_lock = ShouldCheckLock(now, events, epoch, peer_role_state);
+  // A truncation of the file that no access has run into yet. Blocked sides look at the trailer at every
+  // wait slice themselves (WaitOnRing, AwaitPeer); this catches it for the next call within a backstop
+  // interval, and wakes our blocked sides. (Our wake may land on the guard's private zero pages, not on the
+  // word a side sleeps on; the side then wakes at its next slice, kWaitCheckIntervalNs.)
+  if (check_lock && !segment.truncated() && segment.CheckTruncation()) {
     WakeLocalWaiters(current_.get());
     peer_event_.fetch_add(1, std::memory_order_release);  // ends an AwaitPeer wait too
     FutexWakeAll(&peer_event_);
   }
-  SegmentHeader* h = segment.header();
-  // Relaxed: the peer only needs to see the counter move, not order it against anything.
-  h->roles[static_cast<int>(role_)].heartbeat.store(++heartbeat_, std::memory_order_relaxed);
-
-  const Role peer = Other(role_);
-  const RoleControl& them = h->roles[static_cast<int>(peer)];
-  const bool locked = IsRoleLockedByOther(segment.fd(), peer);
-  const std::uint64_t hb = them.heartbeat.load(std::memory_order_relaxed);
-  const std::uint64_t epoch = them.attach_epoch.load(std::memory_order_relaxed);
-  const PeerState old_state = peer_state();
+  bool exited_but_held = false;
+  if (check_lock) {
+    const bool locked = IsRoleLockedByOther(segment.fd(), peer);
+    exited_but_held = locked && peer_locked_ && epoch == lock_checked_epoch_ &&
+                      (events & internal::kWatchedPidExited) != 0;
+    peer_locked_ = locked;
+    last_lock_check_ns_ = now;
+    lock_checked_epoch_ = epoch;
+  }
+  const bool locked = peer_locked_;
   // A holder announces itself by bumping attach_epoch right after it takes the lock (TakeRoleControl), so
   // every attached holder's epoch is at least 1. A lock held with epoch 0, or with the epoch of the holder
   // we saw die, belongs to a process still attaching, or to one that only decides about the segment
@@ -318,15 +391,53 @@ void Channel::Tick(std::int64_t now) {
     FutexWakeAll(&peer_event_);
     WakeLocalWaiters(current_.get());
   }
-  if (now - last_reattach_try_ns_ >= std::int64_t{options_.reconnect_retry_interval_ms} * kNsPerMs) {
-    if (role_ == Role::kSlave && (state == PeerState::kDead || state == PeerState::kAbsent)) {
+  UpdatePidWatch(state, epoch, exited_but_held);
+
+  // The name: a master re-creates it if it was removed; a slave without a master follows a new one. With
+  // inotify the monitor says when the name changed; without, look every reconnect_retry_interval_ms.
+  const std::int64_t retry_ns = std::int64_t{options_.reconnect_retry_interval_ms} * kNsPerMs;
+  const bool names_watched = monitored_ && internal::Monitor::Process().names_watched();
+  const bool name_event = (events & internal::kNameChanged) != 0;
+  const bool retry_due = now - last_reattach_try_ns_ >= retry_ns;
+  bool name_polled = false;
+  if (role_ == Role::kSlave && (state == PeerState::kDead || state == PeerState::kAbsent)) {
+    // (Not only on events: a new master's segment may be there before it can be adopted.)
+    if (name_event || retry_due) {
       last_reattach_try_ns_ = now;
       TryReattach();
-    } else if (role_ == Role::kMaster) {
+    }
+    name_polled = true;
+  } else if (role_ == Role::kMaster) {
+    if (name_event) name_retry_pending_ = true;
+    if (name_retry_pending_ && (name_event || retry_due)) {
       last_reattach_try_ns_ = now;
       RecreateIfUnlinked();
+      // Still without its name (the re-creation failed): try again later.
+      name_retry_pending_ = current_->segment.name_state() == Segment::NameState::kAbsent;
     }
+    if (!names_watched) name_retry_pending_ = true;
+    name_polled = name_retry_pending_;
   }
+
+  if ((events & (internal::kFileOpened | internal::kFileTouched)) != 0 && state != PeerState::kAlive) {
+    arrival_window_end_ns_ = now + kArrivalWindowNs;
+  }
+  std::int64_t next = now + BeatIntervalNs();
+  // No peer: nobody needs our beats until one arrives, and an arrival announces itself (TouchForMonitors,
+  // an inotify event that ticks us at once). Without inotify, keep looking at the beat interval.
+  if ((state == PeerState::kAbsent || state == PeerState::kDead) && names_watched) {
+    next = now + kLockBackstopNs;
+  }
+  // Every millisecond while it matters: a frozen peer may resume, a peer may be arriving, a left segment
+  // waits for our write side to leave it.
+  if (state == PeerState::kUnresponsive || now < arrival_window_end_ns_ || !left_.empty()) {
+    next = std::min(next, now + kNsPerMs);
+  }
+  if (name_polled) next = std::min(next, last_reattach_try_ns_ + retry_ns);
+  // Driven by calls (no monitor): the calls pay for the checks, and nothing else would notice a change
+  // sooner, so by default look every millisecond, as the callers' pace allows.
+  if (!monitored_ && options_.heartbeat_interval_ms == 0) next = std::min(next, now + kNsPerMs);
+  return std::max(next, now + kNsPerMs / 4);
 }
 
 bool Channel::TryReattach() {
@@ -383,6 +494,9 @@ void Channel::Adopt(Segment segment) {
   peer_ever_seen_ = false;
   peer_state_.store(static_cast<int>(PeerState::kAbsent), std::memory_order_release);
   peer_heartbeat_change_ns_ = MonotonicNowNs();
+  peer_locked_ = false;
+  lock_checked_epoch_ = ~std::uint64_t{0};  // look at the new segment's lock at the next tick
+  arrival_window_end_ns_ = MonotonicNowNs() + kArrivalWindowNs;
   reattach_attempts_ = 0;
   current_ = std::move(attachment);
   // Release: pairs with the acquire in SyncSide.
@@ -410,6 +524,7 @@ void Channel::ReleaseLeftSegments(std::int64_t now, bool force) {
     me.state.store(0, std::memory_order_release);
     me.pid.store(0, std::memory_order_release);
     UnlockRole(left->segment.fd(), role_);
+    internal::TouchForMonitors(left->segment.fd());
   }
   left_.clear();
 }
@@ -417,11 +532,17 @@ void Channel::ReleaseLeftSegments(std::int64_t now, bool force) {
 void Channel::TakeRoleControl(Segment& segment) {
   RoleControl& me = segment.header()->roles[static_cast<int>(role_)];
   heartbeat_ = me.heartbeat.load(std::memory_order_relaxed);
-  // Relaxed/release: observers read these with acquire; nothing else depends on their order.
-  me.pid.store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
+  own_pid_ = getpid();
+  // Relaxed/release: observers read these with acquire; nothing else depends on their order. What we tell
+  // the peer (our threshold, our pid namespace) comes before the epoch that announces us.
+  me.stale_threshold_ms.store(static_cast<std::uint32_t>(options_.stale_threshold_ms), std::memory_order_relaxed);
+  me.pid_namespace.store(OwnPidNamespace(), std::memory_order_relaxed);
+  me.pid.store(static_cast<std::uint32_t>(own_pid_), std::memory_order_relaxed);
   me.heartbeat.store(++heartbeat_, std::memory_order_relaxed);
   me.attach_epoch.fetch_add(1, std::memory_order_acq_rel);
   me.state.store(1, std::memory_order_release);
+  // The peer's monitor may be sleeping long (no peer to watch): tell it we are here.
+  internal::TouchForMonitors(segment.fd());
 }
 
 void Channel::WakeLocalWaiters(const Attachment* attachment) {
@@ -515,7 +636,8 @@ absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::Funct
     if (!options_.use_threads) InlineTick();
     const std::uint32_t event = peer_event_.load(std::memory_order_acquire);
     if (!PeerGone() || generation_.load(std::memory_order_acquire) != generation) return absl::OkStatus();
-    if (side.attachment->segment.truncated()) return absl::OkStatus();  // the caller's next try reports it
+    const Segment& segment = side.attachment->segment;
+    if (segment.truncated() || !segment.TrailerIntact()) return absl::OkStatus();  // the next try reports it
     // A peer can attach, write (or read) and leave between two ticks, never seen alive: what it left in
     // the ring still counts.
     if (ready()) return absl::OkStatus();
@@ -535,9 +657,8 @@ absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::Funct
       return absl::UnavailableError(absl::StrFormat("%s; it did not come back within reconnect_wait_ms (%d ms)",
                                                     gone.message(), options_.reconnect_wait_ms));
     }
-    // Without a monitor thread nobody else ticks: wake up every heartbeat interval to do it.
-    const std::int64_t slice_ns = options_.use_threads ? 50 * kNsPerMs
-                                                       : std::int64_t{options_.heartbeat_interval_ms} * kNsPerMs;
+    // Without the monitor nobody else ticks: wake up every millisecond to do it.
+    const std::int64_t slice_ns = options_.use_threads ? 50 * kNsPerMs : kNsPerMs;
     FutexWait(&peer_event_, event, limit.CappedAfterNs(slice_ns));
   }
 }

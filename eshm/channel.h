@@ -11,8 +11,11 @@
 //
 // Liveness. The peer is dead when its role lock is free (kernel evidence: the lock dies with the
 // process), unresponsive when its heartbeat has not advanced for stale_threshold_ms on this process's
-// monotonic clock, alive otherwise. A blocked read or write learns of a death within a few milliseconds:
-// the monitor wakes it.
+// monotonic clock, alive otherwise. All channels of a process share one monitor thread
+// (internal/monitor.h), which beats and looks at each peer a few times per stale threshold (the smaller of
+// the two sides' thresholds, each side publishes its own) and otherwise sleeps: a peer's exit wakes it
+// through a pidfd, a peer's arrival or a change at the name through inotify, so idle channels cost next
+// to nothing. A blocked read or write learns of a death within about a millisecond: the monitor wakes it.
 //
 // Disconnects. While the peer is gone (dead, unresponsive, or not yet attached), reads deliver what is
 // already queued and writes queue messages while the ring has room (they reach the next peer). An
@@ -44,8 +47,8 @@
 // Truncation. A process that can open the segment file can truncate it. This endpoint then reports the
 // segment lost (kCorrupt; DataLoss "... truncated ...") from every call, for good: close and re-open the
 // channel. Reads notice at once (the trailer check of Segment::TrailerIntact after each message, and on
-// an empty ring); a blocked call notices through the liveness tick (fstat every heartbeat interval), well
-// within stale_threshold_ms. A read never returns as whole a message the truncation damaged. Messages
+// an empty ring); a blocked call notices at its next wait slice (it looks at the trailer itself: 10 ms on
+// a ring, 50 ms while it waits for the peer), and the monitor's backstop (fstat once a second) wakes it. A read never returns as whole a message the truncation damaged. Messages
 // queued in the segment are lost, and so is what the writer wrote there before it noticed.
 //
 // Moving to a new segment (the master re-creating its removed name, a slave following a new master) with
@@ -86,13 +89,13 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "eshm/deadline.h"
+#include "eshm/internal/monitor.h"
 #include "eshm/layout.h"
 #include "eshm/ring.h"
 #include "eshm/segment.h"
@@ -114,12 +117,14 @@ struct ChannelOptions {
   ChannelRole role = ChannelRole::kAuto;
   DisconnectBehavior disconnect_behavior = DisconnectBehavior::kOnTimeout;
   int stale_threshold_ms = 100;
-  int heartbeat_interval_ms = 1;
+  // The longest time between two beats of this side; 0 (the default): a quarter of the smaller stale
+  // threshold of the two sides. A peer is called unresponsive by its own stale threshold either way.
+  int heartbeat_interval_ms = 0;
   int reconnect_wait_ms = 5000;
   int reconnect_retry_interval_ms = 100;
   int max_reconnect_attempts = 50;  // 0 = unlimited
   bool auto_cleanup = true;         // the master removes the segment name when it closes
-  bool use_threads = true;          // false: no monitor thread; heartbeat and checks advance on each call
+  bool use_threads = true;          // false: no monitor; heartbeat and checks advance on each call
   // Segment shape, used by the side that creates it (the slave adopts the master's).
   std::uint64_t m2s_capacity = 1 << 20;
   std::uint64_t s2m_capacity = 1 << 20;
@@ -175,7 +180,7 @@ struct ChannelStats {
   std::uint64_t wait_syscalls = 0;    // FUTEX_WAIT calls on both rings, both sides
 };
 
-class Channel {
+class Channel final : private internal::MonitorClient {
  public:
   // Opens the endpoint `name` (validated as Segment::ValidateName) in the role options.role asks for.
   static absl::StatusOr<std::unique_ptr<Channel>> Open(std::string_view name, const ChannelOptions& options = {});
@@ -256,10 +261,18 @@ class Channel {
   Channel(std::string name, const ChannelOptions& options);
   absl::Status Attach(std::shared_ptr<Attachment> attachment, Role role);
 
-  // Heartbeat and liveness; run by the monitor thread, or inline when use_threads is false.
-  void MonitorLoop();
-  void Tick(std::int64_t now_ns);
+  // Heartbeat and liveness; run by the process's monitor thread, or inline when use_threads is false.
+  // Tick returns when it wants to run next; `events` are the monitor's hints (internal::MonitorEvent).
+  std::int64_t OnTick(std::int64_t now_ns, unsigned events) override;
+  std::int64_t Tick(std::int64_t now_ns, unsigned events);
   void InlineTick();
+  // Whether to ask the kernel whether the peer's role is locked: a system call, so only when a hint says
+  // something changed, when nothing watches the peer's exit, or as a backstop.
+  bool ShouldCheckLock(std::int64_t now, unsigned events, std::uint64_t epoch, std::uint32_t peer_role_state) const;
+  // Watches the peer process's exit through the monitor when its published pid can be trusted to name it.
+  void UpdatePidWatch(PeerState state, std::uint64_t epoch, bool exited_but_held);
+  // How long until the next beat: see heartbeat_interval_ms.
+  std::int64_t BeatIntervalNs() const;
   bool TryReattach();
   bool RecreateIfUnlinked();
   // Moves this endpoint (role already locked on `segment`) from current_ to `segment`.
@@ -357,14 +370,27 @@ class Channel {
   std::uint64_t peer_heartbeat_seen_ = 0;
   std::uint64_t peer_attach_epoch_seen_ = 0;
   std::int64_t peer_heartbeat_change_ns_ = 0;
-  std::int64_t last_tick_ns_ = 0;
+  std::int64_t next_tick_ns_ = 0;
   std::int64_t last_reattach_try_ns_ = 0;
   int reattach_attempts_ = 0;
   bool peer_ever_seen_ = false;
+  // The last look at the peer's role lock: when, its result, and the peer's attach epoch then.
+  std::int64_t last_lock_check_ns_ = 0;
+  bool peer_locked_ = false;
+  std::uint64_t lock_checked_epoch_ = 0;
+  // The peer process whose exit the monitor watches (pid_watched_), and a peer attachment (epoch) whose
+  // published pid proved not to name the lock holder: polled instead.
+  bool pid_watched_ = false;
+  pid_t watched_pid_ = 0;
+  std::uint64_t pid_untrusted_epoch_ = 0;
+  // Until then, tick every millisecond: someone opened our file, a peer may be arriving.
+  std::int64_t arrival_window_end_ns_ = 0;
+  // A master whose name was removed and could not re-create it yet: retry at reconnect_retry_interval_ms.
+  bool name_retry_pending_ = true;
+  pid_t own_pid_ = 0;
 
   std::atomic<bool> stop_{false};
-  std::atomic<std::uint32_t> stop_word_{0};
-  std::thread monitor_;
+  bool monitored_ = false;  // registered with the process's monitor
   bool closed_ = false;
 };
 

@@ -185,8 +185,9 @@ typedef struct eshm_config {
   int32_t disconnect_behavior;         /*  8: ESHM_DISCONNECT_*; default ESHM_DISCONNECT_ON_TIMEOUT */
   int32_t stale_threshold_ms;          /* 12: peer is unresponsive after this long without a heartbeat;
                                                  > heartbeat_interval_ms; default 100 */
-  int32_t heartbeat_interval_ms;       /* 16: how often this side beats and checks its peer; > 0;
-                                                 default 1 */
+  int32_t heartbeat_interval_ms;       /* 16: the longest time between two beats of this side; >= 0;
+                                                 default 0: a quarter of the smaller stale threshold of the
+                                                 two sides */
   int32_t reconnect_wait_ms;           /* 20: ON_TIMEOUT: how long a call waits for a gone peer; >= 0;
                                                  default 5000 */
   int32_t reconnect_retry_interval_ms; /* 24: slave: how often it looks for a (new) master; > 0;
@@ -250,7 +251,7 @@ typedef struct eshm_stats {
 } eshm_stats;
 
 /* Fills the first `size` bytes of *cfg with the defaults (those of the original ESHM library): role AUTO,
- * disconnect ON_TIMEOUT, stale_threshold_ms 100, heartbeat_interval_ms 1, reconnect_wait_ms 5000,
+ * disconnect ON_TIMEOUT, stale_threshold_ms 100, heartbeat_interval_ms 0 (automatic), reconnect_wait_ms 5000,
  * reconnect_retry_interval_ms 100, max_reconnect_attempts 50, auto_cleanup 1, use_threads 1, 1 MiB rings,
  * the largest message size, mode 0600, adaptive waits (spin 20 us, yield 30 us, then sleep),
  * allow_other_owner 0, and struct_size = size. Pass sizeof(eshm_config) as your header declares it (the

@@ -99,7 +99,12 @@ struct alignas(kFalseSharingRange) RoleControl {
   std::atomic<std::uint32_t> pid;          // holder's pid, in the creator's pid namespace when possible
   std::atomic<std::uint64_t> heartbeat;    // advanced by the holder while it is alive
   std::atomic<std::uint64_t> attach_epoch; // incremented each time a new holder attaches
-  std::uint8_t reserved[kFalseSharingRange - 24];
+  // What the holder tells its peer, so that the peer beats often enough and can watch the holder's exit.
+  // 0 = not said (a holder that does not publish them): the peer then assumes nothing.
+  std::atomic<std::uint32_t> stale_threshold_ms;  // the holder calls its peer unresponsive after this
+  std::uint32_t reserved_a;
+  std::atomic<std::uint64_t> pid_namespace;  // inode of the holder's /proc/self/ns/pid; pid is valid there
+  std::uint8_t reserved[kFalseSharingRange - 40];
 };
 
 struct alignas(kFalseSharingRange) SegmentHeader {
@@ -227,6 +232,8 @@ static_assert(offsetof(RoleControl, state) == 0);
 static_assert(offsetof(RoleControl, pid) == 4);
 static_assert(offsetof(RoleControl, heartbeat) == 8);
 static_assert(offsetof(RoleControl, attach_epoch) == 16);
+static_assert(offsetof(RoleControl, stale_threshold_ms) == 24);
+static_assert(offsetof(RoleControl, pid_namespace) == 32);
 
 static_assert(std::is_standard_layout_v<SegmentHeader>);
 static_assert(offsetof(SegmentHeader, magic) == 0);

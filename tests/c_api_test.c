@@ -159,7 +159,7 @@ static void TestConfigDefaults(void) {
   CHECK(cfg.role == ESHM_ROLE_AUTO, "default role %d", cfg.role);
   CHECK(cfg.disconnect_behavior == ESHM_DISCONNECT_ON_TIMEOUT, "default disconnect %d", cfg.disconnect_behavior);
   CHECK(cfg.stale_threshold_ms == 100, "default stale_threshold_ms %d", cfg.stale_threshold_ms);
-  CHECK(cfg.heartbeat_interval_ms == 1, "default heartbeat_interval_ms %d", cfg.heartbeat_interval_ms);
+  CHECK(cfg.heartbeat_interval_ms == 0, "default heartbeat_interval_ms %d (0: automatic)", cfg.heartbeat_interval_ms);
   CHECK(cfg.reconnect_wait_ms == 5000, "default reconnect_wait_ms %d", cfg.reconnect_wait_ms);
   CHECK(cfg.reconnect_retry_interval_ms == 100, "default retry %d", cfg.reconnect_retry_interval_ms);
   CHECK(cfg.max_reconnect_attempts == 50, "default attempts %d", cfg.max_reconnect_attempts);
@@ -235,7 +235,7 @@ static void TestBadArguments(void) {
   BAD_CFG("disconnect_behavior", c->disconnect_behavior = 3);
   BAD_CFG("disconnect_behavior", c->disconnect_behavior = -5);
   BAD_CFG("stale_threshold_ms", c->stale_threshold_ms = 0);
-  BAD_CFG("heartbeat_interval_ms", c->heartbeat_interval_ms = 0);
+  BAD_CFG("heartbeat_interval_ms", c->heartbeat_interval_ms = -1);
   BAD_CFG("heartbeat_interval_ms", c->heartbeat_interval_ms = 100); /* not below stale_threshold_ms */
   BAD_CFG("reconnect_wait_ms", c->reconnect_wait_ms = -1);
   BAD_CFG("reconnect_retry_interval_ms", c->reconnect_retry_interval_ms = 0);

@@ -411,7 +411,7 @@ TEST_F(ChannelTest, InvalidOptionsAreInvalidArgumentAndCreateNothing) {
   const Case cases[] = {
       {"stale_threshold_ms 0", [](ChannelOptions& o) { o.stale_threshold_ms = 0; }},
       {"stale_threshold_ms -1", [](ChannelOptions& o) { o.stale_threshold_ms = -1; }},
-      {"heartbeat_interval_ms 0", [](ChannelOptions& o) { o.heartbeat_interval_ms = 0; }},
+      {"heartbeat_interval_ms -1", [](ChannelOptions& o) { o.heartbeat_interval_ms = -1; }},
       {"heartbeat == stale threshold",
        [](ChannelOptions& o) {
          o.heartbeat_interval_ms = 100;

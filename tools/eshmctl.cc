@@ -64,7 +64,7 @@ ABSL_FLAG(bool, watch, false, "stat: repeat every --interval_ms until Ctrl-C");
 ABSL_FLAG(std::int64_t, interval_ms, 1000, "stat --watch: time between reports");
 ABSL_FLAG(std::int64_t, sample_ms, 150,
           "ls/stat: sampling window for heartbeats and rates; a held role whose heartbeat does not advance "
-          "within it is reported unresponsive");
+          "within it (and within half the stale threshold the holder published) is reported unresponsive");
 ABSL_FLAG(bool, force, false, "rm NAME: remove even if a role lock is held or the file is not an eshm segment");
 ABSL_FLAG(bool, stale, false, "rm: remove every segment whose owners are proven dead");
 ABSL_FLAG(std::string, match, "", "rm --stale: consider only segment names that start with this prefix");
@@ -219,6 +219,7 @@ struct RoleSample {
   std::uint32_t pid = 0;
   std::uint64_t heartbeat = 0;
   std::uint64_t attach_epoch = 0;
+  std::uint32_t stale_threshold_ms = 0;  // as the holder published it (0: not said)
   bool locked = false;  // the role's OFD lock is held by some process
 };
 
@@ -373,6 +374,7 @@ class SegmentFile {
       s.roles[r].pid = rc.pid.load(std::memory_order_relaxed);
       s.roles[r].heartbeat = rc.heartbeat.load(std::memory_order_relaxed);
       s.roles[r].attach_epoch = rc.attach_epoch.load(std::memory_order_relaxed);
+      s.roles[r].stale_threshold_ms = rc.stale_threshold_ms.load(std::memory_order_relaxed);
     }
     for (int d = 0; d < 2; ++d) {
       const auto* rc = reinterpret_cast<const eshm::RingControl*>(base_ + offset_[d]);
@@ -474,11 +476,13 @@ const char* RoleStateName(RoleState s) {
   return "unknown";
 }
 
-// `before` may be null (a single sample: a held lock counts as alive).
-RoleState Classify(const RoleSample& now, const RoleSample* before) {
+// `before` may be null (a single sample: a held lock counts as alive). A holder beats at least every quarter
+// of the stale threshold it published: a window shorter than half of it cannot call it unresponsive.
+RoleState Classify(const RoleSample& now, const RoleSample* before, std::int64_t span_ns) {
   if (now.locked) {
     const bool same_holder = before != nullptr && before->locked && before->attach_epoch == now.attach_epoch;
-    if (same_holder && before->heartbeat == now.heartbeat) return RoleState::kUnresponsive;
+    const bool long_enough = span_ns >= std::int64_t{now.stale_threshold_ms} * 1'000'000 / 2;
+    if (same_holder && before->heartbeat == now.heartbeat && long_enough) return RoleState::kUnresponsive;
     return RoleState::kAlive;
   }
   if (now.state != 0 || now.pid != 0) return RoleState::kDead;
@@ -509,7 +513,8 @@ double FillPercent(const RingSample& r, std::uint64_t capacity) {
 }
 
 RoleState StateOf(const Report& rep, int role) {
-  return Classify(rep.now.roles[role], rep.before ? &rep.before->roles[role] : nullptr);
+  return Classify(rep.now.roles[role], rep.before ? &rep.before->roles[role] : nullptr,
+                  rep.before ? rep.now.when_ns - rep.before->when_ns : 0);
 }
 
 std::string ReportJson(const SegmentFile& f, const Report* rep) {

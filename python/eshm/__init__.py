@@ -112,7 +112,7 @@ class ESHM(_eshm.Channel):
     ESHM(shm_name, role=ESHMRole.AUTO, disconnect_behavior=ESHMDisconnectBehavior.ON_TIMEOUT,
          stale_threshold_ms=100, reconnect_wait_ms=5000, reconnect_retry_interval_ms=100,
          max_reconnect_attempts=50, auto_cleanup=True, use_threads=True, *,
-         heartbeat_interval_ms=1, m2s_capacity=1 << 20, s2m_capacity=1 << 20, max_message_bytes=0,
+         heartbeat_interval_ms=0, m2s_capacity=1 << 20, s2m_capacity=1 << 20, max_message_bytes=0,
          wait="adaptive", mode=0o600, allow_other_owner=False)
 
     role and disconnect_behavior take the enums, their numbers, or their names in any case ("master",
@@ -155,7 +155,7 @@ class ESHM(_eshm.Channel):
         auto_cleanup: bool = True,
         use_threads: bool = True,
         *,
-        heartbeat_interval_ms: int = 1,
+        heartbeat_interval_ms: int = 0,
         m2s_capacity: int = 1 << 20,
         s2m_capacity: int = 1 << 20,
         max_message_bytes: int = 0,

@@ -41,7 +41,7 @@ cdef class Channel:
     def __init__(self, shm_name, role=ROLE_AUTO, disconnect_behavior=DISCONNECT_ON_TIMEOUT,
                  stale_threshold_ms=100, reconnect_wait_ms=5000, reconnect_retry_interval_ms=100,
                  max_reconnect_attempts=50, bint auto_cleanup=True, bint use_threads=True, *,
-                 heartbeat_interval_ms=1, m2s_capacity=1 << 20, s2m_capacity=1 << 20,
+                 heartbeat_interval_ms=0, m2s_capacity=1 << 20, s2m_capacity=1 << 20,
                  max_message_bytes=0, wait="adaptive", mode=0o600, bint allow_other_owner=False):
         if self._ch.get() != NULL:
             raise RuntimeError("the channel is already open")

@@ -73,7 +73,7 @@ class Channel:
         auto_cleanup: bool = True,
         use_threads: bool = True,
         *,
-        heartbeat_interval_ms: int = 1,
+        heartbeat_interval_ms: int = 0,
         m2s_capacity: int = 1048576,
         s2m_capacity: int = 1048576,
         max_message_bytes: int = 0,

@@ -1098,6 +1098,8 @@ def parse_args(argv):
                     help="instead of the above: the CPU a process spends holding N open, idle channels (masters "
                          "with 4 KiB rings, no peer), and the time to open and to close them, for each N")
     ap.add_argument("--idle-seconds", type=float, default=5.0, help="seconds of CPU measured per N with --idle (5)")
+    ap.add_argument("--idle-peers", action="store_true",
+                    help="with --idle: a second process opens the N slaves, and both processes are measured")
     opts = ap.parse_args(argv)
     if opts.cpus:
         cpus = [int(c) for c in opts.cpus.split(",")]
@@ -1233,41 +1235,78 @@ def main_arrays(opts, command):
     return 0
 
 
-# Run in a fresh interpreter per count, so each measures a process that holds only its own channels.
+# Run in a fresh interpreter per count, so each measures a process that holds only its own channels. With
+# "peers", it starts a second interpreter that opens the slaves, and both measure the same window.
 _IDLE_CHILD = r"""
-import json, os, sys, time
+import json, os, subprocess, sys, time
 from eshm import ESHM
-n, seconds = int(sys.argv[1]), float(sys.argv[2])
-names = [f"eshm_bench_idle_{os.getpid()}_{i}" for i in range(n)]
+n, seconds, role = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+prefix = sys.argv[4] if len(sys.argv) > 4 else f"eshm_bench_idle_{os.getpid()}"
+names = [f"{prefix}_{i}" for i in range(n)]
+peer = None
 start = time.monotonic()
-channels = [ESHM(name, role="master", m2s_capacity=4096, s2m_capacity=4096) for name in names]
+if role == "slave":
+    channels = [ESHM(name, role="slave") for name in names]
+else:
+    channels = [ESHM(name, role="master", m2s_capacity=4096, s2m_capacity=4096) for name in names]
 opened = time.monotonic() - start
+if role == "master+peers":
+    peer = subprocess.Popen([sys.executable, "-c", sys.argv[5], str(n), str(seconds), "slave", prefix],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ready = peer.stdout.readline()  # the slaves are open
+    deadline = time.monotonic() + 60
+    while not all(c.is_remote_alive() for c in channels) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    alive = sum(c.is_remote_alive() for c in channels)
+else:
+    print("open", flush=True)
+    alive = None
 try:
-    time.sleep(1.0)  # let every monitor settle
+    if role == "slave":
+        sys.stdin.readline()  # the master says when to measure
+    else:
+        time.sleep(1.0)  # let the monitor settle
+        if peer is not None:
+            peer.stdin.write("go\n"); peer.stdin.flush()
     t0, w0 = os.times(), time.monotonic()
     time.sleep(seconds)
     t1, w1 = os.times(), time.monotonic()
+    still_alive = None if role == "slave" else sum(c.is_remote_alive() for c in channels)
 finally:
     start = time.monotonic()
     for channel in channels:
         channel.close()
     closed = time.monotonic() - start
 cpu = (t1.user + t1.system) - (t0.user + t0.system)
-print(json.dumps({"channels": n, "cpu_percent_of_one_core": 100.0 * cpu / (w1 - w0), "open_s": opened,
-                  "close_s": closed}))
+result = {"channels": n, "cpu_percent_of_one_core": 100.0 * cpu / (w1 - w0), "open_s": opened, "close_s": closed}
+if peer is not None:
+    result["peer"] = json.loads(peer.communicate(timeout=120)[0].strip().splitlines()[-1])
+    result["alive_before"], result["alive_after"] = alive, still_alive
+print(json.dumps(result))
 """
 
 
 def main_idle(opts):
     """--idle: the cost of open, idle channels (CPU while idle, and the time to open and close them)."""
-    print(f"eshm.bench --idle: per count, a fresh process opens N masters (4 KiB rings, no peer), idles 1 s, "
-          f"then its CPU time is measured over {opts.idle_seconds} s")
-    print(f"{'channels':>9} {'CPU (% of one core)':>20} {'open (s)':>9} {'close (s)':>10}")
+    if opts.idle_peers:
+        print(f"eshm.bench --idle --idle-peers: per count, a fresh process opens N masters (4 KiB rings) and "
+              f"another the N slaves; both idle 1 s, then each one's CPU time is measured over the same "
+              f"{opts.idle_seconds} s")
+        print(f"{'channels':>9} {'masters CPU %':>14} {'slaves CPU %':>13} {'open (s)':>9} {'close (s)':>10} "
+              f"{'peers alive':>12}")
+    else:
+        print(f"eshm.bench --idle: per count, a fresh process opens N masters (4 KiB rings, no peer), idles 1 s, "
+              f"then its CPU time is measured over {opts.idle_seconds} s")
+        print(f"{'channels':>9} {'CPU (% of one core)':>20} {'open (s)':>9} {'close (s)':>10}")
     for n in opts.idle:
         timeout = 120 + opts.idle_seconds + n * 0.2
+        args = [sys.executable, "-c", _IDLE_CHILD, str(n), str(opts.idle_seconds)]
+        if opts.idle_peers:
+            args += ["master+peers", f"eshm_bench_idle_{os.getpid()}_{n}", _IDLE_CHILD]
+        else:
+            args += ["master"]
         try:
-            out = subprocess.run([sys.executable, "-c", _IDLE_CHILD, str(n), str(opts.idle_seconds)],
-                                 capture_output=True, text=True, timeout=timeout, check=True).stdout
+            out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=True).stdout
         except subprocess.TimeoutExpired:
             print(f"{n:>9} did not finish within {timeout:.0f} s")
             continue
@@ -1275,7 +1314,13 @@ def main_idle(opts):
             print(f"{n:>9} failed: {e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e}")
             continue
         r = json.loads(out.strip().splitlines()[-1])
-        print(f"{n:>9} {r['cpu_percent_of_one_core']:>20.1f} {r['open_s']:>9.2f} {r['close_s']:>10.2f}")
+        if opts.idle_peers:
+            p = r["peer"]
+            print(f"{n:>9} {r['cpu_percent_of_one_core']:>14.1f} {p['cpu_percent_of_one_core']:>13.1f} "
+                  f"{max(r['open_s'], p['open_s']):>9.2f} {max(r['close_s'], p['close_s']):>10.2f} "
+                  f"{r['alive_after']:>5}/{n:<6}")
+        else:
+            print(f"{n:>9} {r['cpu_percent_of_one_core']:>20.1f} {r['open_s']:>9.2f} {r['close_s']:>10.2f}")
     return 0
 
 

@@ -1,0 +1,339 @@
+#include "eshm/internal/monitor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <utility>
+
+#include "eshm/deadline.h"
+#include "eshm/segment.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+namespace eshm::internal {
+namespace {
+
+// epoll tags: the two fixed descriptors, and pidfds tagged with their pid.
+constexpr std::uint64_t kEventTag = 0;
+constexpr std::uint64_t kInotifyTag = 1;
+constexpr std::uint64_t kPidTagBit = std::uint64_t{1} << 32;
+
+// When a client wants its next tick at `next`, run it at the last multiple of a quarter of its interval
+// before then (never at or before `now`): clients with the same interval tick in a few batches per period,
+// and none ticks later than it asked.
+std::int64_t Batched(std::int64_t now, std::int64_t next) {
+  const std::int64_t grid = std::max<std::int64_t>((next - now) / 4, 1);
+  std::int64_t due = next - next % grid;
+  if (due <= now) due = next;
+  return due;
+}
+
+constexpr unsigned kNameEvents = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO;
+
+}  // namespace
+
+void TouchForMonitors(int fd) {
+  // Setting the times to now needs write access only (not ownership), which every side has.
+  (void)futimens(fd, nullptr);
+}
+
+Monitor& Monitor::Process() {
+  static Monitor* const monitor = [] {
+    auto* m = new Monitor();
+    // A forked child has none of the parent's threads and must not share its epoll set (an epoll instance
+    // is shared across fork): it starts with an empty monitor of its own. The locks are held across fork
+    // so the child never inherits one taken.
+    pthread_atfork(
+        [] {
+          Monitor& p = Process();
+          p.lifecycle_mu_.lock();
+          p.mu_.lock();
+        },
+        [] {
+          Monitor& p = Process();
+          p.mu_.unlock();
+          p.lifecycle_mu_.unlock();
+        },
+        [] {
+          Monitor& p = Process();
+          p.mu_.unlock();
+          p.lifecycle_mu_.unlock();
+          p.ResetAfterFork();
+        });
+    return m;
+  }();
+  return *monitor;
+}
+
+Monitor::Monitor() { OpenDescriptors(); }
+
+void Monitor::OpenDescriptors() {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (epoll_fd_ >= 0 && event_fd_ >= 0) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kEventTag;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, event_fd_, &ev);
+  }
+  inotify_fd_ = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (inotify_fd_ >= 0) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kInotifyTag;
+    if (epoll_fd_ < 0 || inotify_add_watch(inotify_fd_, kSegmentDirectory, kNameEvents | IN_OPEN | IN_CLOSE | IN_ATTRIB) < 0 ||
+        epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, inotify_fd_, &ev) != 0) {
+      close(inotify_fd_);
+      inotify_fd_ = -1;
+    }
+  }
+}
+
+void Monitor::ResetAfterFork() {
+  // thread_ names a thread that does not exist here: forget it without joining.
+  if (thread_.joinable()) thread_.detach();
+  for (auto& [pid, watch] : pids_) close(watch.fd);
+  pids_.clear();
+  entries_.clear();
+  schedule_.clear();
+  names_.clear();
+  running_ = nullptr;
+  stop_ = false;
+  for (int* fd : {&epoll_fd_, &event_fd_, &inotify_fd_}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+  OpenDescriptors();
+}
+
+void Monitor::WakeThread() {
+  const std::uint64_t one = 1;
+  // Nonblocking: a full counter already means "wake up".
+  (void)!write(event_fd_, &one, sizeof(one));
+}
+
+void Monitor::Add(MonitorClient* client, std::string_view file_name) {
+  std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Entry& entry = entries_[client];
+    entry.client = client;
+    entry.file_name = std::string(file_name);
+    entry.events = kNameChanged;  // the first tick looks at the name
+    entry.slot = schedule_.emplace(MonotonicNowNs(), &entry);
+    names_.emplace(entry.file_name, client);
+  }
+  if (!thread_.joinable()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = false;
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), kMonitorThreadName);  // what top -H and /proc show
+      Run();
+    });
+  } else {
+    WakeThread();
+  }
+}
+
+void Monitor::Remove(MonitorClient* client) {
+  std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
+  bool last = false;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    tick_done_.wait(lock, [&] { return running_ != client; });
+    auto it = entries_.find(client);
+    if (it == entries_.end()) return;  // never added, or added before a fork
+    UnwatchPidLocked(client, it->second);
+    schedule_.erase(it->second.slot);
+    auto [begin, end] = names_.equal_range(it->second.file_name);
+    for (auto n = begin; n != end; ++n) {
+      if (n->second == client) {
+        names_.erase(n);
+        break;
+      }
+    }
+    entries_.erase(it);
+    last = entries_.empty();
+    if (last) stop_ = true;
+  }
+  if (last && thread_.joinable()) {
+    WakeThread();
+    thread_.join();
+  }
+}
+
+void Monitor::TickSoon(MonitorClient* client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(client);
+  if (it == entries_.end()) return;
+  Reschedule(it->second, MonotonicNowNs());
+  WakeThread();
+}
+
+void Monitor::Reschedule(Entry& entry, std::int64_t due_ns) {
+  if (entry.slot->first <= due_ns) return;  // already due by then
+  auto node = schedule_.extract(entry.slot);  // reuses the node: no allocation per tick
+  node.key() = due_ns;
+  entry.slot = schedule_.insert(std::move(node));
+}
+
+bool Monitor::WatchPid(MonitorClient* client, pid_t pid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(client);
+  if (it == entries_.end() || pid <= 0) return false;
+  Entry& entry = it->second;
+  if (entry.pid == pid) return true;
+  UnwatchPidLocked(client, entry);
+  auto watch = pids_.find(pid);
+  if (watch == pids_.end()) {
+    const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0) return false;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kPidTagBit | static_cast<std::uint32_t>(pid);
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      close(fd);
+      return false;
+    }
+    watch = pids_.emplace(pid, PidWatch{fd, {}}).first;
+  }
+  watch->second.clients.push_back(client);
+  entry.pid = pid;
+  return true;
+}
+
+void Monitor::UnwatchPid(MonitorClient* client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(client);
+  if (it != entries_.end()) UnwatchPidLocked(client, it->second);
+}
+
+void Monitor::UnwatchPidLocked(MonitorClient* client, Entry& entry) {
+  if (entry.pid == 0) return;
+  auto watch = pids_.find(entry.pid);
+  entry.pid = 0;
+  if (watch == pids_.end()) return;
+  std::vector<MonitorClient*>& clients = watch->second.clients;
+  clients.erase(std::remove(clients.begin(), clients.end(), client), clients.end());
+  if (clients.empty()) {
+    close(watch->second.fd);  // also leaves the epoll set
+    pids_.erase(watch);
+  }
+}
+
+void Monitor::HandlePidExit(pid_t pid) {
+  auto watch = pids_.find(pid);
+  if (watch == pids_.end()) return;
+  const std::int64_t now = MonotonicNowNs();
+  for (MonitorClient* client : watch->second.clients) {
+    auto it = entries_.find(client);
+    if (it == entries_.end()) continue;
+    it->second.pid = 0;  // an exited process stays readable: watch it no more
+    it->second.events |= kWatchedPidExited;
+    Reschedule(it->second, now);
+  }
+  close(watch->second.fd);
+  pids_.erase(watch);
+}
+
+void Monitor::HandleInotify() {
+  alignas(inotify_event) char buffer[16 * 1024];
+  const std::int64_t now = MonotonicNowNs();
+  for (;;) {
+    const ssize_t n = read(inotify_fd_, buffer, sizeof(buffer));
+    if (n <= 0) return;
+    for (ssize_t offset = 0; offset < n;) {
+      const auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
+      offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+      if ((event->mask & IN_Q_OVERFLOW) != 0) {
+        // Events were lost: every client looks at its name.
+        for (auto& [client, entry] : entries_) {
+          entry.events |= kNameChanged | kFileOpened | kFileClosed | kFileTouched;
+          Reschedule(entry, now);
+        }
+        continue;
+      }
+      if (event->len == 0) continue;
+      const std::string_view name(event->name, strnlen(event->name, event->len));
+      const unsigned what = (event->mask & kNameEvents) != 0 ? kNameChanged
+                            : (event->mask & IN_OPEN) != 0   ? kFileOpened
+                            : (event->mask & IN_ATTRIB) != 0 ? kFileTouched
+                                                             : kFileClosed;
+      auto [begin, end] = names_.equal_range(std::string(name));
+      for (auto match = begin; match != end; ++match) {
+        Entry& entry = entries_[match->second];
+        entry.events |= what;
+        Reschedule(entry, now);
+      }
+    }
+  }
+}
+
+void Monitor::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    const std::int64_t now = MonotonicNowNs();
+    // Every tick due now, earliest first. An entry stays valid while its tick runs (Remove waits for it).
+    while (!stop_ && !schedule_.empty() && schedule_.begin()->first <= now) {
+      Entry& entry = *schedule_.begin()->second;
+      MonitorClient* const client = entry.client;
+      const unsigned events = std::exchange(entry.events, 0);
+      running_ = client;
+      lock.unlock();
+      const std::int64_t next = client->OnTick(now, events);
+      lock.lock();
+      running_ = nullptr;
+      tick_done_.notify_all();
+      auto node = schedule_.extract(entry.slot);  // reuses the node: no allocation per tick
+      // Events that came while it ran keep it due at once.
+      node.key() = entry.events != 0 ? now : Batched(now, std::max(next, now + 1));
+      entry.slot = schedule_.insert(std::move(node));
+      if (entry.events != 0) break;  // look at the clock again before running it a second time
+    }
+    if (stop_) break;
+    int timeout_ms = -1;
+    if (!schedule_.empty()) {
+      const std::int64_t wait_ns = schedule_.begin()->first - MonotonicNowNs();
+      timeout_ms = wait_ns <= 0 ? 0 : static_cast<int>(std::min<std::int64_t>((wait_ns + 999'999) / 1'000'000, INT_MAX));
+    }
+    lock.unlock();
+    epoll_event events[64];
+    const int n = epoll_wait(epoll_fd_, events, 64, timeout_ms);
+    lock.lock();
+    for (int i = 0; i < n; ++i) {
+      const std::uint64_t tag = events[i].data.u64;
+      if (tag == kEventTag) {
+        std::uint64_t count;
+        (void)!read(event_fd_, &count, sizeof(count));
+      } else if (tag == kInotifyTag) {
+        HandleInotify();
+      } else if ((tag & kPidTagBit) != 0) {
+        HandlePidExit(static_cast<pid_t>(tag & 0xffffffffu));
+      }
+    }
+  }
+}
+
+std::size_t Monitor::client_count() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_.size();
+}
+
+bool Monitor::thread_running() {
+  std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
+  return thread_.joinable();
+}
+
+}  // namespace eshm::internal

@@ -1,0 +1,135 @@
+// One liveness thread per process, shared by every channel that asks for one.
+//
+// Each open channel must beat its heartbeat and look at its peer a few times per stale threshold. A thread
+// per channel waking every millisecond made idle processes burn whole cores (1,000 channels: both cores).
+// Here one thread serves them all, and sleeps in between on what the kernel can tell it:
+//  * a timer: every client says when it next wants a tick, and the tick is moved earlier onto a grid of a
+//    quarter of its interval, so channels fall into a few batches per period instead of one wake-up each;
+//  * pidfds (one per distinct peer process, whatever the number of channels to it): a peer's exit wakes
+//    its channels at once, so death is seen without polling the role lock;
+//  * inotify on the segment directory: a name created, removed or renamed (a master re-creating its
+//    segment, a new master for a slave to follow) or a segment file opened (a peer arriving) wakes the
+//    channels of that name, and so does a side's announcement (TouchForMonitors) and a close of it (a peer exiting closes its descriptor, which catches
+//    a death the pidfd cannot: a peer whose pid means nothing here).
+// Everything the kernel says is a hint: the client re-checks the authoritative evidence (its role lock,
+// the file at its name) when woken, and falls back to polling where a hint is unavailable (no pidfd, a peer
+// in another pid namespace, no inotify).
+//
+// The thread exists only while there are clients: the last Remove joins it, so a process that closed all
+// its channels is single-threaded again (and may fork safely). In a forked child the monitor starts empty.
+#ifndef ESHM_INTERNAL_MONITOR_H_
+#define ESHM_INTERNAL_MONITOR_H_
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace eshm::internal {
+
+// The monitor thread's name (/proc/PID/task/TID/comm, top -H).
+inline constexpr char kMonitorThreadName[] = "eshm-monitor";
+
+// Why a client is ticked early; OnTick receives the events gathered since its last tick.
+enum MonitorEvent : unsigned {
+  kWatchedPidExited = 1u << 0,  // the process WatchPid named has exited
+  kNameChanged = 1u << 1,       // the client's file name was created, removed or renamed
+  kFileOpened = 1u << 2,        // someone opened a file under the client's name
+  kFileClosed = 1u << 3,        // someone closed one (a process exiting closes its descriptors)
+  kFileTouched = 1u << 4,       // its times were set: a peer announcing its arrival or departure
+};
+
+// Makes the monitors watching `fd`'s file look now (an inotify IN_ATTRIB on its name): a side that takes or
+// leaves its role calls it, so a peer's monitor need not poll to notice. Needs only write access.
+void TouchForMonitors(int fd);
+
+class MonitorClient {
+ public:
+  // Runs on the monitor thread, never concurrently with itself, without the monitor's lock held. Returns the
+  // monotonic time (ns) of the next tick it wants.
+  virtual std::int64_t OnTick(std::int64_t now_ns, unsigned events) = 0;
+
+ protected:
+  ~MonitorClient() = default;
+};
+
+class Monitor {
+ public:
+  // The process's monitor (never destroyed: channels may close during static destruction).
+  static Monitor& Process();
+
+  Monitor(const Monitor&) = delete;
+  Monitor& operator=(const Monitor&) = delete;
+
+  // Registers `client`, watching `file_name` in kSegmentDirectory, and ticks it at once. Starts the thread.
+  void Add(MonitorClient* client, std::string_view file_name);
+  // After this returns, `client`'s OnTick is not running and never runs again. The last client's removal
+  // joins the thread.
+  void Remove(MonitorClient* client);
+  // Ticks `client` as soon as possible. Any thread.
+  void TickSoon(MonitorClient* client);
+
+  // From OnTick only. Ticks `client` (with kWatchedPidExited) when process `pid` exits, replacing what it
+  // watched before. False when the kernel cannot watch it (no pidfd_open, no such process, out of file
+  // descriptors): the client must poll.
+  bool WatchPid(MonitorClient* client, pid_t pid);
+  void UnwatchPid(MonitorClient* client);
+  // Whether name events arrive (inotify works); if not, clients poll their names.
+  bool names_watched() const { return inotify_fd_ >= 0; }
+
+  // Number of clients, and whether the thread runs; for tests.
+  std::size_t client_count();
+  bool thread_running();
+
+ private:
+  struct Entry;
+  using Schedule = std::multimap<std::int64_t, Entry*>;
+  struct Entry {
+    MonitorClient* client = nullptr;
+    Schedule::iterator slot;
+    unsigned events = 0;
+    pid_t pid = 0;  // watched, 0 = none
+    std::string file_name;
+  };
+  struct PidWatch {
+    int fd = -1;
+    std::vector<MonitorClient*> clients;
+  };
+
+  Monitor();
+  void Run();
+  void StartLocked();
+  void Reschedule(Entry& entry, std::int64_t due_ns);
+  void HandleInotify();
+  void HandlePidExit(pid_t pid);
+  void UnwatchPidLocked(MonitorClient* client, Entry& entry);
+  void WakeThread();
+  void OpenDescriptors();
+  void ResetAfterFork();
+
+  std::mutex lifecycle_mu_;  // serialises starting and joining the thread; taken before mu_
+  std::mutex mu_;
+  std::condition_variable tick_done_;
+  // Elements of an unordered_map keep their addresses: the schedule points at them.
+  std::unordered_map<MonitorClient*, Entry> entries_;  // guarded by mu_
+  Schedule schedule_;                                  // guarded by mu_
+  std::unordered_map<pid_t, PidWatch> pids_;  // guarded by mu_
+  std::unordered_multimap<std::string, MonitorClient*> names_;  // guarded by mu_
+  MonitorClient* running_ = nullptr;  // guarded by mu_: the client whose OnTick runs now
+  bool stop_ = false;                 // guarded by mu_
+  std::thread thread_;                // guarded by lifecycle_mu_
+  int epoll_fd_ = -1;
+  int event_fd_ = -1;
+  int inotify_fd_ = -1;
+};
+
+}  // namespace eshm::internal
+
+#endif  // ESHM_INTERNAL_MONITOR_H_

@@ -1,0 +1,205 @@
+// The process's one monitor thread (eshm/internal/monitor.h): every channel of a process shares it, it
+// exists only while a channel is open, and what it does instead of polling (pidfds, inotify, beats paced by
+// both sides' stale thresholds) never costs the protocol its meaning:
+//  * a peer with a much smaller stale threshold than ours never sees us unresponsive;
+//  * a peer that publishes a pid that is not its own (a hostile peer, or one in another pid namespace) is
+//    still found dead when it dies, by the role lock;
+//  * a master that closes cleanly, or a slave that follows a new master, is seen as promptly as before.
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "eshm/channel.h"
+#include "eshm/deadline.h"
+#include "eshm/internal/monitor.h"
+#include "eshm/layout.h"
+#include "eshm/segment.h"
+#include "gtest/gtest.h"
+#include "tests/channel_test_util.h"
+#include "tests/fork_util.h"
+
+namespace eshm {
+namespace {
+
+using eshm_test::Child;
+using eshm_test::MsSince;
+using eshm_test::NowNs;
+using eshm_test::PeerStateBecomes;
+using eshm_test::Pipe;
+using eshm_test::WaitUntil;
+
+constexpr absl::Duration kWatchdog = absl::Seconds(20);
+
+// Threads of this process named as the monitor names its thread (sanitizer runtimes add threads of their
+// own, so the total says little).
+int MonitorThreads() {
+  int count = 0;
+  DIR* dir = opendir("/proc/self/task");
+  if (dir == nullptr) return -1;
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    std::ifstream comm(std::string("/proc/self/task/") + entry->d_name + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name == internal::kMonitorThreadName) ++count;
+  }
+  closedir(dir);
+  return count;
+}
+
+class SharedMonitorTest : public eshm_test::ChannelTestBase {
+ protected:
+  static ChannelOptions Small(ChannelRole role) {
+    ChannelOptions o = Options(role);
+    o.m2s_capacity = o.s2m_capacity = 4096;
+    return o;
+  }
+};
+
+TEST_F(SharedMonitorTest, EveryChannelOfAProcessSharesOneThreadThatEndsWithTheLast) {
+  ASSERT_EQ(MonitorThreads(), 0);
+  std::vector<std::unique_ptr<Channel>> channels;
+  for (int i = 0; i < 64; ++i) {
+    absl::StatusOr<std::unique_ptr<Channel>> ch = Channel::Open(NewName("many"), Small(ChannelRole::kMaster));
+    ASSERT_TRUE(ch.ok()) << ch.status();
+    channels.push_back(*std::move(ch));
+  }
+  EXPECT_EQ(MonitorThreads(), 1) << "64 open channels should share one monitor thread";
+  EXPECT_EQ(internal::Monitor::Process().client_count(), 64u);
+  // A slave in the same process shares it too.
+  ChannelOptions slave = Small(ChannelRole::kSlave);
+  absl::StatusOr<std::unique_ptr<Channel>> peer = Channel::Open(channels[0]->name(), slave);
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  EXPECT_TRUE(PeerStateBecomes(**peer, PeerState::kAlive, absl::Seconds(5)));
+  EXPECT_TRUE(PeerStateBecomes(*channels[0], PeerState::kAlive, absl::Seconds(5)));
+  EXPECT_EQ(MonitorThreads(), 1);
+  peer->reset();
+  channels.clear();
+  EXPECT_EQ(MonitorThreads(), 0) << "the monitor thread outlived the last channel";
+  EXPECT_FALSE(internal::Monitor::Process().thread_running());
+}
+
+TEST_F(SharedMonitorTest, UseThreadsFalseStartsNoThread) {
+  ChannelOptions o = Small(ChannelRole::kMaster);
+  o.use_threads = false;
+  absl::StatusOr<std::unique_ptr<Channel>> ch = Channel::Open(NewName("nothreads"), o);
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  EXPECT_EQ(MonitorThreads(), 0);
+}
+
+// Our stale threshold is 2 s (so on our own we would beat every 500 ms); the peer calls a side unresponsive
+// after 40 ms. It must see us alive throughout: we beat for the stricter of the two.
+TEST_F(SharedMonitorTest, APeerWithASmallerStaleThresholdNeverSeesUsUnresponsive) {
+  const std::string name = NewName("thresholds");
+  Pipe verdict;
+  Child child = StartChild([&] {
+    ChannelOptions o = Small(ChannelRole::kSlave);
+    o.stale_threshold_ms = 40;
+    o.max_reconnect_attempts = 0;
+    absl::StatusOr<std::unique_ptr<Channel>> ch = Channel::Open(name, o);
+    if (!ch.ok()) return 2;
+    if (!WaitUntil([&] { return (*ch)->peer_state() == PeerState::kAlive; }, absl::Seconds(10))) return 3;
+    const std::int64_t start = NowNs();
+    std::uint64_t not_alive = 0;
+    while (MsSince(start) < 1500) {
+      if ((*ch)->peer_state() != PeerState::kAlive) ++not_alive;
+      eshm_test::SleepMs(1);
+    }
+    verdict.Send(not_alive);
+    return 0;
+  });
+  ChannelOptions o = Small(ChannelRole::kMaster);
+  o.stale_threshold_ms = 2000;
+  absl::StatusOr<std::unique_ptr<Channel>> master = Channel::Open(name, o);
+  ASSERT_TRUE(master.ok()) << master.status();
+  const std::optional<std::uint64_t> not_alive = verdict.Receive(kWatchdog, &child);
+  ASSERT_TRUE(not_alive.has_value()) << child.Describe();
+  EXPECT_EQ(*not_alive, 0u) << "the slave (stale threshold 40 ms) saw the master not alive in " << *not_alive
+                            << " of its samples over 1.5 s";
+  EXPECT_TRUE(eshm_test::WaitForChild(child, kWatchdog));
+}
+
+// A peer can write anything into its role control. One that names another process (here: pid 1, and then
+// this process) must still be found dead when it dies: the role lock is the evidence, the pid only a hint.
+TEST_F(SharedMonitorTest, APeerThatPublishesAFalsePidIsStillFoundDead) {
+  // A live process that has nothing to do with the channel: a watch on it never fires.
+  Child decoy = StartChild([] {
+    for (;;) pause();
+    return 0;
+  });
+  const pid_t survivor = getpid();
+  for (const pid_t published : {pid_t{1}, survivor, decoy.pid()}) {
+    SCOPED_TRACE(published == 1 ? "publishes pid 1" : published == survivor ? "publishes the survivor's pid"
+                                                                          : "publishes an unrelated live process's pid");
+    const std::string name = NewName("falsepid");
+    Pipe attached;
+    Child child = StartChild([&] {
+      ChannelOptions o = Small(ChannelRole::kSlave);
+      o.max_reconnect_attempts = 0;
+      absl::StatusOr<std::unique_ptr<Channel>> ch = Channel::Open(name, o);
+      if (!ch.ok()) return 2;
+      if (!WaitUntil([&] { return (*ch)->peer_state() == PeerState::kAlive; }, absl::Seconds(10))) return 3;
+      // Lie about who we are, through the segment as any process that maps it could.
+      absl::StatusOr<Segment> view = Segment::Open(name, Deadline::AfterMs(5000));
+      if (!view.ok()) return 4;
+      view->header()->roles[static_cast<int>(Role::kSlave)].pid.store(
+          static_cast<std::uint32_t>(published), std::memory_order_release);
+      attached.Send(1);
+      for (;;) pause();
+    });
+    absl::StatusOr<std::unique_ptr<Channel>> master = Channel::Open(name, Small(ChannelRole::kMaster));
+    ASSERT_TRUE(master.ok()) << master.status();
+    ASSERT_TRUE(attached.Receive(kWatchdog, &child).has_value()) << child.Describe();
+    ASSERT_TRUE(PeerStateBecomes(**master, PeerState::kAlive, absl::Seconds(5)));
+    // Let the monitor act on the false pid before the peer dies.
+    eshm_test::SleepMs(100);
+    ASSERT_EQ((*master)->peer_state(), PeerState::kAlive);
+    const std::int64_t killed = NowNs();
+    child.Kill();
+    EXPECT_TRUE(PeerStateBecomes(**master, PeerState::kDead, absl::Seconds(10)));
+    // The lock backstop runs every second.
+    const double ms = MsSince(killed);
+    std::printf("[latency] kill -9 of a peer that published pid %d -> kDead: %.3f ms\n", published, ms);
+    EXPECT_LT(ms, 3000) << "a lying peer's death took too long to see";
+    master->reset();
+  }
+}
+
+// A master that closes cleanly does not exit: no pidfd fires. The slave must still see it gone promptly (it
+// marks its role vacant; the file's close and the name's removal are events).
+TEST_F(SharedMonitorTest, AMasterThatClosesIsSeenGoneWithoutWaitingForTheBackstop) {
+  const std::string name = NewName("close");
+  Pipe opened;
+  Pipe close_now;
+  Child child = StartChild([&] {
+    absl::StatusOr<std::unique_ptr<Channel>> ch = Channel::Open(name, Small(ChannelRole::kMaster));
+    if (!ch.ok()) return 2;
+    opened.Send(1);
+    if (!close_now.Receive(kWatchdog).has_value()) return 3;
+    (*ch)->Close();
+    for (;;) pause();  // still running: only the channel closed
+  });
+  ASSERT_TRUE(opened.Receive(kWatchdog, &child).has_value()) << child.Describe();
+  ChannelOptions o = Small(ChannelRole::kSlave);
+  o.max_reconnect_attempts = 0;
+  absl::StatusOr<std::unique_ptr<Channel>> slave = Channel::Open(name, o);
+  ASSERT_TRUE(slave.ok()) << slave.status();
+  ASSERT_TRUE(PeerStateBecomes(**slave, PeerState::kAlive, absl::Seconds(5)));
+  const std::int64_t closed = NowNs();
+  close_now.Send(1);
+  EXPECT_TRUE(PeerStateBecomes(**slave, PeerState::kDead, absl::Seconds(5)));
+  const double ms = MsSince(closed);
+  std::printf("[latency] master Close() -> slave sees kDead: %.3f ms\n", ms);
+  EXPECT_LT(ms, 500) << "seen only by the one-second backstop";
+}
+
+}  // namespace
+}  // namespace eshm
