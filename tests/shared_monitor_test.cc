@@ -95,6 +95,37 @@ TEST_F(SharedMonitorTest, UseThreadsFalseStartsNoThread) {
   EXPECT_EQ(MonitorThreads(), 0);
 }
 
+#if !defined(__SANITIZE_THREAD__)  // ThreadSanitizer kills a child of a multi-threaded parent that starts a thread
+// A child forked while the parent's monitor runs has no monitor thread and must not share the parent's epoll
+// set: its channels get a monitor of their own, and the parent's keeps working.
+TEST_F(SharedMonitorTest, AChildForkedWhileChannelsAreOpenGetsAMonitorOfItsOwn) {
+  const std::string parents = NewName("parent");
+  const std::string childs = NewName("child");
+  absl::StatusOr<std::unique_ptr<Channel>> master = Channel::Open(parents, Small(ChannelRole::kMaster));
+  ASSERT_TRUE(master.ok()) << master.status();
+  absl::StatusOr<std::unique_ptr<Channel>> slave = Channel::Open(parents, Small(ChannelRole::kSlave));
+  ASSERT_TRUE(slave.ok()) << slave.status();
+  ASSERT_TRUE(PeerStateBecomes(**master, PeerState::kAlive, absl::Seconds(5)));
+  Child child = Child::Start([&] {
+    if (MonitorThreads() != 0) return 2;
+    absl::StatusOr<std::unique_ptr<Channel>> m = Channel::Open(childs, Small(ChannelRole::kMaster));
+    absl::StatusOr<std::unique_ptr<Channel>> s = Channel::Open(childs, Small(ChannelRole::kSlave));
+    if (!m.ok() || !s.ok()) return 3;
+    if (MonitorThreads() != 1) return 4;
+    if (!WaitUntil([&] { return (*m)->peer_state() == PeerState::kAlive; }, absl::Seconds(5))) return 5;
+    if (!WaitUntil([&] { return (*s)->peer_state() == PeerState::kAlive; }, absl::Seconds(5))) return 6;
+    m->reset();
+    if (!WaitUntil([&] { return (*s)->peer_state() == PeerState::kDead; }, absl::Seconds(5))) return 7;
+    s->reset();
+    return MonitorThreads() == 0 ? 0 : 8;
+  });
+  EXPECT_TRUE(eshm_test::WaitForChild(child, kWatchdog)) << child.Describe();
+  // The parent's monitor still ticks its channels: closing the slave is seen.
+  slave->reset();
+  EXPECT_TRUE(PeerStateBecomes(**master, PeerState::kDead, absl::Seconds(5)));
+}
+#endif
+
 // Our stale threshold is 2 s (so on our own we would beat every 500 ms); the peer calls a side unresponsive
 // after 40 ms. It must see us alive throughout: we beat for the stricter of the two.
 TEST_F(SharedMonitorTest, APeerWithASmallerStaleThresholdNeverSeesUsUnresponsive) {
