@@ -138,10 +138,9 @@ void Monitor::Add(MonitorClient* client, std::string_view file_name) {
   if (!thread_.joinable()) {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = false;
-    thread_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), kMonitorThreadName);  // what top -H and /proc show
-      Run();
-    });
+    thread_ = std::thread([this] { Run(); });
+    // Named by its creator, so the name is there by the time Add returns (what top -H and /proc show).
+    pthread_setname_np(thread_.native_handle(), kMonitorThreadName);
   } else {
     WakeThread();
   }
