@@ -84,6 +84,10 @@ struct Shared {
   std::atomic<std::uint64_t> published[kMaxVictims];
   std::atomic<std::int64_t> read_high[kMaxVictims];  // highest survivor seq the victim read, -1 if none
   std::atomic<std::int64_t> read_first[kMaxVictims];
+  // The highest survivor seq the victim may have consumed: stored before each Read, since a kill can land
+  // after a Read consumed a message and before read_high records it (one message per victim, and a run of
+  // victims each killed in their first Read adds up). -1 if it never read.
+  std::atomic<std::int64_t> read_bound[kMaxVictims];
   std::atomic<std::uint64_t> seen[kMaxVictims];  // messages of this incarnation the survivor read
   std::atomic<int> opened[kMaxVictims];
   char error[1024];
@@ -155,9 +159,15 @@ const char* ModeName(int mode) {
 // Reads the survivor's stream and checks it against what earlier victims read.
 int VictimRead(Channel& ch, std::uint32_t inc, const std::atomic<bool>& stop_reading, std::uint64_t want_final) {
   std::vector<std::byte> buffer(4096);
-  std::int64_t prev_high = -1;
-  for (std::uint32_t j = 1; j < inc; ++j) prev_high = std::max(prev_high, g_shared->read_high[j].load());
+  std::int64_t prev_high = -1;   // recorded as read by a predecessor
+  std::int64_t prev_bound = -1;  // possibly consumed by a predecessor
+  for (std::uint32_t j = 1; j < inc; ++j) {
+    prev_high = std::max(prev_high, g_shared->read_high[j].load());
+    prev_bound = std::max(prev_bound, g_shared->read_bound[j].load());
+  }
   std::int64_t next = -1;
+  // Our first Read may consume at most the message after everything a predecessor may have consumed.
+  g_shared->read_bound[inc].store(prev_bound + 1);
   std::uint64_t count = 0;
   while (!stop_reading.load(std::memory_order_relaxed)) {
     absl::StatusOr<std::size_t> n = ch.Read(buffer, Deadline::AfterMs(50));
@@ -171,11 +181,11 @@ int VictimRead(Channel& ch, std::uint32_t inc, const std::atomic<bool>& stop_rea
     }
     const std::int64_t seq = static_cast<std::int64_t>(m->seq);
     if (next < 0) {
-      // First message of this incarnation. The kill may land between a read and its record, so the
-      // recorded high may be one short: allow one more.
-      if (seq > prev_high + 2) {
-        return Fail(absl::StrCat("victim ", inc, ": survivor messages lost: first read ", seq, " after predecessors read up to ",
-                                 prev_high));
+      // First message of this incarnation: nothing past what the predecessors may have consumed.
+      if (seq > prev_bound + 1) {
+        return Fail(absl::StrCat("victim ", inc, ": survivor messages lost: first read ", seq,
+                                 " after predecessors consumed at most up to ", prev_bound, " (recorded up to ",
+                                 prev_high, ")"));
       }
       if (seq <= prev_high) {
         const std::uint64_t bytes = SurvivorBytes(seq, prev_high);
@@ -195,6 +205,7 @@ int VictimRead(Channel& ch, std::uint32_t inc, const std::atomic<bool>& stop_rea
     }
     next = seq + 1;
     g_shared->read_high[inc].store(seq);
+    g_shared->read_bound[inc].store(seq + 1);  // what the next Read may consume
     ++count;
     if (want_final != 0 && count >= want_final) break;
   }
@@ -367,6 +378,7 @@ class CrashTest : public eshm_test::ChannelTestBase {
     g_shared = new (p) Shared();
     for (auto& h : g_shared->read_high) h.store(-1);
     for (auto& h : g_shared->read_first) h.store(-1);
+    for (auto& h : g_shared->read_bound) h.store(-1);
   }
   void TearDown() override {
     if (g_shared != nullptr) munmap(g_shared, sizeof(Shared));
