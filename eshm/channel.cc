@@ -411,9 +411,7 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
     if (name_event) name_retry_pending_ = true;
     if (name_retry_pending_ && (name_event || retry_due)) {
       last_reattach_try_ns_ = now;
-      RecreateIfUnlinked();
-      // Still without its name (the re-creation failed): try again later.
-      name_retry_pending_ = current_->segment.name_state() == Segment::NameState::kAbsent;
+      name_retry_pending_ = RecreateIfUnlinked();  // true: still without its name, try again later
     }
     if (!names_watched) name_retry_pending_ = true;
     name_polled = name_retry_pending_;
@@ -461,7 +459,7 @@ bool Channel::RecreateIfUnlinked() {
   // Someone removed our name (`rm /dev/shm/eshm_<name>`, a cleanup script): no new slave could find us.
   // Create a fresh segment of the same shape under the name and move there; the slave sees this master's
   // lock go on the old segment and follows by inode.
-  if (current_->segment.name_state() != Segment::NameState::kAbsent) return false;
+  if (current_->segment.name_state() != Segment::NameState::kAbsent) return false;  // nothing to do
   const Segment& old = current_->segment;
   AcquireOptions request;
   request.role = AcquireRole::kMaster;
@@ -471,9 +469,10 @@ bool Channel::RecreateIfUnlinked() {
   request.shape.max_message_bytes = old.max_message_bytes();
   request.shape.mode = options_.mode;
   absl::StatusOr<AcquiredSegment> acquired = Segment::Acquire(name_, request);
-  if (!acquired.ok()) return false;
+  // create_only: a name another process created meanwhile is its own; nothing more to do then either.
+  if (!acquired.ok()) return !absl::IsAlreadyExists(acquired.status());
   Adopt(std::move(acquired->segment));
-  return true;
+  return false;
 }
 
 void Channel::Adopt(Segment segment) {

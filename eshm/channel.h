@@ -274,6 +274,8 @@ class Channel final : private internal::MonitorClient {
   // How long until the next beat: see heartbeat_interval_ms.
   std::int64_t BeatIntervalNs() const;
   bool TryReattach();
+  // A master whose name was removed creates a segment of the same shape under it and moves there. True if
+  // the name is still missing (the creation failed): try again later.
   bool RecreateIfUnlinked();
   // Moves this endpoint (role already locked on `segment`) from current_ to `segment`.
   void Adopt(Segment segment);

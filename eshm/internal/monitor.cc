@@ -325,14 +325,4 @@ void Monitor::Run() {
   }
 }
 
-std::size_t Monitor::client_count() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return entries_.size();
-}
-
-bool Monitor::thread_running() {
-  std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
-  return thread_.joinable();
-}
-
 }  // namespace eshm::internal

@@ -84,9 +84,6 @@ class Monitor {
   // Whether name events arrive (inotify works); if not, clients poll their names.
   bool names_watched() const { return inotify_fd_ >= 0; }
 
-  // Number of clients, and whether the thread runs; for tests.
-  std::size_t client_count();
-  bool thread_running();
 
  private:
   struct Entry;
