@@ -13,6 +13,7 @@
 #include "eshm/internal/staged_messages.h"
 #include "eshm/internal/status_macros.h"
 #include "eshm/role_lock.h"
+#include "eshm/wait_set.h"
 
 namespace eshm {
 namespace {
@@ -228,6 +229,7 @@ Channel::~Channel() { Close(); }
 void Channel::Close() {
   if (closed_) return;
   closed_ = true;
+  WaitSet::ChannelClosing(this);  // the sets we are in never touch us again
   stop_.store(true, std::memory_order_release);
   if (monitored_) internal::Monitor::Process().Remove(this);  // no tick runs after this
 
@@ -660,6 +662,18 @@ absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::Funct
     const std::int64_t slice_ns = options_.use_threads ? 50 * kNsPerMs : kNsPerMs;
     FutexWait(&peer_event_, event, limit.CappedAfterNs(slice_ns));
   }
+}
+
+bool Channel::ReadReady() {
+  if (generation_.load(std::memory_order_acquire) != reader_.generation) return true;
+  Attachment& a = *reader_.attachment;
+  return a.consumer.HasData() || a.segment.truncated();
+}
+
+bool Channel::WriteReady(std::size_t size) {
+  if (generation_.load(std::memory_order_acquire) != writer_.generation) return true;
+  Attachment& a = *writer_.attachment;
+  return a.producer.Fits(size) || a.segment.truncated();
 }
 
 absl::Status Channel::WaitOnRing(const Side& side, absl::FunctionRef<absl::Status(WaitCheck)> wait) {

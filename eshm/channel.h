@@ -103,6 +103,8 @@
 
 namespace eshm {
 
+class WaitSet;
+
 enum class ChannelRole : int { kMaster = 0, kSlave = 1, kAuto = 2 };
 enum class DisconnectBehavior : int { kImmediately = 0, kOnTimeout = 1, kNever = 2 };
 enum class PeerState : int {
@@ -243,6 +245,8 @@ class Channel final : private internal::MonitorClient {
   void Close();
 
  private:
+  friend class WaitSet;
+
   // One segment this endpoint is attached to, with the ring ends it uses. Replaced (by the monitor) when
   // the slave follows its master to a new segment; each side keeps the one it uses alive until it moves.
   struct Attachment {
@@ -299,6 +303,11 @@ class Channel final : private internal::MonitorClient {
   // Returns kLost for the messages dropped at the last move, and remembers how many for StatusOf.
   IoResult ReportLost();
   bool PeerGone() const { return peer_state_.load(std::memory_order_acquire) != static_cast<int>(PeerState::kAlive); }
+  // For WaitSet, on the read (write) side's thread: a read would find a message (or a corrupt or cut ring
+  // to report), a write of `size` bytes would fit; a move to a new segment counts as ready too (the side's
+  // next call follows it).
+  bool ReadReady();
+  bool WriteReady(std::size_t size);
   // Waits, per the disconnect behaviour, until the peer is alive. OK when it is, when `ready()` (the call
   // can go on: a message to read, room to write), or when `side`'s segment was found truncated (the
   // caller's next call reports it).
@@ -390,6 +399,9 @@ class Channel final : private internal::MonitorClient {
   // A master whose name was removed and could not re-create it yet: retry at reconnect_retry_interval_ms.
   bool name_retry_pending_ = true;
   pid_t own_pid_ = 0;
+
+  // The WaitSets this channel is a member of; guarded by WaitSet's membership lock.
+  std::vector<WaitSet*> wait_sets_;
 
   std::atomic<bool> stop_{false};
   bool monitored_ = false;  // registered with the process's monitor

@@ -5,6 +5,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <climits>
 
 namespace eshm {
@@ -19,6 +21,24 @@ long Futex(const std::atomic<std::uint32_t>* word, int op, std::uint32_t value, 
   return syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(word), op, value, timeout, nullptr, bitset);
 }
 
+// What a failed FUTEX_WAIT or FUTEX_WAITV means to the caller.
+FutexResult ResultOfFailedWait(int error) {
+  switch (error) {
+    case ENOSYS:
+      return FutexResult::kNotSupported;
+    case EAGAIN:
+      return FutexResult::kValueChanged;
+    case ETIMEDOUT:
+      return FutexResult::kTimedOut;
+    case EINTR:
+      return FutexResult::kInterrupted;
+    default:
+      // EFAULT/EINVAL cannot happen for a mapped, aligned word; treat as a spurious wakeup so callers
+      // recheck their condition instead of sleeping on a broken futex.
+      return FutexResult::kAwoken;
+  }
+}
+
 }  // namespace
 
 const char* FutexResultName(FutexResult result) {
@@ -31,6 +51,8 @@ const char* FutexResultName(FutexResult result) {
       return "timed out";
     case FutexResult::kInterrupted:
       return "interrupted";
+    case FutexResult::kNotSupported:
+      return "not supported";
   }
   return "unknown";
 }
@@ -41,19 +63,29 @@ FutexResult FutexWait(const std::atomic<std::uint32_t>* word, std::uint32_t expe
   const timespec abs = deadline.ToTimespec();
   const long rc = Futex(word, FUTEX_WAIT_BITSET, expected, deadline.is_infinite() ? nullptr : &abs,
                         FUTEX_BITSET_MATCH_ANY);
-  if (rc == 0) return FutexResult::kAwoken;
-  switch (errno) {
-    case EAGAIN:
-      return FutexResult::kValueChanged;
-    case ETIMEDOUT:
-      return FutexResult::kTimedOut;
-    case EINTR:
-      return FutexResult::kInterrupted;
-    default:
-      // EFAULT/EINVAL cannot happen for a mapped, aligned word; treat as a spurious wakeup so callers
-      // recheck their condition instead of sleeping on a broken futex.
-      return FutexResult::kAwoken;
+  return rc == 0 ? FutexResult::kAwoken : ResultOfFailedWait(errno);
+}
+
+FutexResult FutexWaitAny(std::span<const FutexWaiter> waiters, Deadline deadline) {
+  if (waiters.size() > kMaxFutexWaiters) return FutexResult::kNotSupported;
+  if (deadline.Expired()) return FutexResult::kTimedOut;
+  // The kernel's struct futex_waitv, spelled out: older headers lack it.
+  struct Waitv {
+    std::uint64_t val;
+    std::uint64_t uaddr;
+    std::uint32_t flags;
+    std::uint32_t reserved;
+  };
+  constexpr std::uint32_t kSize32 = 0x02;  // FUTEX2_SIZE_U32; shared: no FUTEX2_PRIVATE (see futex.h)
+  constexpr long kSysFutexWaitv = 449;
+  Waitv v[kMaxFutexWaiters];
+  for (std::size_t i = 0; i < waiters.size(); ++i) {
+    v[i] = Waitv{waiters[i].expected, reinterpret_cast<std::uintptr_t>(waiters[i].word), kSize32, 0};
   }
+  const timespec abs = deadline.ToTimespec();
+  const long rc = syscall(kSysFutexWaitv, v, waiters.size(), 0, deadline.is_infinite() ? nullptr : &abs,
+                          CLOCK_MONOTONIC);
+  return rc >= 0 ? FutexResult::kAwoken : ResultOfFailedWait(errno);
 }
 
 int FutexWake(const std::atomic<std::uint32_t>* word, int count) {

@@ -12,7 +12,9 @@
 #define ESHM_FUTEX_H_
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "eshm/deadline.h"
 
@@ -23,12 +25,27 @@ enum class FutexResult {
   kValueChanged,  // the word did not hold `expected` when the kernel looked
   kTimedOut,      // the deadline passed
   kInterrupted,   // a signal handler ran
+  kNotSupported,  // FutexWaitAny only: the kernel has no FUTEX_WAITV
 };
 
 const char* FutexResultName(FutexResult result);
 
 // Sleeps while `*word == expected`, until woken or until `deadline` (absolute, CLOCK_MONOTONIC).
 FutexResult FutexWait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, Deadline deadline);
+
+// One word of a FutexWaitAny: sleep while `*word == expected`.
+struct FutexWaiter {
+  const std::atomic<std::uint32_t>* word;
+  std::uint32_t expected;
+};
+
+// The most words one FutexWaitAny takes (the kernel's FUTEX_WAITV_MAX).
+inline constexpr std::size_t kMaxFutexWaiters = 128;
+
+// Sleeps while every word holds its expected value, until one is woken or `deadline` (FUTEX_WAITV, Linux
+// 5.16+): kAwoken names no word, recheck them all. kNotSupported if the kernel lacks the call (or more than
+// kMaxFutexWaiters words are given), without sleeping.
+FutexResult FutexWaitAny(std::span<const FutexWaiter> waiters, Deadline deadline);
 
 // Wakes up to `count` waiters sleeping on `word`; returns how many were woken.
 int FutexWake(const std::atomic<std::uint32_t>* word, int count);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -299,6 +300,38 @@ TEST(FutexTest, ResultsHaveNames) {
   EXPECT_STREQ(FutexResultName(FutexResult::kValueChanged), "value changed");
   EXPECT_STREQ(FutexResultName(FutexResult::kTimedOut), "timed out");
   EXPECT_STREQ(FutexResultName(FutexResult::kInterrupted), "interrupted");
+}
+
+
+// FUTEX_WAITV: one sleep on several words, woken by a wake on any of them.
+TEST(FutexWaitAnyTest, AWakeOnAnyWordEndsTheSleep) {
+  std::atomic<std::uint32_t> words[3] = {0, 0, 0};
+  const FutexWaiter waiters[3] = {{&words[0], 0}, {&words[1], 0}, {&words[2], 0}};
+  std::thread waker([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    words[2].store(1, std::memory_order_release);
+    FutexWakeAll(&words[2]);
+  });
+  FutexResult result = FutexResult::kTimedOut;
+  while (words[2].load() == 0) {
+    result = FutexWaitAny(waiters, Deadline::AfterMs(10'000));
+    if (result == FutexResult::kNotSupported) break;
+  }
+  waker.join();
+  if (result == FutexResult::kNotSupported) GTEST_SKIP() << "this kernel has no FUTEX_WAITV";
+  EXPECT_TRUE(result == FutexResult::kAwoken || result == FutexResult::kValueChanged) << FutexResultName(result);
+}
+
+TEST(FutexWaitAnyTest, AWordThatChangedReturnsAtOnceAndTimeoutsAndLimitsHold) {
+  std::atomic<std::uint32_t> a{0}, b{5};
+  const FutexWaiter changed[2] = {{&a, 0}, {&b, 4}};
+  const FutexResult r = FutexWaitAny(changed, Deadline::AfterMs(10'000));
+  if (r == FutexResult::kNotSupported) GTEST_SKIP() << "this kernel has no FUTEX_WAITV";
+  EXPECT_EQ(r, FutexResult::kValueChanged);
+  const FutexWaiter same[2] = {{&a, 0}, {&b, 5}};
+  EXPECT_EQ(FutexWaitAny(same, Deadline::AfterMs(20)), FutexResult::kTimedOut);
+  std::vector<FutexWaiter> too_many(kMaxFutexWaiters + 1, FutexWaiter{&a, 0});
+  EXPECT_EQ(FutexWaitAny(too_many, Deadline::AfterMs(10'000)), FutexResult::kNotSupported);
 }
 
 }  // namespace

@@ -41,6 +41,17 @@ bool SleepUnlessReady(std::atomic<std::uint32_t>& futex, std::atomic<std::uint32
   return true;
 }
 
+// Ends a sleep a WaitSet armed (ArmSleep): lowers the flag, as SleepUnlessReady does after its sleep, and
+// counts the system call if there was one.
+void EndArmedSleep(std::atomic<std::uint32_t>& sleeping, bool slept, std::atomic<std::uint64_t>& shared_count,
+                   std::uint64_t& own_count) {
+  sleeping.store(0, std::memory_order_relaxed);
+  if (slept) {
+    shared_count.fetch_add(1, std::memory_order_relaxed);
+    ++own_count;
+  }
+}
+
 // Wakes the other side if it raised `sleeping`. Must follow the caller's publication (see SleepUnlessReady).
 bool WakeIfSleeping(std::atomic<std::uint32_t>& futex, std::atomic<std::uint32_t>& sleeping,
                     std::atomic<std::uint64_t>& wake_syscalls) {
@@ -286,6 +297,21 @@ absl::Status RingProducer::WaitForSpace(std::size_t size, const WaitStrategy& st
       size, tail_ - cached_head_, capacity_));
 }
 
+ArmedSleep RingProducer::ArmSleep(std::size_t size) {
+  Flush();
+  // Relaxed: published by the seq_cst raising of space_sleeping, which the consumer loads with acquire.
+  control_->wait.space_wanted.store(HeadNeededFor(RecordBytes(size)), std::memory_order_relaxed);
+  // The word before the flag and the caller's last look, as in SleepUnlessReady.
+  ArmedSleep arm{&control_->wait.space_futex, control_->wait.space_futex.load(std::memory_order_acquire), true};
+  // SYNC(sleep-flag): see SleepUnlessReady; the caller runs the heavy fence.
+  control_->wait.space_sleeping.store(1, std::memory_order_seq_cst);
+  return arm;
+}
+
+void RingProducer::EndSleep(bool slept) {
+  EndArmedSleep(control_->wait.space_sleeping, slept, control_->wait.wait_syscalls, wait_syscalls_);
+}
+
 absl::Status RingProducer::Write(std::span<const std::byte> message, const WaitStrategy& strategy,
                                  Deadline deadline, Publish publish) {
   return Write(message, strategy, deadline, publish, NoCheck);
@@ -440,6 +466,28 @@ absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline de
     sleepy_ = false;
   }
   return absl::OkStatus();
+}
+
+ArmedSleep RingConsumer::ArmSleep() {
+  // As WaitForData before a sleep: an odd epoch asks the producer for seq_cst publications; until it
+  // acknowledges it, the caller's look must follow a heavy fence.
+  if (!sleepy_) {
+    sleepy_epoch_ |= 1;
+    control_->wait.data_sleepy_epoch.store(sleepy_epoch_, std::memory_order_relaxed);
+    sleepy_ = true;
+    acked_ = false;
+  }
+  // SYNC(sleepy-ack): acquire pairs with the producer's release in Flush.
+  if (!acked_) acked_ = control_->wait.data_sleepy_ack.load(std::memory_order_acquire) == sleepy_epoch_;
+  polled_waits_ = 0;
+  ArmedSleep arm{&control_->wait.data_futex, control_->wait.data_futex.load(std::memory_order_acquire), !acked_};
+  // SYNC(sleep-flag): see SleepUnlessReady.
+  control_->wait.data_sleeping.store(1, std::memory_order_seq_cst);
+  return arm;
+}
+
+void RingConsumer::EndSleep(bool slept) {
+  EndArmedSleep(control_->wait.data_sleeping, slept, control_->wait.wait_syscalls, wait_syscalls_);
 }
 
 absl::StatusOr<std::size_t> RingConsumer::Read(std::span<std::byte> buffer, const WaitStrategy& strategy,

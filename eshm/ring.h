@@ -117,6 +117,15 @@ using WaitCheck = absl::FunctionRef<absl::Status()>;
 // Maximum time a blocking wait sleeps before calling its WaitCheck again.
 inline constexpr std::int64_t kWaitCheckIntervalNs = 10'000'000;  // 10 ms
 
+// A sleep armed on one ring by a waiter on several (eshm::WaitSet): the futex word and the value to wait
+// for, and whether the waiter must run internal::HeavyFence() before its last look at the ring (see
+// "Memory ordering": the same handshake as a single ring's sleep, with the fence shared by all rings).
+struct ArmedSleep {
+  std::atomic<std::uint32_t>* word = nullptr;
+  std::uint32_t seen = 0;
+  bool heavy = false;
+};
+
 // Validates that `capacity` can back a ring: a power of two in [kMinRingCapacity, kMaxRingCapacity].
 absl::Status ValidateRingCapacity(std::uint64_t capacity);
 
@@ -186,6 +195,12 @@ class RingProducer {
 
   // Waits until a message of `size` bytes fits. Publishes staged records first.
   absl::Status WaitForSpace(std::size_t size, const WaitStrategy& strategy, Deadline deadline, WaitCheck check);
+
+  // For a waiter on many rings: publishes what is staged, asks the consumer to wake us once a message of
+  // `size` bytes fits, and raises the sleep flag, as WaitForSpace does before it sleeps. The caller then
+  // fences (always heavy on this side), looks with Fits(size), sleeps on the word, and ends with EndSleep.
+  ArmedSleep ArmSleep(std::size_t size);
+  void EndSleep(bool slept);
 
   // Messages written (published or staged) by this producer since it attached.
   std::uint64_t messages_written() const { return messages_written_; }
@@ -335,6 +350,12 @@ class RingConsumer {
 
   // Waits until HasData().
   absl::Status WaitForData(const WaitStrategy& strategy, Deadline deadline, WaitCheck check);
+
+  // For a waiter on many rings: becomes sleepy and raises the sleep flag, as WaitForData does before it
+  // sleeps. The caller then fences if asked, looks with HasData(), sleeps on the word, and ends with
+  // EndSleep (whether or not it slept).
+  ArmedSleep ArmSleep();
+  void EndSleep(bool slept);
 
   bool corrupted() const { return corrupt_; }
   // Why the ring is considered corrupt (DataLoss), or OK.
