@@ -124,6 +124,7 @@ void WaitSet::Poke() {
 }
 
 void WaitSet::CollectLocked(std::vector<Ready>* ready) {
+  ++reports_;
   const std::size_t n = entries_.size();
   for (std::size_t k = 0; k < n; ++k) {
     Entry& e = entries_[(first_ + k) % n];
@@ -141,15 +142,33 @@ void WaitSet::CollectLocked(std::vector<Ready>* ready) {
         events |= kPeerChanged;
       }
     }
-    if (events != 0) ready->push_back(Ready{e.channel, events});
+    if (events != 0) {
+      ready->push_back(Ready{e.channel, events});
+      e.last_ready = reports_;
+    }
   }
   if (n != 0) first_ = (first_ + 1) % n;
 }
 
 bool WaitSet::ArmLocked(std::vector<FutexWaiter>* words) {
+  // The members ready most recently first, as many as one kernel sleep takes; the rest stay unarmed (their
+  // writers and readers then make no wake-up calls for us) and are looked at when the sleep slice ends.
+  arm_order_.resize(entries_.size());
+  for (std::size_t i = 0; i < entries_.size(); ++i) arm_order_[i] = i;
+  if (entries_.size() * 2 + words->size() > kMaxFutexWaiters) {
+    std::stable_sort(arm_order_.begin(), arm_order_.end(), [&](std::size_t a, std::size_t b) {
+      return entries_[a].last_ready > entries_[b].last_ready;
+    });
+  }
   bool heavy = false;
-  for (Entry& e : entries_) {
+  for (const std::size_t i : arm_order_) {
+    Entry& e = entries_[i];
     if (e.closed) continue;
+    const std::size_t needed = ((e.interest & kReadable) != 0 ? 1 : 0) + ((e.interest & kWritable) != 0 ? 1 : 0);
+    if (words->size() + needed > kMaxFutexWaiters) {
+      all_armed_ = false;
+      continue;
+    }
     Channel& ch = *e.channel;
     if ((e.interest & kReadable) != 0) {
       const ArmedSleep arm = ch.reader_.attachment->consumer.ArmSleep();
@@ -210,6 +229,7 @@ absl::Status WaitSet::Wait(Deadline deadline, std::vector<Ready>* ready, WaitChe
     words.clear();
     words.push_back(FutexWaiter{&wake_word_, seen});
     std::unique_lock<std::mutex> lock(mu_);
+    all_armed_ = true;
     if (ArmLocked(&words)) internal::HeavyFence();
     CollectLocked(ready);
     if (!ready->empty()) {
@@ -217,10 +237,8 @@ absl::Status WaitSet::Wait(Deadline deadline, std::vector<Ready>* ready, WaitChe
       return absl::OkStatus();
     }
     lock.unlock();  // Add, Remove and Close may run now; they poke wake_word_
-    const bool all_words = words.size() <= kMaxFutexWaiters;
-    const std::span<const FutexWaiter> sleep_on(words.data(), std::min(words.size(), kMaxFutexWaiters));
-    FutexResult result = FutexWaitAny(sleep_on, deadline.CappedAfterNs(all_words ? kWaitCheckIntervalNs
-                                                                                 : kPolledMemberSliceNs));
+    FutexResult result = FutexWaitAny(words, deadline.CappedAfterNs(all_armed_ ? kWaitCheckIntervalNs
+                                                                               : kPolledMemberSliceNs));
     if (result == FutexResult::kNotSupported) {
       result = FutexWait(&wake_word_, seen, deadline.CappedAfterNs(kPolledMemberSliceNs));
     }

@@ -8,9 +8,10 @@
 // when a peer changes state). Every ready member is reported by each Wait, listed from a rotating start so
 // a busy member never hides the others.
 //
-// Falls short: one FUTEX_WAITV takes at most 128 words (one is the set's own). The members beyond 127
-// words are looked at every millisecond while the set sleeps, and so are all members on a kernel without
-// FUTEX_WAITV: correct, but an idle set of that size is not free.
+// Falls short: one FUTEX_WAITV takes at most 128 words (one is the set's own). A larger set sleeps on the
+// members that were ready most recently and looks at the others every millisecond (so a message on a
+// member that has been quiet longer than 127 others waits up to a millisecond more), and so does every set
+// on a kernel without FUTEX_WAITV: correct, but an idle set of that size is not free.
 //
 // Threading. Add, Remove and Wake may be called from any thread, also while Wait runs (they end its sleep
 // so it looks again). Wait runs on one thread at a time (a second concurrent Wait fails with
@@ -85,6 +86,7 @@ class WaitSet {
     unsigned interest;
     std::size_t write_size;
     std::uint32_t peer_event;  // as last reported
+    std::uint64_t last_ready = 0;  // the report (reports_) that last listed it: the most recent sleep first
     bool closed = false;
     bool read_armed = false;
     bool write_armed = false;
@@ -103,6 +105,9 @@ class WaitSet {
   std::mutex mu_;
   std::vector<Entry> entries_;  // guarded by mu_
   std::size_t first_ = 0;       // guarded by mu_: where the next report starts
+  std::uint64_t reports_ = 0;   // guarded by mu_: CollectLocked calls
+  std::vector<std::size_t> arm_order_;  // guarded by mu_: scratch for ArmLocked
+  bool all_armed_ = true;               // guarded by mu_: the last ArmLocked armed every member
   // Bumped (and woken) by Wake, Add, Remove and a member's Close: a sleeping Wait looks again.
   std::atomic<std::uint32_t> wake_word_{0};
   std::atomic<bool> wake_requested_{false};  // Wake(): the current or next Wait returns

@@ -320,6 +320,19 @@ TEST_F(WaitSetTest, MoreMembersThanOneKernelSleepTakes) {
   ASSERT_TRUE(set.Wait(Deadline::AfterMs(5000), &ready).ok());
   writer.join();
   EXPECT_TRUE(Has(ready, last.slave.get(), WaitSet::kReadable));
+  std::vector<std::byte> buffer(64);
+  std::size_t size = 0;
+  ASSERT_EQ(last.slave->TryRead(buffer, &size), IoResult::kOk);
+  // Now among the most recently ready: the set sleeps on its ring, and its writer wakes the set.
+  const std::uint64_t wakes = last.slave->stats().wake_syscalls;
+  std::thread second([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_EQ(last.master->TryWrite(Bytes("again")), IoResult::kOk);
+  });
+  ASSERT_TRUE(set.Wait(Deadline::AfterMs(5000), &ready).ok());
+  second.join();
+  EXPECT_TRUE(Has(ready, last.slave.get(), WaitSet::kReadable));
+  EXPECT_GT(last.slave->stats().wake_syscalls, wakes) << "a recently ready member should be slept on";
 }
 
 // The peer of a member dies (a process killed with SIGKILL): the wait ends with kPeerChanged.

@@ -69,6 +69,19 @@ wait "$BG"; rc=$?; BG=""
 grep -q "results" "$WORK/stream.err" || fail "with --json=- the table belongs on stderr"
 [[ -z "$(leftovers "$STREAM_PID")" ]] || fail "files left in /dev/shm: $(leftovers "$STREAM_PID")"
 
+echo "--- pingpong through a WaitSet of 200 channels (past one kernel sleep's 128 words), nothing left behind"
+"$BENCH" "${SHORT[@]}" --mode=pingpong --wait=blocking --sizes=64 --eshm_waitset=200 \
+  --json="$WORK/waitset.json" >"$WORK/waitset.out" 2>&1 &
+BG=$!
+WAITSET_PID=$BG
+wait "$BG"; rc=$?; BG=""
+[[ $rc -eq 0 ]] || { fail "--eshm_waitset run exited $rc"; cat "$WORK/waitset.out"; }
+"$PYTHON" "$CHECK" "$WORK/waitset.json" --modes=pingpong --waits=blocking --sizes=64 --transports=eshm \
+  --messages=2000 || fail "--eshm_waitset JSON"
+[[ -z "$(leftovers "$WAITSET_PID")" ]] || fail "files left in /dev/shm: $(leftovers "$WAITSET_PID")"
+"$BENCH" --eshm_waitset=-1 >/dev/null 2>&1; rc=$?
+[[ $rc -eq 2 ]] || fail "--eshm_waitset=-1 exited $rc, expected 2"
+
 echo "--- --help lists the flags"
 HELP="$("$BENCH" --help 2>&1)"
 for flag in --mode --sizes --wait --compare --json --quick; do

@@ -1,11 +1,14 @@
 // eshm through its public API: the parent opens the channel as master (creating the segment), the child as
 // slave. spin polls TryWrite/TryRead; blocking calls Write/Read with WaitStrategy::Sleep() in 100 ms slices,
-// so the watchdog is consulted between slices.
+// so the watchdog is consulted between slices. With --eshm_waitset=N each side receives through a WaitSet
+// of N channels: N - 1 idle ones (masters of their own, no peer) and the measured one, added last (the
+// worst place: past the words one kernel sleep takes when N > 127).
 #include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -14,6 +17,7 @@
 #include "eshm/channel.h"
 #include "eshm/deadline.h"
 #include "eshm/segment.h"
+#include "eshm/wait_set.h"
 #include "eshm/wait_strategy.h"
 
 namespace eshm_bench {
@@ -23,12 +27,18 @@ constexpr std::int64_t kSliceMs = 100;
 
 class EshmEndpoint final : public Endpoint {
  public:
-  EshmEndpoint(std::unique_ptr<eshm::Channel> channel, const TransportSpec& spec, Watchdog& watchdog)
+  EshmEndpoint(std::unique_ptr<eshm::Channel> channel, const TransportSpec& spec, Watchdog& watchdog,
+               std::vector<std::unique_ptr<eshm::Channel>> idle, std::unique_ptr<eshm::WaitSet> set)
       : channel_(std::move(channel)),
         spin_(spec.wait == Wait::kSpin),
         publish_(spec.eshm_deferred ? eshm::Publish::kDeferred : eshm::Publish::kNow),
-        watchdog_(watchdog) {}
-  ~EshmEndpoint() override { channel_->Close(); }
+        watchdog_(watchdog),
+        idle_(std::move(idle)),
+        set_(std::move(set)) {}
+  ~EshmEndpoint() override {
+    set_.reset();
+    channel_->Close();
+  }
 
   absl::Status Send(std::span<const std::byte> message) override {
     if (spin_) {
@@ -47,6 +57,7 @@ class EshmEndpoint final : public Endpoint {
   }
 
   absl::Status Receive(std::span<std::byte> buffer, std::size_t* size) override {
+    if (set_ != nullptr) return ReceiveThroughSet(buffer, size);
     if (spin_) {
       for (;;) {
         const eshm::IoResult result = channel_->TryRead(buffer, size);
@@ -72,10 +83,23 @@ class EshmEndpoint final : public Endpoint {
   }
 
  private:
+  absl::Status ReceiveThroughSet(std::span<std::byte> buffer, std::size_t* size) {
+    for (;;) {
+      const eshm::IoResult result = channel_->TryRead(buffer, size);
+      if (result == eshm::IoResult::kOk) return absl::OkStatus();
+      if (result != eshm::IoResult::kWouldBlock) return channel_->StatusOf(result);
+      if (absl::Status s = set_->Wait(eshm::Deadline::AfterMs(kSliceMs), &ready_); !s.ok()) return s;
+      if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm WaitSet::Wait");
+    }
+  }
+
   std::unique_ptr<eshm::Channel> channel_;
   const bool spin_;
   const eshm::Publish publish_;
   Watchdog& watchdog_;
+  std::vector<std::unique_ptr<eshm::Channel>> idle_;
+  std::unique_ptr<eshm::WaitSet> set_;  // before channel_ and idle_ close: declared after them
+  std::vector<eshm::WaitSet::Ready> ready_;
 };
 
 class EshmTransport final : public Transport {
@@ -99,9 +123,8 @@ class EshmTransport final : public Transport {
     options.m2s_capacity = capacity;
     options.s2m_capacity = capacity;
     options.wait = spec_.wait == Wait::kSpin ? eshm::WaitStrategy::Spin() : eshm::WaitStrategy::Sleep();
-    // A heartbeat every 10 ms instead of every 1 ms: the monitor thread shares the pinned CPU with the
-    // measured loop. A peer is declared unresponsive only after 1 s (this VM can stall a process for ms).
-    options.heartbeat_interval_ms = 10;
+    // A peer is declared unresponsive only after 1 s (this VM can stall a process for ms); the monitor,
+    // which shares the pinned CPU with the measured loop, then beats every 250 ms.
     options.stale_threshold_ms = 1000;
     // The master re-creates its segment name when someone removes it, checking every retry interval: 1 s
     // keeps it from re-creating the name the signal handler just removed. The slave opens only after the
@@ -119,11 +142,31 @@ class EshmTransport final : public Transport {
     if (parent) control.parent_ready.value.store(1, std::memory_order_release);
     eshm::Channel* c = channel->get();
     if (!watchdog.SleepUntil([c] { return c->IsRemoteAlive(); })) return watchdog.Error("waiting for the eshm peer");
-    return std::unique_ptr<Endpoint>(new EshmEndpoint(*std::move(channel), spec_, watchdog));
+    std::vector<std::unique_ptr<eshm::Channel>> idle;
+    std::unique_ptr<eshm::WaitSet> set;
+    if (spec_.eshm_waitset > 0) {
+      set = std::make_unique<eshm::WaitSet>(options.wait);
+      eshm::ChannelOptions idle_options;
+      idle_options.role = eshm::ChannelRole::kMaster;
+      idle_options.m2s_capacity = idle_options.s2m_capacity = 4096;
+      for (int i = 1; i < spec_.eshm_waitset; ++i) {
+        const std::string idle_name = absl::StrCat(name_, parent ? "_p" : "_c", i);
+        absl::StatusOr<std::unique_ptr<eshm::Channel>> extra = eshm::Channel::Open(idle_name, idle_options);
+        if (!extra.ok()) return extra.status();
+        if (absl::Status s = set->Add(extra->get(), eshm::WaitSet::kReadable); !s.ok()) return s;
+        idle.push_back(*std::move(extra));
+      }
+      if (absl::Status s = set->Add(c, eshm::WaitSet::kReadable); !s.ok()) return s;
+    }
+    return std::unique_ptr<Endpoint>(
+        new EshmEndpoint(*std::move(channel), spec_, watchdog, std::move(idle), std::move(set)));
   }
 
   void Cleanup() override {
     (void)eshm::Segment::Unlink(name_);  // the master removes it on Close; this covers a failed run
+    for (int i = 1; i < spec_.eshm_waitset; ++i) {
+      for (const char* side : {"_p", "_c"}) (void)eshm::Segment::Unlink(absl::StrCat(name_, side, i));
+    }
     UnregisterCleanupPath(cleanup_slot_);
     cleanup_slot_ = -1;
   }

@@ -67,6 +67,9 @@ ABSL_FLAG(int, timestamp_every, 0,
           "streams: timestamp every Nth message (latency is of those); 0 = every message from 1 KiB, every 16th below");
 ABSL_FLAG(std::string, eshm_publish, "now",
           "eshm streams: now (every message visible at once) or deferred (batched publication, Flush at the end)");
+ABSL_FLAG(int, eshm_waitset, 0,
+          "eshm: receive through an eshm::WaitSet of this many channels, the measured one added last and the "
+          "others idle (0 = read the channel directly)");
 
 namespace eshm_bench {
 namespace {
@@ -84,6 +87,7 @@ struct Options {
   Setup setup;
   std::string json;
   bool eshm_deferred = false;
+  int eshm_waitset = 0;
   int timestamp_every = 0;
   double max_others = 0.25;
   int noisy_retries = 0;
@@ -206,6 +210,10 @@ absl::StatusOr<Options> ParseOptions() {
     return absl::InvalidArgumentError("--eshm_publish: now or deferred");
   }
   o.eshm_deferred = publish == "deferred";
+  o.eshm_waitset = absl::GetFlag(FLAGS_eshm_waitset);
+  if (o.eshm_waitset < 0 || o.eshm_waitset > 100'000) {
+    return absl::InvalidArgumentError("--eshm_waitset: a channel count from 0 to 100000");
+  }
   o.timestamp_every = absl::GetFlag(FLAGS_timestamp_every);
   if (o.timestamp_every < 0) return absl::InvalidArgumentError("--timestamp_every must be >= 0");
   const std::string clock = absl::GetFlag(FLAGS_clock);
@@ -304,6 +312,7 @@ void Measure(const Options& o, Report& report) {
               spec.size = size;
               spec.transport.wait = wait;
               spec.transport.eshm_deferred = o.eshm_deferred;
+              spec.transport.eshm_waitset = o.eshm_waitset;
               spec.load = o.load;
               spec.timestamp_every = o.timestamp_every;
               absl::StatusOr<std::unique_ptr<Transport>> transport = MakeTransport(name);

@@ -30,6 +30,7 @@ struct TransportSpec {
   std::size_t max_message_bytes = 0;
   Wait wait = Wait::kSpin;
   bool eshm_deferred = false;  // eshm streams publish with Publish::kDeferred (and Flush at the end)
+  int eshm_waitset = 0;        // eshm: receive through a WaitSet of this many channels (0: directly)
 };
 
 // One process's end: sends to and receives from the other process.
