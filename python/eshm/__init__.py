@@ -42,13 +42,20 @@ from eshm.errors import (
     RoleTakenError,
 )
 from eshm import _eshm, _ndarray
-from eshm._eshm import Claim, MessageView
+# Channel: the base class of ESHM, the type WaitSet gives its members back as.
+from eshm._eshm import CLOSED, PEER_CHANGED, READABLE, WRITABLE, Channel, Claim, MessageView, WaitSet
 from eshm._ndarray import ArrayView
 
 __version__ = "2.1.0"
 
 __all__ = [
     "ESHM",
+    "WaitSet",
+    "Channel",
+    "READABLE",
+    "WRITABLE",
+    "PEER_CHANGED",
+    "CLOSED",
     "ESHMRole",
     "ESHMDisconnectBehavior",
     "ESHMError",

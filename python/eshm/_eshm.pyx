@@ -50,6 +50,7 @@ from posix.unistd cimport usleep
 from libcpp.memory cimport shared_ptr, unique_ptr
 from libcpp.string cimport string
 from libcpp.utility cimport move
+from libcpp.vector cimport vector
 
 from eshm._eshm_cpp cimport (
     CChannel,
@@ -60,6 +61,8 @@ from eshm._eshm_cpp cimport (
     COperation,
     CStatus,
     CStatusOr,
+    CWaitReady,
+    CWaitSet,
     IoResultCode,
     MessageOf,
     NextMessageSize,
@@ -79,6 +82,7 @@ from eshm._eshm_cpp cimport (
     TryRead,
     TryWrite,
     TryWriteBatch,
+    WaitOnSet,
     Write,
     WriteBatch,
 )
@@ -107,3 +111,4 @@ _os.register_at_fork(after_in_child=_after_fork_in_child)
 include "_status.pxi"
 include "_channel.pxi"
 include "_views.pxi"
+include "_waitset.pxi"

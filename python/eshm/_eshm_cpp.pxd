@@ -6,6 +6,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libcpp cimport bool as cbool
 from libcpp.memory cimport shared_ptr, unique_ptr
 from libcpp.string cimport string
+from libcpp.vector cimport vector
 from posix.types cimport mode_t
 
 
@@ -91,6 +92,18 @@ cdef extern from "eshm/channel.h" namespace "eshm" nogil:
         void Close()
 
 
+cdef extern from "eshm/wait_set.h" namespace "eshm" nogil:
+    cdef cppclass CWaitReady "eshm::WaitSet::Ready":
+        CChannel* channel
+        unsigned events
+
+    cdef cppclass CWaitSet "eshm::WaitSet":
+        CWaitSet()
+        CStatus Add(CChannel* channel, unsigned interest, size_t write_size)
+        CStatus Remove(const CChannel* channel)
+        void Wake()
+
+
 # The one mapping from an engine status to an eshm.h result code, shared with the C ABI.
 cdef extern from "eshm/internal/result_code.h" namespace "eshm::internal" nogil:
     cdef enum class COperation "eshm::internal::Operation":
@@ -123,3 +136,4 @@ cdef extern from "_eshm_glue.h" namespace "eshm_py" nogil:
     CIoResult SpinTryPeek(CChannel* channel, const char** data, size_t* size, int64_t budget_ns)
     CStatus Peek(CChannel* channel, int64_t deadline_ns, const char** data, size_t* size)
     char* TryClaim(CChannel* channel, size_t size)
+    CStatus WaitOnSet(CWaitSet* wait_set, int64_t deadline_ns, vector[CWaitReady]* ready)

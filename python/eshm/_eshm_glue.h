@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "eshm/channel.h"
 #include "eshm/deadline.h"
+#include "eshm/wait_set.h"
 #include "eshm/wait_strategy.h"
 
 namespace eshm_py {
@@ -160,6 +161,11 @@ inline absl::Status Peek(eshm::Channel* channel, std::int64_t deadline_ns, const
 
 inline char* TryClaim(eshm::Channel* channel, std::size_t size) {
   return reinterpret_cast<char*>(channel->TryClaim(size));
+}
+
+inline absl::Status WaitOnSet(eshm::WaitSet* wait_set, std::int64_t deadline_ns,
+                              std::vector<eshm::WaitSet::Ready>* ready) {
+  return wait_set->Wait(eshm::Deadline::AtMonotonicNs(deadline_ns), ready);
 }
 
 }  // namespace eshm_py

@@ -8,7 +8,7 @@ from __future__ import annotations
 import array
 
 import eshm
-from eshm import ESHM, BufferTooSmallError, Claim, ESHMRole, MessageView, PeerStaleError
+from eshm import ESHM, BufferTooSmallError, Claim, ESHMRole, MessageView, PeerStaleError, WaitSet
 
 
 def examples(name: str) -> None:
@@ -61,6 +61,18 @@ def examples(name: str) -> None:
         text: str = ch.name
         print(sent_now, count, message, maybe, batch, n, size, first, data, checksum, role, writes, alive,
               state, limit, closed, text)
+
+        waiters = WaitSet()
+        waiters.add(ch)
+        waiters.add(ch2 := ESHM(name + "_2", role="master"), readable=False, writable=True, write_size=64)
+        ready: list[eshm.Channel] = waiters.wait(timeout_ms=0)
+        for channel, events in waiters.wait_events(timeout_ms=0):
+            readable: bool = bool(events & eshm.READABLE)
+            print(channel.name, readable)
+        waiters.remove(ch2)
+        waiters.wake()
+        ch2.close()
+        print(ready, len(waiters))
     try:
         ESHM(name, role=ESHMRole.SLAVE).close()
     except BufferTooSmallError as e:
