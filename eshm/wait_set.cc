@@ -82,8 +82,8 @@ absl::Status WaitSet::Remove(const Channel* channel) {
     auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.channel == channel; });
     if (it == entries_.end()) return absl::NotFoundError("WaitSet::Remove: the channel is not in this set");
     if (!it->closed) {
-      if (it->read_armed) it->channel->reader_.attachment->consumer.EndSleep(false);
-      if (it->write_armed) it->channel->writer_.attachment->producer.EndSleep(false);
+      // Its ring ends belong to the waiting thread: a sleep flag armed for us stays raised, and costs its
+      // peer one wake-up call at most.
       std::vector<WaitSet*>& sets = it->channel->wait_sets_;
       sets.erase(std::remove(sets.begin(), sets.end(), this), sets.end());
     }
