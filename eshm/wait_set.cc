@@ -142,10 +142,10 @@ void WaitSet::CollectLocked(std::vector<Ready>* ready) {
         events |= kPeerChanged;
       }
     }
-    if (events != 0) {
-      ready->push_back(Ready{e.channel, events});
-      e.last_ready = reports_;
-    }
+    if (events != 0) ready->push_back(Ready{e.channel, events});
+    // Recency of data (not of peer changes, which a flapping peer could make frequent) decides which
+    // members a sleep arms when not all fit.
+    if ((events & (kReadable | kWritable)) != 0) e.last_ready = reports_;
   }
   if (n != 0) first_ = (first_ + 1) % n;
 }

@@ -9,7 +9,7 @@
 // a busy member never hides the others.
 //
 // Falls short: one FUTEX_WAITV takes at most 128 words (one is the set's own). A larger set sleeps on the
-// members that were ready most recently and looks at the others every millisecond (so a message on a
+// members that were readable or writable most recently and looks at the others every millisecond (so a message on a
 // member that has been quiet longer than 127 others waits up to a millisecond more), and so does every set
 // on a kernel without FUTEX_WAITV: correct, but an idle set of that size is not free.
 //
@@ -86,7 +86,7 @@ class WaitSet {
     unsigned interest;
     std::size_t write_size;
     std::uint32_t peer_event;  // as last reported
-    std::uint64_t last_ready = 0;  // the report (reports_) that last listed it: the most recent sleep first
+    std::uint64_t last_ready = 0;  // the report (reports_) that last found it readable or writable
     bool closed = false;
     bool read_armed = false;
     bool write_armed = false;
