@@ -9,9 +9,9 @@
 // a busy member never hides the others.
 //
 // Falls short: one FUTEX_WAITV takes at most 128 words (one is the set's own). A larger set sleeps on the
-// members that were readable or writable most recently and looks at the others every millisecond (so a message on a
-// member that has been quiet longer than 127 others waits up to a millisecond more), and so does every set
-// on a kernel without FUTEX_WAITV: correct, but an idle set of that size is not free.
+// members that were readable or writable most recently and looks at the others every millisecond (so a
+// message on a member that has been quiet longer than 127 others waits up to a millisecond more), and so
+// does every set on a kernel without FUTEX_WAITV: correct, but an idle set of that size is not free.
 //
 // Threading. Add, Remove and Wake may be called from any thread, also while Wait runs (they end its sleep
 // so it looks again). Wait runs on one thread at a time (a second concurrent Wait fails with
