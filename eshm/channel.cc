@@ -433,6 +433,15 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
   if (state == PeerState::kUnresponsive || now < arrival_window_end_ns_ || !left_.empty()) {
     next = std::min(next, now + kNsPerMs);
   }
+  // A peer that marked its role vacant (Close) holds the lock until it closes its descriptor, and nothing
+  // may announce that moment (its name is already gone, or it is in this process, which has no pidfd to
+  // watch): look every millisecond for a while.
+  if (locked && peer_role_state == 0 && state == PeerState::kAlive) {
+    if (leaving_seen_ns_ == 0) leaving_seen_ns_ = now;
+    if (now - leaving_seen_ns_ < kArrivalWindowNs) next = std::min(next, now + kNsPerMs);
+  } else {
+    leaving_seen_ns_ = 0;
+  }
   if (name_polled) next = std::min(next, last_reattach_try_ns_ + retry_ns);
   // Driven by calls (no monitor): the calls pay for the checks, and nothing else would notice a change
   // sooner, so by default look every millisecond, as the callers' pace allows.

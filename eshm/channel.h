@@ -396,6 +396,8 @@ class Channel final : private internal::MonitorClient {
   std::uint64_t pid_untrusted_epoch_ = 0;
   // Until then, tick every millisecond: someone opened our file, a peer may be arriving.
   std::int64_t arrival_window_end_ns_ = 0;
+  // When the peer was first seen marking its role vacant while it still held the lock (it is closing), or 0.
+  std::int64_t leaving_seen_ns_ = 0;
   // A master whose name was removed and could not re-create it yet: retry at reconnect_retry_interval_ms.
   bool name_retry_pending_ = true;
   pid_t own_pid_ = 0;
