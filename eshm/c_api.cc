@@ -12,6 +12,21 @@
 // writing or reading right now). Blocking calls wait for it, and for the channel, in slices of kSliceNs
 // and look at `closing` between slices: eshm_close sets it, and then waits for every call in progress to
 // leave before it frees the handle, so it never waits longer than about one slice for a blocked call.
+//
+// Wait sets (eshm_waitset_*) run an eshm::WaitSet, which looks at its members' ring ends and so must only
+// hold members whose sides the waiting thread holds. A wait therefore proceeds in rounds: under the set's
+// mutex it takes, without waiting, the sides of every member it waits on, keeps in the engine the members
+// whose sides it got and takes out the others (polled again every kLeftOutPollNs), runs the engine's Wait,
+// and gives every side back before it reports. Whatever must end a round early (eshm_close of a member, a
+// blocking call waiting for a side the round holds, eshm_waitset_remove, eshm_waitset_wake) calls the
+// engine's Wake. Who learns what:
+//  - a handle lists the sets it is in (eshm_handle::wait_sets, under WaitSetMembershipMutex()); eshm_close
+//    marks itself closed in each of them and wakes them before it waits for its sides, so a round ends at
+//    once, gives the sides back, and never dereferences the handle again (a closed member is known by its
+//    pointer only);
+//  - a blocking call that finds its side busy wakes the sets of its handle, and a round leaves out a side
+//    that has waiters (HandleSide::waiting), so the call gets its turn at once.
+// Lock order: WaitSetMembershipMutex(), then a set's mu, then the engine's own locks.
 #include "eshm/eshm.h"
 
 #include <unistd.h>
@@ -23,12 +38,15 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -41,6 +59,7 @@
 #include "eshm/internal/side_lock.h"
 #include "eshm/layout.h"
 #include "eshm/segment.h"
+#include "eshm/wait_set.h"
 
 // The ABI is frozen by these: a change here is a change for every binding.
 static_assert(sizeof(eshm_config) == 96, "eshm_config layout changed");
@@ -62,6 +81,14 @@ static_assert(ESHM_PEER_DEAD == static_cast<int>(eshm::PeerState::kDead));
 static_assert(ESHM_DISCONNECT_IMMEDIATELY == static_cast<int>(eshm::DisconnectBehavior::kImmediately));
 static_assert(ESHM_DISCONNECT_ON_TIMEOUT == static_cast<int>(eshm::DisconnectBehavior::kOnTimeout));
 static_assert(ESHM_DISCONNECT_NEVER == static_cast<int>(eshm::DisconnectBehavior::kNever));
+static_assert(ESHM_WAIT_READABLE == eshm::WaitSet::kReadable);
+static_assert(ESHM_WAIT_WRITABLE == eshm::WaitSet::kWritable);
+static_assert(ESHM_WAIT_PEER_CHANGED == eshm::WaitSet::kPeerChanged);
+static_assert(ESHM_WAIT_CLOSED == eshm::WaitSet::kClosed);
+// A pointer and two 32-bit words, no padding: 16 bytes on 64-bit targets, 12 on 32-bit ones.
+static_assert(sizeof(eshm_ready) == sizeof(void*) + 8, "eshm_ready layout changed");
+static_assert(offsetof(eshm_ready, events) == sizeof(void*), "eshm_ready layout changed");
+static_assert(offsetof(eshm_ready, reserved0) == sizeof(void*) + 4, "eshm_ready layout changed");
 
 namespace {
 
@@ -95,6 +122,44 @@ struct eshm_handle {
   std::atomic<int> observers{0};
   HandleSide writer;
   HandleSide reader;
+  // The wait sets this handle is a member of (eshm_waitset_add); guarded by WaitSetMembershipMutex().
+  // eshm_close marks itself closed in each.
+  std::vector<eshm_waitset*> wait_sets;
+  // wait_sets.size(), written under that mutex, read without it (seq_cst, see HandleSide::waiting): a call
+  // that finds its side busy wakes the sets only if there are any.
+  std::atomic<std::size_t> wait_set_count{0};
+};
+
+struct eshm_waitset {
+  // As eshm_handle::kMagic.
+  static constexpr std::uint64_t kMagic = 0x5453544941574d53ull;  // "SMWAITST"
+
+  struct Member {
+    eshm_handle* handle;     // compared always; dereferenced only under mu while !closed
+    eshm::Channel* channel;  // the engine's key for it; dereferenced by the engine only
+    unsigned interest;
+    std::size_t write_size;
+    int seen_peer_state;        // while out of the engine: the peer state already accounted for
+    bool closed = false;        // eshm_close was called on the handle (set under mu, by eshm_close)
+    bool in_engine = false;     // a member of `engine` now
+    bool peer_changed = false;  // a change of the peer not reported yet
+    std::uint64_t last_reported = 0;  // the wait (reports) that last reported it
+  };
+
+  std::atomic<std::uint64_t> magic{kMagic};
+  eshm::WaitSet engine;
+  std::mutex mu;
+  std::vector<Member> members;  // guarded by mu
+  // Guarded by mu: the index in `members` of each member in the engine, rebuilt when `index_stale`.
+  std::unordered_map<const eshm::Channel*, std::size_t> index;
+  bool index_stale = false;
+  // Guarded by mu: scratch for a round's report, (index in members, events).
+  std::vector<std::pair<std::size_t, unsigned>> report;
+  std::uint64_t reports = 0;  // guarded by mu: waits that reported something
+  // A thread is in eshm_waitset_wait (acquire/release: the flag hands the set's round state over).
+  std::atomic<bool> waiting{false};
+  // eshm_waitset_wake: the current or next wait returns. Release/acquire: nothing else hangs on it.
+  std::atomic<bool> wake_requested{false};
 };
 
 namespace {
@@ -215,6 +280,48 @@ int FailClosedMeanwhile(const char* function) {
                function);
 }
 
+// ---- Wait set membership ----
+
+// Guards every handle's wait_sets and every set's members list against each other (eshm_close and
+// eshm_waitset_destroy each walk the other's). Taken before a set's mu.
+std::mutex& WaitSetMembershipMutex() {
+  static std::mutex* const mu = new std::mutex();
+  return *mu;
+}
+
+// Ends the current round of the waits on the sets `handle` is in (each starts another round at once).
+void WakeWaitSetsOf(eshm_handle* handle) {
+  // seq_cst: after our increment of HandleSide::waiting (Dekker with eshm_waitset_add's increment of the
+  // count followed by a round's read of `waiting`): either we see the set, or the round sees our waiter.
+  if (handle->wait_set_count.load(std::memory_order_seq_cst) == 0) return;
+  std::lock_guard<std::mutex> membership(WaitSetMembershipMutex());
+  for (eshm_waitset* set : handle->wait_sets) set->engine.Wake();
+}
+
+// Under the membership mutex: `set` leaves handle->wait_sets.
+void UnlinkLocked(eshm_handle* handle, eshm_waitset* set) {
+  std::vector<eshm_waitset*>& sets = handle->wait_sets;
+  sets.erase(std::remove(sets.begin(), sets.end(), set), sets.end());
+  handle->wait_set_count.store(sets.size(), std::memory_order_seq_cst);
+}
+
+// eshm_close: every set the handle is in marks it closed (and never dereferences it again) and ends its
+// current round, which gives back the handle's sides.
+void LeaveWaitSets(eshm_handle* handle) {
+  std::lock_guard<std::mutex> membership(WaitSetMembershipMutex());
+  for (eshm_waitset* set : handle->wait_sets) {
+    {
+      std::lock_guard<std::mutex> lock(set->mu);
+      for (eshm_waitset::Member& m : set->members) {
+        if (m.handle == handle) m.closed = true;
+      }
+    }
+    set->engine.Wake();
+  }
+  handle->wait_sets.clear();
+  handle->wait_set_count.store(0, std::memory_order_seq_cst);
+}
+
 // Holds one side of a handle for one call, and gives it back when the call returns.
 class SideGuard {
  public:
@@ -238,6 +345,8 @@ class SideGuard {
     if (TryTake()) return ESHM_SUCCESS;
     side_.waiting.fetch_add(1, std::memory_order_seq_cst);
     eshm_handle* const handle = handle_;
+    // A wait set's round may hold the side: it lets go of it, and leaves it out while we wait (see top).
+    WakeWaitSetsOf(handle);
     held_ = side_.lock.LockUntil(deadline, kSliceNs,
                                  [handle] { return handle->closing.load(std::memory_order_seq_cst); });
     const bool closing = !held_ && handle->closing.load(std::memory_order_seq_cst);
@@ -575,6 +684,8 @@ int eshm_close(eshm_handle* handle) {
     // ESHM_ERROR_CLOSED, one waiting for a side gives up at once (WakeWaiters), a running one finishes. Taking
     // both sides waits for the first kind; the counters for the other two.
     handle->closing.store(true, std::memory_order_seq_cst);
+    // A wait set's round holding our sides lets go of them at once, and never looks at us again.
+    LeaveWaitSets(handle);
     for (HandleSide* side : {&handle->writer, &handle->reader}) {
       side->lock.LockUntil(eshm::Deadline::Infinite(), kSliceNs, [] { return false; });
       side->lock.WakeWaiters();
@@ -813,6 +924,364 @@ int eshm_get_stats(eshm_handle* handle, eshm_stats* out) {
     std::memcpy(out, &c, filled);
     return ESHM_SUCCESS;
   });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Wait sets (the design is at the top of this file).
+
+namespace {
+
+using Member = eshm_waitset::Member;
+
+// How often a wait looks again at the members it left out because another thread's call held their side.
+constexpr std::int64_t kLeftOutPollNs = 2'000'000;
+
+int CheckWaitSet(const char* function, const eshm_waitset* set) {
+  if (set == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: set is NULL", function);
+  if (set->magic.load(std::memory_order_relaxed) != eshm_waitset::kMagic) {
+    return Failf(ESHM_ERROR_INVALID_PARAM,
+                 "%s: set is not a live eshm wait set (destroyed already, or not from eshm_waitset_create)",
+                 function);
+  }
+  return ESHM_SUCCESS;
+}
+
+// The sides a round holds, given back by ReleaseAll (or the destructor, on an exception).
+class HeldSides {
+ public:
+  HeldSides() = default;
+  HeldSides(const HeldSides&) = delete;
+  HeldSides& operator=(const HeldSides&) = delete;
+  ~HeldSides() { ReleaseAll(); }
+
+  void Add(eshm_handle* handle, bool read, bool write) { held_.push_back(Held{handle, read, write}); }
+
+  // The handles may be freed as soon as this returns (their eshm_close waits for these sides).
+  void ReleaseAll() {
+    for (const Held& h : held_) {
+      if (h.write) h.handle->writer.lock.Unlock();
+      if (h.read) h.handle->reader.lock.Unlock();
+    }
+    held_.clear();
+  }
+
+ private:
+  struct Held {
+    eshm_handle* handle;
+    bool read;
+    bool write;
+  };
+  std::vector<Held> held_;
+};
+
+// A side for a round: never waits, and leaves the side to a thread that waits for it.
+bool TryTakeForRound(HandleSide& side) {
+  // seq_cst: see WakeWaitSetsOf.
+  if (side.waiting.load(std::memory_order_seq_cst) != 0) return false;
+  return side.lock.TryLock();
+}
+
+// Under set->mu: gets every member ready for one round of the engine's Wait. Takes the sides of the members
+// it waits on into `held`; a member whose side is busy leaves the engine (*left_out). *pending: something
+// must be reported without waiting (a closed member, a peer change not reported yet). A member the engine
+// refuses ends the wait with the engine's status (the caller gives the sides back).
+absl::Status PrepareRoundLocked(eshm_waitset* set, HeldSides* held, bool* left_out, bool* pending) {
+  for (Member& m : set->members) {
+    if (m.closed) {
+      if (m.in_engine) {
+        // By pointer: the engine dereferences the channel only if its own Close has not run yet (then the
+        // handle's eshm_close, which frees it, waits for the engine's lock to run that Close).
+        (void)set->engine.Remove(m.channel);
+        m.in_engine = false;
+        set->index_stale = true;
+      }
+      *pending = true;
+      continue;
+    }
+    if (m.peer_changed) *pending = true;
+    bool read = false;
+    bool write = false;
+    bool busy = false;
+    if ((m.interest & ESHM_WAIT_READABLE) != 0) {
+      read = TryTakeForRound(m.handle->reader);
+      busy = !read;
+    }
+    if (!busy && (m.interest & ESHM_WAIT_WRITABLE) != 0) {
+      write = TryTakeForRound(m.handle->writer);
+      busy = !write;
+    }
+    if (busy) {
+      if (read) m.handle->reader.lock.Unlock();
+      *left_out = true;
+      if (m.in_engine) {
+        (void)set->engine.Remove(m.channel);
+        m.in_engine = false;
+        set->index_stale = true;
+        // Out of the engine its peer changes are not counted: compare the state when it comes back.
+        m.seen_peer_state = static_cast<int>(m.channel->peer_state());
+      }
+      continue;
+    }
+    held->Add(m.handle, read, write);
+    if (!m.in_engine) {
+      if (absl::Status status = set->engine.Add(m.channel, m.interest, m.write_size); !status.ok()) {
+        return absl::Status(status.code(), absl::StrFormat("member %p: %s", static_cast<void*>(m.handle),
+                                                           status.message()));
+      }
+      m.in_engine = true;
+      set->index_stale = true;
+      if (static_cast<int>(m.channel->peer_state()) != m.seen_peer_state) {
+        m.peer_changed = true;
+        *pending = true;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Under set->mu, after the round gave its sides back: fills out[0..capacity) from the engine's report and the
+// set's own (closed members first, then the engine's ready members, then peer changes not reported yet).
+// When not all fit, the ready members reported least recently go first, so that every one is reported
+// within a few waits. Returns how many.
+std::size_t CollectLocked(eshm_waitset* set, const std::vector<eshm::WaitSet::Ready>& ready, eshm_ready* out,
+                          std::size_t capacity) {
+  if (set->index_stale) {
+    set->index.clear();
+    for (std::size_t i = 0; i < set->members.size(); ++i) {
+      if (set->members[i].in_engine) set->index.emplace(set->members[i].channel, i);
+    }
+    set->index_stale = false;
+  }
+  set->report.clear();
+  for (const eshm::WaitSet::Ready& r : ready) {
+    const auto it = set->index.find(r.channel);
+    if (it == set->index.end()) continue;  // removed (eshm_waitset_remove) during the round
+    Member& m = set->members[it->second];
+    if ((r.events & eshm::WaitSet::kPeerChanged) != 0) m.peer_changed = true;
+    const unsigned data = r.events & (ESHM_WAIT_READABLE | ESHM_WAIT_WRITABLE);
+    if (data != 0 && !m.closed) set->report.emplace_back(it->second, data);
+  }
+  std::size_t closed = 0;
+  for (const Member& m : set->members) closed += m.closed ? 1 : 0;
+  if (closed + set->report.size() > capacity) {
+    std::stable_sort(set->report.begin(), set->report.end(), [set](const auto& a, const auto& b) {
+      return set->members[a.first].last_reported < set->members[b.first].last_reported;
+    });
+  }
+  const std::uint64_t this_report = ++set->reports;
+  std::size_t n = 0;
+  auto emit = [&](Member& m, unsigned events) {
+    m.last_reported = this_report;
+    if (m.closed) {
+      events = ESHM_WAIT_CLOSED;
+    } else if (m.peer_changed) {
+      events |= ESHM_WAIT_PEER_CHANGED;
+      m.peer_changed = false;
+    }
+    out[n].handle = m.handle;
+    out[n].events = events;
+    out[n].reserved0 = 0;
+    ++n;
+  };
+  for (Member& m : set->members) {
+    if (n < capacity && m.closed) emit(m, 0);
+  }
+  for (const auto& [i, events] : set->report) {
+    if (n < capacity && !set->members[i].closed) emit(set->members[i], events);
+  }
+  for (Member& m : set->members) {
+    if (n < capacity && !m.closed && m.peer_changed) emit(m, 0);
+  }
+  return n;
+}
+
+int FailWaitStatus(const char* function, const absl::Status& status) {
+  // The engine's refusals of a member are its Add's: a write size the channel no longer takes
+  // (InvalidArgument, MESSAGE_TOO_LARGE as for a write), or a closed channel (CLOSED).
+  return FailStatus(function, ResultCodeFor(status, Operation::kWrite, eshm::ChannelRole::kMaster), status);
+}
+
+}  // namespace
+
+int eshm_waitset_create(eshm_waitset** out) {
+  return Guarded("eshm_waitset_create", [&]() -> int {
+    if (out == nullptr) return Fail(ESHM_ERROR_INVALID_PARAM, "eshm_waitset_create: out is NULL");
+    *out = nullptr;
+    *out = new eshm_waitset();
+    return ESHM_SUCCESS;
+  });
+}
+
+int eshm_waitset_destroy(eshm_waitset* set) {
+  if (set == nullptr) return ESHM_SUCCESS;
+  return Guarded("eshm_waitset_destroy", [&]() -> int {
+    constexpr const char* kFn = "eshm_waitset_destroy";
+    if (int rc = CheckWaitSet(kFn, set); rc != ESHM_SUCCESS) return rc;
+    if (set->waiting.load(std::memory_order_acquire)) {
+      return Failf(ESHM_ERROR_INVALID_PARAM,
+                   "%s: another thread is waiting on this set (eshm_waitset_wait); end that wait with "
+                   "eshm_waitset_wake and destroy the set after it returned",
+                   kFn);
+    }
+    {
+      std::lock_guard<std::mutex> membership(WaitSetMembershipMutex());
+      std::lock_guard<std::mutex> lock(set->mu);
+      for (const Member& m : set->members) {
+        if (!m.closed) UnlinkLocked(m.handle, set);
+      }
+      set->magic.store(0, std::memory_order_relaxed);
+    }
+    delete set;  // the engine leaves the channels of the members still in it
+    return ESHM_SUCCESS;
+  });
+}
+
+int eshm_waitset_add(eshm_waitset* set, eshm_handle* handle, uint32_t interest, size_t write_size) {
+  return Guarded("eshm_waitset_add", [&]() -> int {
+    constexpr const char* kFn = "eshm_waitset_add";
+    if (int rc = CheckWaitSet(kFn, set); rc != ESHM_SUCCESS) return rc;
+    if (int rc = CheckHandle(kFn, handle); rc != ESHM_SUCCESS) return rc;
+    if (interest == 0 || (interest & ~std::uint32_t{ESHM_WAIT_READABLE | ESHM_WAIT_WRITABLE}) != 0) {
+      return Failf(ESHM_ERROR_INVALID_PARAM,
+                   "%s: interest is 0x%x; use ESHM_WAIT_READABLE, ESHM_WAIT_WRITABLE or both "
+                   "(ESHM_WAIT_PEER_CHANGED and ESHM_WAIT_CLOSED are always reported)",
+                   kFn, interest);
+    }
+    ObserverGuard observer(handle);
+    if (observer.closing()) return FailClosedMeanwhile(kFn);
+    eshm::Channel* const channel = handle->channel.get();
+    if ((interest & ESHM_WAIT_WRITABLE) != 0) {
+      // From stats(), which is thread-safe (see eshm_max_message_size).
+      const std::uint64_t max = channel->stats().max_message_bytes;
+      if (write_size > max) {
+        return Failf(ESHM_ERROR_MESSAGE_TOO_LARGE,
+                     "%s: write_size is %u bytes but channel '%s' takes messages of at most %u bytes, so it would "
+                     "never be writable",
+                     kFn, write_size, AbslView(channel->name()), max);
+      }
+    }
+    const int peer_state = static_cast<int>(channel->peer_state());
+    {
+      std::lock_guard<std::mutex> membership(WaitSetMembershipMutex());
+      // Under the membership mutex: an eshm_close that has not set `closing` yet will find us in wait_sets.
+      if (handle->closing.load(std::memory_order_seq_cst)) return FailClosedMeanwhile(kFn);
+      std::lock_guard<std::mutex> lock(set->mu);
+      for (const Member& m : set->members) {
+        if (m.handle != handle) continue;
+        if (m.closed) {
+          return Failf(ESHM_ERROR_INVALID_PARAM,
+                       "%s: a closed handle at the same address (reported ESHM_WAIT_CLOSED) is still in this set; "
+                       "remove it with eshm_waitset_remove first",
+                       kFn);
+        }
+        return Failf(ESHM_ERROR_INVALID_PARAM,
+                     "%s: the handle (channel '%s') is already in this set; to change what it waits for, remove it "
+                     "and add it again",
+                     kFn, AbslView(channel->name()));
+      }
+      Member m{handle, channel, interest, (interest & ESHM_WAIT_WRITABLE) != 0 ? write_size : 0, peer_state};
+      set->members.push_back(m);
+      handle->wait_sets.push_back(set);
+      handle->wait_set_count.store(handle->wait_sets.size(), std::memory_order_seq_cst);
+    }
+    // A running wait starts a round that includes it.
+    if (set->waiting.load(std::memory_order_seq_cst)) set->engine.Wake();
+    return ESHM_SUCCESS;
+  });
+}
+
+int eshm_waitset_remove(eshm_waitset* set, eshm_handle* handle) {
+  return Guarded("eshm_waitset_remove", [&]() -> int {
+    constexpr const char* kFn = "eshm_waitset_remove";
+    if (int rc = CheckWaitSet(kFn, set); rc != ESHM_SUCCESS) return rc;
+    if (handle == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: handle is NULL", kFn);
+    {
+      std::lock_guard<std::mutex> membership(WaitSetMembershipMutex());
+      std::lock_guard<std::mutex> lock(set->mu);
+      auto it = std::find_if(set->members.begin(), set->members.end(),
+                             [&](const Member& m) { return m.handle == handle; });
+      if (it == set->members.end()) {
+        return Failf(ESHM_ERROR_NOT_FOUND, "%s: the handle is not a member of this set (never added, or removed)",
+                     kFn);
+      }
+      if (!it->closed) UnlinkLocked(handle, set);  // not closed: eshm_close has not freed it
+      if (it->in_engine) (void)set->engine.Remove(it->channel);
+      set->members.erase(it);
+      set->index_stale = true;
+    }
+    // A running wait ends its round, giving back the sides it holds (the caller may eshm_close it next).
+    if (set->waiting.load(std::memory_order_seq_cst)) set->engine.Wake();
+    return ESHM_SUCCESS;
+  });
+}
+
+int eshm_waitset_wait(eshm_waitset* set, eshm_ready* out, size_t capacity, size_t* out_count, int timeout_ms) {
+  return Guarded("eshm_waitset_wait", [&]() -> int {
+    constexpr const char* kFn = "eshm_waitset_wait";
+    if (out_count == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: out_count is NULL", kFn);
+    *out_count = 0;
+    if (int rc = CheckWaitSet(kFn, set); rc != ESHM_SUCCESS) return rc;
+    if (out == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: out is NULL", kFn);
+    if (capacity == 0) {
+      return Failf(ESHM_ERROR_INVALID_PARAM, "%s: capacity is 0; pass an array of at least one eshm_ready", kFn);
+    }
+    if (int rc = CheckTimeout(kFn, timeout_ms); rc != ESHM_SUCCESS) return rc;
+    // Acquire/release: the next waiter sees this one's round state (engine, members' flags) as it left it.
+    if (set->waiting.exchange(true, std::memory_order_acq_rel)) {
+      return Failf(ESHM_ERROR_INVALID_PARAM,
+                   "%s: another thread is waiting on this set right now; a set has one waiter at a time", kFn);
+    }
+    struct Done {
+      std::atomic<bool>& flag;
+      ~Done() { flag.store(false, std::memory_order_release); }
+    } done{set->waiting};
+
+    const eshm::Deadline deadline = DeadlineFor(timeout_ms);
+    HeldSides held;
+    std::vector<eshm::WaitSet::Ready> ready;
+    for (;;) {
+      bool left_out = false;
+      bool pending = false;
+      {
+        std::lock_guard<std::mutex> lock(set->mu);
+        if (absl::Status status = PrepareRoundLocked(set, &held, &left_out, &pending); !status.ok()) {
+          held.ReleaseAll();
+          return FailWaitStatus(kFn, status);
+        }
+      }
+      const eshm::Deadline round = pending    ? eshm::Deadline::Past()
+                                   : left_out ? deadline.CappedAfterNs(kLeftOutPollNs)
+                                              : deadline;
+      const absl::Status status = set->engine.Wait(round, &ready);
+      std::size_t n = 0;
+      {
+        std::lock_guard<std::mutex> lock(set->mu);
+        held.ReleaseAll();  // first: an eshm_close may be waiting for these sides
+        if (!status.ok()) return FailWaitStatus(kFn, status);
+        n = CollectLocked(set, ready, out, capacity);
+      }
+      if (n != 0) {
+        *out_count = n;
+        return ESHM_SUCCESS;
+      }
+      if (set->wake_requested.exchange(false, std::memory_order_acq_rel)) return ESHM_SUCCESS;
+      if (deadline.Expired()) return ESHM_SUCCESS;
+    }
+  });
+}
+
+// Async-signal-safe when it succeeds: two atomic stores and one futex system call (the engine's Wake), no
+// lock, no allocation, no thread-local (eshm_last_error's storage is touched only on failure).
+int eshm_waitset_wake(eshm_waitset* set) {
+  if (set == nullptr) return Fail(ESHM_ERROR_INVALID_PARAM, "eshm_waitset_wake: set is NULL");
+  if (set->magic.load(std::memory_order_relaxed) != eshm_waitset::kMagic) {
+    return Fail(ESHM_ERROR_INVALID_PARAM,
+                "eshm_waitset_wake: set is not a live eshm wait set (destroyed already, or not from "
+                "eshm_waitset_create)");
+  }
+  set->wake_requested.store(true, std::memory_order_release);
+  set->engine.Wake();
+  return ESHM_SUCCESS;
 }
 
 const char* eshm_strerror(int code) {

@@ -341,6 +341,126 @@ ESHM_API int eshm_peer_state(eshm_handle* handle, int* state);
  * (ESHM_ERROR_NOT_INITIALIZED if it is 0); on return it holds the number of bytes filled. */
 ESHM_API int eshm_get_stats(eshm_handle* handle, eshm_stats* out);
 
+/* ---- Wait sets: waiting on many handles at once ----
+ *
+ * A wait set sleeps until any of its members is readable (a message is queued), writable (a message of a
+ * given size fits) or its peer changed state, so that one thread serves many channels without polling them
+ * (the C form of eshm::WaitSet, eshm/wait_set.h). While messages flow a wait polls and makes no system call;
+ * when all members are idle it sleeps once, on all of them together (FUTEX_WAITV, Linux 5.16+; a set of more
+ * than 127 members sleeps on the 127 most recently ready ones and looks at the others every millisecond).
+ *
+ * Example (error handling shortened):
+ *
+ *   eshm_waitset* set = NULL;
+ *   eshm_waitset_create(&set);
+ *   eshm_waitset_add(set, a, ESHM_WAIT_READABLE, 0);
+ *   eshm_waitset_add(set, b, ESHM_WAIT_READABLE, 0);
+ *   eshm_ready ready[2];
+ *   size_t n = 0;
+ *   while (eshm_waitset_wait(set, ready, 2, &n, 1000) == ESHM_SUCCESS) {
+ *     for (size_t i = 0; i < n; ++i) {
+ *       if (ready[i].events & ESHM_WAIT_CLOSED) { eshm_waitset_remove(set, ready[i].handle); continue; }
+ *       if (ready[i].events & ESHM_WAIT_READABLE) eshm_try_read(ready[i].handle, buf, sizeof buf, &len);
+ *     }
+ *   }
+ *   eshm_waitset_destroy(set);
+ *
+ * Threading. eshm_waitset_add, eshm_waitset_remove and eshm_waitset_wake may be called from any thread,
+ * also while another thread waits on the set (a running wait takes the change into account at once). One
+ * thread at a time may wait on a set. A wait takes turns with the members' own calls (see Threading at the
+ * top): while it looks at a member it holds that member's read side (members it waits to read from) and
+ * write side (members it waits to write to), and it never waits for a side: a member whose side another
+ * thread's call holds (an eshm_read blocked on another thread, say) is left out of the wait and looked at
+ * again every 2 ms until the side is free, so one busy member never stalls the others (a handle in two sets
+ * waited on at the same time is watched by one of them at a time, the other polls it). A blocking call on
+ * another thread that needs a side the wait holds (eshm_read, eshm_write) gets it at once: the wait lets go
+ * of it and leaves that member out while the call runs. Non-blocking calls on another thread do not wait:
+ * while a wait holds the read side, eshm_try_read and eshm_next_message_size return ESHM_ERROR_NO_DATA
+ * (as when another thread reads), and while it holds the write side eshm_try_write returns
+ * ESHM_ERROR_RING_FULL. When eshm_waitset_wait returns it holds no side: the caller (this thread or any
+ * other) then reads and writes the ready members with the usual calls (eshm_try_read, eshm_try_write...).
+ *
+ * Closing a member. eshm_close on a member, from any thread, also while a wait runs, is safe: the set learns
+ * it from the handle (a handle knows the sets it is in), never touches the handle again, and reports it with
+ * ESHM_WAIT_CLOSED (a running wait returns within a few microseconds of the eshm_close: it lets go of the
+ * handle's sides, which eshm_close waits for before it frees the handle). The member stays in the set, and
+ * is reported ESHM_WAIT_CLOSED by every wait, until eshm_waitset_remove removes it by its (dangling) pointer,
+ * which is only compared, never dereferenced. Remove it before a new handle can reuse its address (a handle
+ * at the address of a closed member still in the set cannot be added: ESHM_ERROR_INVALID_PARAM).
+ *
+ * Falls short: eshm_waitset_wake is async-signal-safe only when it succeeds (a set that is valid); the
+ * left-out members of a wait are polled, not slept on (every 2 ms, each time waking the waiting thread). */
+
+/* Events (eshm_waitset_add's interest, eshm_ready.events): the values of eshm::WaitSet::Event. */
+#define ESHM_WAIT_READABLE 1u     /* a message is queued (or the ring is corrupt: a read reports it) */
+#define ESHM_WAIT_WRITABLE 2u     /* a message of the member's write_size fits now */
+#define ESHM_WAIT_PEER_CHANGED 4u /* the peer's state changed since the set last reported it: see
+                                     eshm_peer_state (always reported, not an interest) */
+#define ESHM_WAIT_CLOSED 8u       /* eshm_close was called on the handle: remove it; the pointer is no longer
+                                     valid (always reported, not an interest) */
+
+/* A wait set. Opaque: create with eshm_waitset_create, destroy with eshm_waitset_destroy. */
+typedef struct eshm_waitset eshm_waitset;
+
+/* One ready member, as eshm_waitset_wait reports it.
+ * Layout: the pointer, then two 32-bit words; no padding (16 bytes on 64-bit targets). */
+typedef struct eshm_ready {
+  eshm_handle* handle; /* the member (with ESHM_WAIT_CLOSED: a pointer that must not be used, only compared) */
+  uint32_t events;     /* ESHM_WAIT_* bits, at least one */
+  uint32_t reserved0;  /* 0 */
+} eshm_ready;
+
+/* Creates an empty wait set and stores it in *out (NULL on failure). Errors: INVALID_PARAM (out is NULL),
+ * INTERNAL (out of memory). */
+ESHM_API int eshm_waitset_create(eshm_waitset** out);
+
+/* Destroys the set: its members leave it (they stay open). NULL is a no-op (ESHM_SUCCESS), as for
+ * eshm_close. ESHM_ERROR_INVALID_PARAM, and the set is left intact, while a wait runs on it on another
+ * thread: end it with eshm_waitset_wake and destroy the set once eshm_waitset_wait has returned. */
+ESHM_API int eshm_waitset_destroy(eshm_waitset* set);
+
+/* Adds `handle` to the set, to wait until it is readable and/or writable (`interest`: ESHM_WAIT_READABLE,
+ * ESHM_WAIT_WRITABLE or both; peer changes and closing are always reported). `write_size`: with
+ * ESHM_WAIT_WRITABLE, the size of message that must fit (0 and any size up to eshm_max_message_size);
+ * ignored otherwise. May be called while another thread waits on the set. Errors:
+ *  - INVALID_PARAM: set or handle is NULL (or not an open handle / a live set), interest is 0 or has other
+ *    bits, the handle is already a member (to change its interest, remove it and add it again), or a
+ *    closed member with the same address is still in the set (remove it first);
+ *  - MESSAGE_TOO_LARGE: write_size is larger than the channel's maximum message size (it would never be
+ *    writable);
+ *  - CLOSED: eshm_close is running on the handle (on another thread).
+ * Nothing changes on an error. */
+ESHM_API int eshm_waitset_add(eshm_waitset* set, eshm_handle* handle, uint32_t interest, size_t write_size);
+
+/* Removes `handle` from the set, found by its pointer, which is never dereferenced: also a member that was
+ * closed (reported ESHM_WAIT_CLOSED), whose handle is freed. May be called while another thread waits on the
+ * set (that wait then lets go of the handle's sides at once and never looks at it again). Errors:
+ * INVALID_PARAM (set or handle is NULL, or set is not a live set), NOT_FOUND (the handle is not a member). */
+ESHM_API int eshm_waitset_remove(eshm_waitset* set, eshm_handle* handle);
+
+/* Waits until at least one member is ready, then fills out[0..*out_count) with the ready members (each
+ * once, with all its events) and returns ESHM_SUCCESS. Also returns ESHM_SUCCESS, with *out_count 0, when
+ * timeout_ms passes (-1: never; 0: only look, do not wait) or when eshm_waitset_wake ends the wait (or was
+ * called since the last wait). An empty set just waits for the timeout or a wake.
+ * More ready members than `capacity`: the first `capacity` are reported, and the next waits report the
+ * others (at once): READABLE and WRITABLE are looked at afresh, PEER_CHANGED and CLOSED are kept until they
+ * are reported. Members are listed from a rotating start, so a busy member never hides the others.
+ * Holds the sides of the members while it looks at them, never waiting for one (see Threading above).
+ * Errors (*out_count is 0):
+ *  - INVALID_PARAM: set, out or out_count is NULL, capacity is 0, timeout_ms is below -1, or another thread
+ *    is waiting on this set right now (one waiter at a time);
+ *  - MESSAGE_TOO_LARGE: a member's write_size no longer fits its channel (a slave that followed its master
+ *    to a segment with a smaller maximum message size); remove that member;
+ *  - INTERNAL: an unexpected failure (out of memory). */
+ESHM_API int eshm_waitset_wait(eshm_waitset* set, eshm_ready* out, size_t capacity, size_t* out_count,
+                               int timeout_ms);
+
+/* Ends the wait in progress on the set early (it returns ESHM_SUCCESS with what is ready, possibly nothing),
+ * or, if none is in progress, the next one. Any thread; async-signal-safe when it succeeds (it only stores
+ * to atomics and makes one futex system call), so a signal handler may call it. Errors: INVALID_PARAM (set
+ * is NULL, or not a live set). */
+ESHM_API int eshm_waitset_wake(eshm_waitset* set);
+
 /* A static, human-readable description of a result code ("success", "no data available", ...), never
  * NULL; "unknown error code" for a value that is not a code. */
 ESHM_API const char* eshm_strerror(int code);

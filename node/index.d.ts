@@ -221,8 +221,9 @@ export interface Stats {
  * master->slave and slave->master. A master writes what the slave reads and the other way round.
  *
  * Threading: synchronous calls run on the calling (main) thread and block it for at most their timeout.
- * {@link Channel.readAsync} waits on a worker thread; while one is pending, the read side is its own
- * (read(), tryRead() and nextMessageSize() throw INVALID_PARAM) and further readAsync() calls queue behind it.
+ * {@link Channel.readAsync} calls of every channel of the process share one wait on a worker thread (see
+ * {@link readAsyncStats}); while one is pending on a channel, its read side belongs to readAsync (read(),
+ * tryRead() and nextMessageSize() throw INVALID_PARAM) and further readAsync() calls queue behind it.
  * Writes, stats() and isRemoteAlive() may be called at any time. One channel has one reader and one writer:
  * to feed several consumers, open one channel per consumer.
  */
@@ -278,10 +279,14 @@ export declare class Channel implements Disposable {
   nextMessageSize(): number | null;
 
   /**
-   * Receives the next message without blocking the event loop: the wait runs on a worker thread, in
-   * slices of 50 ms so that close() ends it promptly (rejecting with CLOSED). Calls are served one at a
-   * time, in call order. A gone peer ends it as it ends read(): at once under IMMEDIATELY, after
-   * `reconnectWaitMs` under ON_TIMEOUT (MASTER_STALE / SLAVE_STALE), at the timeout under NEVER.
+   * Receives the next message without blocking the event loop. A message already queued resolves it at
+   * once, with no wait. Otherwise the channel joins the process's one wait set: a single eshm_waitset_wait
+   * on koffi's worker thread waits for every channel with a pending readAsync() at once (at most one koffi
+   * async call in flight per loaded library, however many reads are pending), and the main thread reads
+   * the channels it reports. Calls on one channel are served one at a time, in call order; each one's
+   * `timeoutMs` (default 1000) counts from when the ones before it settled. A gone peer ends it as it ends
+   * read(): at once under IMMEDIATELY, after `reconnectWaitMs` under ON_TIMEOUT (MASTER_STALE /
+   * SLAVE_STALE), at the timeout under NEVER. close() rejects the pending calls with CLOSED.
    * @throws {EshmError} (as a rejection) as {@link Channel.read}.
    */
   readAsync(options?: TimeoutOptions): Promise<Buffer>;
@@ -297,14 +302,32 @@ export declare class Channel implements Disposable {
 
   /**
    * Closes the endpoint: releases the role and, for a master with autoCleanup, removes the segment name.
-   * Idempotent. A pending readAsync() rejects with CLOSED, and the handle is freed when its current slice
-   * returns (never under it).
+   * Idempotent. Pending readAsync() calls reject with CLOSED; the handle leaves the shared wait first, so
+   * it is freed once that wait has returned (at once: close() ends it), never under it.
    */
   close(): void;
 
   /** Same as {@link Channel.close}, for `using ch = Channel.open(...)`. */
   [Symbol.dispose](): void;
 }
+
+/** What {@link readAsyncStats} returns. */
+export interface ReadAsyncStats {
+  /** koffi async calls (eshm_waitset_wait) running now: 0 or 1 per loaded libeshm.so. */
+  asyncCallsInFlight: number;
+  /** The most that ever ran at once in this process. */
+  maxAsyncCallsInFlight: number;
+  /** eshm_waitset_wait calls started so far. */
+  waits: number;
+  /** Channels with at least one pending readAsync() (members of the wait set). */
+  channelsWaiting: number;
+}
+
+/**
+ * Diagnostics of {@link Channel.readAsync}: how many waits run on koffi's worker threads (never more than
+ * one per loaded library), how many ran, and how many channels wait. For tests and monitoring.
+ */
+export declare function readAsyncStats(): ReadAsyncStats;
 
 /** The version of the loaded libeshm.so, e.g. "2.0.0" (the library is found as in {@link Channel.open}). */
 export declare function libraryVersion(libraryPath?: string): string;

@@ -2,8 +2,10 @@
 // eshm for Node.js: the C ABI of libeshm.so (eshm/eshm.h) through koffi, wrapped in a Channel class.
 //
 // Threading: JavaScript runs on one thread, so synchronous calls can never overlap. The only other thread is
-// koffi's worker running a readAsync() slice; while one runs, the read side belongs to it (sync reads are
-// refused) and eshm_close() is deferred until it returns, so the handle is never freed under it.
+// koffi's worker running the one eshm_waitset_wait that serves every pending readAsync() of the process
+// (ReadDispatcher below): while it runs it holds the read side of the channels with pending reads (their
+// sync reads are refused anyway), and an eshm_close() of such a channel is deferred until it returns, so
+// the handle is never freed under it.
 
 const koffi = require('koffi');
 
@@ -43,6 +45,11 @@ const ErrorCode = Object.freeze({
 
 const CODE_NAMES = new Map(Object.entries(ErrorCode).map(([name, code]) => [code, name]));
 
+// eshm.h's wait set events (ESHM_WAIT_*) and the size of an eshm_ready (a pointer and two 32-bit words).
+const WAIT_READABLE = 1;
+const WAIT_PEER_CHANGED = 4;
+const READY_BYTES = 16;
+
 class EshmError extends Error {
   constructor(code, message) {
     super(message);
@@ -62,6 +69,8 @@ let types = null;
 function declareTypes() {
   if (types) return types;
   const handle = koffi.opaque('eshm_handle');
+  const waitset = koffi.opaque('eshm_waitset');
+  const ready = koffi.struct('eshm_ready', { handle: 'eshm_handle *', events: 'uint32_t', reserved0: 'uint32_t' });
   const config = koffi.struct('eshm_config', {
     struct_size: 'uint32_t',
     role: 'int32_t',
@@ -110,10 +119,13 @@ function declareTypes() {
     segment_epoch_ns: 'uint64_t',
   });
   // The header fixes these sizes; a mismatch means the declarations above drifted from eshm.h.
-  if (koffi.sizeof(config) !== 96 || koffi.sizeof(stats) !== 168) {
-    throw new Error(`eshm: struct sizes ${koffi.sizeof(config)}/${koffi.sizeof(stats)}, expected 96/168`);
+  if (koffi.sizeof(config) !== 96 || koffi.sizeof(stats) !== 168 || koffi.sizeof(ready) !== READY_BYTES) {
+    throw new Error(
+      `eshm: struct sizes ${koffi.sizeof(config)}/${koffi.sizeof(stats)}/${koffi.sizeof(ready)}, ` +
+        `expected 96/168/${READY_BYTES}`,
+    );
   }
-  types = { handle, config, stats };
+  types = { handle, waitset, ready, config, stats };
   return types;
 }
 
@@ -141,6 +153,16 @@ function bind(lib) {
     strerror: lib.func('const char *eshm_strerror(int code)'),
     lastError: lib.func('const char *eshm_last_error()'),
     version: lib.func('const char *eshm_version()'),
+    // The wait set behind readAsync(). The ready array and the count are raw memory (a Buffer, a
+    // BigUint64Array) that the call on koffi's worker fills and the main thread decodes afterwards.
+    waitsetCreate: lib.func('int eshm_waitset_create(_Out_ eshm_waitset **out)'),
+    waitsetAdd: lib.func('int eshm_waitset_add(eshm_waitset *set, eshm_handle *h, uint32_t interest, size_t write_size)'),
+    waitsetRemove: lib.func('int eshm_waitset_remove(eshm_waitset *set, eshm_handle *h)'),
+    waitsetWait: lib.func(
+      'int eshm_waitset_wait(eshm_waitset *set, void *out, size_t capacity, void *out_count, int timeout_ms)',
+    ),
+    waitsetWake: lib.func('int eshm_waitset_wake(eshm_waitset *set)'),
+    dispatcher: null, // the ReadDispatcher of this library, made by the first readAsync() that waits
   };
 }
 
@@ -175,8 +197,6 @@ function loadLibrary(libraryPath) {
 
 // Reads larger than this first try a buffer of this size, then grow to the message (it stays queued).
 const INITIAL_READ_BUFFER = 64 * 1024;
-// readAsync() waits in slices this long so that close() takes effect promptly.
-const ASYNC_SLICE_MS = 50;
 const DEFAULT_TIMEOUT_MS = 1000;
 
 function timeoutOf(options, what) {
@@ -254,14 +274,15 @@ class Channel {
     this._role = role;
     this._maxMessageSize = maxMessageSize;
     this._closed = false;
-    // true while a readAsync() slice runs on koffi's worker thread (it owns the read side then).
-    this._asyncInFlight = false;
-    // Pending readAsync() calls, run one after another (the channel has one reader at a time).
-    this._readQueue = Promise.resolve();
+    // Pending readAsync() calls, served in call order: { timeout, resolve, reject, deadline, goneSince }.
+    // The head's deadline (and reconnect window) start when it becomes the head, as each call is served
+    // one at a time. Non-empty exactly while the channel is registered with its library's ReadDispatcher.
+    this._pending = [];
+    this._registered = false; // a member of the dispatcher's wait set
+    this._closeWhenIdle = false; // close() while the dispatcher's wait held the read side
+    this._address = koffi.address(handle); // how the wait set's report names this channel
     this._outLen = new BigUint64Array(1);
-    this._asyncOutLen = new BigUint64Array(1);
     this._readBuf = Buffer.allocUnsafe(Math.min(INITIAL_READ_BUFFER, Math.max(1, maxMessageSize)));
-    this._asyncReadBuf = null;
   }
 
   static open(name, options = {}) {
@@ -310,7 +331,7 @@ class Channel {
 
   _checkReader(what) {
     this._check(what);
-    if (this._asyncInFlight) {
+    if (this._pending.length > 0) {
       throw new EshmError(
         ErrorCode.INVALID_PARAM,
         `${what}: a readAsync() is pending on channel "${this._name}"; the channel has one reader at a time: await it first`,
@@ -403,44 +424,81 @@ class Channel {
     } catch (err) {
       return Promise.reject(err);
     }
-    // Chain after the pending reads: one eshm_read at a time, in call order.
-    const result = this._readQueue.then(() => this._readAsyncNow(timeout));
-    this._readQueue = result.catch(() => {});
-    return result;
+    return new Promise((resolve, reject) => {
+      this._pending.push({ timeout, resolve, reject, deadline: undefined, goneSince: null });
+      if (this._pending.length > 1) return; // behind the others: the channel is registered already
+      // A queued message (or an immediate failure) settles it here, on this thread, with no wait.
+      this._serve(performance.now(), 0);
+      if (this._pending.length > 0) dispatcherOf(this._lib).register(this);
+    });
   }
 
-  async _readAsyncNow(timeout) {
-    if (!this._asyncReadBuf) {
-      // Its own buffer: the worker thread writes into it while sync code may run on the main thread.
-      this._asyncReadBuf = Buffer.allocUnsafe(Math.min(INITIAL_READ_BUFFER, Math.max(1, this._maxMessageSize)));
-    }
-    const deadline = timeout < 0 ? Infinity : Date.now() + timeout;
-    // Each slice waits for a gone peer only up to the slice, so under ON_TIMEOUT the library never reaches
-    // reconnectWaitMs: count the time the peer has been gone across slices here instead.
-    let goneSince = null;
-    for (;;) {
-      this._check('readAsync');
-      const remaining = deadline === Infinity ? ASYNC_SLICE_MS : Math.max(0, deadline - Date.now());
-      const slice = Math.min(ASYNC_SLICE_MS, remaining);
-      const rc = await this._readSlice(slice);
-      const n = Number(this._asyncOutLen[0]);
-      if (rc === 0) return Channel._copy(this._asyncReadBuf, n);
-      if (rc === ErrorCode.BUFFER_TOO_SMALL) {
-        this._asyncReadBuf = Buffer.allocUnsafe(Math.max(n, this._asyncReadBuf.length * 2));
+  // Settles as many pending reads as it can, on the main thread, in call order: with the queued messages
+  // (eshm_try_read, which never waits), or with the error a single eshm_read would have returned by `now`
+  // (TIMEOUT, MASTER_STALE / SLAVE_STALE, CORRUPT, ...); the others keep waiting. `events`: what the wait
+  // set reported for this channel (WAIT_* bits), 0 if nothing.
+  _serve(now, events) {
+    while (this._pending.length > 0) {
+      const head = this._pending[0];
+      if (head.deadline === undefined) {
+        head.deadline = head.timeout < 0 ? Infinity : now + head.timeout;
+        events |= WAIT_PEER_CHANGED; // a new head looks at the peer once
+      }
+      const rc = this._tryReadInto();
+      if (rc === 0) {
+        this._pending.shift();
+        head.resolve(Channel._copy(this._readBuf, Number(this._outLen[0])));
         continue;
       }
-      if (rc === ErrorCode.TIMEOUT && this._disconnectBehavior === DisconnectBehavior.ON_TIMEOUT) {
+      if (rc !== ErrorCode.NO_DATA) {
+        // A gone peer under IMMEDIATELY (MASTER_STALE / SLAVE_STALE), CORRUPT, ...: as eshm_read fails.
+        this._pending.shift();
+        head.reject(this._fail(rc, 'readAsync'));
+        continue;
+      }
+      if (this._disconnectBehavior === DisconnectBehavior.ON_TIMEOUT && (events & WAIT_PEER_CHANGED) !== 0) {
         // Only a peer that went away gets reconnectWaitMs; one not attached yet is waited for until the
         // deadline, as eshm_read does.
         const state = this.peerState();
-        if (state !== PeerState.DEAD && state !== PeerState.UNRESPONSIVE) goneSince = null;
-        else if (goneSince === null) goneSince = Date.now();
-        else if (Date.now() - goneSince >= this._reconnectWaitMs) throw this._staleError();
+        if (state !== PeerState.DEAD && state !== PeerState.UNRESPONSIVE) head.goneSince = null;
+        else if (head.goneSince === null) head.goneSince = now;
       }
-      // A slice that timed out is not the caller's timeout unless the deadline has passed.
-      if (rc === ErrorCode.TIMEOUT && (remaining > slice || deadline === Infinity)) continue;
-      throw this._fail(rc, 'readAsync', true);
+      const staleAt = head.goneSince === null ? Infinity : head.goneSince + this._reconnectWaitMs;
+      if (now < staleAt && now < head.deadline) return; // it waits
+      this._pending.shift();
+      head.reject(staleAt <= head.deadline ? this._staleError() : this._timeoutError(head.timeout));
     }
+  }
+
+  // When the head read must be looked at even if the wait set reports nothing (its deadline, or the end of
+  // its reconnect window), on performance.now()'s clock; Infinity if never.
+  _dueAt() {
+    const head = this._pending[0];
+    if (head === undefined || head.deadline === undefined) return Infinity;
+    return Math.min(head.deadline, head.goneSince === null ? Infinity : head.goneSince + this._reconnectWaitMs);
+  }
+
+  // eshm_try_read into the read buffer, grown for a larger message. Returns the result code.
+  _tryReadInto() {
+    for (;;) {
+      const rc = this._lib.tryRead(this._h, this._readBuf, this._readBuf.length, this._outLen);
+      if (rc !== ErrorCode.BUFFER_TOO_SMALL) return rc;
+      this._grow(Number(this._outLen[0])); // the message stays queued: read it again at once
+    }
+  }
+
+  // Every pending read rejects with `err`.
+  _rejectAll(err) {
+    const pending = this._pending;
+    this._pending = [];
+    for (const read of pending) read.reject(err);
+  }
+
+  _timeoutError(timeout) {
+    return new EshmError(
+      ErrorCode.TIMEOUT,
+      `readAsync on "${this._name}": no message arrived within ${timeout} ms (${CODE_NAMES.get(ErrorCode.TIMEOUT)})`,
+    );
   }
 
   _staleError() {
@@ -450,25 +508,6 @@ class Channel {
       `readAsync on "${this._name}": the ${peer} is gone and did not come back within reconnectWaitMs ` +
         `(${this._reconnectWaitMs} ms) (${CODE_NAMES.get(code)})`,
     );
-  }
-
-  // One eshm_read of at most `slice` ms on koffi's worker thread. Resolves with its result code; rejects
-  // with CLOSED if close() was called meanwhile (then it performs the deferred eshm_close).
-  _readSlice(slice) {
-    return new Promise((resolve, reject) => {
-      this._asyncInFlight = true;
-      const buf = this._asyncReadBuf;
-      this._lib.read.async(this._h, buf, buf.length, this._asyncOutLen, slice, (err, rc) => {
-        this._asyncInFlight = false;
-        if (this._closed) {
-          this._release();
-          reject(new EshmError(ErrorCode.CLOSED, `readAsync: channel "${this._name}" was closed while reading`));
-          return;
-        }
-        if (err) reject(err);
-        else resolve(rc);
-      });
-    });
   }
 
   /** The peer's state: PeerState.ABSENT, ALIVE, UNRESPONSIVE or DEAD. */
@@ -506,8 +545,11 @@ class Channel {
   close() {
     if (this._closed) return;
     this._closed = true;
-    // A readAsync() slice still runs on the worker: its completion closes the handle (within one slice).
-    if (!this._asyncInFlight) this._release();
+    // With pending reads the handle is in the dispatcher's wait set: it leaves it before it is closed, and
+    // if the wait runs on the worker, that happens (and the reads reject with CLOSED) when the wait
+    // returns, which eshm_waitset_wake makes it do at once.
+    if (this._registered) this._lib.dispatcher.closeChannel(this);
+    else this._release();
   }
 
   _release() {
@@ -528,6 +570,147 @@ if (typeof Symbol.dispose === 'symbol') {
   Channel.prototype[Symbol.dispose] = Channel.prototype.close;
 }
 
+// ---- readAsync(): one wait for every pending read ----
+//
+// Every channel of a library with pending readAsync() calls is a member of one eshm wait set, and at most
+// one eshm_waitset_wait on it runs on koffi's worker at a time, however many reads are pending: never a
+// worker per read. When it returns, the main thread reads the channels it reported (eshm_try_read), settles
+// their pending reads in call order, settles the reads whose timeout or reconnect window ended, takes the
+// channels without pending reads out of the set, and starts the next wait if any read is still pending, with
+// a timeout that ends at the earliest deadline (at most MAX_WAIT_MS). With nothing pending no wait runs, so
+// the dispatcher never keeps the process alive. A channel with a new pending read joins the set at once,
+// also while the wait runs (eshm_waitset_add takes effect in a running wait); a read whose deadline is
+// earlier than the running wait's end, and a close(), end the running wait with eshm_waitset_wake.
+
+// The longest one wait runs: a safety net for a deadline or peer change it could miss, not a poll rate.
+const MAX_WAIT_MS = 1000;
+
+// For the tests and for diagnostics: koffi async calls in flight now and at most, waits run.
+const asyncCalls = { inFlight: 0, maxInFlight: 0, waits: 0 };
+
+class ReadDispatcher {
+  constructor(lib) {
+    this._lib = lib;
+    const out = [null];
+    const rc = lib.waitsetCreate(out);
+    if (rc !== 0) throw errorOf(lib, rc, 'readAsync: eshm_waitset_create');
+    this._set = out[0];
+    this._channels = new Set(); // registered: pending reads, members of the set
+    this._byAddress = new Map(); // handle address (bigint) -> registered channel
+    this._inFlight = false;
+    this._waitEndsAt = 0; // when the running wait times out (performance.now())
+    this._capacity = 0;
+    this._ready = null; // eshm_ready[capacity], filled by the worker
+    this._count = new BigUint64Array(1);
+  }
+
+  // `ch` has pending reads: it joins the set (a running wait takes it in at once).
+  register(ch) {
+    const rc = this._lib.waitsetAdd(this._set, ch._h, WAIT_READABLE, 0);
+    if (rc !== 0) {
+      ch._rejectAll(errorOf(this._lib, rc, `readAsync on "${ch._name}": eshm_waitset_add`));
+      return;
+    }
+    ch._registered = true;
+    this._channels.add(ch);
+    this._byAddress.set(ch._address, ch);
+    if (!this._inFlight) this._start();
+    else if (ch._dueAt() < this._waitEndsAt) this._lib.waitsetWake(this._set); // wait again, shorter
+  }
+
+  // close() of a registered channel: it leaves the set, then its handle is closed and its reads reject.
+  closeChannel(ch) {
+    if (this._inFlight) {
+      // The wait holds its read side: the completion closes it, and the wake makes that happen now.
+      ch._closeWhenIdle = true;
+      this._lib.waitsetWake(this._set);
+      return;
+    }
+    this._unregister(ch);
+    ch._release();
+    ch._rejectAll(new EshmError(ErrorCode.CLOSED, `readAsync: channel "${ch._name}" was closed while reading`));
+  }
+
+  _unregister(ch) {
+    this._lib.waitsetRemove(this._set, ch._h);
+    ch._registered = false;
+    this._channels.delete(ch);
+    this._byAddress.delete(ch._address);
+  }
+
+  _start() {
+    if (this._inFlight || this._channels.size === 0) return;
+    const now = performance.now();
+    let due = Infinity;
+    for (const ch of this._channels) due = Math.min(due, ch._dueAt());
+    const timeout = Math.max(0, Math.min(MAX_WAIT_MS, Math.ceil(due - now)));
+    if (this._capacity < this._channels.size) {
+      this._capacity = Math.max(64, this._channels.size * 2);
+      this._ready = Buffer.alloc(this._capacity * READY_BYTES);
+    }
+    this._inFlight = true;
+    this._waitEndsAt = now + timeout;
+    asyncCalls.inFlight++;
+    asyncCalls.waits++;
+    asyncCalls.maxInFlight = Math.max(asyncCalls.maxInFlight, asyncCalls.inFlight);
+    const ready = this._ready;
+    const capacity = this._capacity;
+    this._lib.waitsetWait.async(this._set, ready, capacity, this._count, timeout, (err, rc) => {
+      asyncCalls.inFlight--;
+      this._inFlight = false;
+      this._complete(err, rc, ready);
+      this._start();
+    });
+  }
+
+  _complete(err, rc, ready) {
+    const now = performance.now();
+    // Closed meanwhile: out of the set first (the wait that held its read side has returned), then freed.
+    for (const ch of this._channels) {
+      if (ch._closeWhenIdle) this.closeChannel(ch);
+    }
+    if (err || rc !== 0) {
+      // Not expected (the set and the buffers are ours): every pending read learns it.
+      const failure = err || errorOf(this._lib, rc, 'readAsync: eshm_waitset_wait', true);
+      for (const ch of [...this._channels]) {
+        this._unregister(ch);
+        ch._rejectAll(failure);
+      }
+      return;
+    }
+    const n = Number(this._count[0]);
+    for (let i = 0; i < n; i++) {
+      const ch = this._byAddress.get(ready.readBigUInt64LE(i * READY_BYTES));
+      if (ch !== undefined) ch._serve(now, ready.readUInt32LE(i * READY_BYTES + 8));
+    }
+    for (const ch of [...this._channels]) {
+      if (ch._pending.length > 0 && ch._dueAt() <= now) ch._serve(now, 0);
+      if (ch._pending.length === 0) this._unregister(ch);
+    }
+  }
+}
+
+function dispatcherOf(lib) {
+  if (!lib.dispatcher) lib.dispatcher = new ReadDispatcher(lib);
+  return lib.dispatcher;
+}
+
+/**
+ * Diagnostics of readAsync(): `asyncCallsInFlight` (koffi async calls running now: 0 or 1 per loaded
+ * library), `maxAsyncCallsInFlight` (the most at any time so far), `waits` (eshm_waitset_wait calls so
+ * far), `channelsWaiting` (channels with pending reads).
+ */
+function readAsyncStats() {
+  let channelsWaiting = 0;
+  for (const lib of libraries.values()) channelsWaiting += lib.dispatcher ? lib.dispatcher._channels.size : 0;
+  return {
+    asyncCallsInFlight: asyncCalls.inFlight,
+    maxAsyncCallsInFlight: asyncCalls.maxInFlight,
+    waits: asyncCalls.waits,
+    channelsWaiting,
+  };
+}
+
 function errorOf(lib, rc, what, onWorker = false) {
   // Read right after the failing call: eshm_last_error() is per thread and the next failure replaces it.
   // A readAsync() slice fails on koffi's worker thread, whose message this thread cannot see.
@@ -541,4 +724,4 @@ function libraryVersion(libraryPath) {
   return loadLibrary(libraryPath).version();
 }
 
-module.exports = { Channel, Role, DisconnectBehavior, PeerState, EshmError, ErrorCode, libraryVersion };
+module.exports = { Channel, Role, DisconnectBehavior, PeerState, EshmError, ErrorCode, libraryVersion, readAsyncStats };

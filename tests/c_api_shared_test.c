@@ -48,11 +48,14 @@ int main(void) {
       "eshm_try_write",   "eshm_read",         "eshm_try_read",     "eshm_next_message_size",
       "eshm_max_message_size", "eshm_flush",   "eshm_get_role",     "eshm_is_remote_alive",
       "eshm_get_stats",   "eshm_strerror",     "eshm_last_error",   "eshm_version",      "eshm_peer_state",
+      "eshm_waitset_create", "eshm_waitset_destroy", "eshm_waitset_add", "eshm_waitset_remove",
+      "eshm_waitset_wait", "eshm_waitset_wake",
   };
   /* C++ internals that must stay hidden (eshm::Channel::Close(), eshm::Segment::Unlink(string_view)). */
   static const char* const kHidden[] = {
       "_ZN4eshm7Channel5CloseEv",
       "_ZN4eshm7Segment6UnlinkESt17basic_string_viewIcSt11char_traitsIcEE",
+      "_ZN4eshm7WaitSet4WakeEv",
   };
   char path[4096];
   const char* srcdir = getenv("TEST_SRCDIR");

@@ -1,6 +1,6 @@
 // A typed use of every export, checked by `tsc --noEmit -p test/types` (node/run_tests.sh). The lines
 // marked as expected errors make misuse a test failure too: if one of them compiles, tsc reports it.
-import { Channel, DisconnectBehavior, EshmError, ErrorCode, Role, Stats, libraryVersion } from 'eshm';
+import { Channel, DisconnectBehavior, EshmError, ErrorCode, ReadAsyncStats, Role, Stats, libraryVersion, readAsyncStats } from 'eshm';
 
 export async function example(): Promise<void> {
   const version: string = libraryVersion();
@@ -20,6 +20,8 @@ export async function example(): Promise<void> {
   const maybe: Buffer | null = master.tryRead();
   const size: number | null = master.nextMessageSize();
   const later: Buffer = await master.readAsync({ timeoutMs: 500 });
+  const waiting: ReadAsyncStats = readAsyncStats();
+  const inFlight: number = waiting.asyncCallsInFlight + waiting.maxAsyncCallsInFlight + waiting.channelsWaiting;
   const stats: Stats = master.stats();
   const created: bigint = stats.segmentEpochNs;
   const alive: boolean = master.isRemoteAlive() && stats.slaveAlive;
@@ -36,7 +38,7 @@ export async function example(): Promise<void> {
     scoped.flush();
   }
   master.close();
-  void [version, role, sent, message, maybe, size, later, created, alive];
+  void [version, role, sent, message, maybe, size, later, inFlight, created, alive];
 
   // @ts-expect-error: roles are the Role values
   Channel.open('x', { role: 'master' });
