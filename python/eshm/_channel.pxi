@@ -15,6 +15,7 @@ cdef class Channel:
     cdef int64_t _reconnect_wait_ns
     cdef bint _disowned        # inherited through fork(): the parent's channel, not this process's
     cdef bint _spin            # opened with wait="spin"
+    cdef int64_t _poll_ns      # the wait strategy's spin + yield budget (-1: spins without limit)
     # The zero-copy view in progress on each side (a borrowed pointer to a _RingBuffer, which holds a reference
     # to this channel and clears the pointer when it ends), and the thread that made it. While one is in
     # progress its side's lock stays taken.
@@ -29,12 +30,16 @@ cdef class Channel:
     # Close() to _detached_released.
     cdef int _detached
     cdef bint _close_deferred
+    # The WaitSets this channel is in: close() wakes their waits at once (they let go of its sides).
+    cdef list _sets
+    cdef int _lock_waiters     # threads waiting in _acquire for a side lock
     cdef object __weakref__
 
     def __cinit__(self, *args, **kwargs):
         self._role = -1
         self._rlock = PyThread_allocate_lock()
         self._wlock = PyThread_allocate_lock()
+        self._sets = []
         if self._rlock == NULL or self._wlock == NULL:
             raise MemoryError()
 
@@ -76,6 +81,7 @@ cdef class Channel:
         SetEnums(&options, crole, cdisconnect)
         _set_wait(&options, wait)
         self._spin = wait == "spin"
+        self._poll_ns = options.wait.spin_ns + options.wait.yield_ns if not self._spin else -1
         options.stale_threshold_ms = ints["stale_threshold_ms"]
         options.heartbeat_interval_ms = ints["heartbeat_interval_ms"]
         options.reconnect_wait_ms = ints["reconnect_wait_ms"]
@@ -149,16 +155,26 @@ cdef class Channel:
         """Takes a side lock, waiting (GIL released, in slices, interruptible) until deadline_ns."""
         cdef int got = PyThread_acquire_lock(lock, NOWAIT_LOCK)
         cdef int64_t now, wait_ns
-        while not got:
-            now = NowNs()
-            if now >= deadline_ns:
-                raise _errors.ESHMTimeoutError(
-                    f"channel '{self.name}': another thread kept the channel busy until the deadline", E_TIMEOUT)
-            wait_ns = min(SLICE_NS, deadline_ns - now)
-            with nogil:
-                got = PyThread_acquire_lock_timed(lock, wait_ns // 1000, 0)
-            if not got:
-                PyErr_CheckSignals()
+        if got:
+            return 0
+        # A WaitSet's wait (eshm.asyncio's helper) may hold it: it lets go at once and, while we wait, leaves
+        # this channel to us (WaitSet._wait_available).
+        self._lock_waiters += 1
+        try:
+            for wait_set in self._sets:
+                (<WaitSet>wait_set)._set.get().Wake()
+            while not got:
+                now = NowNs()
+                if now >= deadline_ns:
+                    raise _errors.ESHMTimeoutError(
+                        f"channel '{self.name}': another thread kept the channel busy until the deadline", E_TIMEOUT)
+                wait_ns = min(SLICE_NS, deadline_ns - now)
+                with nogil:
+                    got = PyThread_acquire_lock_timed(lock, wait_ns // 1000, 0)
+                if not got:
+                    PyErr_CheckSignals()
+        finally:
+            self._lock_waiters -= 1
         return 0
 
     cdef int _no_view_here(self, bint reader) except -1:
@@ -243,7 +259,10 @@ cdef class Channel:
             # ChannelClosedError at its next slice and closes on its way out.
             self._close_pending = True
             return
-        # Calls in flight on other threads notice _closing within one slice and let go of their lock.
+        # Calls in flight on other threads notice _closing within one slice and let go of their lock; a
+        # WaitSet's wait at once.
+        for wait_set in list(self._sets):
+            (<WaitSet>wait_set)._set.get().Wake()
         self._acquire(self._rlock, INT64_MAX)
         try:
             self._acquire(self._wlock, INT64_MAX)
@@ -427,6 +446,51 @@ cdef class Channel:
         finally:
             PyThread_release_lock(self._rlock)
         return None if size < 0 else size
+
+    # ---- asyncio (eshm/_aio.py waits; these are its views of the channel) ----
+
+    def read_async(self, buffer_size=None, timeout_ms=None):
+        """Coroutine: the next message (bytes), as read(), awaited without blocking the event loop.
+
+        timeout_ms: None (the default, unlike read()) waits without limit, as asyncio's own reads do; a
+        number raises TimeoutError after that long. Cancelling it (task.cancel(), asyncio.timeout) takes no
+        message: a message is taken only by the call that returns it. close() ends it with
+        ChannelClosedError. All waiting reads and writes of one event loop share one helper thread.
+        """
+        return _aio_module().read_async(self, buffer_size, timeout_ms)
+
+    def write_async(self, data, timeout_ms=None):
+        """Coroutine: sends one message, as write(), awaiting room in the ring without blocking the event loop.
+
+        timeout_ms: None (the default) waits without limit. Cancelled, it has sent nothing; concurrent
+        write_async calls on one channel send in the order they were called.
+        """
+        return _aio_module().write_async(self, data, timeout_ms)
+
+    def __aiter__(self):
+        """`async for message in channel`: read_async() without a timeout, until this channel is closed."""
+        return _aio_module().Messages(self)
+
+    def _async_poll_ns(self):
+        """How long a read_async/write_async polls on the event loop (yielding to other tasks) before it
+        waits through the helper thread: the wait strategy's spin + yield budget (none for wait="sleep")."""
+        return self._poll_ns
+
+    def _async_peer_gone(self, int64_t gone_since_ns):
+        """For a waiting read_async/write_async, as a blocking call checks between slices: under ON_TIMEOUT,
+        when the peer went away (0 while it has not), or PeerStaleError once it stayed away reconnect_wait_ms."""
+        cdef CChannel* ch = self._open_channel()
+        if self._disconnect != DISCONNECT_ON_TIMEOUT or not self._peer_went_away(ch):
+            return 0
+        if gone_since_ns == 0:
+            return NowNs()
+        if NowNs() - gone_since_ns >= self._reconnect_wait_ns:
+            self._raise_stale(ch)
+        return gone_since_ns
+
+    @property
+    def _reconnect_wait_s(self):
+        return self._reconnect_wait_ns / 1e9
 
     # ---- Write side ----
 

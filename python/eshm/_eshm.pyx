@@ -94,6 +94,17 @@ import weakref as _weakref
 
 import eshm.errors as _errors
 
+_aio = None
+
+
+def _aio_module():
+    """eshm._aio, imported on the first asyncio call (it imports asyncio, which plain users never pay for)."""
+    global _aio
+    if _aio is None:
+        import eshm._aio
+        _aio = eshm._aio
+    return _aio
+
 # Open channels, so that a forked child can disown the ones it inherited (see Channel._disown).
 _open_channels = _weakref.WeakSet()
 

@@ -55,7 +55,8 @@ cdef class WaitSet:
             raise ValueError("WaitSet.add: wait for readable, writable or both")
         cdef size_t size = _int_arg(write_size, "write_size")
         check_status(self._set.get().Add(ch, interest, size), OP_READ, ROLE_AUTO)
-        self._members.append([channel, interest, <size_t>ch])
+        self._members.append([channel, interest, <size_t>ch, size])
+        channel._sets.append(self)
 
     def remove(self, Channel channel not None):
         """Removes `channel` (also once it is closed). KeyError if it is not a member."""
@@ -63,8 +64,13 @@ cdef class WaitSet:
         member = self._find(channel)
         if member is None:
             raise KeyError(f"WaitSet.remove: channel '{channel.name}' is not in this set")
-        check_status(self._set.get().Remove(<CChannel*><size_t>member[2]), OP_READ, ROLE_AUTO)
+        # NotFound only for a member _wait_available left out and could not put back (it was closed).
+        self._set.get().Remove(<CChannel*><size_t>member[2])
         self._members.remove(member)
+        try:
+            channel._sets.remove(self)
+        except ValueError:
+            pass
 
     def wake(self):
         """Ends the wait in progress on another thread (or the next wait) early, with no channel ready."""
@@ -132,6 +138,81 @@ cdef class WaitSet:
             for member in self._members:
                 if (<Channel>member[0])._closing and id(member[0]) not in reported:
                     result.append((member[0], CLOSED))
+        return result
+
+    def _wait_available(self, timeout_ms):
+        """For eshm._aio's helper thread: as wait_events(), but never waits for a member's side. A member whose
+        side another thread holds or waits for (a read or write in progress) sits this wait out, and the wait
+        then lasts at most 5 ms so that it is looked at again soon; a member being closed is reported CLOSED at
+        once. Such a read or write also ends the wait at once (Channel._acquire wakes it)."""
+        self._not_waiting("wait")
+        cdef int64_t deadline = INT64_MAX if timeout_ms is None else _deadline_ns(timeout_ms)
+        cdef CStatus status
+        cdef Channel ch
+        cdef list taken = []
+        cdef list sat_out = []
+        cdef list result = []
+        cdef bint reader_taken
+        self._waiting = True
+        try:
+            for member in self._members:
+                ch = member[0]
+                if ch._closing or ch._ch.get() == NULL:
+                    result.append((ch, CLOSED))
+                    continue
+                reader_taken = False
+                if ch._lock_waiters:  # a read or write on another thread waits for a side: its turn first
+                    sat_out.append(member)
+                    continue
+                if member[1] & READABLE:
+                    if not PyThread_acquire_lock(ch._rlock, NOWAIT_LOCK):
+                        sat_out.append(member)
+                        continue
+                    ch._rowner = PyThread_get_thread_ident()
+                    taken.append((ch, True))
+                    reader_taken = True
+                if member[1] & WRITABLE:
+                    if not PyThread_acquire_lock(ch._wlock, NOWAIT_LOCK):
+                        if reader_taken:
+                            taken.pop()
+                            ch._drop_reader()
+                        sat_out.append(member)
+                        continue
+                    ch._wowner = PyThread_get_thread_ident()
+                    taken.append((ch, False))
+            for member in sat_out:
+                check_status(self._set.get().Remove(<CChannel*><size_t>member[2]), OP_READ, ROLE_AUTO)
+            if sat_out:
+                deadline = min(deadline, NowNs() + 5000000)
+            if not result:
+                with nogil:
+                    status = WaitOnSet(self._set.get(), deadline, &self._ready)
+                check_status(status, OP_READ, ROLE_AUTO)
+        finally:
+            for ch, reader in taken:
+                if reader:
+                    ch._drop_reader()
+                else:
+                    ch._drop_writer()
+            for member in sat_out:
+                ch = member[0]
+                if not ch.closed:
+                    check_status(self._set.get().Add(ch._ch.get(), member[1], member[3]), OP_READ, ROLE_AUTO)
+            self._waiting = False
+            self._woken = False
+            for ch, _ in taken:
+                ch._after_call()
+        if result:
+            return result
+        by_key = {m[2]: m for m in self._members}
+        for r in self._ready:
+            member = by_key.get(<size_t>r.channel)
+            if member is not None:
+                result.append((member[0], r.events))
+        for member in self._members:
+            ch = member[0]
+            if ch._closing and not any(c is ch for c, _ in result):
+                result.append((ch, CLOSED))
         return result
 
     def __repr__(self):

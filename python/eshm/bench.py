@@ -12,6 +12,10 @@ Every measurement forks a second process; the two ends talk through the transpor
   --arrays  instead of all the above: numpy float32 arrays (1 MiB: --array-bytes), one per message, one way:
             eshm write_array() with read_array() (a new array) or recv_array() (in place), against
             multiprocessing.shared_memory plus a Pipe (slots, in place) and pyzmq send/recv(copy=False)
+  --asyncio instead of all the above: round trip latency seen by an asyncio client (the child echoes with
+            blocking calls): eshm `await read_async()`, eshm `await asyncio.to_thread(read)`, and pyzmq's
+            zmq.asyncio PAIR over ipc://, repetitions interleaved; eshm against an echo that waits adaptively
+            (the default) and one that sleeps (wait="sleep"), the client with its default wait
   64 KiB    one-way GB/s with 64 KiB messages; eshm against the C++ engine's own tool when --cpp-bench (or
             $ESHM_BENCH_CPP) names it: `PATH --mode=stream --sizes=65536 --wait=spin --duration_s=2 --json=-`
             (and, for information, its spin round trip: `--mode=pingpong --sizes=SIZE`, same other flags)
@@ -1098,6 +1102,9 @@ def parse_args(argv):
                     help="instead of the above: the CPU a process spends holding N open, idle channels (masters "
                          "with 4 KiB rings, no peer), and the time to open and to close them, for each N")
     ap.add_argument("--idle-seconds", type=float, default=5.0, help="seconds of CPU measured per N with --idle (5)")
+    ap.add_argument("--asyncio", action="store_true",
+                    help="instead of the above: round trips from an asyncio client: eshm read_async() against "
+                         "asyncio.to_thread(read) and zmq.asyncio over ipc (--size bytes, --repetitions, --duration)")
     ap.add_argument("--idle-peers", action="store_true",
                     help="with --idle: a second process opens the N slaves, and both processes are measured")
     opts = ap.parse_args(argv)
@@ -1136,6 +1143,8 @@ def main(argv=None):
         return main_arrays(opts, command)
     if opts.idle is not None:
         return main_idle(opts)
+    if opts.asyncio:
+        return main_asyncio(opts, command)
     chosen = set(opts.transports.split(",")) if opts.transports else None
     notes = []
     available = []
@@ -1321,6 +1330,164 @@ def main_idle(opts):
                   f"{r['alive_after']:>5}/{n:<6}")
         else:
             print(f"{n:>9} {r['cpu_percent_of_one_core']:>20.1f} {r['open_s']:>9.2f} {r['close_s']:>10.2f}")
+    return 0
+
+
+# ---- --asyncio ----
+
+# (name, transport, how the client waits, the client's wait, the echo's wait). A read_async whose message
+# comes within its wait's poll budget takes it on the loop's thread; one whose message comes later (the echo
+# sleeps, or the client was opened with wait="sleep") is woken through the loop's helper thread.
+_ASYNCIO_VARIANTS = (
+    ("eshm read_async", "eshm", "read_async", "adaptive", "adaptive"),
+    ("eshm to_thread(read)", "eshm", "to_thread", "adaptive", "adaptive"),
+    ("eshm read_async, echo sleeps", "eshm", "read_async", "adaptive", "sleep"),
+    ("eshm to_thread(read), echo sleeps", "eshm", "to_thread", "adaptive", "sleep"),
+    ("eshm read_async, both sleep", "eshm", "read_async", "sleep", "sleep"),
+    ("eshm to_thread(read), both sleep", "eshm", "to_thread", "sleep", "sleep"),
+    ("zmq.asyncio ipc", "pyzmq", "zmq.asyncio", None, None),
+)
+
+
+def _asyncio_echo(transport, address, echo_wait, cpu, ready):
+    """The child: echoes every message with blocking calls until it gets the end marker."""
+    _pin(cpu)
+    if transport == "eshm":
+        from eshm import ESHM
+
+        ch = ESHM(address, role="slave", wait=echo_wait)
+        recv, send = (lambda: ch.read(timeout_ms=-1)), ch.write
+    else:
+        zmq = _zmq()
+        ctx = zmq.Context()
+        ch = ctx.socket(zmq.PAIR)
+        ch.connect(address)
+        recv, send = ch.recv, ch.send
+    os.write(ready, b"r")
+    while True:
+        m = recv()
+        if m == _END:
+            break
+        send(m)
+    ch.close()
+
+
+async def _asyncio_client(transport, how, ch, msg, warmup_s, duration_s):
+    import asyncio
+
+    if how == "read_async":
+        recv = ch.read_async
+    elif how == "to_thread":
+        def recv():
+            return asyncio.to_thread(ch.read, None, -1)
+    else:
+        recv = ch.recv
+    send = ch.write if transport == "eshm" else ch.send
+    clock = time.perf_counter_ns
+    samples = []
+    for phase_s, keep in ((warmup_s, False), (duration_s, True)):
+        stop = clock() + int(phase_s * 1e9)
+        while True:
+            t0 = clock()
+            send(msg)
+            await recv()
+            t1 = clock()
+            if keep:
+                samples.append(t1 - t0)
+            if t1 >= stop:
+                break
+    sent = send(_END)
+    if transport != "eshm":
+        await sent
+    return samples
+
+
+def _asyncio_once(variant, opts):
+    import asyncio
+
+    name, transport, how, client_wait, echo_wait = variant
+    cpus = opts.cpus or [None, None]
+    tag = f"eshm_bench_aio_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    if transport == "eshm":
+        from eshm import ESHM
+
+        address = tag
+        ch = ESHM(address, role="master", wait=client_wait)
+    else:
+        zmq = _zmq()
+        import zmq.asyncio
+
+        address = f"ipc://{tempfile.gettempdir()}/{tag}.ipc"
+        ctx = zmq.asyncio.Context()
+        ch = ctx.socket(zmq.PAIR)
+        ch.bind(address)
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            _asyncio_echo(transport, address, echo_wait, cpus[1], ready_w)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    try:
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        _pin(cpus[0])
+        samples = asyncio.run(_asyncio_client(transport, how, ch, b"x" * opts.size, opts.warmup, opts.duration))
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise RuntimeError(f"{name}: the echo process failed (status {status})")
+    finally:
+        os.close(ready_r)
+        _pin_all()
+        ch.close()
+        if transport != "eshm":
+            ctx.term()
+            try:
+                os.unlink(address[len("ipc://"):])
+            except OSError:
+                pass
+    return samples
+
+
+def main_asyncio(opts, command):
+    """--asyncio: round trips seen by an asyncio client."""
+    variants = [v for v in _ASYNCIO_VARIANTS if v[1] != "pyzmq" or _zmq() is not None]
+    if len(variants) < len(_ASYNCIO_VARIANTS):
+        print("note: zmq.asyncio skipped: pyzmq is not installed")
+    print(f"eshm.bench --asyncio: {opts.size} B round trips, {opts.repetitions} interleaved repetitions of "
+          f"{opts.duration} s (+{opts.warmup} s warm-up), processes "
+          f"{'pinned to ' + str(opts.cpus) if opts.cpus else 'unpinned'}; the asyncio client sends, then awaits "
+          "the echo")
+    per = {v[0]: [] for v in variants}
+    counts = {v[0]: 0 for v in variants}
+    for rep in range(opts.repetitions):
+        for v in variants:
+            samples = _asyncio_once(v, opts)
+            counts[v[0]] += len(samples)
+            per[v[0]].append(latency_summary(samples))
+    rows = []
+    print(f"\n{'client':<36} {'p50 (us)':>17} {'p99 (us)':>19}   p50 vs to_thread (same repetition)")
+    for v in variants:
+        runs = per[v[0]]
+        p50 = statistics.median(r["p50"] for r in runs)
+        p99 = statistics.median(r["p99"] for r in runs)
+        span50 = f"{min(r['p50'] for r in runs) / 1e3:.1f}-{max(r['p50'] for r in runs) / 1e3:.1f}"
+        span99 = f"{min(r['p99'] for r in runs) / 1e3:.1f}-{max(r['p99'] for r in runs) / 1e3:.1f}"
+        versus = ""
+        base = next((b[0] for b in variants if b[2] == "to_thread" and b[3:] == v[3:]), None)
+        if v[2] == "read_async" and base is not None:
+            ratios = [b["p50"] / a["p50"] for a, b in zip(runs, per[base])]
+            versus = f"{statistics.median(ratios):.1f}x lower ({min(ratios):.1f}-{max(ratios):.1f})"
+        print(f"{v[0]:<36} {p50 / 1e3:>7.1f} ({span50:>8}) {p99 / 1e3:>8.1f} ({span99:>9})   {versus}")
+        # The shared schema's row (median p50 and p99 over the repetitions), and what this mode adds.
+        row = _row(v[0], "asyncio_pingpong", v[3] or "blocking", opts.size, counts[v[0]],
+                   opts.duration * len(runs), {"p50": p50, "p99": p99})
+        row.update({"echo_wait": v[4] or "blocking", "repetitions": runs})
+        rows.append(row)
+    if opts.json:
+        _write_json(opts.json, command, opts, [], rows)
     return 0
 
 

@@ -177,3 +177,24 @@ def test_the_old_benchmark_pair_runs_and_prints_the_old_progress_line(tmp_path):
     for text in (master.stdout, out):
         assert len(line.findall(text)) == 3, text
         assert "Average:" in text and " 300 " in text, text
+
+
+def test_bench_asyncio_compares_read_async_with_to_thread_and_zmq(tmp_path):
+    doc, stdout = _run(tmp_path, "--asyncio")
+    clients = [r["transport"] for r in doc["results"]]
+    expected = ["eshm read_async", "eshm to_thread(read)", "eshm read_async, echo sleeps",
+                "eshm to_thread(read), echo sleeps", "eshm read_async, both sleep", "eshm to_thread(read), both sleep"]
+    try:
+        import zmq  # noqa: F401
+    except ImportError:
+        assert "zmq.asyncio skipped" in stdout
+    else:
+        expected.append("zmq.asyncio ipc")
+    assert clients == expected
+    for r in doc["results"]:
+        assert r["mode"] == "asyncio_pingpong" and r["latency_kind"] == "round_trip" and r["messages"] > 0
+        assert 0 < r["latency_ns"]["p50"] <= r["latency_ns"]["p99"], r
+        assert len(r["repetitions"]) == 1
+    # Each read_async row is compared with the to_thread row of the same waits, in the same repetition.
+    assert stdout.count("lower (") == 3, stdout
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith("eshm_eshm_bench_aio_")], "segments left behind"

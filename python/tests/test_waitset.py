@@ -11,31 +11,6 @@ import pytest
 from eshm import CLOSED, ESHM, PEER_CHANGED, READABLE, WRITABLE, ChannelClosedError, WaitSet
 
 
-@pytest.fixture
-def pairs():
-    """Makes master/slave pairs in this process (4 KiB rings); closes and removes them afterwards."""
-    made = []
-
-    def make(n=1):
-        out = []
-        for _ in range(n):
-            name = f"pywaitset_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-            master = ESHM(name, role="master", m2s_capacity=4096, s2m_capacity=4096)
-            slave = ESHM(name, role="slave")
-            made.append((name, master, slave))
-            out.append((master, slave))
-        return out
-
-    yield make
-    for name, master, slave in made:
-        slave.close()
-        master.close()
-        try:
-            os.unlink(f"/dev/shm/eshm_{name}")
-        except FileNotFoundError:
-            pass
-
-
 def settle(ws):
     """Reports (and so forgets) the peer changes of attaching."""
     while ws.wait(timeout_ms=50):

@@ -73,6 +73,20 @@ def examples(name: str) -> None:
         waiters.wake()
         ch2.close()
         print(ready, len(waiters))
+
+        async def consume() -> list[bytes]:
+            await ch.write_async(b"to the slave", timeout_ms=10)
+            got: list[bytes] = []
+            try:
+                got.append(await ch.read_async(timeout_ms=0))
+            except TimeoutError:
+                pass
+            async for message in ch:
+                got.append(message)
+                break
+            return got
+
+        print(consume)
     try:
         ESHM(name, role=ESHMRole.SLAVE).close()
     except BufferTooSmallError as e:
