@@ -82,10 +82,46 @@ filegroup(name = "lcov_merger", srcs = [], visibility = ["//visibility:public"])
 
 _remote_coverage_tools_stub = repository_rule(implementation = _remote_coverage_tools_stub_impl)
 
-def eshm_dependencies():
+# The targets of a Bazel-built abseil that eshm uses (the library: status, strings, time, function_ref; its
+# tools and benchmarks: flags).
+_ABSEIL_TARGETS = [
+    "//absl/status",
+    "//absl/status:statusor",
+    "//absl/strings",
+    "//absl/strings:str_format",
+    "//absl/time",
+    "//absl/functional:function_ref",
+    "//absl/flags:flag",
+    "//absl/flags:parse",
+    "//absl/flags:usage",
+    "//absl/flags:reflection",
+    "//absl/flags:config",
+]
+
+def _workspace_abseil_impl(rctx):
+    rctx.file("BUILD.bazel", """
+cc_library(
+    name = "lib",
+    deps = {deps},
+    visibility = ["//visibility:public"],
+)
+""".format(deps = repr([rctx.attr.repository + t for t in _ABSEIL_TARGETS])))
+
+# @eshm_abseil made of the depending workspace's own abseil repository.
+_workspace_abseil = repository_rule(
+    implementation = _workspace_abseil_impl,
+    attrs = {"repository": attr.string()},
+)
+
+def eshm_dependencies(abseil = None):
     """Declares every repository eshm builds with. Call once from WORKSPACE.
 
     Repositories a depending workspace already declares (rules_cc, rules_java, ...) are left as they are.
+
+    Args:
+      abseil: the name of a repository holding abseil built by Bazel (its own BUILD files, as the upstream
+        source tree has them), e.g. "@com_google_absl": eshm then builds against it, so that one binary
+        never mixes two abseils. None (the default): Debian's libabsl-dev, found with pkg-config.
     """
     if not native.existing_rule("rules_cc"):
         _rules_cc_forwarder(name = "rules_cc")
@@ -93,20 +129,12 @@ def eshm_dependencies():
         _remote_coverage_tools_stub(name = "remote_coverage_tools")
     if not native.existing_rule("rules_java"):
         native.local_repository(name = "rules_java", path = "/usr/share/bazel/rules/java")
-    debian_cc_library(
-        name = "system_abseil",
-        pkg_config_modules = [
-            "absl_statusor",
-            "absl_status",
-            "absl_strings",
-            "absl_str_format",
-            "absl_time",
-            "absl_flags",
-            "absl_flags_parse",
-            "absl_synchronization",
-        ],
-        required_headers = ["/usr/include/absl/status/statusor.h"],
-    )
+    if abseil:
+        if not abseil.startswith("@") or "/" in abseil or ":" in abseil:
+            fail("eshm_dependencies(abseil = {}): give a repository name such as \"@com_google_absl\"".format(repr(abseil)))
+        _workspace_abseil(name = "eshm_abseil", repository = abseil)
+    else:
+        _debian_abseil()
     debian_cc_library(
         name = "system_googletest",
         pkg_config_modules = ["gmock", "gtest"],
@@ -126,6 +154,22 @@ def eshm_dependencies():
         name = "system_benchmark",
         pkg_config_modules = ["benchmark"],
         required_headers = ["/usr/include/benchmark/benchmark.h"],
+    )
+
+def _debian_abseil():
+    debian_cc_library(
+        name = "eshm_abseil",
+        pkg_config_modules = [
+            "absl_statusor",
+            "absl_status",
+            "absl_strings",
+            "absl_str_format",
+            "absl_time",
+            "absl_flags",
+            "absl_flags_parse",
+            "absl_synchronization",
+        ],
+        required_headers = ["/usr/include/absl/status/statusor.h"],
     )
 
 def eshm_register_toolchains():
