@@ -14,6 +14,7 @@ nothing to watch for two seconds ends; the next wait starts another.
 """
 
 import asyncio
+import os
 import threading
 import time
 import weakref
@@ -29,6 +30,8 @@ _CHANGED = _eshm.PEER_CHANGED | _eshm.CLOSED
 _LINGER_S = 2.0
 
 _helpers = weakref.WeakKeyDictionary()  # event loop -> _Helper
+# A forked child has none of the parent's helper threads: forget them (its loops start their own).
+os.register_at_fork(after_in_child=_helpers.clear)
 
 
 def _helper():

@@ -370,6 +370,35 @@ def test_the_helper_thread_ends_when_nothing_waits(pairs):
     asyncio.run(main())
 
 
+def test_a_forked_child_waits_with_a_helper_thread_of_its_own(pairs):
+    ((m, s),) = pairs(wait="sleep")
+    loop = asyncio.new_event_loop()
+    try:
+        later(0.02, m.write, b"parent")
+        assert loop.run_until_complete(s.read_async(timeout_ms=5000)) == b"parent"
+        assert len(helper_threads()) == 1  # the loop's helper, which a child does not inherit
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                name = f"pyaio_child_{os.getpid()}"
+                cm = eshm.ESHM(name, role="master", wait="sleep")
+                cs = eshm.ESHM(name, role="slave", wait="sleep")
+                threading.Timer(0.05, cm.write, (b"child",)).start()
+                # The same loop object as the parent's: its helper must be a new one, with a thread.
+                start = time.monotonic()
+                got = loop.run_until_complete(cs.read_async(timeout_ms=3000))
+                code = 0 if got == b"child" and time.monotonic() - start < 1.5 else 2  # woken, not timed out
+                cs.close()
+                cm.close()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        loop.close()
+
+
 CTRL_C_CHILD = r"""
 import asyncio, sys
 from eshm import ESHM
