@@ -437,19 +437,8 @@ absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline de
       continue;
     }
     if (deadline.Expired()) break;
-    // Becoming sleepy: an odd epoch asks the producer for seq_cst publications. Until it acknowledges
-    // the epoch, a publication may still be under way without one, so sleeps pay for a heavy fence.
-    if (!sleepy_) {
-      sleepy_epoch_ |= 1;
-      control_->wait.data_sleepy_epoch.store(sleepy_epoch_, std::memory_order_relaxed);
-      sleepy_ = true;
-      acked_ = false;
-    }
-    // SYNC(sleepy-ack): acquire pairs with the producer's release in Flush.
-    if (!acked_) acked_ = control_->wait.data_sleepy_ack.load(std::memory_order_acquire) == sleepy_epoch_;
-    const bool heavy = !acked_;
+    const bool heavy = BecomeSleepy();
     slept = true;
-    polled_waits_ = 0;
     if (SleepUnlessReady(control_->wait.data_futex, control_->wait.data_sleeping, SliceOf(deadline),
                          [&] { return HasData(); }, control_->wait.wait_syscalls, heavy)) {
       ++wait_syscalls_;
@@ -468,9 +457,9 @@ absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline de
   return absl::OkStatus();
 }
 
-ArmedSleep RingConsumer::ArmSleep() {
-  // As WaitForData before a sleep: an odd epoch asks the producer for seq_cst publications; until it
-  // acknowledges it, the caller's look must follow a heavy fence.
+bool RingConsumer::BecomeSleepy() {
+  // An odd epoch asks the producer for seq_cst publications. Until it acknowledges the epoch, a publication
+  // may still be under way without one, so a sleep pays for a heavy fence.
   if (!sleepy_) {
     sleepy_epoch_ |= 1;
     control_->wait.data_sleepy_epoch.store(sleepy_epoch_, std::memory_order_relaxed);
@@ -480,7 +469,13 @@ ArmedSleep RingConsumer::ArmSleep() {
   // SYNC(sleepy-ack): acquire pairs with the producer's release in Flush.
   if (!acked_) acked_ = control_->wait.data_sleepy_ack.load(std::memory_order_acquire) == sleepy_epoch_;
   polled_waits_ = 0;
-  ArmedSleep arm{&control_->wait.data_futex, control_->wait.data_futex.load(std::memory_order_acquire), !acked_};
+  return !acked_;
+}
+
+ArmedSleep RingConsumer::ArmSleep() {
+  // As WaitForData before a sleep.
+  const bool heavy = BecomeSleepy();
+  ArmedSleep arm{&control_->wait.data_futex, control_->wait.data_futex.load(std::memory_order_acquire), heavy};
   // SYNC(sleep-flag): see SleepUnlessReady.
   control_->wait.data_sleeping.store(1, std::memory_order_seq_cst);
   return arm;

@@ -410,6 +410,9 @@ class RingConsumer {
   ReadResult TryPeekSlow(std::span<const std::byte>* message);
   ReadResult MarkCorrupt(std::string detail);
   void WakeProducerIfRoom();
+  // Before a sleep: makes the epoch odd (once) and looks for the producer's acknowledgement. Returns whether
+  // the sleep must pass a heavy fence (not acknowledged yet).
+  bool BecomeSleepy();
   // Waits that found data while still polling, in a row, after which a sleepy consumer counts as a
   // polling one again: the producer may then publish with release stores.
   static constexpr std::uint32_t kPolledWaitsToLeaveSleepy = 64;
