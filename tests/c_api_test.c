@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "eshm/eshm.h"
+#include "tests/c_check.h"
 
 /* The ABI as a C compiler lays it out must match what the library was built with (c_api.cc asserts the
  * same numbers on the C++ side). */
@@ -29,45 +30,6 @@ _Static_assert(offsetof(eshm_config, allow_other_owner) == 88, "eshm_config layo
 _Static_assert(sizeof(eshm_stats) == 168, "eshm_stats layout");
 _Static_assert(offsetof(eshm_stats, master_heartbeat) == 24, "eshm_stats layout");
 _Static_assert(offsetof(eshm_stats, segment_epoch_ns) == 160, "eshm_stats layout");
-
-static int g_failures = 0;
-static int g_checks = 0;
-
-static void Check(int ok, const char* file, int line, const char* fmt, ...) {
-  ++g_checks;
-  if (ok) return;
-  ++g_failures;
-  fprintf(stderr, "FAIL %s:%d: ", file, line);
-  va_list ap;
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "\n    eshm_last_error(): %s\n", eshm_last_error());
-}
-
-#define CHECK(cond, ...) Check((cond) ? 1 : 0, __FILE__, __LINE__, __VA_ARGS__)
-
-/* The call must return `want`; on an error, eshm_last_error() must be non-empty. */
-#define CHECK_RC(call, want)                                                                          \
-  do {                                                                                                \
-    const int rc_ = (call);                                                                           \
-    const int want_ = (want);                                                                         \
-    Check(rc_ == want_, __FILE__, __LINE__, "%s returned %d (%s), expected %d (%s)", #call, rc_,      \
-          eshm_strerror(rc_), want_, eshm_strerror(want_));                                           \
-    if (rc_ == want_ && want_ < 0) {                                                                  \
-      Check(eshm_last_error()[0] != '\0', __FILE__, __LINE__, "%s: eshm_last_error() is empty", #call); \
-    }                                                                                                 \
-  } while (0)
-
-/* An INVALID_PARAM (or other error) whose message mentions `word` (the argument or field it is about). */
-#define CHECK_ERR_MENTIONS(call, want, word)                                                               \
-  do {                                                                                                     \
-    const int rc_ = (call);                                                                                \
-    Check(rc_ == (want), __FILE__, __LINE__, "%s returned %d (%s), expected %d", #call, rc_,               \
-          eshm_strerror(rc_), (want));                                                                     \
-    Check(strstr(eshm_last_error(), (word)) != NULL, __FILE__, __LINE__,                                   \
-          "%s: eshm_last_error() should mention \"%s\"", #call, (word));                                    \
-  } while (0)
 
 static char g_prefix[64];
 static int g_name_counter = 0;
@@ -884,9 +846,10 @@ int main(void) {
   TestLastErrorIsThreadLocal();
   TestThreads();
   if (g_failures != 0) {
-    fprintf(stderr, "c_api_test: %d of %d checks FAILED\n", g_failures, g_checks);
+    fprintf(stderr, "c_api_test: %d of %d checks FAILED\n", atomic_load(&g_failures),
+            atomic_load(&g_checks));
     return 1;
   }
-  printf("c_api_test: all %d checks passed\n", g_checks);
+  printf("c_api_test: all %d checks passed\n", atomic_load(&g_checks));
   return 0;
 }

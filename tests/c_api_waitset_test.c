@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "eshm/eshm.h"
+#include "tests/c_check.h"
 
 /* The ABI as a C compiler lays it out (c_api.cc asserts the same on the C++ side). */
 _Static_assert(sizeof(eshm_ready) == sizeof(void*) + 8, "eshm_ready layout");
@@ -41,41 +42,6 @@ enum {
   kMany = 300,
   kWatchdogSeconds = 120,
 };
-
-static atomic_int g_failures;
-static int g_checks = 0;
-
-static void Check(int ok, const char* file, int line, const char* fmt, ...) {
-  ++g_checks;
-  if (ok) return;
-  ++g_failures;
-  fprintf(stderr, "FAIL %s:%d: ", file, line);
-  va_list ap;
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "\n    eshm_last_error(): %s\n", eshm_last_error());
-}
-
-#define CHECK(cond, ...) Check((cond) ? 1 : 0, __FILE__, __LINE__, __VA_ARGS__)
-
-#define CHECK_RC(call, want)                                                                          \
-  do {                                                                                                \
-    const int rc_ = (call);                                                                           \
-    const int want_ = (want);                                                                         \
-    Check(rc_ == want_, __FILE__, __LINE__, "%s returned %d (%s), expected %d (%s)", #call, rc_,      \
-          eshm_strerror(rc_), want_, eshm_strerror(want_));                                           \
-  } while (0)
-
-/* An error whose eshm_last_error() mentions `word`. */
-#define CHECK_ERR_MENTIONS(call, want, word)                                                               \
-  do {                                                                                                     \
-    const int rc_ = (call);                                                                                \
-    Check(rc_ == (want), __FILE__, __LINE__, "%s returned %d (%s), expected %d (%s)", #call, rc_,          \
-          eshm_strerror(rc_), (want), eshm_strerror(want));                                                \
-    Check(strstr(eshm_last_error(), (word)) != NULL, __FILE__, __LINE__,                                   \
-          "%s: eshm_last_error() should mention \"%s\"", #call, (word));                                    \
-  } while (0)
 
 /* ---- Names, segments, time ---- */
 
@@ -740,9 +706,10 @@ int main(void) {
   pthread_join(watchdog, NULL);
   RemoveSegments();
   if (atomic_load(&g_failures) != 0) {
-    fprintf(stderr, "c_api_waitset_test: %d of %d checks FAILED\n", atomic_load(&g_failures), g_checks);
+    fprintf(stderr, "c_api_waitset_test: %d of %d checks FAILED\n", atomic_load(&g_failures),
+            atomic_load(&g_checks));
     return 1;
   }
-  printf("c_api_waitset_test: all %d checks passed\n", g_checks);
+  printf("c_api_waitset_test: all %d checks passed\n", atomic_load(&g_checks));
   return 0;
 }
