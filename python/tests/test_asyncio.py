@@ -232,6 +232,20 @@ def test_write_async_waits_for_room_and_keeps_the_order_of_its_calls(pairs):
     asyncio.run(main())
 
 
+def test_concurrent_reads_get_the_messages_in_the_order_they_were_called(pairs):
+    ((m, s),) = pairs()
+
+    async def main():
+        readers = [asyncio.ensure_future(s.read_async(timeout_ms=5000)) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        assert not any(r.done() for r in readers)
+        for i in range(5):
+            m.write(b"%d" % i)
+        assert await asyncio.wait_for(asyncio.gather(*readers), 5) == [b"%d" % i for i in range(5)]
+
+    asyncio.run(main())
+
+
 def test_write_async_of_a_message_too_large_fails_at_once(pairs):
     ((m, s),) = pairs()
 
