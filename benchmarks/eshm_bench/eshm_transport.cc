@@ -1,5 +1,6 @@
-// eshm through its public API: the parent opens the channel as master (creating the segment), the child as
-// slave. spin polls TryWrite/TryRead; blocking calls Write/Read with WaitStrategy::Sleep() in 100 ms slices,
+// eshm through its public API: the child opens the channel as master (creating the segment), the parent as
+// slave. (The child is the master so that a signal handler in the parent, which kills the child before it
+// removes the segment name, never races a master's monitor re-creating the name it removed.) spin polls TryWrite/TryRead; blocking calls Write/Read with WaitStrategy::Sleep() in 100 ms slices,
 // so the watchdog is consulted between slices. With --eshm_waitset=N each side receives through a WaitSet
 // of N channels: N - 1 idle ones (masters of their own, no peer) and the measured one, added last (the
 // worst place: past the words one kernel sleep takes when N > 127).
@@ -115,7 +116,7 @@ class EshmTransport final : public Transport {
 
   absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl& control, Watchdog& watchdog) override {
     eshm::ChannelOptions options;
-    options.role = parent ? eshm::ChannelRole::kMaster : eshm::ChannelRole::kSlave;
+    options.role = parent ? eshm::ChannelRole::kSlave : eshm::ChannelRole::kMaster;
     // Rings of at least 1 MiB, and at least four of the largest message (a ring holds messages of up to
     // half its capacity).
     const std::uint64_t capacity =
@@ -126,20 +127,19 @@ class EshmTransport final : public Transport {
     // A peer is declared unresponsive only after 1 s (this VM can stall a process for ms); the monitor,
     // which shares the pinned CPU with the measured loop, then beats every 250 ms.
     options.stale_threshold_ms = 1000;
-    // The master re-creates its segment name when someone removes it, checking every retry interval: 1 s
-    // keeps it from re-creating the name the signal handler just removed. The slave opens only after the
-    // master has created the segment, so it never needs to retry.
+    // The slave opens only after the master has created the segment, so it never retries; the master looks
+    // at its name this rarely where no inotify tells it of a change.
     options.reconnect_retry_interval_ms = 1000;
-    if (!parent) {
-      // acquire: pairs with the parent's release store below; the segment exists.
-      if (!watchdog.SleepUntil([&] { return control.parent_ready.value.load(std::memory_order_acquire) != 0; })) {
+    if (parent) {
+      // acquire: pairs with the child's release store below; the segment exists.
+      if (!watchdog.SleepUntil([&] { return control.master_ready.value.load(std::memory_order_acquire) != 0; })) {
         return watchdog.Error("waiting for the eshm master");
       }
     }
     absl::StatusOr<std::unique_ptr<eshm::Channel>> channel = eshm::Channel::Open(name_, options);
     if (!channel.ok()) return channel.status();
-    // release: pairs with the child's acquire load above.
-    if (parent) control.parent_ready.value.store(1, std::memory_order_release);
+    // release: pairs with the parent's acquire load above.
+    if (!parent) control.master_ready.value.store(1, std::memory_order_release);
     eshm::Channel* c = channel->get();
     if (!watchdog.SleepUntil([c] { return c->IsRemoteAlive(); })) return watchdog.Error("waiting for the eshm peer");
     std::vector<std::unique_ptr<eshm::Channel>> idle;

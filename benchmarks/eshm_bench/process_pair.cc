@@ -30,15 +30,17 @@ void OnFatalSignal(int signal_number) {
     kill(child, SIGKILL);
     waitpid(child, nullptr, 0);  // reap it: an orphaned zombie would be left to init
   }
-  for (auto& path : g_cleanup_paths) {
-    if (path[0] != '\0') unlink(path);
-  }
   static const char kMessage[] = "\neshm-bench: stopped by a signal; child killed, segments removed\n";
   if (write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1) < 0) {
     // Nothing else to do in a signal handler.
   }
-  // exit_group by raw syscall: ends every thread at once. A sanitizer's _exit runs its own finalization
-  // first, while an eshm channel's monitor thread keeps running and would re-create the name just removed.
+  // The names go last, right before the exit: this process's monitor thread learns of a master's removed
+  // name from inotify at once and re-creates it, so nothing may run between the unlinks and the exit. (A
+  // sanitizer's _exit runs its own finalization first, hence exit_group by raw syscall: it ends every
+  // thread at once.)
+  for (auto& path : g_cleanup_paths) {
+    if (path[0] != '\0') unlink(path);
+  }
   syscall(SYS_exit_group, 128 + signal_number);
   _exit(128 + signal_number);  // not reached
 }

@@ -45,7 +45,7 @@ struct ChildReport {
 
 // Memory shared by parent and child for one run. Every flag says who writes it.
 struct RunControl {
-  PaddedU32 parent_ready;  // parent: its end is open (eshm: the master created the segment)
+  PaddedU32 master_ready;  // child (eshm: the master) created the segment
   PaddedU32 child_ready;   // child: its end is open, pinned and about to wait for the first message
   PaddedU32 child_done;    // child: finished; its report is complete
   // Sender: index of the first timed message (warm-up ends there); UINT64_MAX until known.
