@@ -9,9 +9,10 @@
 // lets any number, by serializing each side with its own SideLock: write-side calls take the writer's,
 // read-side calls the reader's, so a writing and a reading thread still run in parallel. Non-blocking calls
 // only try the lock (another thread holding it is reported as a full ring / no data: that thread is
-// writing or reading right now). Blocking calls wait for it, and for the channel, in slices of kSliceNs
-// and look at `closing` between slices: eshm_close sets it, and then waits for every call in progress to
-// leave before it frees the handle, so it never waits longer than about one slice for a blocked call.
+// writing or reading right now). Blocking calls wait for it in slices of kSliceNs, looking at `closing`
+// between slices, and then wait for the channel in one call. eshm_close sets `closing` and shuts the channel
+// down (Channel::Shutdown ends its waits at once), then waits for every call in progress to leave before it
+// frees the handle.
 //
 // Wait sets (eshm_waitset_*) run an eshm::WaitSet, which looks at its members' ring ends and so must only
 // hold members whose sides the waiting thread holds. A wait therefore proceeds in rounds: under the set's
@@ -110,9 +111,6 @@ struct eshm_handle {
   static constexpr std::uint64_t kMagic = 0x454c444e41484d53ull;  // "SMHANDLE"
   std::atomic<std::uint64_t> magic{kMagic};
   std::unique_ptr<eshm::Channel> channel;
-  // What blocking calls need to keep the reconnect window across their slices (as eshm::Channel would).
-  eshm::DisconnectBehavior disconnect_behavior = eshm::DisconnectBehavior::kOnTimeout;
-  std::int64_t reconnect_wait_ns = 0;
   // Set by eshm_close (seq_cst, see HandleSide::waiting): calls in progress leave, calls that find it set
   // return ESHM_ERROR_CLOSED. A call that holds its side reads it with acquire (nothing else hangs on it: one
   // that misses it is waited for, and notices it between slices).
@@ -164,8 +162,7 @@ struct eshm_waitset {
 
 namespace {
 
-// Blocking calls wait in slices this long, and look at `closing` between them: the longest eshm_close waits
-// for a blocked call on another thread to leave. (The channel's own waits wake every 10 ms anyway.)
+// A call waiting for its side looks at `closing` this often: the longest eshm_close waits for it to leave.
 constexpr std::int64_t kSliceNs = 50'000'000;
 
 // The config of headers before 2.1: everything up to allow_sleep. Still accepted, and what the exported
@@ -383,42 +380,13 @@ class ObserverGuard {
   bool closing_ = false;
 };
 
-// Runs `call(slice)`, a blocking channel call, in slices of at most kSliceNs until `deadline`, so that a
-// concurrent eshm_close is noticed within a slice. Returns the call's result, or Cancelled when eshm_close
-// was called meanwhile. A slice restarts the channel's own reconnect_wait_ms window (ON_TIMEOUT), so the
-// window is kept here instead, across slices, from when this call first saw the peer gone. A peer that has
-// not attached yet has not gone: it is waited for until the deadline, as the channel does.
-template <typename Call>
-absl::Status InSlices(eshm_handle* handle, eshm::Deadline deadline, Call call) {
-  eshm::Channel& ch = *handle->channel;
-  const bool on_timeout = handle->disconnect_behavior == eshm::DisconnectBehavior::kOnTimeout;
-  auto went_away = [&ch] {
-    const eshm::PeerState state = ch.peer_state();
-    return state != eshm::PeerState::kAlive && state != eshm::PeerState::kAbsent;
-  };
-  std::int64_t gone_since_ns = on_timeout && went_away() ? eshm::MonotonicNowNs() : 0;
-  for (;;) {
-    const eshm::Deadline slice = deadline.CappedAfterNs(kSliceNs);
-    absl::Status status = call(slice);
-    const bool last_slice = slice.monotonic_ns() >= deadline.monotonic_ns();
-    if (status.code() != absl::StatusCode::kDeadlineExceeded || last_slice) return status;
-    if (handle->closing.load(std::memory_order_seq_cst)) {
-      return absl::CancelledError("the handle is being closed (eshm_close was called on another thread)");
-    }
-    if (!on_timeout) continue;
-    if (!went_away()) {
-      gone_since_ns = 0;
-      continue;
-    }
-    const std::int64_t now = eshm::MonotonicNowNs();
-    if (gone_since_ns == 0) {
-      gone_since_ns = now;
-    } else if (now - gone_since_ns >= handle->reconnect_wait_ns) {
-      const absl::Status gone = ch.StatusOf(eshm::IoResult::kPeerGone);
-      return absl::UnavailableError(absl::StrFormat("%s; it did not come back within reconnect_wait_ms (%d ms)",
-                                                    gone.message(), handle->reconnect_wait_ns / 1'000'000));
-    }
+// A blocking channel call's failure: eshm_close on another thread ends it (Channel::Shutdown) with Cancelled,
+// reported as the close it is.
+int FailBlocked(const char* function, eshm_handle* handle, const absl::Status& status, Operation op) {
+  if (status.code() == absl::StatusCode::kCancelled && handle->closing.load(std::memory_order_seq_cst)) {
+    return FailClosedMeanwhile(function);
   }
+  return FailStatus(function, CodeFor(status, op, *handle->channel), status);
 }
 
 bool IsPowerOfTwo(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -669,8 +637,6 @@ int eshm_open(const char* name, const eshm_config* cfg, eshm_handle** out) {
     }
     auto handle = std::make_unique<eshm_handle>();
     handle->channel = *std::move(channel);
-    handle->disconnect_behavior = options.disconnect_behavior;
-    handle->reconnect_wait_ns = std::int64_t{options.reconnect_wait_ms} * 1'000'000;
     *out = handle.release();
     return ESHM_SUCCESS;
   });
@@ -680,10 +646,11 @@ int eshm_close(eshm_handle* handle) {
   if (handle == nullptr) return ESHM_SUCCESS;
   return Guarded("eshm_close", [&]() -> int {
     if (int rc = CheckHandle("eshm_close", handle); rc != ESHM_SUCCESS) return rc;
-    // Calls in progress on other threads: a blocked one notices `closing` within a slice and returns
-    // ESHM_ERROR_CLOSED, one waiting for a side gives up at once (WakeWaiters), a running one finishes. Taking
-    // both sides waits for the first kind; the counters for the other two.
+    // Calls in progress on other threads: one blocked in the channel returns ESHM_ERROR_CLOSED at once
+    // (Shutdown), one waiting for a side gives up at once (WakeWaiters), a running one finishes. Taking both
+    // sides waits for the first kind; the counters for the other two.
     handle->closing.store(true, std::memory_order_seq_cst);
+    handle->channel->Shutdown();  // a call blocked in the channel returns now (Cancelled: FailBlocked)
     // A wait set's round holding our sides lets go of them at once, and never looks at us again.
     LeaveWaitSets(handle);
     for (HandleSide* side : {&handle->writer, &handle->reader}) {
@@ -717,10 +684,9 @@ int eshm_write(eshm_handle* handle, const void* data, size_t len, int timeout_ms
     eshm::Channel& ch = *handle->channel;
     // The common case first, without reading the clock: there is room.
     if (ch.TryWrite(Bytes(data, len)) == eshm::IoResult::kOk) return ESHM_SUCCESS;
-    const absl::Status status = InSlices(handle, DeadlineFor(timeout_ms),
-                                         [&](eshm::Deadline slice) { return ch.Write(Bytes(data, len), slice); });
+    const absl::Status status = ch.Write(Bytes(data, len), DeadlineFor(timeout_ms));
     if (status.ok()) return ESHM_SUCCESS;
-    return FailStatus(kFn, CodeFor(status, Operation::kWrite, ch), status);
+    return FailBlocked(kFn, handle, status, Operation::kWrite);
   });
 }
 
@@ -756,13 +722,9 @@ int eshm_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len, int t
     std::span<const std::byte> message;
     // The common case first, without reading the clock: a message is queued.
     if (ch.TryPeek(&message) == eshm::IoResult::kOk) return DeliverPeeked(kFn, handle, message, buf, cap, out_len);
-    const absl::Status status = InSlices(handle, DeadlineFor(timeout_ms), [&](eshm::Deadline slice) {
-      absl::StatusOr<std::span<const std::byte>> peeked = ch.Peek(slice);
-      if (peeked.ok()) message = *peeked;
-      return peeked.status();
-    });
-    if (!status.ok()) return FailStatus(kFn, CodeFor(status, Operation::kRead, ch), status);
-    return DeliverPeeked(kFn, handle, message, buf, cap, out_len);
+    absl::StatusOr<std::span<const std::byte>> peeked = ch.Peek(DeadlineFor(timeout_ms));
+    if (!peeked.ok()) return FailBlocked(kFn, handle, peeked.status(), Operation::kRead);
+    return DeliverPeeked(kFn, handle, *peeked, buf, cap, out_len);
   });
 }
 

@@ -163,7 +163,7 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, co
   request.allow_other_owner = options.allow_other_owner;
   request.deadline = OpenDeadline(options);
   request.retry_interval_ms = options.reconnect_retry_interval_ms;
-  request.check = options.open_check;
+  request.check = options.wait_check;
   // The one decision about the file at the name: create, adopt, replace or refuse (segment.cc).
   absl::StatusOr<AcquiredSegment> acquired = Segment::Acquire(name, request);
   if (!acquired.ok()) {
@@ -225,6 +225,18 @@ absl::Status Channel::Attach(std::shared_ptr<Attachment> attachment, Role role) 
 }
 
 Channel::~Channel() { Close(); }
+
+void Channel::Shutdown() {
+  // Release: a waiter that sees a bumped word (WakeLocalWaiters, peer_event_) sees the flag.
+  stop_.store(true, std::memory_order_release);
+  std::lock_guard<std::mutex> lock(mu_);
+  WakeLocalWaiters(current_.get());
+  // A write side still in a segment it left sleeps there. (A read side that has not followed a move yet
+  // sleeps on the old segment's word: it notices at its next wait slice, kWaitCheckIntervalNs.)
+  for (const std::shared_ptr<Attachment>& left : left_) WakeLocalWaiters(left.get());
+  peer_event_.fetch_add(1, std::memory_order_release);
+  FutexWakeAll(&peer_event_);
+}
 
 void Channel::Close() {
   if (closed_) return;
@@ -642,7 +654,8 @@ absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::Funct
   std::optional<Deadline> reconnect;
   const std::uint64_t generation = generation_.load(std::memory_order_acquire);
   for (;;) {
-    if (closed_ || stop_.load(std::memory_order_acquire)) return absl::CancelledError("channel closed");
+    if (closed_ || stop_.load(std::memory_order_acquire)) return StoppedError();
+    if (options_.wait_check) ESHM_RETURN_IF_ERROR(options_.wait_check());
     if (!options_.use_threads) InlineTick();
     const std::uint32_t event = peer_event_.load(std::memory_order_acquire);
     if (!PeerGone() || generation_.load(std::memory_order_acquire) != generation) return absl::OkStatus();
@@ -668,7 +681,7 @@ absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::Funct
                                                     gone.message(), options_.reconnect_wait_ms));
     }
     // Without the monitor nobody else ticks: wake up every millisecond to do it.
-    const std::int64_t slice_ns = options_.use_threads ? 50 * kNsPerMs : kNsPerMs;
+    const std::int64_t slice_ns = options_.use_threads ? kWaitCheckIntervalNs : kNsPerMs;
     FutexWait(&peer_event_, event, limit.CappedAfterNs(slice_ns));
   }
 }
@@ -685,11 +698,25 @@ bool Channel::WriteReady(std::size_t size) {
   return a.producer.Fits(size) || a.segment.truncated();
 }
 
+absl::Status Channel::StoppedError() const {
+  return absl::CancelledError(absl::StrFormat("channel '%s' is shutting down (Shutdown or Close was called)", name_));
+}
+
 absl::Status Channel::WaitOnRing(const Side& side, absl::FunctionRef<absl::Status(WaitCheck)> wait) {
   bool look_again = false;
+  // The caller's check is for slow things (a binding takes its interpreter's lock in it): at most every
+  // kWaitCheckIntervalNs, although the ring asks every few microseconds while it polls.
+  std::int64_t next_user_check = options_.wait_check ? MonotonicNowNs() + kWaitCheckIntervalNs : 0;
+  // A Shutdown before the wait began: its wake is already spent.
+  if (stop_.load(std::memory_order_acquire)) return StoppedError();
   const absl::Status status = wait([&]() -> absl::Status {
     if (!options_.use_threads) InlineTick();
-    if (stop_.load(std::memory_order_acquire)) return absl::CancelledError("channel closed");
+    // Acquire: pairs with the release of the word bump in Shutdown's wake.
+    if (stop_.load(std::memory_order_acquire)) return StoppedError();
+    if (next_user_check != 0 && MonotonicNowNs() >= next_user_check) {
+      ESHM_RETURN_IF_ERROR(options_.wait_check());
+      next_user_check = MonotonicNowNs() + kWaitCheckIntervalNs;
+    }
     // Only this side's own attachment: the other side's thread may be replacing its own right now. The
     // trailer too (one load): a waiting side notices a truncation by itself, not only through the tick.
     const Segment& segment = side.attachment->segment;
@@ -777,8 +804,34 @@ std::byte* Channel::TryClaim(std::size_t size) {
   if (writer_.attachment->segment.truncated()) return nullptr;
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately && PeerGone()) return nullptr;
   std::byte* data = writer_.attachment->producer.TryClaim(size);
-  if (data != nullptr) claim_ = Claim{data, size, writer_.attachment.get(), nullptr};
+  if (data != nullptr) claim_ = OpenClaim{data, size, writer_.attachment.get(), nullptr};
   return data;
+}
+
+absl::StatusOr<std::byte*> Channel::Claim(std::size_t size, Deadline deadline) {
+  if (closed_) return StatusOf(IoResult::kClosed);
+  if (claim_.data != nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("channel '%s': a claim is already open: Commit or Abort it first", name_));
+  }
+  WriterCall call(*this);
+  for (;;) {
+    if (std::byte* data = TryClaim(size); data != nullptr) return data;
+    // Why not, in TryWrite's order (TryClaim synced the side).
+    if (size > writer_.attachment->producer.max_message_bytes()) return StatusOf(IoResult::kTooLarge);
+    if (writer_.attachment->segment.truncated()) return StatusOf(IoResult::kCorrupt, writer_);
+    if (PeerGone()) {
+      if (options_.disconnect_behavior == DisconnectBehavior::kImmediately) {
+        return StatusOf(IoResult::kPeerGone, writer_);
+      }
+      ESHM_RETURN_IF_ERROR(AwaitPeer(writer_, deadline, [&] { return writer_.attachment->producer.Fits(size); }));
+      continue;
+    }
+    // Room for a claim of `size` is room for a message of `size`: the same record, the same padding.
+    ESHM_RETURN_IF_ERROR(WaitOnRing(writer_, [&](WaitCheck check) {
+      return writer_.attachment->producer.WaitForSpace(size, options_.wait, deadline, check);
+    }));
+  }
 }
 
 std::shared_ptr<void> Channel::PinClaimMemory() const {
@@ -793,7 +846,7 @@ IoResult Channel::Commit(std::size_t size, Publish publish) {
   if (claim_.data == nullptr) return IoResult::kOk;
   WriterCall call(*this);
   SyncSide(writer_);  // first: a move now keeps the claim's memory mapped (claim_.left_behind)
-  const Claim claim = std::exchange(claim_, Claim{});
+  const OpenClaim claim = std::exchange(claim_, OpenClaim{});
   RingProducer& producer = writer_.attachment->producer;
   const bool here = claim.attachment == writer_.attachment.get();
   if (lost_ != 0) {
@@ -814,7 +867,7 @@ IoResult Channel::Commit(std::size_t size, Publish publish) {
 }
 
 void Channel::Abort() {
-  const Claim claim = std::exchange(claim_, Claim{});
+  const OpenClaim claim = std::exchange(claim_, OpenClaim{});
   // A claim left behind by a move has no room to give back there any more.
   if (claim.data != nullptr && writer_.attachment != nullptr && claim.attachment == writer_.attachment.get()) {
     writer_.attachment->producer.Abort();

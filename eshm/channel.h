@@ -69,8 +69,8 @@
 // Threading: thread-compatible per side. The write side (Write, TryWrite, Claim/Commit/Abort, WriteBatch,
 // Flush) may be used by one thread at a time, and the read side (Read, TryRead, Peek/Release, ReadBatch)
 // by one thread at a time; one writer thread and one reader thread may run concurrently. stats(), role(),
-// peer_state() and IsRemoteAlive() are thread-safe. Close() and the destructor must not race with any
-// other call.
+// peer_state(), IsRemoteAlive() and Shutdown() are thread-safe. Close() and the destructor must not race
+// with any other call.
 #ifndef ESHM_CHANNEL_H_
 #define ESHM_CHANNEL_H_
 
@@ -137,10 +137,12 @@ struct ChannelOptions {
   bool allow_other_owner = false;
   // How blocking calls wait: spin, then yield, then sleep on a futex.
   WaitStrategy wait = WaitStrategy::Adaptive();
-  // Called at least every kAcquireCheckIntervalMs (50 ms) while Open waits (a slave for its master, or
-  // anyone for a process replacing the segment); a non-OK status ends Open with it. For interruptible opens:
-  // Python raises KeyboardInterrupt through it, eshm_demo stops on SIGINT.
-  std::function<absl::Status()> open_check;
+  // Called on the waiting thread while anything waits: at least every kAcquireCheckIntervalMs (50 ms) while
+  // Open waits (a slave for its master, or anyone for a process replacing the segment), and at least every
+  // kWaitCheckIntervalNs (10 ms) while a blocking call (Write, WriteBatch, Claim, Read, Peek, ReadBatch)
+  // waits for the ring or the peer. A non-OK status ends the wait with it. For interruptible waits: Python
+  // runs its signal handlers in it (Ctrl-C raises KeyboardInterrupt), eshm_demo stops on SIGINT.
+  std::function<absl::Status()> wait_check;
 };
 
 // Results of the non-blocking calls: cheap to return on the hot path; StatusOf() explains them.
@@ -202,6 +204,8 @@ class Channel final : private internal::MonitorClient {
   // Zero-copy: room for up to `size` bytes (nullptr if it does not fit now, or ever, or the peer is gone
   // under kImmediately, or a claim is already open). End with Commit or Abort.
   std::byte* TryClaim(std::size_t size);
+  // As TryClaim, waiting for room and for the peer as Write does.
+  absl::StatusOr<std::byte*> Claim(std::size_t size, Deadline deadline);
   // Sends the first `size` bytes of the open claim (at most what was claimed): kOk, or kLost (it was not
   // sent: see "Moving to a new segment"), or kClosed. kOk without an open claim.
   IoResult Commit(std::size_t size, Publish publish = Publish::kNow);
@@ -240,6 +244,11 @@ class Channel final : private internal::MonitorClient {
   ChannelStats stats() const;
   // Why a non-blocking call returned `result`.
   absl::Status StatusOf(IoResult result) const;
+
+  // Ends every blocking call in progress on any thread at once, and every later wait, with Cancelled
+  // ("channel '<name>' is shutting down"); non-blocking calls keep working. For closing a channel that other
+  // threads may be blocked on: Shutdown, let their calls return, then Close. Thread-safe; idempotent.
+  void Shutdown();
 
   // Releases the role; with auto_cleanup a master also removes the segment name. Idempotent.
   void Close();
@@ -322,6 +331,7 @@ class Channel final : private internal::MonitorClient {
   // the other side's thread moves to a new one.
   absl::Status StatusOf(IoResult result, const Side& side) const;
   absl::Status PeerGoneError() const;
+  absl::Status StoppedError() const;
 
   const std::string name_;
   const ChannelOptions options_;
@@ -334,14 +344,14 @@ class Channel final : private internal::MonitorClient {
   Side reader_;
 
   // The write side's open zero-copy claim, if any. Write side only.
-  struct Claim {
+  struct OpenClaim {
     std::byte* data = nullptr;  // nullptr: no claim is open
     std::size_t capacity = 0;
     const Attachment* attachment = nullptr;  // where it was claimed
     // That attachment once the write side has moved on: keeps the claim's memory mapped until it ends.
     std::shared_ptr<Attachment> left_behind;
   };
-  Claim claim_;
+  OpenClaim claim_;
   // Marks a write-side call (see writer_busy_). Nests: only the outermost call sets and clears the flag.
   class WriterCall;
   int writer_depth_ = 0;  // write side only

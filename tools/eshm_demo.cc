@@ -327,7 +327,7 @@ absl::StatusOr<std::unique_ptr<eshm::Channel>> OpenWithSignalsOnMainThread(const
   sigemptyset(&block);
   sigaddset(&block, SIGINT);
   sigaddset(&block, SIGTERM);
-  options.open_check = [] {
+  options.wait_check = [] {
     sigset_t pending;
     if (sigpending(&pending) == 0 && (sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1)) {
       return absl::CancelledError("interrupted by a signal");

@@ -36,7 +36,7 @@ inline int ResultCodeFor(const absl::Status& status, Operation op, ChannelRole r
         return ESHM_ERROR_CORRUPT;
       case absl::StatusCode::kDeadlineExceeded:  // another process was still replacing the segment
         return ESHM_ERROR_TIMEOUT;
-      case absl::StatusCode::kCancelled:  // ChannelOptions::open_check ended the wait
+      case absl::StatusCode::kCancelled:  // ChannelOptions::wait_check ended the wait
         return ESHM_ERROR_CLOSED;
       default:
         // Any other operating-system failure.
