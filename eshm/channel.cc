@@ -974,22 +974,6 @@ absl::StatusOr<std::size_t> Channel::Read(std::span<std::byte> buffer, Deadline 
   return message.size();
 }
 
-absl::Status Channel::ReadBatch(std::size_t max_messages, Deadline deadline, std::vector<std::vector<std::byte>>* out) {
-  out->clear();
-  if (max_messages == 0) return absl::OkStatus();
-  ESHM_ASSIGN_OR_RETURN(std::span<const std::byte> message, Peek(deadline));
-  for (;;) {
-    out->emplace_back(message.begin(), message.end());
-    if (const IoResult released = Release(); released != IoResult::kOk) {
-      // The copy may be damaged: drop it. The messages before it were checked the same way.
-      out->pop_back();
-      if (out->empty()) return StatusOf(released, reader_);
-      return absl::OkStatus();  // the next call reports it
-    }
-    if (out->size() == max_messages || PeekNext(&message) != IoResult::kOk) return absl::OkStatus();
-  }
-}
-
 std::optional<std::size_t> Channel::NextMessageSize() {
   std::span<const std::byte> message;
   if (TryPeek(&message) != IoResult::kOk) return std::nullopt;

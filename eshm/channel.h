@@ -48,7 +48,7 @@
 // segment lost (kCorrupt; DataLoss "... truncated ...") from every call, for good: close and re-open the
 // channel. Reads notice at once (the trailer check of Segment::TrailerIntact after each message, and on
 // an empty ring); a blocked call notices at its next wait slice (it looks at the trailer itself: 10 ms on
-// a ring, 50 ms while it waits for the peer), and the monitor's backstop (fstat once a second) wakes it. A read never returns as whole a message the truncation damaged. Messages
+// a ring or for the peer), and the monitor's backstop (fstat once a second) wakes it. A read never returns as whole a message the truncation damaged. Messages
 // queued in the segment are lost, and so is what the writer wrote there before it noticed.
 //
 // Moving to a new segment (the master re-creating its removed name, a slave following a new master) with
@@ -67,7 +67,7 @@
 // side last wrote: call Flush() first if the channel may have moved since.
 //
 // Threading: thread-compatible per side. The write side (Write, TryWrite, Claim/Commit/Abort, WriteBatch,
-// Flush) may be used by one thread at a time, and the read side (Read, TryRead, Peek/Release, ReadBatch)
+// Flush) may be used by one thread at a time, and the read side (Read, TryRead, Peek/Release)
 // by one thread at a time; one writer thread and one reader thread may run concurrently. stats(), role(),
 // peer_state(), IsRemoteAlive() and Shutdown() are thread-safe. Close() and the destructor must not race
 // with any other call.
@@ -139,7 +139,7 @@ struct ChannelOptions {
   WaitStrategy wait = WaitStrategy::Adaptive();
   // Called on the waiting thread while anything waits: at least every kAcquireCheckIntervalMs (50 ms) while
   // Open waits (a slave for its master, or anyone for a process replacing the segment), and at least every
-  // kWaitCheckIntervalNs (10 ms) while a blocking call (Write, WriteBatch, Claim, Read, Peek, ReadBatch)
+  // kWaitCheckIntervalNs (10 ms) while a blocking call (Write, WriteBatch, Claim, Read, Peek)
   // waits for the ring or the peer. A non-OK status ends the wait with it. For interruptible waits: Python
   // runs its signal handlers in it (Ctrl-C raises KeyboardInterrupt), eshm_demo stops on SIGINT.
   std::function<absl::Status()> wait_check;
@@ -229,9 +229,6 @@ class Channel final : private internal::MonitorClient {
   IoResult TryPeek(std::span<const std::byte>* message);
   absl::StatusOr<std::span<const std::byte>> Peek(Deadline deadline);
   IoResult Release();
-  // Reads up to `max_messages` messages: waits (until `deadline`) for the first, then takes whatever else
-  // is queued without waiting. Each message is appended to `out` (cleared first).
-  absl::Status ReadBatch(std::size_t max_messages, Deadline deadline, std::vector<std::vector<std::byte>>* out);
   // Size of the next queued message, if any (so a caller can size its buffer and never truncate).
   std::optional<std::size_t> NextMessageSize();
 

@@ -41,8 +41,9 @@
  *    and eshm_flush returns ESHM_SUCCESS (that thread's writes publish themselves).
  * eshm_get_role, eshm_is_remote_alive, eshm_peer_state, eshm_get_stats and eshm_max_message_size may be
  * called from any thread at any time. eshm_close may be called while other threads are inside calls on the
- * handle: calls blocked in eshm_read or eshm_write (waiting for a message, for room, for the peer or for
- * their turn) return ESHM_ERROR_CLOSED within about 50 ms, and eshm_close returns only after every call in
+ * handle: calls blocked in eshm_read or eshm_write return ESHM_ERROR_CLOSED, at once if they wait for a
+ * message, for room or for the peer, within about 50 ms if they wait for their turn on the handle, and
+ * eshm_close returns only after every call in
  * progress has let go of the handle. No call may start on the handle once eshm_close has been called (it is
  * freed), and eshm_close must be called once. Different handles are independent.
  *

@@ -129,7 +129,8 @@ void WaitSet::CollectLocked(std::vector<Ready>* ready) {
   for (std::size_t k = 0; k < n; ++k) {
     Entry& e = entries_[(first_ + k) % n];
     unsigned events = 0;
-    if (e.closed) {
+    // Acquire: pairs with Shutdown's release (a member being closed on another thread).
+    if (e.closed || e.channel->stop_.load(std::memory_order_acquire)) {
       events = kClosed;
     } else {
       Channel& ch = *e.channel;

@@ -18,7 +18,8 @@
 // FailedPrecondition), and that thread must be the one using the read side of the members it waits to
 // read from, and the write side of those it waits to write to (it looks at their ring ends). A member
 // closed meanwhile (Close, or its destruction) leaves the set's sleep at once and is reported kClosed until
-// it is removed; the set never touches it again.
+// it is removed; the set never touches it again. A member shut down (Shutdown, on its way to Close) is
+// reported kClosed too.
 #ifndef ESHM_WAIT_SET_H_
 #define ESHM_WAIT_SET_H_
 
@@ -47,7 +48,7 @@ class WaitSet {
     kReadable = 1u << 0,     // a message is queued (or the ring is corrupt or cut: a read reports it)
     kWritable = 1u << 1,     // a message of the member's write size fits now
     kPeerChanged = 1u << 2,  // the peer's state changed since this set last reported it: see peer_state()
-    kClosed = 1u << 3,       // the channel was closed: remove it (the pointer may no longer be valid)
+    kClosed = 1u << 3,       // closed (the pointer may no longer be valid) or shut down: remove it
   };
   struct Ready {
     Channel* channel;

@@ -713,7 +713,7 @@ function readAsyncStats() {
 
 function errorOf(lib, rc, what, onWorker = false) {
   // Read right after the failing call: eshm_last_error() is per thread and the next failure replaces it.
-  // A readAsync() slice fails on koffi's worker thread, whose message this thread cannot see.
+  // readAsync()'s eshm_waitset_wait fails on koffi's worker thread, whose message this thread cannot see.
   let detail = onWorker ? '' : lib.lastError();
   if (!detail) detail = lib.strerror(rc);
   return new EshmError(rc, `${what}: ${detail} (${CODE_NAMES.get(rc) || rc})`);

@@ -283,6 +283,27 @@ TEST_F(WaitSetTest, AMemberClosedWhileAwaitedEndsTheWaitAndIsReportedClosed) {
   EXPECT_TRUE(Has(ready, a.slave.get(), WaitSet::kReadable));
 }
 
+TEST_F(WaitSetTest, AMemberShutDownWhileAwaitedIsReportedClosed) {
+  // Shutdown (a binding's close() on another thread, before it can Close) wakes the set and says closed,
+  // not a change of the peer.
+  Pair& a = NewPair();
+  WaitSet set;
+  ASSERT_TRUE(set.Add(a.slave.get(), WaitSet::kReadable).ok());
+  std::vector<WaitSet::Ready> ready;
+  ASSERT_TRUE(set.Wait(Deadline::AfterMs(50), &ready).ok());
+  std::thread closer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    a.slave->Shutdown();
+  });
+  const std::int64_t start = NowNs();
+  ASSERT_TRUE(set.Wait(Deadline::AfterMs(10'000), &ready).ok());
+  closer.join();
+  EXPECT_LT(NowNs() - start, 5'000'000'000);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].events, WaitSet::kClosed);
+  EXPECT_TRUE(set.Remove(a.slave.get()).ok());
+}
+
 TEST_F(WaitSetTest, TwoThreadsWaitingOnOneSetIsRefused) {
   Pair& a = NewPair();
   WaitSet set;

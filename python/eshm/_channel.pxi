@@ -253,14 +253,15 @@ cdef class Channel:
         if self._wview != NULL:
             (<_RingBuffer>self._wview)._finish(False)
         self._closing = True
+        # Calls waiting in the engine, on any thread, return at once (Cancelled: ChannelClosedError).
+        self._ch.get().Shutdown()
         cdef long me = PyThread_get_thread_ident()
         if self._rowner == me or self._wowner == me:
             # Called from a signal handler interrupting a read or write on this thread: that call raises
-            # ChannelClosedError at its next slice and closes on its way out.
+            # ChannelClosedError as it returns, and closes on its way out.
             self._close_pending = True
             return
-        # Calls in flight on other threads notice _closing within one slice and let go of their lock; a
-        # WaitSet's wait at once.
+        # Calls in flight on other threads let go of their lock as they return; a WaitSet's wait at once.
         for wait_set in list(self._sets):
             (<WaitSet>wait_set)._set.get().Wake()
         self._acquire(self._rlock, INT64_MAX)
@@ -323,27 +324,15 @@ cdef class Channel:
         cdef int state = PeerStateOf(ch[0])
         return state != PEER_ALIVE and state != PEER_ABSENT
 
-    cdef int _between_slices(self, CChannel* ch, int64_t* gone_since_ns) except -1:
-        """Runs (with the GIL) after a wait slice ended without result: signals, close(), reconnect window.
-
-        Waiting in slices restarts the channel's reconnect_wait_ms window at each slice, so under
-        ON_TIMEOUT the window is kept here, across slices, from when this call first saw the peer go away.
-        A peer that has not attached yet has not gone away: the call waits for it until its own deadline.
-        """
-        PyErr_CheckSignals()
-        if self._closing:
+    cdef int _blocked_failed(self, const CStatus& status, COperation op) except -1:
+        """Raises for a blocking call that failed in the engine: the exception a signal handler raised in the
+        channel's wait check (Ctrl-C: KeyboardInterrupt), ChannelClosedError if close() ended the wait, or
+        the status's own error (the reconnect window, timeouts and peer loss are the engine's)."""
+        if PyErr_Occurred() != NULL:
+            return _raise_pending()
+        if status.raw_code() == S_CANCELLED and self._closing:
             raise _errors.ChannelClosedError(f"channel '{self.name}' was closed during the call", E_CLOSED)
-        cdef int64_t now
-        if self._disconnect == DISCONNECT_ON_TIMEOUT:
-            if not self._peer_went_away(ch):
-                gone_since_ns[0] = 0
-            else:
-                now = NowNs()
-                if gone_since_ns[0] == 0:
-                    gone_since_ns[0] = now
-                elif now - gone_since_ns[0] >= self._reconnect_wait_ns:
-                    self._raise_stale(ch)
-        return 0
+        return check_status(status, op, self._role)
 
     cdef object _too_large(self, CChannel* ch, size_t size, str what, str tail=""):
         cdef size_t limit = ch.max_message_bytes()
@@ -507,7 +496,6 @@ cdef class Channel:
         cdef Py_buffer view
         cdef CChannel* ch
         cdef int r
-        cdef int64_t slice_end, gone_since = 0
         cdef CStatus status
         _message_buffer(data, &view)
         try:
@@ -525,15 +513,11 @@ cdef class Channel:
                     check_status(StatusOfResult(ch[0], r), OP_WRITE, self._role)
                 if deadline == 0:
                     deadline = _deadline_after(ms)
-                while True:
-                    slice_end = min(deadline, NowNs() + SLICE_NS)
-                    with nogil:
-                        status = Write(ch, <const char*>view.buf, view.len, slice_end)
-                    if status.ok():
-                        return None
-                    if not _slice_ended(status, slice_end, deadline):
-                        check_status(status, OP_WRITE, self._role)
-                    self._between_slices(ch, &gone_since)
+                with nogil:
+                    status = Write(ch, <const char*>view.buf, view.len, deadline)
+                if not status.ok():
+                    self._blocked_failed(status, OP_WRITE)
+                return None
             finally:
                 self._drop_writer()
                 self._after_call()
@@ -570,7 +554,7 @@ cdef class Channel:
     # ---- Batches and caller-owned buffers ----
 
     cdef int _wait_peek(self, CChannel* ch, int64_t deadline, const char** data, size_t* size) except -1:
-        """Peeks at the next message, waiting (GIL released, in slices) until deadline. Holds the reader lock."""
+        """Peeks at the next message, waiting (GIL released) until deadline. Holds the reader lock."""
         cdef int r = IoResultCode(TryPeek(ch, data, size))
         if r == R_OK:
             return 0
@@ -580,19 +564,12 @@ cdef class Channel:
 
     cdef int _wait_peek_slow(self, CChannel* ch, int64_t deadline, const char** data, size_t* size) except -1:
         """The waiting part of _wait_peek, after a TryPeek found nothing."""
-        cdef int64_t slice_end, gone_since = 0
         cdef CStatus status
-        if self._disconnect == DISCONNECT_ON_TIMEOUT and self._peer_went_away(ch):
-            gone_since = NowNs()
-        while True:
-            slice_end = min(deadline, NowNs() + SLICE_NS)
-            with nogil:
-                status = Peek(ch, slice_end, data, size)
-            if status.ok():
-                return 0
-            if not _slice_ended(status, slice_end, deadline):
-                check_status(status, OP_READ, self._role)
-            self._between_slices(ch, &gone_since)
+        with nogil:
+            status = Peek(ch, deadline, data, size)
+        if not status.ok():
+            self._blocked_failed(status, OP_READ)
+        return 0
 
     def read_many(self, Py_ssize_t max_messages=DEFAULT_MAX_MESSAGES, timeout_ms=None, buffer_size=None):
         """Returns a list of up to max_messages messages (bytes): waits up to timeout_ms for the first (None:
@@ -652,9 +629,7 @@ cdef class Channel:
         cdef CChannel* ch
         cdef size_t n = 0
         cdef int r
-        cdef int64_t slice_end, gone_since = 0
         cdef CStatusOr[size_t] got
-        cdef int code
         PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
         try:
             if not self._try_take_reader():
@@ -673,20 +648,13 @@ cdef class Channel:
                     check_status(StatusOfResult(ch[0], r), OP_READ, self._role)
                 if deadline == 0:
                     deadline = _deadline_after(ms)
-                if self._disconnect == DISCONNECT_ON_TIMEOUT and self._peer_went_away(ch):
-                    gone_since = NowNs()
-                while True:
-                    slice_end = min(deadline, NowNs() + SLICE_NS)
-                    with nogil:
-                        got = Read(ch, <char*>view.buf, view.len, slice_end)
-                    if got.ok():
-                        return got.value()
-                    code = got.status().raw_code()
-                    if code == S_OUT_OF_RANGE:
-                        raise self._buffer_too_small(ch, view.len)
-                    if not _slice_ended(got.status(), slice_end, deadline):
-                        check_status(got.status(), OP_READ, self._role)
-                    self._between_slices(ch, &gone_since)
+                with nogil:
+                    got = Read(ch, <char*>view.buf, view.len, deadline)
+                if got.ok():
+                    return got.value()
+                if got.status().raw_code() == S_OUT_OF_RANGE:
+                    raise self._buffer_too_small(ch, view.len)
+                self._blocked_failed(got.status(), OP_READ)
             finally:
                 self._drop_reader()
                 self._after_call()
@@ -713,7 +681,6 @@ cdef class Channel:
         cdef Py_ssize_t held = 0, i
         cdef size_t done = 0, largest = 0, limit
         cdef CChannel* ch
-        cdef int64_t slice_end, gone_since = 0
         cdef CStatusOr[size_t] got
         try:
             if views == NULL or ptrs == NULL or sizes == NULL:
@@ -735,19 +702,15 @@ cdef class Channel:
                             raise self._too_large(ch, sizes[i], f"message {i}", "; nothing was sent")
                 # Fast path, with the GIL: everything fits now.
                 done = TryWriteBatch(ch, ptrs, sizes, n)
-                while done < <size_t>n:
-                    slice_end = min(deadline, NowNs() + SLICE_NS)
+                if done < <size_t>n:
                     with nogil:
-                        got = WriteBatch(ch, ptrs + done, sizes + done, n - done, slice_end)
+                        got = WriteBatch(ch, ptrs + done, sizes + done, n - done, deadline)
+                    if PyErr_Occurred() != NULL:
+                        _raise_pending()  # a signal handler raised while it waited
                     if got.ok():
                         done += got.value()
-                        if done == <size_t>n or slice_end >= deadline:
-                            break
-                    elif not _slice_ended(got.status(), slice_end, deadline):
-                        if done > 0:
-                            break
-                        check_status(got.status(), OP_WRITE, self._role)
-                    self._between_slices(ch, &gone_since)
+                    elif done == 0:
+                        self._blocked_failed(got.status(), OP_WRITE)
                 return done
             finally:
                 self._drop_writer()
@@ -828,8 +791,7 @@ cdef class Channel:
         cdef int64_t deadline = _deadline_ns(timeout_ms)
         cdef CChannel* ch
         cdef char* p = NULL
-        cdef int64_t slice_end, gone_since = 0, wait_start = 0
-        cdef unsigned int nap
+        cdef CStatus status
         cdef Claim view
         self._take_writer(deadline)
         try:
@@ -837,29 +799,11 @@ cdef class Channel:
             if <size_t>size > ch.max_message_bytes():
                 raise self._too_large(ch, size, "a claim")
             p = TryClaim(ch, size)
-            while p == NULL:
-                if self._disconnect == DISCONNECT_IMMEDIATELY and PeerStateOf(ch[0]) != PEER_ALIVE:
-                    check_status(StatusOfResult(ch[0], R_PEER_GONE), OP_WRITE, self._role)
-                if NowNs() >= deadline:
-                    raise _errors.ESHMTimeoutError(
-                        f"channel '{self.name}': no room for a claim of {size} bytes before the deadline", E_TIMEOUT)
-                # The engine has no blocking claim: poll, GIL released, backing off from 10 us to 100 us (a
-                # reader that is a message behind frees room within a message's time: write_array() of 1 MiB
-                # arrays waits ~100 us at a time), and to 1 ms once the wait passes 10 ms.
-                if wait_start == 0:
-                    wait_start = NowNs()
-                slice_end = min(deadline, NowNs() + SLICE_NS)
-                nap = 10
+            if p == NULL:
                 with nogil:
-                    while True:
-                        usleep(nap)
-                        p = TryClaim(ch, size)
-                        if p != NULL or NowNs() >= slice_end:
-                            break
-                        if nap < 100 or (nap < 1000 and NowNs() - wait_start > 10000000):
-                            nap *= 2
-                if p == NULL:
-                    self._between_slices(ch, &gone_since)
+                    status = ClaimWait(ch, size, deadline, &p)
+                if not status.ok():
+                    self._blocked_failed(status, OP_WRITE)
             view = Claim.__new__(Claim)
             view._start(self, p, size, True)
             self._wview = <void*>view

@@ -46,7 +46,6 @@ from cpython.pythread cimport (
 cimport cython
 from libc.stdint cimport INT64_MAX, int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from posix.unistd cimport usleep
 from libcpp.memory cimport shared_ptr, unique_ptr
 from libcpp.string cimport string
 from libcpp.utility cimport move
@@ -63,6 +62,7 @@ from eshm._eshm_cpp cimport (
     CStatusOr,
     CWaitReady,
     CWaitSet,
+    ClaimWait,
     IoResultCode,
     MessageOf,
     NextMessageSize,
@@ -76,6 +76,7 @@ from eshm._eshm_cpp cimport (
     SpinTryPeek,
     SpinTryRead,
     SetEnums,
+    SetMainThreadIdent,
     StatusOfResult,
     TryClaim,
     TryPeek,
@@ -89,6 +90,7 @@ from eshm._eshm_cpp cimport (
 
 import operator as _operator
 import os as _os
+import threading as _threading
 import warnings as _warnings
 import weakref as _weakref
 
@@ -116,6 +118,9 @@ def _after_fork_in_child():
 
 
 _os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# Whose waits run Python's signal handlers (the channel's wait check, _eshm_glue.h).
+SetMainThreadIdent(_threading.main_thread().ident)
 
 
 # The parts, in the order they build on each other.

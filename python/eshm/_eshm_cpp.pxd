@@ -89,6 +89,7 @@ cdef extern from "eshm/channel.h" namespace "eshm" nogil:
         void Abort()
         shared_ptr[void] PinClaimMemory()
         CIoResult Release()
+        void Shutdown()
         void Close()
 
 
@@ -136,4 +137,6 @@ cdef extern from "_eshm_glue.h" namespace "eshm_py" nogil:
     CIoResult SpinTryPeek(CChannel* channel, const char** data, size_t* size, int64_t budget_ns)
     CStatus Peek(CChannel* channel, int64_t deadline_ns, const char** data, size_t* size)
     char* TryClaim(CChannel* channel, size_t size)
+    CStatus ClaimWait(CChannel* channel, size_t size, int64_t deadline_ns, char** data)
+    void SetMainThreadIdent(unsigned long ident)
     CStatus WaitOnSet(CWaitSet* wait_set, int64_t deadline_ns, vector[CWaitReady]* ready)

@@ -1,7 +1,7 @@
 // Thin C++ helpers for the Cython layer: the conversions Cython cannot spell cleanly (std::span<const
 // std::byte>, std::string_view, the Deadline class without a default constructor, scoped enums). Each is a
-// one-line forward to the public eshm::Channel API (Open also lets Python's signal handlers run while it
-// waits); no other logic lives here.
+// one-line forward to the public eshm::Channel API (Open also gives the channel a wait_check that runs
+// Python's signal handlers); no other logic lives here.
 #ifndef ESHM_PYTHON_ESHM_GLUE_H_
 #define ESHM_PYTHON_ESHM_GLUE_H_
 
@@ -27,16 +27,29 @@ namespace eshm_py {
 
 inline std::int64_t NowNs() { return eshm::MonotonicNowNs(); }
 
-// Opens the channel without the GIL; while it waits (a slave for its master), Python's signal handlers run
-// every 50 ms. If one raises (Ctrl-C: KeyboardInterrupt), Open ends with Cancelled and the exception stays
-// set for the caller to raise.
+// The interpreter's main thread, the only one whose waits run Python's signal handlers (set at import).
+inline unsigned long& MainThreadIdent() {
+  static unsigned long ident = 0;
+  return ident;
+}
+inline void SetMainThreadIdent(unsigned long ident) { MainThreadIdent() = ident; }
+
+// The channel's wait_check (every wait: Open, and every blocking call, with the GIL released): on the main
+// thread, Python's signal handlers run. If one raises (Ctrl-C: KeyboardInterrupt), the wait ends with
+// Cancelled and the exception stays set for the caller to raise. Other threads never run handlers: they
+// return at once, without the GIL.
+inline absl::Status RunSignalHandlers() {
+  if (PyThread_get_thread_ident() != MainThreadIdent()) return absl::OkStatus();
+  const PyGILState_STATE gil = PyGILState_Ensure();
+  const int raised = PyErr_CheckSignals();
+  PyGILState_Release(gil);
+  return raised == 0 ? absl::OkStatus() : absl::CancelledError("interrupted: a signal handler raised");
+}
+
+// Opens the channel (call it without the GIL); the channel's waits, this one included, run Python's signal
+// handlers (RunSignalHandlers).
 inline absl::StatusOr<std::unique_ptr<eshm::Channel>> Open(const std::string& name, eshm::ChannelOptions options) {
-  options.open_check = [] {
-    const PyGILState_STATE gil = PyGILState_Ensure();
-    const int raised = PyErr_CheckSignals();
-    PyGILState_Release(gil);
-    return raised == 0 ? absl::OkStatus() : absl::CancelledError("interrupted: a signal handler raised");
-  };
+  options.wait_check = RunSignalHandlers;
   return eshm::Channel::Open(std::string_view(name), options);
 }
 
@@ -163,9 +176,24 @@ inline char* TryClaim(eshm::Channel* channel, std::size_t size) {
   return reinterpret_cast<char*>(channel->TryClaim(size));
 }
 
+inline absl::Status ClaimWait(eshm::Channel* channel, std::size_t size, std::int64_t deadline_ns, char** data) {
+  absl::StatusOr<std::byte*> claimed = channel->Claim(size, eshm::Deadline::AtMonotonicNs(deadline_ns));
+  if (!claimed.ok()) return claimed.status();
+  *data = reinterpret_cast<char*>(*claimed);
+  return absl::OkStatus();
+}
+
+// Waits on the set (call it without the GIL), running Python's signal handlers every kWaitCheckIntervalNs
+// (not at every look of a polling wait: the check takes the GIL on the main thread).
 inline absl::Status WaitOnSet(eshm::WaitSet* wait_set, std::int64_t deadline_ns,
                               std::vector<eshm::WaitSet::Ready>* ready) {
-  return wait_set->Wait(eshm::Deadline::AtMonotonicNs(deadline_ns), ready);
+  std::int64_t next_check = eshm::MonotonicNowNs() + eshm::kWaitCheckIntervalNs;
+  return wait_set->Wait(eshm::Deadline::AtMonotonicNs(deadline_ns), ready, [&next_check] {
+    const std::int64_t now = eshm::MonotonicNowNs();
+    if (now < next_check) return absl::OkStatus();
+    next_check = now + eshm::kWaitCheckIntervalNs;
+    return RunSignalHandlers();
+  });
 }
 
 }  // namespace eshm_py

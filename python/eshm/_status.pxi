@@ -25,6 +25,7 @@ cdef extern from "eshm/eshm.h":
 
 # absl::StatusCode values (absl's stable numbers) the binding looks at itself.
 cdef enum:
+    S_CANCELLED = 1
     S_DEADLINE_EXCEEDED = 4
     S_OUT_OF_RANGE = 11
 
@@ -60,7 +61,7 @@ ROLE_NAMES = {"master": ROLE_MASTER, "slave": ROLE_SLAVE, "auto": ROLE_AUTO}
 DISCONNECT_NAMES = {"immediately": DISCONNECT_IMMEDIATELY, "on_timeout": DISCONNECT_ON_TIMEOUT,
                     "never": DISCONNECT_NEVER}
 
-cdef int64_t SLICE_NS = 50 * 1000 * 1000  # the longest a blocking call waits without checking for signals
+cdef int64_t SLICE_NS = 50 * 1000 * 1000  # the longest a wait for a side lock goes without checking for signals
 # A spinning endpoint's read first polls this long with the GIL held: most replies in a request/response
 # exchange come within it, and releasing and re-taking the GIL costs a good part of a round trip. Short
 # enough that other threads never notice (the interpreter's own switch interval is 5 ms).
@@ -168,12 +169,6 @@ cdef int _enum_arg(object value, str name, dict names) except? -1:
             f"{name} is {value!r}; use one of " + ", ".join(f"{k!r} ({v})" for k, v in names.items()),
             E_INVALID_PARAM)
     return number
-
-
-cdef inline bint _slice_ended(const CStatus& status, int64_t slice_end, int64_t deadline) noexcept:
-    """True if a failed wait slice only means "keep waiting": it ended before the call's deadline. (A peer that
-    has not attached yet is waited for until the deadline by the engine itself.)"""
-    return status.raw_code() == S_DEADLINE_EXCEEDED and slice_end < deadline
 
 
 cdef int64_t _deadline_ns(object timeout_ms) except? -2:

@@ -88,7 +88,6 @@ cdef class WaitSet:
         self._not_waiting("wait")
         cdef int64_t deadline = INT64_MAX if timeout_ms is None else _deadline_ns(timeout_ms)
         cdef CStatus status
-        cdef int64_t slice_end
         cdef Channel ch
         cdef list taken = []
         cdef bint closing = False
@@ -104,18 +103,14 @@ cdef class WaitSet:
                 if member[1] & WRITABLE:
                     ch._take_writer(deadline)
                     taken.append((ch, False))
-            while True:
-                slice_end = min(deadline, NowNs() + SLICE_NS)
-                with nogil:
-                    status = WaitOnSet(self._set.get(), slice_end, &self._ready)
-                check_status(status, OP_READ, ROLE_AUTO)
-                if self._ready.size() != 0 or NowNs() >= deadline or self._woken:
-                    break
-                # A close() on another thread waits for the sides this wait holds: let go, and report it.
-                closing = any((<Channel>m[0])._closing for m in self._members)
-                if closing:
-                    break
-                PyErr_CheckSignals()
+            with nogil:
+                status = WaitOnSet(self._set.get(), deadline, &self._ready)
+            if not status.ok() and PyErr_Occurred() != NULL:
+                _raise_pending()  # a signal handler raised while it waited (Ctrl-C: KeyboardInterrupt)
+            check_status(status, OP_READ, ROLE_AUTO)
+            # A close() on another thread (which ends the wait: its channel reports closed) waits for the sides
+            # this wait holds: let go, and report it.
+            closing = any((<Channel>m[0])._closing for m in self._members)
         finally:
             for ch, reader in taken:
                 if reader:

@@ -604,6 +604,54 @@ def test_close_from_another_thread_ends_a_blocked_read(pair):
     assert len(errors) == 1 and isinstance(errors[0], ChannelClosedError)
 
 
+BLOCKING_CALLS = {
+    # name: (needs a full ring, call on the blocked endpoint)
+    "read": (False, lambda ch: ch.read(timeout_ms=20_000)),
+    "read_into": (False, lambda ch: ch.read_into(bytearray(64), timeout_ms=20_000)),
+    "read_many": (False, lambda ch: ch.read_many(10, timeout_ms=20_000)),
+    "recv_view": (False, lambda ch: ch.recv_view(timeout_ms=20_000)),
+    "write": (True, lambda ch: ch.write(b"y" * 100, timeout_ms=20_000)),
+    "write_many": (True, lambda ch: ch.write_many([b"y" * 100] * 3, timeout_ms=20_000)),
+    "claim": (True, lambda ch: ch.claim(100, timeout_ms=20_000)),
+}
+
+
+@pytest.mark.parametrize("call", sorted(BLOCKING_CALLS))
+def test_close_from_another_thread_ends_every_kind_of_blocked_call_at_once(pairs, call):
+    # The engine's wait ends when close() shuts the channel down: no call waits out a slice, and what was
+    # queued stays for the peer.
+    full, run = BLOCKING_CALLS[call]
+    master, slave = pairs()[0]
+    queued = 0
+    if full:
+        while master.try_write(b"x" * 100):
+            queued += 1
+    blocked = master if full else slave
+    errors = []
+    started = threading.Event()
+
+    def worker():
+        started.set()
+        try:
+            run(blocked)
+        except Exception as e:  # noqa: BLE001 - the test inspects it
+            errors.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    started.wait()
+    time.sleep(0.2)  # into the engine's wait
+    start = time.monotonic()
+    blocked.close()
+    t.join(5)
+    assert not t.is_alive()
+    assert time.monotonic() - start < 1.0
+    assert len(errors) == 1 and isinstance(errors[0], ChannelClosedError), errors
+    assert "was closed during the call" in str(errors[0])
+    if full:  # nothing half-sent: the reader gets exactly what was queued
+        assert slave.read_many(1000, timeout_ms=0) == [b"x" * 100] * queued
+
+
 def test_ctrl_c_interrupts_a_blocked_read(name):
     peer = Peer(name, """
         ch = ESHM(NAME, role=ESHMRole.MASTER)
@@ -639,6 +687,25 @@ def test_ctrl_c_interrupts_a_blocked_write(name):
     rc, out, err = peer.finish(timeout=5)
     assert "KeyboardInterrupt" in err, err
     assert "write returned" not in out
+    assert rc != 0
+
+
+def test_ctrl_c_interrupts_a_blocked_claim(name):
+    peer = Peer(name, """
+        ch = ESHM(NAME, role=ESHMRole.MASTER, m2s_capacity=4096,
+                  disconnect_behavior=ESHMDisconnectBehavior.NEVER)
+        while ch.try_write(b"x" * 100):
+            pass
+        print("ready", flush=True)
+        ch.claim(100, timeout_ms=10000)
+        print("claim returned", flush=True)
+    """)
+    assert peer.expect_line() == "ready"
+    time.sleep(0.3)
+    peer.proc.send_signal(signal.SIGINT)
+    rc, out, err = peer.finish(timeout=5)
+    assert "KeyboardInterrupt" in err, err
+    assert "claim returned" not in out
     assert rc != 0
 
 

@@ -8,7 +8,7 @@
 // Cuts: at the reader's next record while it waits for one (nothing queued), at the next record while
 // messages are queued, in the middle of the next message's payload within one page, and in the middle of
 // a payload that continues on the next page (that page is unmapped: the copy itself faults). Each through
-// Channel::Read, TryRead, ReadBatch, Peek + Release, and the C ABI's eshm_read.
+// Channel::Read, TryRead, Peek + Release, and the C ABI's eshm_read.
 //
 // Processes: a master child writes a planned stream, then idles; a truncator child cuts the file when
 // told; the parent is the slave reader, opened after both forks (see channel_test_util.h).
@@ -19,7 +19,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <random>
 #include <span>
@@ -52,7 +51,7 @@ constexpr int kReadWaitMs = 20'000;
 constexpr std::uint32_t kIncarnation = 1;
 
 enum class Cut { kAtNextRecordWhileWaiting, kAtNextRecordWithQueue, kInPayload, kInPayloadAcrossPages };
-enum class ReadWith { kRead, kTryRead, kReadBatch, kPeek, kCRead };
+enum class ReadWith { kRead, kTryRead, kPeek, kCRead };
 
 const char* CutName(Cut cut) {
   switch (cut) {
@@ -68,7 +67,6 @@ const char* ReadWithName(ReadWith mode) {
   switch (mode) {
     case ReadWith::kRead: return "Read";
     case ReadWith::kTryRead: return "TryRead";
-    case ReadWith::kReadBatch: return "ReadBatch";
     case ReadWith::kPeek: return "Peek";
     case ReadWith::kCRead: return "CRead";
   }
@@ -153,14 +151,8 @@ class Reader {
   }
   const std::string& open_error() const { return open_error_; }
 
-  // Waits up to wait_ms for the next message. A batch takes at most `batch` messages (so that the ones
-  // queued behind the preamble are read after the cut).
-  Outcome Next(int wait_ms, std::size_t batch = 64) {
-    if (!pending_.empty()) {
-      Outcome out{Outcome::kMessage, std::move(pending_.front()), ""};
-      pending_.pop_front();
-      return out;
-    }
+  // Waits up to wait_ms for the next message.
+  Outcome Next(int wait_ms) {
     switch (mode_) {
       case ReadWith::kRead: {
         absl::StatusOr<std::size_t> n = channel_->Read(buffer_, Deadline::AfterMs(wait_ms));
@@ -177,13 +169,6 @@ class Reader {
           if (NowNs() >= give_up) return {Outcome::kNothing, {}, "TryRead: nothing"};
           usleep(100);
         }
-      }
-      case ReadWith::kReadBatch: {
-        std::vector<std::vector<std::byte>> messages;
-        const absl::Status s = channel_->ReadBatch(batch, Deadline::AfterMs(wait_ms), &messages);
-        if (!s.ok()) return FromStatus(s);
-        for (std::vector<std::byte>& m : messages) pending_.push_back(std::move(m));
-        return Next(0);
       }
       case ReadWith::kPeek: {
         absl::StatusOr<std::span<const std::byte>> view = channel_->Peek(Deadline::AfterMs(wait_ms));
@@ -221,7 +206,6 @@ class Reader {
   eshm_handle* handle_ = nullptr;
   std::string open_error_;
   std::vector<std::byte> buffer_;
-  std::deque<std::vector<std::byte>> pending_;
 };
 
 class PartialTruncationTest : public eshm_test::ChannelTestBase,
@@ -272,7 +256,7 @@ TEST_P(PartialTruncationTest, IsDataLossNeverADamagedMessage) {
   // Read the preamble: the next record is then the planned one.
   std::uint64_t seq = 0;
   for (; seq < plan.preamble.size(); ++seq) {
-    const Outcome out = reader.Next(10'000, plan.preamble.size() - seq);
+    const Outcome out = reader.Next(10'000);
     ASSERT_EQ(out.kind, Outcome::kMessage) << "preamble message " << seq << ": " << out.error;
     const auto m = eshm_test::ParseSeqMessage(out.bytes);
     ASSERT_TRUE(m.has_value() && m->seq == seq) << "preamble message " << seq;
@@ -320,7 +304,7 @@ INSTANTIATE_TEST_SUITE_P(
     AllCutsAndReads, PartialTruncationTest,
     ::testing::Combine(::testing::Values(Cut::kAtNextRecordWhileWaiting, Cut::kAtNextRecordWithQueue, Cut::kInPayload,
                                          Cut::kInPayloadAcrossPages),
-                       ::testing::Values(ReadWith::kRead, ReadWith::kTryRead, ReadWith::kReadBatch, ReadWith::kPeek,
+                       ::testing::Values(ReadWith::kRead, ReadWith::kTryRead, ReadWith::kPeek,
                                          ReadWith::kCRead)),
     [](const ::testing::TestParamInfo<std::tuple<Cut, ReadWith>>& param) {
       return absl::StrCat(CutName(std::get<0>(param.param)), "_", ReadWithName(std::get<1>(param.param)));
