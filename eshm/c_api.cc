@@ -60,6 +60,7 @@
 #include "eshm/internal/side_lock.h"
 #include "eshm/layout.h"
 #include "eshm/segment.h"
+#include "eshm/segment_name.h"
 #include "eshm/wait_set.h"
 
 // The ABI is frozen by these: a change here is a change for every binding.
@@ -620,18 +621,20 @@ int eshm_open(const char* name, const eshm_config* cfg, eshm_handle** out) {
     if (name == nullptr) return Failf(ESHM_ERROR_INVALID_PARAM, "%s: name is NULL", kFn);
     // Bounded: never scans far past the longest valid name.
     const std::string_view name_view(name, strnlen(name, eshm::kMaxSegmentNameLength + 1));
-    if (absl::Status s = eshm::Segment::ValidateName(name_view); !s.ok()) {
+    // The one check of the name on this path: what follows takes the SegmentName.
+    absl::StatusOr<eshm::SegmentName> valid = eshm::SegmentName::Create(name_view);
+    if (!valid.ok()) {
       if (name_view.size() > eshm::kMaxSegmentNameLength) {
         return Failf(ESHM_ERROR_INVALID_PARAM, "%s: name is longer than %u characters (the limit)", kFn,
                      eshm::kMaxSegmentNameLength);
       }
       return Failf(ESHM_ERROR_INVALID_PARAM, "%s: name \"%s\": %s", kFn, absl::CHexEscape(AbslView(name_view)),
-                   s.message());
+                   valid.status().message());
     }
     eshm::ChannelOptions options;
     if (int rc = ConfigFromC(cfg, &options); rc != ESHM_SUCCESS) return rc;
 
-    absl::StatusOr<std::unique_ptr<eshm::Channel>> channel = eshm::Channel::Open(name_view, options);
+    absl::StatusOr<std::unique_ptr<eshm::Channel>> channel = eshm::Channel::Open(*valid, options);
     if (!channel.ok()) {
       return FailStatus(kFn, ResultCodeFor(channel.status(), Operation::kOpen, options.role), channel.status());
     }

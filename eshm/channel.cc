@@ -148,12 +148,16 @@ const char* IoResultName(IoResult result) {
   return "unknown";
 }
 
-Channel::Channel(std::string name, const ChannelOptions& options) : name_(std::move(name)), options_(options) {}
+Channel::Channel(SegmentName name, const ChannelOptions& options) : name_(std::move(name)), options_(options) {}
 
 absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, const ChannelOptions& options) {
-  ESHM_RETURN_IF_ERROR(Segment::ValidateName(name));
+  ESHM_ASSIGN_OR_RETURN(SegmentName valid, SegmentName::Create(name));
+  return Open(valid, options);
+}
+
+absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(const SegmentName& name, const ChannelOptions& options) {
   ESHM_RETURN_IF_ERROR(ValidateOptions(options));
-  std::unique_ptr<Channel> channel(new Channel(std::string(name), options));
+  std::unique_ptr<Channel> channel(new Channel(name, options));
   AcquireOptions request;
   request.role = ToAcquireRole(options.role);
   request.shape.m2s_capacity = options.m2s_capacity;
@@ -173,7 +177,7 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, co
           "reconnect_retry_interval_ms %d): start the master first, or raise max_reconnect_attempts (0 waits "
           "forever). A master gives the segment its name only once it is complete, which takes a while for "
           "large rings",
-          name, Segment::PathFor(name),
+          name.name(), name.path(),
           std::int64_t{options.max_reconnect_attempts} * options.reconnect_retry_interval_ms,
           options.max_reconnect_attempts, options.reconnect_retry_interval_ms));
     }
@@ -183,7 +187,7 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Open(std::string_view name, co
       channel->Attach(std::make_shared<Attachment>(std::move(acquired->segment)), acquired->role));
   if (options.use_threads) {
     channel->monitored_ = true;
-    internal::Monitor::Process().Add(channel.get(), std::string(kSegmentFilePrefix) + std::string(name));
+    internal::Monitor::Process().Add(channel.get(), std::string(name.file_name()));
   }
   return channel;
 }
@@ -633,13 +637,13 @@ absl::Status Channel::PeerGoneError() const {
   switch (state) {
     case PeerState::kAbsent:
       return absl::UnavailableError(
-          absl::StrFormat("channel '%s': no %s has attached yet", name_, peer));
+          absl::StrFormat("channel '%s': no %s has attached yet", name(), peer));
     case PeerState::kUnresponsive:
       return absl::UnavailableError(absl::StrFormat(
-          "channel '%s': the %s is unresponsive (no heartbeat for over %d ms)", name_, peer,
+          "channel '%s': the %s is unresponsive (no heartbeat for over %d ms)", name(), peer,
           options_.stale_threshold_ms));
     case PeerState::kDead:
-      return absl::UnavailableError(absl::StrFormat("channel '%s': the %s has exited", name_, peer));
+      return absl::UnavailableError(absl::StrFormat("channel '%s': the %s has exited", name(), peer));
     case PeerState::kAlive:
       break;
   }
@@ -673,7 +677,7 @@ absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::Funct
     if (limit.Expired()) {
       if (!reconnect_limited) {
         return absl::DeadlineExceededError(
-            absl::StrFormat("channel '%s': the deadline passed while waiting for a %s to attach", name_,
+            absl::StrFormat("channel '%s': the deadline passed while waiting for a %s to attach", name(),
                             RoleName(Other(role_))));
       }
       absl::Status gone = PeerGoneError();
@@ -699,7 +703,7 @@ bool Channel::WriteReady(std::size_t size) {
 }
 
 absl::Status Channel::StoppedError() const {
-  return absl::CancelledError(absl::StrFormat("channel '%s' is shutting down (Shutdown or Close was called)", name_));
+  return absl::CancelledError(absl::StrFormat("channel '%s' is shutting down (Shutdown or Close was called)", name()));
 }
 
 absl::Status Channel::WaitOnRing(const Side& side, absl::FunctionRef<absl::Status(WaitCheck)> wait) {
@@ -812,7 +816,7 @@ absl::StatusOr<std::byte*> Channel::Claim(std::size_t size, Deadline deadline) {
   if (closed_) return StatusOf(IoResult::kClosed);
   if (claim_.data != nullptr) {
     return absl::FailedPreconditionError(
-        absl::StrFormat("channel '%s': a claim is already open: Commit or Abort it first", name_));
+        absl::StrFormat("channel '%s': a claim is already open: Commit or Abort it first", name()));
   }
   WriterCall call(*this);
   for (;;) {
@@ -955,7 +959,8 @@ absl::StatusOr<std::span<const std::byte>> Channel::Peek(Deadline deadline) {
       return reader_.attachment->consumer.WaitForData(options_.wait, deadline, check);
     });
     if (status.code() == absl::StatusCode::kDeadlineExceeded) {
-      return absl::DeadlineExceededError(absl::StrFormat("channel '%s': no message arrived before the deadline", name_));
+      return absl::DeadlineExceededError(
+          absl::StrFormat("channel '%s': no message arrived before the deadline", name()));
     }
     ESHM_RETURN_IF_ERROR(status);
   }
@@ -997,37 +1002,37 @@ absl::Status Channel::StatusOf(IoResult result, const Side& side) const {
       return absl::OkStatus();
     case IoResult::kWouldBlock:
       return absl::ResourceExhaustedError(
-          absl::StrFormat("channel '%s': the ring is full (write) or empty (read) right now", name_));
+          absl::StrFormat("channel '%s': the ring is full (write) or empty (read) right now", name()));
     case IoResult::kTooLarge:
       return absl::InvalidArgumentError(absl::StrFormat(
           "channel '%s': message exceeds the maximum message size of %d bytes: split it, or create the channel "
           "with larger rings",
-          name_, max_message_bytes()));
+          name(), max_message_bytes()));
     case IoResult::kBufferTooSmall:
       return absl::OutOfRangeError(absl::StrFormat(
-          "channel '%s': the next message is larger than the buffer; it stays in the channel", name_));
+          "channel '%s': the next message is larger than the buffer; it stays in the channel", name()));
     case IoResult::kPeerGone:
       if (absl::Status gone = PeerGoneError(); !gone.ok()) return gone;
       return absl::UnavailableError(
-          absl::StrFormat("channel '%s': the %s was gone (it is back now: retry)", name_, RoleName(Other(role_))));
+          absl::StrFormat("channel '%s': the %s was gone (it is back now: retry)", name(), RoleName(Other(role_))));
     case IoResult::kCorrupt:
       if (side.attachment != nullptr && side.attachment->segment.truncated()) {
         return absl::DataLossError(absl::StrFormat(
             "channel '%s': another process truncated the segment file %s under this channel (or overwrote its "
             "last bytes); messages in it are lost: close and re-open the channel",
-            name_, Segment::PathFor(name_)));
+            name(), name_.path()));
       }
       return absl::DataLossError(absl::StrFormat(
-          "channel '%s': the incoming ring was corrupted by the peer; close and re-open the channel", name_));
+          "channel '%s': the incoming ring was corrupted by the peer; close and re-open the channel", name()));
     case IoResult::kClosed:
-      return absl::FailedPreconditionError(absl::StrFormat("channel '%s' is closed", name_));
+      return absl::FailedPreconditionError(absl::StrFormat("channel '%s' is closed", name()));
     case IoResult::kLost:
       return absl::DataLossError(absl::StrFormat(
           "channel '%s': the channel moved to a new segment (its name was re-created, or a new master's segment "
           "was joined) that cannot take %d message(s) written before the move and not yet published (larger "
           "than its maximum message size of %d bytes, or more than its ring holds): they were dropped, and the "
           "call that reported this did not send its own message; send them again",
-          name_, lost_reported_.load(std::memory_order_relaxed), max_message_bytes()));
+          name(), lost_reported_.load(std::memory_order_relaxed), max_message_bytes()));
   }
   return absl::UnknownError("unknown result");
 }

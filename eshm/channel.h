@@ -99,6 +99,7 @@
 #include "eshm/layout.h"
 #include "eshm/ring.h"
 #include "eshm/segment.h"
+#include "eshm/segment_name.h"
 #include "eshm/wait_strategy.h"
 
 namespace eshm {
@@ -186,8 +187,10 @@ struct ChannelStats {
 
 class Channel final : private internal::MonitorClient {
  public:
-  // Opens the endpoint `name` (validated as Segment::ValidateName) in the role options.role asks for.
+  // Opens the endpoint `name` in the role options.role asks for. The string_view overload checks the name
+  // (SegmentName::Create: InvalidArgument) and calls the other, which checks nothing again.
   static absl::StatusOr<std::unique_ptr<Channel>> Open(std::string_view name, const ChannelOptions& options = {});
+  static absl::StatusOr<std::unique_ptr<Channel>> Open(const SegmentName& name, const ChannelOptions& options = {});
 
   Channel(const Channel&) = delete;
   Channel& operator=(const Channel&) = delete;
@@ -233,7 +236,7 @@ class Channel final : private internal::MonitorClient {
   std::optional<std::size_t> NextMessageSize();
 
   // ---- Any thread ----
-  const std::string& name() const { return name_; }
+  const std::string& name() const { return name_.name(); }
   Role role() const { return role_; }
   PeerState peer_state() const { return static_cast<PeerState>(peer_state_.load(std::memory_order_acquire)); }
   bool IsRemoteAlive() const { return peer_state() == PeerState::kAlive; }
@@ -268,7 +271,7 @@ class Channel final : private internal::MonitorClient {
     std::uint64_t generation = 0;
   };
 
-  Channel(std::string name, const ChannelOptions& options);
+  Channel(SegmentName name, const ChannelOptions& options);
   absl::Status Attach(std::shared_ptr<Attachment> attachment, Role role);
 
   // Heartbeat and liveness; run by the process's monitor thread, or inline when use_threads is false.
@@ -330,7 +333,7 @@ class Channel final : private internal::MonitorClient {
   absl::Status PeerGoneError() const;
   absl::Status StoppedError() const;
 
-  const std::string name_;
+  const SegmentName name_;
   const ChannelOptions options_;
   Role role_ = Role::kMaster;
   Direction out_ = Direction::kMasterToSlave;

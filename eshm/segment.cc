@@ -25,9 +25,9 @@
 namespace eshm {
 namespace {
 
-absl::Status ErrnoError(int error, std::string_view call, std::string_view name) {
+absl::Status ErrnoError(int error, std::string_view call, const SegmentName& name) {
   return absl::ErrnoToStatus(error, absl::StrFormat("%s(\"%s\")", absl::string_view(call.data(), call.size()),
-                                                    Segment::PathFor(name)));
+                                                    name.path()));
 }
 
 // Maps the pages of [offset, offset + length) now rather than at their first touch: what MAP_POPULATE did
@@ -43,11 +43,11 @@ void Prefault(std::byte* base, std::uint64_t offset, std::uint64_t length) {
 }
 
 // Refusing a mapping we could not guard: a peer truncating the file would then kill this process.
-absl::Status GuardError(std::string_view call, std::string_view name) {
+absl::Status GuardError(std::string_view call, const SegmentName& name) {
   return absl::ResourceExhaustedError(absl::StrFormat(
       "%s(\"%s\"): no memory to guard the mapping against a truncation of the file (SIGBUS): this process is "
       "out of memory or address space; close channels it no longer uses, or raise its memory limit",
-      absl::string_view(call.data(), call.size()), Segment::PathFor(name)));
+      absl::string_view(call.data(), call.size()), name.path()));
 }
 
 // Sleeps `ns`, or less if `deadline` comes first.
@@ -151,8 +151,7 @@ bool HasShape(const Segment& segment, const SegmentOptions& shape) {
 }
 
 // Checks the header of a complete segment against the file it came from. `h` is a local copy.
-absl::Status ValidateHeader(const SegmentHeader& h, std::uint64_t file_bytes, std::string_view name) {
-  const std::string path = Segment::PathFor(name);
+absl::Status ValidateHeader(const SegmentHeader& h, std::uint64_t file_bytes, const std::string& path) {
   if (h.header_bytes != kSegmentHeaderBytes) {
     return absl::DataLossError(absl::StrFormat(
         "%s: header size %d does not match this eshm's %d: the segment is corrupt", path, h.header_bytes,
@@ -187,35 +186,11 @@ absl::Status ValidateHeader(const SegmentHeader& h, std::uint64_t file_bytes, st
 
 }  // namespace
 
-absl::Status Segment::ValidateName(std::string_view name) {
-  if (name.empty()) {
-    return absl::InvalidArgumentError("segment name is empty: use 1 to 250 characters from [A-Za-z0-9._-]");
-  }
-  if (name.size() > kMaxSegmentNameLength) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "segment name is %d characters long; the limit is %d (the file /dev/shm/eshm_<name> must fit NAME_MAX)",
-        name.size(), kMaxSegmentNameLength));
-  }
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    const unsigned char c = static_cast<unsigned char>(name[i]);
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == '-';
-    if (!ok) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "segment name has character 0x%02x at index %d; only [A-Za-z0-9._-] are allowed (no '/', spaces, "
-          "NUL or non-ASCII)",
-          c, i));
-    }
-  }
-  return absl::OkStatus();
-}
+absl::Status Segment::ValidateName(std::string_view name) { return SegmentName::Create(name).status(); }
 
-std::string Segment::PathFor(std::string_view name) {
-  return absl::StrCat(kSegmentDirectory, "/", kSegmentFilePrefix, absl::string_view(name.data(), name.size()));
-}
+std::string Segment::PathFor(std::string_view name) { return SegmentName::PathOf(name); }
 
-absl::StatusOr<Segment> Segment::CreateUnnamed(std::string_view name, const SegmentOptions& options) {
-  ESHM_RETURN_IF_ERROR(ValidateName(name));
+absl::StatusOr<Segment> Segment::CreateUnnamed(const SegmentName& name, const SegmentOptions& options) {
   std::uint64_t max_message = 0;
   ESHM_RETURN_IF_ERROR(ValidateShape(options, &max_message));
 
@@ -228,13 +203,12 @@ absl::StatusOr<Segment> Segment::CreateUnnamed(std::string_view name, const Segm
       return absl::UnimplementedError(absl::StrFormat(
           "open(\"%s\", O_TMPFILE) for segment %s: %s; eshm creates segments as unnamed files, which needs "
           "Linux 3.11 or later with %s on tmpfs",
-          kSegmentDirectory, PathFor(name), std::strerror(error), kSegmentDirectory));
+          kSegmentDirectory, name.path(), std::strerror(error), kSegmentDirectory));
     }
     return absl::ErrnoToStatus(error, absl::StrFormat("open(\"%s\", O_TMPFILE) for segment %s", kSegmentDirectory,
-                                                      PathFor(name)));
+                                                      name.path()));
   }
-  Segment segment;  // owns fd (and the mapping) from here on, so every return below cleans up
-  segment.name_ = std::string(name);
+  Segment segment(name);  // owns fd (and the mapping) from here on, so every return below cleans up
   segment.fd_ = fd;
   // open applies the umask; the caller's mode is what they asked for.
   if (fchmod(fd, options.mode) != 0) return ErrnoError(errno, "fchmod", name);
@@ -251,7 +225,7 @@ absl::StatusOr<Segment> Segment::CreateUnnamed(std::string_view name, const Segm
       return absl::ResourceExhaustedError(absl::StrFormat(
           "not enough space in /dev/shm for the %d-byte segment %s: free space there (df -h /dev/shm), use "
           "smaller ring capacities, or give the container more shared memory (docker run --shm-size=256m)",
-          geometry.rings_end + kTrailerBytes, PathFor(name)));
+          geometry.rings_end + kTrailerBytes, name.path()));
     }
     if (error != 0) return ErrnoError(error, "posix_fallocate", name);
   }
@@ -299,7 +273,7 @@ absl::StatusOr<Segment> Segment::CreateUnnamed(std::string_view name, const Segm
 absl::Status Segment::Publish() {
   // linkat of an unnamed file: through /proc/self/fd (any user), or AT_EMPTY_PATH (needs
   // CAP_DAC_READ_SEARCH) where /proc is not mounted. Either fails with EEXIST if anything has the name.
-  const std::string path = PathFor(name_);
+  const std::string& path = name_.path();
   const std::string self = absl::StrCat("/proc/self/fd/", fd_);
   if (linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0) return absl::OkStatus();
   int error = errno;
@@ -320,15 +294,19 @@ absl::Status Segment::Publish() {
   return absl::ErrnoToStatus(error, absl::StrFormat("linkat(\"%s\", \"%s\")", self, path));
 }
 
-absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOptions& options) {
+absl::StatusOr<Segment> Segment::Create(const SegmentName& name, const SegmentOptions& options) {
   ESHM_ASSIGN_OR_RETURN(Segment segment, CreateUnnamed(name, options));
   ESHM_RETURN_IF_ERROR(segment.Publish());
   return segment;
 }
 
-absl::StatusOr<Segment> Segment::OpenOnce(std::string_view name, bool allow_other_owner) {
-  ESHM_RETURN_IF_ERROR(ValidateName(name));
-  const std::string path = PathFor(name);
+absl::StatusOr<Segment> Segment::Create(std::string_view name, const SegmentOptions& options) {
+  ESHM_ASSIGN_OR_RETURN(const SegmentName valid, SegmentName::Create(name));
+  return Create(valid, options);
+}
+
+absl::StatusOr<Segment> Segment::OpenOnce(const SegmentName& name, bool allow_other_owner) {
+  const std::string& path = name.path();
   // Look before opening: a FIFO, a socket or a device is never opened (opening a FIFO could block, or
   // wake a process waiting on it). O_NONBLOCK and the fstat below cover a file swapped in between.
   struct stat st;
@@ -357,8 +335,7 @@ absl::StatusOr<Segment> Segment::OpenOnce(std::string_view name, bool allow_othe
     return ErrnoError(error, "open", name);
   }
 
-  Segment segment;  // owns fd (and any mapping) from here on, so every return below cleans up
-  segment.name_ = std::string(name);
+  Segment segment(name);  // owns fd (and any mapping) from here on, so every return below cleans up
   segment.fd_ = fd;
   if (fstat(fd, &st) != 0) return ErrnoError(errno, "fstat", name);
   if (!S_ISREG(st.st_mode)) return NotARegularFile(path, st.st_mode);
@@ -423,7 +400,7 @@ absl::StatusOr<Segment> Segment::OpenOnce(std::string_view name, bool allow_othe
   }
   SegmentHeader copy;
   std::memcpy(static_cast<void*>(&copy), h, sizeof(copy));
-  ESHM_RETURN_IF_ERROR(ValidateHeader(copy, file_bytes, name));
+  ESHM_RETURN_IF_ERROR(ValidateHeader(copy, file_bytes, path));
   // The file is exactly the size the header says, so the trailer lies inside the mapping. Reading the
   // canary also maps its page now (see TrailerIntact in segment.h). The creator wrote it before the
   // version we acquired.
@@ -446,12 +423,17 @@ absl::StatusOr<Segment> Segment::OpenOnce(std::string_view name, bool allow_othe
   return segment;
 }
 
-absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline, bool allow_other_owner) {
+absl::StatusOr<Segment> Segment::Open(const SegmentName& name, Deadline deadline, bool allow_other_owner) {
   for (;;) {
     absl::StatusOr<Segment> segment = OpenOnce(name, allow_other_owner);
     if (!absl::IsNotFound(segment.status()) || deadline.Expired()) return segment;
     SleepAtMost(1'000'000, deadline);
   }
+}
+
+absl::StatusOr<Segment> Segment::Open(std::string_view name, Deadline deadline, bool allow_other_owner) {
+  ESHM_ASSIGN_OR_RETURN(const SegmentName valid, SegmentName::Create(name));
+  return Open(valid, deadline, allow_other_owner);
 }
 
 namespace {
@@ -508,8 +490,7 @@ absl::StatusOr<Role> ClaimRole(const Segment& segment, AcquireRole wanted) {
 // its segment and that nobody else holds the segment's replace lock; if not, it lets go and looks again. A
 // replacer takes the replace lock before the master lock, so an opener either sees the replacement coming
 // or claimed its role before it began, like any slave of a segment that is later replaced.
-absl::StatusOr<AcquiredSegment> Segment::Acquire(std::string_view name, const AcquireOptions& options) {
-  ESHM_RETURN_IF_ERROR(ValidateName(name));
+absl::StatusOr<AcquiredSegment> Segment::Acquire(const SegmentName& name, const AcquireOptions& options) {
   const bool may_create = options.role != AcquireRole::kSlave;
   if (options.create_only && options.role != AcquireRole::kMaster) {
     return absl::InvalidArgumentError("Segment::Acquire: create_only needs AcquireRole::kMaster");
@@ -518,7 +499,7 @@ absl::StatusOr<AcquiredSegment> Segment::Acquire(std::string_view name, const Ac
     std::uint64_t max_message = 0;
     ESHM_RETURN_IF_ERROR(ValidateShape(options.shape, &max_message));
   }
-  const std::string path = PathFor(name);
+  const std::string& path = name.path();
   const std::int64_t retry_ns = std::int64_t{std::max(options.retry_interval_ms, 1)} * 1'000'000;
   // Sleeps `ns` (not past the deadline) in slices, asking options.check between them.
   auto pause = [&](std::int64_t ns) -> absl::Status {
@@ -634,24 +615,29 @@ absl::StatusOr<AcquiredSegment> Segment::Acquire(std::string_view name, const Ac
   }
 }
 
+absl::StatusOr<AcquiredSegment> Segment::Acquire(std::string_view name, const AcquireOptions& options) {
+  ESHM_ASSIGN_OR_RETURN(const SegmentName valid, SegmentName::Create(name));
+  return Acquire(valid, options);
+}
+
 absl::Status Segment::Unlink(std::string_view name) {
-  ESHM_RETURN_IF_ERROR(ValidateName(name));
-  if (unlink(PathFor(name).c_str()) != 0) {
+  ESHM_ASSIGN_OR_RETURN(const SegmentName valid, SegmentName::Create(name));
+  if (unlink(valid.path().c_str()) != 0) {
     const int error = errno;
-    if (error == ENOENT) return absl::NotFoundError(absl::StrFormat("no segment %s to remove", PathFor(name)));
-    return ErrnoError(error, "unlink", name);
+    if (error == ENOENT) return absl::NotFoundError(absl::StrFormat("no segment %s to remove", valid.path()));
+    return ErrnoError(error, "unlink", valid);
   }
   return absl::OkStatus();
 }
 
 Segment::NameState Segment::name_state() const {
   struct stat st;
-  if (lstat(PathFor(name_).c_str(), &st) != 0) return errno == ENOENT ? NameState::kAbsent : NameState::kOther;
+  if (lstat(name_.path().c_str(), &st) != 0) return errno == ENOENT ? NameState::kAbsent : NameState::kOther;
   return st.st_dev == device_ && st.st_ino == inode_ ? NameState::kThis : NameState::kOther;
 }
 
 void Segment::UnlinkNameIfThis() const {
-  if (name_state() == NameState::kThis) unlink(PathFor(name_).c_str());
+  if (name_state() == NameState::kThis) unlink(name_.path().c_str());
 }
 
 RingProducer Segment::MakeProducer(Direction d) const {
@@ -662,30 +648,34 @@ RingConsumer Segment::MakeConsumer(Direction d) const {
   return RingConsumer(ring_control(d), ring_data(d), ring_capacity(d), max_message_bytes_);
 }
 
-Segment::Segment(Segment&& other) noexcept { *this = std::move(other); }
+Segment::Segment(Segment&& other) noexcept : name_(std::move(other.name_)) { TakeMappingFrom(other); }
 
 Segment& Segment::operator=(Segment&& other) noexcept {
   if (this != &other) {
     Reset();
     name_ = std::move(other.name_);
-    fd_ = std::exchange(other.fd_, -1);
-    guard_slot_ = std::exchange(other.guard_slot_, -1);
-    fault_flag_ = std::exchange(other.fault_flag_, &kNeverFaulted);
-    // Relaxed: a Segment is moved only before it is shared with other threads.
-    lost_.store(other.lost_.exchange(false, std::memory_order_relaxed), std::memory_order_relaxed);
-    trailer_ = std::exchange(other.trailer_, nullptr);
-    base_ = std::exchange(other.base_, nullptr);
-    size_ = std::exchange(other.size_, 0);
-    epoch_ns_ = other.epoch_ns_;
-    max_message_bytes_ = other.max_message_bytes_;
-    offset_[0] = other.offset_[0];
-    offset_[1] = other.offset_[1];
-    capacity_[0] = other.capacity_[0];
-    capacity_[1] = other.capacity_[1];
-    device_ = other.device_;
-    inode_ = other.inode_;
+    TakeMappingFrom(other);
   }
   return *this;
+}
+
+void Segment::TakeMappingFrom(Segment& other) noexcept {
+  fd_ = std::exchange(other.fd_, -1);
+  guard_slot_ = std::exchange(other.guard_slot_, -1);
+  fault_flag_ = std::exchange(other.fault_flag_, &kNeverFaulted);
+  // Relaxed: a Segment is moved only before it is shared with other threads.
+  lost_.store(other.lost_.exchange(false, std::memory_order_relaxed), std::memory_order_relaxed);
+  trailer_ = std::exchange(other.trailer_, nullptr);
+  base_ = std::exchange(other.base_, nullptr);
+  size_ = std::exchange(other.size_, 0);
+  epoch_ns_ = other.epoch_ns_;
+  max_message_bytes_ = other.max_message_bytes_;
+  offset_[0] = other.offset_[0];
+  offset_[1] = other.offset_[1];
+  capacity_[0] = other.capacity_[0];
+  capacity_[1] = other.capacity_[1];
+  device_ = other.device_;
+  inode_ = other.inode_;
 }
 
 Segment::~Segment() { Reset(); }

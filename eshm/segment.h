@@ -47,21 +47,16 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "eshm/deadline.h"
 #include "eshm/layout.h"
 #include "eshm/ring.h"
+#include "eshm/segment_name.h"
 
 namespace eshm {
-
-// Where segments live, and how their file names begin: /dev/shm/eshm_<name>.
-inline constexpr char kSegmentDirectory[] = "/dev/shm";
-inline constexpr char kSegmentFilePrefix[] = "eshm_";
-
-// Longest segment name: the file name eshm_<name> must fit NAME_MAX (255).
-inline constexpr std::size_t kMaxSegmentNameLength = 255 - (sizeof(kSegmentFilePrefix) - 1);
 
 struct SegmentOptions {
   std::uint64_t m2s_capacity = 1 << 20;  // ring data bytes, master -> slave; a power of two
@@ -104,13 +99,17 @@ struct AcquiredSegment;
 
 class Segment {
  public:
-  // OK if `name` can name a segment: 1 to kMaxSegmentNameLength characters from [A-Za-z0-9._-].
+  // OK if `name` can name a segment: SegmentName::Create(name).status().
   static absl::Status ValidateName(std::string_view name);
-  // "/dev/shm/eshm_<name>", for messages and tools.
+  // "/dev/shm/eshm_<name>", for messages and tools: SegmentName::PathOf(name).
   static std::string PathFor(std::string_view name);
+
+  // Each call below that takes a string_view checks the name (InvalidArgument) and calls its SegmentName
+  // overload, which checks nothing again.
 
   // Creates a new segment, complete before it appears at its name; AlreadyExists if anything is there. Takes
   // no role lock.
+  static absl::StatusOr<Segment> Create(const SegmentName& name, const SegmentOptions& options);
   static absl::StatusOr<Segment> Create(std::string_view name, const SegmentOptions& options);
   // Opens the segment at the name, waiting until `deadline` for one to appear there (NotFound after). The
   // file must belong to this process's effective uid unless `allow_other_owner`: otherwise another local
@@ -118,10 +117,12 @@ class Segment {
   // not a complete eshm segment of this layout version is refused at once (FailedPrecondition, or DataLoss
   // for a header that contradicts itself; the message names the file and what is wrong with it) and left
   // untouched. A file this process may not read and write is PermissionDenied, naming its owner and mode.
+  static absl::StatusOr<Segment> Open(const SegmentName& name, Deadline deadline, bool allow_other_owner = false);
   static absl::StatusOr<Segment> Open(std::string_view name, Deadline deadline, bool allow_other_owner = false);
   // Creates, adopts or replaces the segment at `name` and claims a role on it, or refuses; see segment.cc.
   // It removes a file only after proving it a complete eshm segment of this layout version, of another shape
   // than `options.shape`, whose master is gone; anything else it refuses and leaves untouched.
+  static absl::StatusOr<AcquiredSegment> Acquire(const SegmentName& name, const AcquireOptions& options);
   static absl::StatusOr<AcquiredSegment> Acquire(std::string_view name, const AcquireOptions& options);
   // Removes the name, whatever is there (for tools and tests); processes that have it mapped keep using it
   // until they unmap.
@@ -141,7 +142,7 @@ class Segment {
   Segment& operator=(const Segment&) = delete;
   ~Segment();
 
-  const std::string& name() const { return name_; }
+  const std::string& name() const { return name_.name(); }
   SegmentHeader* header() const { return reinterpret_cast<SegmentHeader*>(base_); }
   std::uint64_t size_bytes() const { return size_; }
   std::uint64_t creation_epoch_ns() const { return epoch_ns_; }
@@ -207,21 +208,23 @@ class Segment {
   ino_t inode() const { return inode_; }
 
  private:
-  Segment() = default;
+  explicit Segment(SegmentName name) : name_(std::move(name)) {}
   static std::size_t Index(Direction d) { return static_cast<std::size_t>(d); }
   // A complete segment in an unnamed file; Publish() gives it its name.
-  static absl::StatusOr<Segment> CreateUnnamed(std::string_view name, const SegmentOptions& options);
+  static absl::StatusOr<Segment> CreateUnnamed(const SegmentName& name, const SegmentOptions& options);
   // Links the unnamed file to its name; AlreadyExists if the name is taken.
   absl::Status Publish();
   // Opens what is at the name once: NotFound at once if nothing is.
-  static absl::StatusOr<Segment> OpenOnce(std::string_view name, bool allow_other_owner);
+  static absl::StatusOr<Segment> OpenOnce(const SegmentName& name, bool allow_other_owner);
+  // Everything but the name, from `other` (left empty).
+  void TakeMappingFrom(Segment& other) noexcept;
   void Reset();
   // Guards the mapping at base_ of size_ bytes (guard_slot_, fault_flag_). False if it could not be.
   bool Guard();
 
   static const std::atomic<bool> kNeverFaulted;
 
-  std::string name_;
+  SegmentName name_;
   int fd_ = -1;
   int guard_slot_ = -1;  // SIGBUS guard of the mapping
   // The guard slot's "faulted" flag (a never-set one while there is no slot); stays readable forever.

@@ -16,7 +16,7 @@
 #include <utility>
 
 #include "eshm/deadline.h"
-#include "eshm/segment.h"
+#include "eshm/segment_name.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
