@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "eshm/internal/segment_file_check.h"
 #include "eshm/internal/sigbus_guard.h"
 #include "eshm/internal/status_macros.h"
 #include "eshm/role_lock.h"
@@ -95,30 +96,6 @@ constexpr char kSharingRecipe[] =
     "creator's effective group and with mode 0660, and open it from the other users with allow_other_owner "
     "(docs/operations.md, \"Permissions\")";
 
-// What to do about a file eshm refused: it never removes a file it cannot prove it made.
-std::string LeftUntouched(const std::string& path) {
-  return absl::StrFormat(
-      "; it was left untouched: if it is yours and no process uses it, remove it (rm %s), or use another "
-      "channel name",
-      path);
-}
-
-std::string FileKind(mode_t mode) {
-  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISSOCK(mode)) return "a socket";
-  if (S_ISLNK(mode)) return "a symbolic link";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  return absl::StrFormat("a file of type 0%o", mode & S_IFMT);
-}
-
-absl::Status NotARegularFile(const std::string& path, mode_t mode) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      path, " is ", FileKind(mode), ", not a regular file, so not an eshm segment; eshm does not open it or "
-      "follow it", LeftUntouched(path)));
-}
-
 // Checks the shape a segment would be created with; sets `*max_message` to its maximum message size.
 absl::Status ValidateShape(const SegmentOptions& options, std::uint64_t* max_message) {
   for (const std::uint64_t capacity : {options.m2s_capacity, options.s2m_capacity}) {
@@ -148,40 +125,6 @@ bool HasShape(const Segment& segment, const SegmentOptions& shape) {
   return segment.ring_capacity(Direction::kMasterToSlave) == shape.m2s_capacity &&
          segment.ring_capacity(Direction::kSlaveToMaster) == shape.s2m_capacity &&
          (shape.max_message_bytes == 0 || segment.max_message_bytes() == shape.max_message_bytes);
-}
-
-// Checks the header of a complete segment against the file it came from. `h` is a local copy.
-absl::Status ValidateHeader(const SegmentHeader& h, std::uint64_t file_bytes, const std::string& path) {
-  if (h.header_bytes != kSegmentHeaderBytes) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: header size %d does not match this eshm's %d: the segment is corrupt", path, h.header_bytes,
-        kSegmentHeaderBytes));
-  }
-  for (int d = 0; d < 2; ++d) {
-    if (absl::Status s = ValidateRingCapacity(h.ring_capacity[d]); !s.ok()) {
-      return absl::DataLossError(absl::StrCat(path, ": corrupt header: ", s.message()));
-    }
-  }
-  const SegmentGeometry g = ComputeGeometry(h.ring_capacity[0], h.ring_capacity[1]);
-  if (h.ring_offset[0] != g.ring_offset[0] || h.ring_offset[1] != g.ring_offset[1] ||
-      h.segment_bytes != g.segment_bytes) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: corrupt header: ring offsets %d/%d and size %d do not match capacities %d/%d", path,
-        h.ring_offset[0], h.ring_offset[1], h.segment_bytes, h.ring_capacity[0], h.ring_capacity[1]));
-  }
-  if (file_bytes != h.segment_bytes) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "%s is %d bytes but its header says %d: the file was truncated or resized; remove it (rm %s) once no "
-        "process uses it",
-        path, file_bytes, h.segment_bytes, path));
-  }
-  const std::uint64_t limit = std::min(MaxPayloadForCapacity(h.ring_capacity[0]),
-                                       MaxPayloadForCapacity(h.ring_capacity[1]));
-  if (h.max_message_bytes == 0 || h.max_message_bytes > limit) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: corrupt header: maximum message size %d is outside 1..%d", path, h.max_message_bytes, limit));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -263,7 +206,8 @@ absl::StatusOr<Segment> Segment::CreateUnnamed(const SegmentName& name, const Se
   // Relaxed: published by the release below. Never written again.
   reinterpret_cast<SegmentTrailer*>(segment.base_ + geometry.trailer_offset)
       ->canary.store(kTrailerCanary, std::memory_order_relaxed);
-  // SYNC(layout-version): release pairs with the acquire in OpenOnce: the header and the trailer above are
+  // SYNC(layout-version): release pairs with the acquire in internal::CheckMappedFile (OpenOnce, and
+  // InspectSegment): the header and the trailer above are
   // complete before an opener trusts them. (No opener can see the file before Publish() anyway; the version
   // is still written last so that the header means the same whoever reads it.)
   h->layout_version.store(kLayoutVersion, std::memory_order_release);
@@ -317,7 +261,7 @@ absl::StatusOr<Segment> Segment::OpenOnce(const SegmentName& name, bool allow_ot
     }
     return ErrnoError(error, "lstat", name);
   }
-  if (!S_ISREG(st.st_mode)) return NotARegularFile(path, st.st_mode);
+  if (!S_ISREG(st.st_mode)) return internal::CheckFileType(path, st.st_mode).OpenError();
   // O_NONBLOCK has no effect on a regular file.
   const int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
@@ -325,7 +269,9 @@ absl::StatusOr<Segment> Segment::OpenOnce(const SegmentName& name, bool allow_ot
     if (error == ENOENT) {
       return absl::NotFoundError(absl::StrFormat("no segment %s: the side that creates it has not started", path));
     }
-    if (lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return NotARegularFile(path, st.st_mode);
+    if (lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      return internal::CheckFileType(path, st.st_mode).OpenError();
+    }
     if (error == EACCES) {
       // Both sides need read and write: the slave writes its ring's head, its heartbeat and its role lock.
       return absl::PermissionDeniedError(absl::StrFormat(
@@ -338,7 +284,7 @@ absl::StatusOr<Segment> Segment::OpenOnce(const SegmentName& name, bool allow_ot
   Segment segment(name);  // owns fd (and any mapping) from here on, so every return below cleans up
   segment.fd_ = fd;
   if (fstat(fd, &st) != 0) return ErrnoError(errno, "fstat", name);
-  if (!S_ISREG(st.st_mode)) return NotARegularFile(path, st.st_mode);
+  if (!S_ISREG(st.st_mode)) return internal::CheckFileType(path, st.st_mode).OpenError();
   if (!allow_other_owner && st.st_uid != geteuid()) {
     return absl::PermissionDeniedError(absl::StrFormat(
         "%s belongs to another user (%s; this process: %s): another user may have created the name first to "
@@ -350,74 +296,23 @@ absl::StatusOr<Segment> Segment::OpenOnce(const SegmentName& name, bool allow_ot
   // eshm publishes a segment at its name only once it is complete, so there is nothing to wait for: what
   // is not a complete segment now never becomes one.
   const std::uint64_t file_bytes = static_cast<std::uint64_t>(st.st_size);
-  if (file_bytes < kSegmentHeaderBytes) {
-    // pread, not mmap: the file is shorter than a header. Its first word still tells foreign bytes apart.
-    std::uint64_t magic = 0;
-    if (file_bytes >= sizeof(magic) && pread(fd, &magic, sizeof(magic), 0) == static_cast<ssize_t>(sizeof(magic)) &&
-        magic != 0 && magic != kSegmentMagic) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          absl::StrFormat("%s is not an eshm segment (it begins with 0x%016x, not eshm's magic 0x%016x)", path,
-                          magic, kSegmentMagic),
-          LeftUntouched(path)));
-    }
-    return absl::FailedPreconditionError(absl::StrCat(
-        absl::StrFormat("%s is %d bytes, too small for an eshm segment (at least %d): it is not one, or it was "
-                        "truncated",
-                        path, file_bytes, kSegmentHeaderBytes),
-        LeftUntouched(path)));
-  }
+  if (file_bytes < kSegmentHeaderBytes) return internal::CheckShortFile(fd, file_bytes, path).OpenError();
   void* base = mmap(nullptr, file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) return ErrnoError(errno, "mmap", name);
   segment.base_ = static_cast<std::byte*>(base);
   segment.size_ = file_bytes;
   // Guarded from the first read on: the file may shrink between fstat and here.
   if (!segment.Guard()) return GuardError("Segment::Open", name);
-
-  const SegmentHeader* h = segment.header();
-  // SYNC(layout-version): acquire pairs with the creator's release in CreateUnnamed.
-  const std::uint32_t version = h->layout_version.load(std::memory_order_acquire);
-  const std::uint64_t magic = h->magic;
-  if (magic != kSegmentMagic && (magic != 0 || version != 0)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        magic != 0 ? absl::StrFormat("%s is not an eshm segment (magic 0x%016x, expected 0x%016x)", path, magic,
-                                     kSegmentMagic)
-                   : absl::StrFormat("%s is not an eshm segment (no magic)", path),
-        LeftUntouched(path)));
-  }
-  if (version == 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        absl::StrFormat("%s is not a complete eshm segment (%s, no layout version): eshm gives a segment its "
-                        "name only once it is complete, so this eshm did not make it (an older eshm whose "
-                        "creator died may have)",
-                        path, magic == 0 ? "no magic" : "eshm's magic"),
-        LeftUntouched(path)));
-  }
-  if (version != kLayoutVersion) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "%s has layout version %d but this eshm reads version %d: run the same eshm release on both sides, or "
-        "remove the old segment (rm %s) once no process uses it",
-        path, version, kLayoutVersion, path));
-  }
-  SegmentHeader copy;
-  std::memcpy(static_cast<void*>(&copy), h, sizeof(copy));
-  ESHM_RETURN_IF_ERROR(ValidateHeader(copy, file_bytes, path));
-  // The file is exactly the size the header says, so the trailer lies inside the mapping. Reading the
-  // canary also maps its page now (see TrailerIntact in segment.h). The creator wrote it before the
-  // version we acquired.
-  segment.trailer_ = reinterpret_cast<const SegmentTrailer*>(segment.base_ + copy.segment_bytes - kTrailerBytes);
-  if (!segment.TrailerIntact()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        absl::StrFormat("%s has the right size but not eshm's trailer (its last 8 bytes): it was truncated and "
-                        "grown back, or overwritten",
-                        path),
-        LeftUntouched(path)));
-  }
-  segment.epoch_ns_ = copy.creation_epoch_ns;
-  segment.max_message_bytes_ = copy.max_message_bytes;
-  segment.offset_[0] = copy.ring_offset[0];
-  segment.offset_[1] = copy.ring_offset[1];
-  segment.capacity_[0] = copy.ring_capacity[0];
-  segment.capacity_[1] = copy.ring_capacity[1];
+  const internal::SegmentFileCheck check = internal::CheckMappedFile(segment.base_, file_bytes, path);
+  if (!check.ok()) return check.OpenError();
+  const internal::SegmentFileShape& shape = check.shape;
+  segment.trailer_ = reinterpret_cast<const SegmentTrailer*>(segment.base_ + shape.segment_bytes - kTrailerBytes);
+  segment.epoch_ns_ = shape.creation_epoch_ns;
+  segment.max_message_bytes_ = shape.max_message_bytes;
+  segment.offset_[0] = shape.ring_offset[0];
+  segment.offset_[1] = shape.ring_offset[1];
+  segment.capacity_[0] = shape.ring_capacity[0];
+  segment.capacity_[1] = shape.ring_capacity[1];
   segment.device_ = st.st_dev;
   segment.inode_ = st.st_ino;
   return segment;

@@ -52,6 +52,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "eshm/deadline.h"
+#include "eshm/internal/segment_file_check.h"
 #include "eshm/layout.h"
 #include "eshm/ring.h"
 #include "eshm/segment_name.h"
@@ -184,17 +185,8 @@ class Segment {
   // CheckTruncation still reports the truncation within one tick. Open touches the trailer, so a first
   // touch is not left for later.
   bool TrailerIntact() const {
-    // Acquire fence: orders the caller's loads of the message before the canary's load (free on x86, a
-    // load barrier on Arm). This orders against the kernel's zeroing, not another thread's release.
-#if defined(__SANITIZE_THREAD__)
-    // GCC rejects atomic_thread_fence under ThreadSanitizer. A compiler barrier keeps the order on x86,
-    // which does not reorder loads with loads; a ThreadSanitizer build elsewhere checks races, not this.
-    std::atomic_signal_fence(std::memory_order_acquire);
-#else
-    std::atomic_thread_fence(std::memory_order_acquire);
-#endif
-    if (trailer_->canary.load(std::memory_order_relaxed) == kTrailerCanary) return true;
-    lost_.store(true, std::memory_order_release);
+    if (internal::CanaryIntactAfterLoads(*trailer_)) return true;
+    lost_.store(true, std::memory_order_release);  // pairs with the acquire in truncated()
     return false;
   }
 
