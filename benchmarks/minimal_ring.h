@@ -5,14 +5,10 @@
 // Why it is the baseline: it is what anyone would write first, and it publishes EVERY message: the producer
 // does one release store of `tail` per message and the consumer one release store of `head` per message, so
 // the two index lines bounce between the cores once per message (the cached copies only spare the reloads).
-// eshm's claim is that batched publication beats this; benchmarks/ipc_benchmark.cc measures both on the same
-// memory, message sizes and cores. It does no validation, blocking or crash recovery: it is a floor, not a
-// library.
-//
-// IndexCaching::kCached (the default, and the baseline) keeps a private copy of the other side's index and
-// reloads it only when the copy says full/empty. kUncached is Lamport's original: every write loads head and
-// every read loads tail, so a reader chasing the writer pulls the tail line across once per message;
-// ipc_benchmark reports it for information.
+// eshm-bench measures it as the transport minimal_ring (benchmarks/eshm_bench/ring_transports.cc), on the
+// same cores and message sizes as eshm, and reports eshm's ratio to it. It does no validation, blocking or
+// crash recovery: it is a floor, not a library. Each side keeps a private copy of the other side's index and
+// reloads it only when the copy says full/empty.
 //
 // Record format: a u64 length, the payload, then padding up to 8 bytes. A record never wraps: if it does not
 // fit before the end of the data area, the producer writes kPaddingLength there and starts at offset 0.
@@ -46,9 +42,7 @@ constexpr std::uint64_t MinimalRecordBytes(std::uint64_t payload) {
 // Largest payload that always fits once the ring drains, wherever the wrap falls.
 constexpr std::uint64_t MinimalMaxPayload(std::uint64_t capacity) { return capacity / 2 - kMinimalHeaderBytes; }
 
-enum class IndexCaching { kCached, kUncached };
 
-template <IndexCaching kCaching = IndexCaching::kCached>
 class MinimalRingProducer {
  public:
   MinimalRingProducer(MinimalRingControl* control, std::byte* data, std::uint64_t capacity)
@@ -60,7 +54,7 @@ class MinimalRingProducer {
     const std::uint64_t record = MinimalRecordBytes(size);
     const std::uint64_t to_end = capacity_ - (tail_ & mask_);
     const std::uint64_t needed = record <= to_end ? record : to_end + record;
-    if (kCaching == IndexCaching::kUncached || tail_ + needed - cached_head_ > capacity_) {
+    if (tail_ + needed - cached_head_ > capacity_) {
       // acquire: pairs with the consumer's release store of head; it is done with the bytes before head.
       cached_head_ = control_->head.load(std::memory_order_acquire);
       if (tail_ + needed - cached_head_ > capacity_) return false;
@@ -89,7 +83,6 @@ class MinimalRingProducer {
   std::uint64_t cached_head_ = 0;
 };
 
-template <IndexCaching kCaching = IndexCaching::kCached>
 class MinimalRingConsumer {
  public:
   MinimalRingConsumer(MinimalRingControl* control, const std::byte* data, std::uint64_t capacity)
@@ -98,7 +91,7 @@ class MinimalRingConsumer {
   // Copies the next message into `buffer` (truncating if it is larger) and sets `*size` to its length.
   // False if the ring is empty.
   bool TryRead(std::span<std::byte> buffer, std::size_t* size) {
-    if (kCaching == IndexCaching::kUncached || head_ == cached_tail_) {
+    if (head_ == cached_tail_) {
       // acquire: pairs with the producer's release store of tail; records before it are complete.
       cached_tail_ = control_->tail.load(std::memory_order_acquire);
       if (head_ == cached_tail_) return false;

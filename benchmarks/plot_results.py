@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Charts from eshm-bench JSON files (schema eshm-bench/1: the C++ tool's and the Python benchmark's).
+"""Charts from eshm-bench JSON files (schema eshm-bench/2, or /1 before it: the C++ tool's and the Python benchmark's).
 
     python3 benchmarks/plot_results.py results/eshm_bench.json [more.json ...] --out benchmarks/results
 
@@ -35,8 +35,8 @@ def load(paths):
     for path in paths:
         with open(path) as f:
             doc = json.load(f)
-        if doc.get("schema") != "eshm-bench/1":
-            sys.exit(f"{path}: schema {doc.get('schema')!r}, expected 'eshm-bench/1'")
+        if doc.get("schema") not in ("eshm-bench/1", "eshm-bench/2"):
+            sys.exit(f"{path}: schema {doc.get('schema')!r}, expected 'eshm-bench/2' (or /1)")
         doc["_path"] = path
         docs.append(doc)
     # With several files, series names say where they came from (the tool, or the file if tools repeat).
@@ -286,7 +286,7 @@ def markdown(docs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("json", nargs="+", help="eshm-bench/1 JSON files")
+    parser.add_argument("json", nargs="+", help="eshm-bench/2 (or /1) JSON files")
     parser.add_argument("--out", default=".", help="directory for the PNGs")
     parser.add_argument("--sizes", default="",
                         help="sizes for the percentile charts, comma-separated (default: 64 and 65536 when present)")

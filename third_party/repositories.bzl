@@ -150,11 +150,6 @@ def eshm_dependencies(abseil = None):
         local_python(name = "local_python")
     if not native.existing_rule("local_cython"):
         local_cython(name = "local_cython")
-    debian_cc_library(
-        name = "system_benchmark",
-        pkg_config_modules = ["benchmark"],
-        required_headers = ["/usr/include/benchmark/benchmark.h"],
-    )
 
 def _debian_abseil():
     debian_cc_library(

@@ -12,7 +12,6 @@ APT_PACKAGES=(
   libabsl-dev
   libgtest-dev
   libgmock-dev
-  libbenchmark-dev
   python3-dev        # headers for the Python extension
   util-linux         # taskset, for pinned benchmarks
   clang-14           # fuzz/: libFuzzer harnesses

@@ -1,4 +1,4 @@
-"""Checks an eshm-bench JSON file against schema eshm-bench/1 and against what the run was asked for.
+"""Checks an eshm-bench JSON file against schema eshm-bench/2 and against what the run was asked for.
 
 Standard library only (Bazel tests run the system python3). Exits 1 with one line per problem.
 
@@ -14,7 +14,11 @@ PERCENTILES = ["min", "p50", "p90", "p99", "p99.9", "p99.99", "max"]
 LATENCY_KEYS = set(PERCENTILES) | {"mean"}
 FLOOR_NAMES = {"atomic_pingpong", "futex_pingpong", "memcpy"}
 RESULT_KEYS = {"transport", "mode", "wait", "size", "messages", "seconds", "msgs_per_s", "gb_per_s", "latency_ns",
-               "latency_kind", "floor", "ratio_to_floor"}
+               "latency_kind", "floor", "ratio_to_floor", "baseline", "ratio_to_baseline", "futex_calls_per_message"}
+BASELINE = "minimal_ring"
+COUNTS_FUTEX = {"eshm", "eshm_ring"}
+SPIN_ONLY = {"minimal_ring"}
+MAX_ATOMIC_PAYLOAD = 120
 
 
 def is_number(v):
@@ -42,7 +46,7 @@ def check(doc, args):
     expect = lambda cond, what: cond or problems.append(what)
     expect(set(doc) == {"schema", "tool", "command", "machine", "setup", "floors", "results"},
            f"top-level keys: {sorted(doc)}")
-    expect(doc.get("schema") == "eshm-bench/1", "schema is not eshm-bench/1")
+    expect(doc.get("schema") == "eshm-bench/2", "schema is not eshm-bench/2")
     expect(doc.get("tool") == "eshm-bench", "tool is not eshm-bench")
     expect(isinstance(doc.get("command"), str) and "eshm-bench" in doc["command"], "command missing")
     m = doc.get("machine", {})
@@ -70,6 +74,9 @@ def check(doc, args):
         if f.get("name") == "memcpy":
             expect(isinstance(f.get("size"), int) and is_number(f.get("gb_per_s")) and f["gb_per_s"] > 0,
                    f"{where}: memcpy needs a size and gb_per_s")
+        elif f.get("name") == "atomic_pingpong" and f.get("size") is not None:
+            expect(isinstance(f["size"], int) and 8 <= f["size"] <= MAX_ATOMIC_PAYLOAD and
+                   f.get("latency_ns") is not None, f"{where}: atomic ping-pong carrying a payload: shape")
         else:
             expect(f.get("size") is None and f.get("latency_ns") is not None, f"{where}: ping-pong floor shape")
     floor_names = {f.get("name") for f in floors}
@@ -99,10 +106,27 @@ def check(doc, args):
             expect(r["floor"] == want, f"{where}: floor {r['floor']}, expected {want}")
         else:
             expect(r.get("ratio_to_floor") is None, f"{where}: a ratio without a floor")
+        if r.get("baseline") is not None:
+            expect(r["baseline"] == BASELINE and r.get("transport") != BASELINE, f"{where}: baseline {r['baseline']}")
+            expect(is_number(r.get("ratio_to_baseline")) and r["ratio_to_baseline"] > 0, f"{where}: ratio_to_baseline")
+        else:
+            expect(r.get("ratio_to_baseline") is None, f"{where}: a ratio without a baseline")
+        futex = r.get("futex_calls_per_message")
+        if r.get("transport") in COUNTS_FUTEX:
+            expect(is_number(futex) and futex >= 0, f"{where}: futex_calls_per_message = {futex}")
+        else:
+            expect(futex is None, f"{where}: futex calls from a transport that does not count them")
         seen.add((r.get("transport"), r.get("mode"), r.get("wait"), r.get("size")))
+    # Every result beside a baseline result of the same measurement is compared with it.
+    for r in results:
+        key = (r.get("mode"), r.get("wait"), r.get("size"))
+        has_baseline = (BASELINE, *key) in seen
+        if r.get("transport") != BASELINE:
+            expect((r.get("baseline") is not None) == has_baseline,
+                   f"{r.get('transport')} {key}: baseline {r.get('baseline')} but a {BASELINE} result: {has_baseline}")
 
     wanted = {(t, m, w, int(z)) for t in args.transports.split(",") for m in args.modes.split(",")
-              for w in args.waits.split(",") for z in args.sizes.split(",")}
+              for w in args.waits.split(",") for z in args.sizes.split(",") if not (t in SPIN_ONLY and w != "spin")}
     for missing in sorted(wanted - seen):
         problems.append(f"no result for {missing}")
     for extra in sorted(seen - wanted):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of eshm-bench: short runs (a few thousand messages, no timing thresholds) of each mode and
 # wait strategy, with every comparison transport, must
-#   - write JSON that matches schema eshm-bench/1 (check_json.py: keys, types, monotone percentiles, the
+#   - write JSON that matches schema eshm-bench/2 (check_json.py: keys, types, monotone percentiles, the
 #     message counts and sizes asked for, a result for every transport x mode x wait x size, each compared
 #     with the right floor);
 #   - with --json=- print only the JSON on stdout;
@@ -41,7 +41,7 @@ leftovers() { ls /dev/shm 2>/dev/null | grep -E "^(eshm_)?eshmbench_$1_" || true
 
 SHORT=(--messages=2000 --warmup_s=0 --repetitions=1 --timeout_s=120)
 COMPARE=(--compare=all)
-TRANSPORTS="eshm,pipe,unix"
+TRANSPORTS="eshm,eshm_ring,minimal_ring,pipe,unix"
 if [[ -e /usr/include/boost/interprocess/ipc/message_queue.hpp ]]; then TRANSPORTS="$TRANSPORTS,boost_mq"; fi
 
 echo "--- pingpong, spin and blocking, 8 B and 4 KiB, every transport"
@@ -69,6 +69,16 @@ wait "$BG"; rc=$?; BG=""
 grep -q "results" "$WORK/stream.err" || fail "with --json=- the table belongs on stderr"
 [[ -z "$(leftovers "$STREAM_PID")" ]] || fail "files left in /dev/shm: $(leftovers "$STREAM_PID")"
 
+echo "--- adaptive blocking stream: futex calls per message counted, compared with the ring alone"
+"$BENCH" "${SHORT[@]}" --compare=eshm_ring --mode=stream --wait=blocking --sizes=64 --eshm_wait=adaptive \
+  --json="$WORK/adaptive.json" >"$WORK/adaptive.out" 2>&1; rc=$?
+[[ $rc -eq 0 ]] || { fail "--eshm_wait=adaptive run exited $rc"; cat "$WORK/adaptive.out"; }
+"$PYTHON" "$CHECK" "$WORK/adaptive.json" --modes=stream --waits=blocking --sizes=64 --transports=eshm,eshm_ring \
+  --messages=2000 || fail "--eshm_wait=adaptive JSON"
+grep -q "futex/msg" "$WORK/adaptive.out" || fail "no futex/msg column for a blocking run"
+grep -q "minimal_ring has no blocking wait" "$WORK/stream.err" || fail "the skipped minimal_ring blocking runs are not said"
+"$BENCH" --eshm_wait=never >/dev/null 2>&1; rc=$?
+[[ $rc -eq 2 ]] || fail "--eshm_wait=never exited $rc, expected 2"
 echo "--- pingpong through a WaitSet of 200 channels (past one kernel sleep's 128 words), nothing left behind"
 "$BENCH" "${SHORT[@]}" --mode=pingpong --wait=blocking --sizes=64 --eshm_waitset=200 \
   --json="$WORK/waitset.json" >"$WORK/waitset.out" 2>&1 &

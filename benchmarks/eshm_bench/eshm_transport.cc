@@ -1,13 +1,15 @@
 // eshm through its public API: the child opens the channel as master (creating the segment), the parent as
 // slave. (The child is the master so that a signal handler in the parent, which kills the child before it
-// removes the segment name, never races a master's monitor re-creating the name it removed.) spin polls TryWrite/TryRead; blocking calls Write/Read with WaitStrategy::Sleep() in 100 ms slices,
-// so the watchdog is consulted between slices. With --eshm_waitset=N each side receives through a WaitSet
+// removes the segment name, never races a master's monitor re-creating the name it removed.) spin polls
+// TryWrite/TryRead; blocking calls Write/Read with WaitStrategy::Sleep() (Adaptive() with
+// --eshm_wait=adaptive) in 100 ms slices, so the watchdog is consulted between slices. With --eshm_waitset=N each side receives through a WaitSet
 // of N channels: N - 1 idle ones (masters of their own, no peer) and the measured one, added last (the
 // worst place: past the words one kernel sleep takes when N > 127).
 #include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +85,11 @@ class EshmEndpoint final : public Endpoint {
     return absl::OkStatus();
   }
 
+  std::optional<std::uint64_t> FutexCalls() const override {
+    const eshm::ChannelStats stats = channel_->stats();  // both rings, both sides
+    return stats.wake_syscalls + stats.wait_syscalls;
+  }
+
  private:
   absl::Status ReceiveThroughSet(std::span<std::byte> buffer, std::size_t* size) {
     for (;;) {
@@ -123,7 +130,9 @@ class EshmTransport final : public Transport {
         std::max<std::uint64_t>(1 << 20, std::bit_ceil(std::uint64_t{4} * std::max<std::size_t>(spec_.max_message_bytes, 1)));
     options.m2s_capacity = capacity;
     options.s2m_capacity = capacity;
-    options.wait = spec_.wait == Wait::kSpin ? eshm::WaitStrategy::Spin() : eshm::WaitStrategy::Sleep();
+    options.wait = spec_.wait == Wait::kSpin ? eshm::WaitStrategy::Spin()
+                   : spec_.eshm_adaptive         ? eshm::WaitStrategy::Adaptive()
+                                                 : eshm::WaitStrategy::Sleep();
     // A peer is declared unresponsive only after 1 s (this VM can stall a process for ms); the monitor,
     // which shares the pinned CPU with the measured loop, then beats every 250 ms.
     options.stale_threshold_ms = 1000;

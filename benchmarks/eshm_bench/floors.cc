@@ -52,6 +52,9 @@ void Prefault(const std::byte* p, std::size_t bytes) {
   for (std::size_t i = 0; i < bytes; i += 4096) (void)v[i];
 }
 
+// The bytes of a slot's line after its word: where the ping-pong carrying a payload puts it.
+std::byte* PayloadOf(PaddedU64& word) { return reinterpret_cast<std::byte*>(&word) + sizeof(word.value); }
+
 PingPongSlot& SlotFor(std::byte* area, std::uint64_t i) {
   return reinterpret_cast<PingPongSlot*>(area)[i % (kSlotArea / sizeof(PingPongSlot))];
 }
@@ -92,13 +95,16 @@ bool ChildIsDone(const RunControl& control, std::uint64_t i) {
 
 }  // namespace
 
-absl::StatusOr<Floor> MeasureAtomicPingPong(const LoadSpec& load, const PairConfig& pair) {
+absl::StatusOr<Floor> MeasureAtomicPingPong(const LoadSpec& load, const PairConfig& pair, std::size_t payload) {
+  if (payload > kMaxAtomicPayload) return absl::InvalidArgumentError("atomic ping-pong payload larger than a line");
   SharedArea area(kSlotArea);
   if (!area.ok()) return absl::InternalError(absl::StrCat("mmap: ", std::strerror(errno)));
   new (area.data()) PingPongSlot[kSlotArea / sizeof(PingPongSlot)]();
   auto latency = std::make_unique<Histogram>();
   Floor floor;
   floor.name = kAtomicFloor;
+  if (payload > 0) floor.size = payload;
+  std::byte message[kMaxAtomicPayload] = {};
   const SideFn child = [&](RunControl& control, Watchdog& watchdog) -> absl::Status {
     Prefault(area.data(), kSlotArea);
     MarkChildReady(control);
@@ -108,6 +114,9 @@ absl::StatusOr<Floor> MeasureAtomicPingPong(const LoadSpec& load, const PairConf
       if (!watchdog.SpinUntil([&] { return slot.ping.value.load(std::memory_order_acquire) == i; })) {
         return watchdog.Error("atomic ping-pong echo");
       }
+      // Copied out and back in, as a transport's receiver and sender do.
+      std::memcpy(message, PayloadOf(slot.ping), payload);
+      std::memcpy(PayloadOf(slot.pong), message, payload);
       // release: pairs with the parent's acquire load of pong.
       slot.pong.value.store(i, std::memory_order_release);
       if (ChildIsDone(control, i)) return absl::OkStatus();
@@ -118,12 +127,14 @@ absl::StatusOr<Floor> MeasureAtomicPingPong(const LoadSpec& load, const PairConf
     if (!AwaitChildReady(control, watchdog)) return watchdog.Error("waiting for the child");
     return TimeRoundTrips(load, control, *latency, floor, [&](std::uint64_t i) -> absl::Status {
       PingPongSlot& slot = SlotFor(area.data(), i);
+      std::memcpy(PayloadOf(slot.ping), message, payload);
       // release: pairs with the child's acquire load of ping.
       slot.ping.value.store(i, std::memory_order_release);
       // acquire: pairs with the child's release store of pong.
       if (!watchdog.SpinUntil([&] { return slot.pong.value.load(std::memory_order_acquire) == i; })) {
         return watchdog.Error("atomic ping-pong");
       }
+      std::memcpy(message, PayloadOf(slot.pong), payload);
       return absl::OkStatus();
     });
   };

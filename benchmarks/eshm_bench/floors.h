@@ -3,7 +3,10 @@
 //
 //   atomic_pingpong  the parent stores i (release) into a line, the child spins (acquire) until it sees i
 //                    and stores i into another line; a new pair of 128-byte lines every round trip, cycling
-//                    through 1 MiB as a ring's records do. The floor of a spin round trip.
+//                    through 1 MiB as a ring's records do. The floor of a spin round trip. With a size (up
+//                    to kMaxAtomicPayload bytes): each side also copies that many bytes into its line before
+//                    the store and out of the other's after the load, the floor of a round trip carrying
+//                    a message of that size.
 //   futex_pingpong   the same with two 32-bit words and shared (not PRIVATE) FUTEX_WAIT/FUTEX_WAKE: each
 //                    side sleeps until woken. The floor of a blocking round trip.
 //   memcpy           one core copying `size`-byte messages from a private buffer into successive slots of a
@@ -21,7 +24,8 @@
 
 namespace eshm_bench {
 
-absl::StatusOr<Floor> MeasureAtomicPingPong(const LoadSpec& load, const PairConfig& pair);
+inline constexpr std::size_t kMaxAtomicPayload = 120;  // a 128-byte line after its 8-byte word
+absl::StatusOr<Floor> MeasureAtomicPingPong(const LoadSpec& load, const PairConfig& pair, std::size_t payload = 0);
 absl::StatusOr<Floor> MeasureFutexPingPong(const LoadSpec& load, const PairConfig& pair);
 // Runs in the calling (parent, pinned) process.
 absl::StatusOr<Floor> MeasureMemcpy(std::size_t size, const LoadSpec& load);

@@ -1,5 +1,6 @@
 // eshm-bench: eshm between two forked, pinned processes, beside the floors it should approach (measured in
-// the same run between the same CPUs) and, with --compare, beside a pipe pair, an AF_UNIX socket pair and
+// the same run between the same CPUs) and, with --compare, beside eshm's ring without the Channel, the
+// minimal ring (the baseline: ratios to it are reported), a pipe pair, an AF_UNIX socket pair and
 // Boost.Interprocess message_queue.
 //
 //   eshm-bench --quick                                        a short demo
@@ -55,8 +56,10 @@ ABSL_FLAG(std::int64_t, messages, 0, "timed messages per run (pingpong: round tr
 ABSL_FLAG(double, floor_duration_s, 0,
           "timed seconds per floor run (0 = as --duration_s; with --messages, floors run that many too)");
 ABSL_FLAG(int, repetitions, 3, "runs of every measurement (alternating transports); medians are reported");
-ABSL_FLAG(std::string, json, "", "write the results as JSON (schema eshm-bench/1) to this file; - = stdout only");
-ABSL_FLAG(std::string, compare, "", "also measure pipe, unix, boost (boost_mq), comma-separated, or all");
+ABSL_FLAG(std::string, json, "", "write the results as JSON (schema eshm-bench/2) to this file; - = stdout only");
+ABSL_FLAG(std::string, compare, "",
+          "also measure eshm_ring (the ring without the Channel), minimal_ring (the baseline ring), pipe, unix, "
+          "boost (boost_mq), comma-separated; rings = eshm_ring,minimal_ring; all = every one");
 ABSL_FLAG(bool, quick, false, "a short demo: sizes 64 and 65536, 0.2 s runs, 0.05 s warm-up (explicit flags win)");
 ABSL_FLAG(double, max_others, 0.25,
           "a repetition during which other processes used more than this many cores is run again (--noisy_retries)");
@@ -67,6 +70,9 @@ ABSL_FLAG(int, timestamp_every, 0,
           "streams: timestamp every Nth message (latency is of those); 0 = every message from 1 KiB, every 16th below");
 ABSL_FLAG(std::string, eshm_publish, "now",
           "eshm streams: now (every message visible at once) or deferred (batched publication, Flush at the end)");
+ABSL_FLAG(std::string, eshm_wait, "sleep",
+          "eshm and eshm_ring blocking waits: sleep (a futex at once) or adaptive (spin, yield, then sleep: the "
+          "default of eshm::ChannelOptions); futex/msg counts their system calls");
 ABSL_FLAG(int, eshm_waitset, 0,
           "eshm: receive through an eshm::WaitSet of this many channels, the measured one added last and the "
           "others idle (0 = read the channel directly)");
@@ -87,6 +93,7 @@ struct Options {
   Setup setup;
   std::string json;
   bool eshm_deferred = false;
+  bool eshm_adaptive = false;
   int eshm_waitset = 0;
   int timestamp_every = 0;
   double max_others = 0.25;
@@ -177,8 +184,15 @@ absl::StatusOr<Options> ParseOptions() {
 
   o.transports.push_back("eshm");
   const std::string compare = absl::GetFlag(FLAGS_compare);
-  std::vector<std::string> wanted = compare == "all" ? std::vector<std::string>{"pipe", "unix", "boost_mq"}
-                                                     : SplitList(compare);
+  std::vector<std::string> wanted;
+  for (const std::string& name : SplitList(compare)) {
+    if (name == "all" || name == "rings") {
+      wanted.insert(wanted.end(), {"eshm_ring", "minimal_ring"});
+      if (name == "all") wanted.insert(wanted.end(), {"pipe", "unix", "boost_mq"});
+    } else {
+      wanted.push_back(name);
+    }
+  }
   for (std::string& name : wanted) {
     if (name == "boost") name = "boost_mq";
     if (name == "eshm" || std::find(o.transports.begin(), o.transports.end(), name) != o.transports.end()) continue;
@@ -210,6 +224,9 @@ absl::StatusOr<Options> ParseOptions() {
     return absl::InvalidArgumentError("--eshm_publish: now or deferred");
   }
   o.eshm_deferred = publish == "deferred";
+  const std::string eshm_wait = absl::GetFlag(FLAGS_eshm_wait);
+  if (eshm_wait != "sleep" && eshm_wait != "adaptive") return absl::InvalidArgumentError("--eshm_wait: sleep or adaptive");
+  o.eshm_adaptive = eshm_wait == "adaptive";
   o.eshm_waitset = absl::GetFlag(FLAGS_eshm_waitset);
   if (o.eshm_waitset < 0 || o.eshm_waitset > 100'000) {
     return absl::InvalidArgumentError("--eshm_waitset: a channel count from 0 to 100000");
@@ -254,7 +271,13 @@ std::string Describe(const std::string& transport, Mode mode, Wait wait, std::si
 // slow drift in the machine touches all of them alike.
 void Measure(const Options& o, Report& report) {
   const bool any_stream = std::find(o.modes.begin(), o.modes.end(), Mode::kStream) != o.modes.end();
-  const int floor_steps = 2 * o.repetitions + (any_stream ? static_cast<int>(o.sizes.size()) * o.repetitions : 0);
+  const bool spin_pingpong = std::find(o.modes.begin(), o.modes.end(), Mode::kPingPong) != o.modes.end() &&
+                             std::find(o.waits.begin(), o.waits.end(), Wait::kSpin) != o.waits.end();
+  const int payload_floors = spin_pingpong ? static_cast<int>(std::count_if(o.sizes.begin(), o.sizes.end(), [](std::size_t s) {
+    return s <= kMaxAtomicPayload;
+  })) : 0;
+  const int floor_steps = (2 + payload_floors) * o.repetitions +
+                          (any_stream ? static_cast<int>(o.sizes.size()) * o.repetitions : 0);
   const int run_steps = static_cast<int>(o.sizes.size() * o.modes.size() * o.waits.size() * o.transports.size()) *
                         o.repetitions;
   Progress progress(floor_steps + run_steps);
@@ -288,6 +311,12 @@ void Measure(const Options& o, Report& report) {
     if (!reps.empty()) report.floors.push_back(MedianFloor(reps));
   };
   floor(kAtomicFloor, [&] { return MeasureAtomicPingPong(o.floor_load, o.pair); });
+  // The atomic ping-pong carrying each spin round trip's message, where it fits in the line.
+  for (const std::size_t size : o.sizes) {
+    if (!spin_pingpong || size > kMaxAtomicPayload) continue;
+    floor(absl::StrCat(kAtomicFloor, " ", FormatBytes(size)),
+          [&] { return MeasureAtomicPingPong(o.floor_load, o.pair, size); });
+  }
   floor(kFutexFloor, [&] { return MeasureFutexPingPong(o.floor_load, o.pair); });
   if (any_stream) {
     for (const std::size_t size : o.sizes) {
@@ -312,6 +341,7 @@ void Measure(const Options& o, Report& report) {
               spec.size = size;
               spec.transport.wait = wait;
               spec.transport.eshm_deferred = o.eshm_deferred;
+              spec.transport.eshm_adaptive = o.eshm_adaptive;
               spec.transport.eshm_waitset = o.eshm_waitset;
               spec.load = o.load;
               spec.timestamp_every = o.timestamp_every;
@@ -325,7 +355,13 @@ void Measure(const Options& o, Report& report) {
                                               Describe(name, mode, wait, size, rep, o.repetitions), r->others_cores));
               }
             }
-            if (r.ok()) {
+            if (absl::IsUnimplemented(r.status())) {
+              // This transport cannot run this combination: said once, not a failure.
+              const std::string why(r.status().message());
+              if (std::find(report.unavailable.begin(), report.unavailable.end(), why) == report.unavailable.end()) {
+                report.unavailable.push_back(why);
+              }
+            } else if (r.ok()) {
               reps[t].push_back(*std::move(r));
             } else {
               const std::string failure =
@@ -335,11 +371,16 @@ void Measure(const Options& o, Report& report) {
             }
           }
         }
+        const std::size_t first = report.results.size();
         for (const std::vector<Result>& transport_reps : reps) {
           if (transport_reps.empty()) continue;
           Result median = MedianResult(transport_reps);
           AttachFloor(report.floors, median);
           report.results.push_back(std::move(median));
+        }
+        for (std::size_t b = first; b < report.results.size(); ++b) {
+          if (report.results[b].transport != kBaselineTransport) continue;
+          for (std::size_t k = first; k < report.results.size(); ++k) AttachBaseline(report.results[b], report.results[k]);
         }
       }
     }

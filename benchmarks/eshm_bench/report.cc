@@ -108,11 +108,27 @@ std::string FormatBytes(std::size_t bytes) {
   return absl::StrCat(bytes, " B");
 }
 
+void AttachBaseline(const Result& baseline, Result& r) {
+  if (&baseline == &r) return;
+  double ratio = 0;
+  if (r.mode == Mode::kPingPong) {
+    if (!r.latency.has_value() || !baseline.latency.has_value() || baseline.latency->p50 <= 0) return;
+    ratio = r.latency->p50 / baseline.latency->p50;
+  } else {
+    if (baseline.msgs_per_s <= 0) return;
+    ratio = r.msgs_per_s / baseline.msgs_per_s;
+  }
+  r.baseline = baseline.transport;
+  r.ratio_to_baseline = ratio;
+}
+
 void AttachFloor(const std::vector<Floor>& floors, Result& r) {
   r.floor.clear();
   r.ratio_to_floor.reset();
   if (r.mode == Mode::kPingPong) {
-    const Floor* f = FindFloor(floors, r.wait == Wait::kSpin ? kAtomicFloor : kFutexFloor, std::nullopt);
+    // A spin round trip against the atomic ping-pong carrying its size, where one was measured.
+    const Floor* f = r.wait == Wait::kSpin ? FindFloor(floors, kAtomicFloor, r.size) : nullptr;
+    if (f == nullptr) f = FindFloor(floors, r.wait == Wait::kSpin ? kAtomicFloor : kFutexFloor, std::nullopt);
     if (f == nullptr || !f->latency.has_value() || !r.latency.has_value() || f->latency->p50 <= 0) return;
     r.floor = f->name;
     r.ratio_to_floor = r.latency->p50 / f->latency->p50;
@@ -175,8 +191,17 @@ void PrintResults(std::FILE* out, const Report& report) {
   std::fprintf(out,
                "results (medians; pingpong latency = round trip, msg/s = round trips/s; stream latency = one way "
                "under full load, send timestamp in the message -> receiver's clock):\n");
-  Table table({"transport", "mode", "wait", "size", "msgs", "msg/s", "GB/s", "min", "p50", "p90", "p99", "p99.9",
-               "p99.99", "max", "vs floor", "others"});
+  bool any_baseline = false, any_futex = false;
+  for (const Result& r : report.results) {
+    any_baseline |= r.ratio_to_baseline.has_value();
+    any_futex |= r.futex_calls_per_message.has_value() && r.wait == Wait::kBlocking;
+  }
+  std::vector<std::string> header = {"transport", "mode", "wait", "size", "msgs", "msg/s", "GB/s", "min", "p50",
+                                     "p90", "p99", "p99.9", "p99.99", "max", "vs floor"};
+  if (any_baseline) header.push_back(absl::StrCat("vs ", kBaselineTransport));
+  if (any_futex) header.push_back("futex/msg");
+  header.push_back("others");
+  Table table(std::move(header));
   for (const Result& r : report.results) {
     std::vector<std::string> row = {r.transport,       ModeName(r.mode),        WaitName(r.wait),
                                     FormatBytes(r.size), FormatCount(r.messages), FormatRate(r.msgs_per_s),
@@ -193,6 +218,16 @@ void PrintResults(std::FILE* out, const Report& report) {
     } else {
       row.push_back("-");
     }
+    if (any_baseline) {
+      row.push_back(r.ratio_to_baseline.has_value()
+                        ? absl::StrFormat("%.2fx%s", *r.ratio_to_baseline, r.mode == Mode::kPingPong ? " p50" : " msg/s")
+                        : "-");
+    }
+    if (any_futex) {
+      row.push_back(r.futex_calls_per_message.has_value() && r.wait == Wait::kBlocking
+                        ? absl::StrFormat("%.3f", *r.futex_calls_per_message)
+                        : "-");
+    }
     row.push_back(r.others_cores >= 0 ? absl::StrFormat("%.2f", r.others_cores) : "?");
     table.Add(std::move(row));
   }
@@ -206,7 +241,7 @@ std::string ToJson(const Report& report) {
   const MachineInfo& m = report.machine;
   const Setup& s = report.setup;
   std::string j = "{\n";
-  absl::StrAppend(&j, "  \"schema\": \"eshm-bench/1\",\n  \"tool\": \"eshm-bench\",\n");
+  absl::StrAppend(&j, "  \"schema\": \"eshm-bench/2\",\n  \"tool\": \"eshm-bench\",\n");
   absl::StrAppend(&j, "  \"command\": ", Quote(report.command), ",\n");
   absl::StrAppend(&j, "  \"machine\": {\"cpu_model\": ", Quote(m.cpu_model), ", \"logical_cpus\": ", m.logical_cpus,
                   ", \"kernel\": ", Quote(m.kernel), ", \"clocksource\": ", Quote(m.clocksource),
@@ -233,7 +268,9 @@ std::string ToJson(const Report& report) {
         ", \"latency_ns\": ", LatencyJson(r.latency), ", \"latency_kind\": ",
         Quote(r.mode == Mode::kPingPong ? "round_trip" : "one_way"), ", \"floor\": ",
         r.floor.empty() ? std::string("null") : Quote(r.floor), ", \"ratio_to_floor\": ",
-        OptionalNumber(r.ratio_to_floor), "}"));
+        OptionalNumber(r.ratio_to_floor), ", \"baseline\": ", r.baseline.empty() ? std::string("null") : Quote(r.baseline),
+        ", \"ratio_to_baseline\": ", OptionalNumber(r.ratio_to_baseline), ", \"futex_calls_per_message\": ",
+        OptionalNumber(r.futex_calls_per_message), "}"));
   }
   absl::StrAppend(&j, "  \"results\": [\n", absl::StrJoin(results, ",\n"), results.empty() ? "" : "\n", "  ]\n}\n");
   return j;

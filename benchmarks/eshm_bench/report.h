@@ -1,4 +1,4 @@
-// Output: the aligned table people read, and the JSON (schema "eshm-bench/1", shared with the Python
+// Output: the aligned table people read, and the JSON (schema "eshm-bench/2", shared with the Python
 // benchmark) that plot_results.py and other tools read.
 #ifndef ESHM_BENCHMARKS_ESHM_BENCH_REPORT_H_
 #define ESHM_BENCHMARKS_ESHM_BENCH_REPORT_H_
@@ -37,10 +37,13 @@ struct Report {
   std::vector<std::string> failures;     // runs that failed, with their error
 };
 
-// The floor a result is compared with (and the ratio): spin round trip -> atomic_pingpong p50, blocking
-// round trip -> futex_pingpong p50 (ratio = result p50 / floor p50); stream -> memcpy at the same size
-// (ratio = result GB/s / memcpy GB/s).
+// The floor a result is compared with (and the ratio): spin round trip -> atomic_pingpong carrying the
+// message's size if measured, the bare one otherwise, p50; blocking round trip -> futex_pingpong p50 (ratio =
+// result p50 / floor p50); stream -> memcpy at the same size (ratio = result GB/s / memcpy GB/s).
 void AttachFloor(const std::vector<Floor>& floors, Result& result);
+// The same measurement of the baseline transport: ratio = p50 / baseline p50 (pingpong), msg/s / baseline
+// msg/s (stream). Nothing for the baseline itself.
+void AttachBaseline(const Result& baseline, Result& result);
 
 // The machine and setup lines printed above every table.
 void PrintHeader(std::FILE* out, const Report& report);

@@ -69,6 +69,10 @@ Result MedianResult(const std::vector<Result>& reps) {
   m.msgs_per_s = MedianOf<Result>(reps, [](const Result& r) { return r.msgs_per_s; });
   m.gb_per_s = MedianOf<Result>(reps, [](const Result& r) { return r.gb_per_s; });
   m.others_cores = MedianOf<Result>(reps, [](const Result& r) { return r.others_cores; });
+  if (m.futex_calls_per_message.has_value()) {
+    m.futex_calls_per_message =
+        MedianOf<Result>(reps, [](const Result& r) { return r.futex_calls_per_message.value_or(0); });
+  }
   std::vector<std::optional<LatencySummary>> latencies;
   for (const Result& r : reps) latencies.push_back(r.latency);
   m.latency = MedianLatency(latencies);

@@ -37,6 +37,13 @@ struct Result {
   std::optional<LatencySummary> latency;
   std::string floor;           // "" when there is none
   std::optional<double> ratio_to_floor;
+  // The same measurement of the baseline transport (minimal_ring) in this run, when it ran: pingpong p50
+  // latency over the baseline's, stream msg/s over the baseline's.
+  std::string baseline;
+  std::optional<double> ratio_to_baseline;
+  // Futex waits and wakes of both processes per message (pingpong: per round trip) over the whole run,
+  // warm-up included, for transports that count them (eshm, eshm_ring).
+  std::optional<double> futex_calls_per_message;
   double others_cores = -1;    // CPU other processes took during the run (cpu_meter.h); table only
 };
 
@@ -44,6 +51,8 @@ struct Result {
 inline constexpr char kAtomicFloor[] = "atomic_pingpong";
 inline constexpr char kFutexFloor[] = "futex_pingpong";
 inline constexpr char kMemcpyFloor[] = "memcpy";
+// The transport other transports' ratio_to_baseline is measured against.
+inline constexpr char kBaselineTransport[] = "minimal_ring";
 
 struct Floor {
   std::string name;  // atomic_pingpong, futex_pingpong, memcpy

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -86,11 +87,22 @@ bool IsLast(const RunControl& control, std::uint64_t received) {
 }
 
 struct Timed {
-  Histogram* latency;  // the parent's (pingpong)
+  Histogram* latency = nullptr;  // the parent's (pingpong)
   std::uint64_t messages = 0;
   std::uint64_t start_ticks = 0;
   std::uint64_t end_ticks = 0;
+  std::uint64_t sent = 0;                   // messages (pingpong: round trips) of the whole run, warm-up too
+  std::optional<std::uint64_t> futex_calls;  // of the whole run, where the transport counts them
 };
+
+// After the run, with the child done: the transport's futex calls over the whole run.
+absl::Status FinishParent(Endpoint& endpoint, RunControl& control, Watchdog& watchdog, std::uint64_t sent,
+                          Timed& timed) {
+  if (absl::Status s = AwaitChildDone(control, watchdog); !s.ok()) return s;
+  timed.sent = sent;
+  timed.futex_calls = endpoint.FutexCalls();
+  return absl::OkStatus();
+}
 
 absl::Status PingPongParent(Transport& transport, const RunSpec& spec, RunControl& control, Watchdog& watchdog,
                             Timed& timed) {
@@ -101,7 +113,8 @@ absl::Status PingPongParent(Transport& transport, const RunSpec& spec, RunContro
   LoadPlan plan(spec.load);
   std::uint64_t last = Clock::Ticks();
   plan.Start(last);
-  for (std::uint64_t i = 0;; ++i) {
+  std::uint64_t i = 0;
+  for (;; ++i) {
     const LoadPlan::Step step = plan.Next(last);
     if (step != LoadPlan::Step::kWarmup && timed.start_ticks == 0) timed.start_ticks = last;
     // release: pairs with IsLast in the child; stored before the last ping is sent.
@@ -118,7 +131,7 @@ absl::Status PingPongParent(Transport& transport, const RunSpec& spec, RunContro
   }
   timed.end_ticks = last;
   timed.messages = plan.timed();
-  return AwaitChildDone(control, watchdog);
+  return FinishParent(**endpoint, control, watchdog, i + 1, timed);
 }
 
 absl::Status PingPongChild(Transport& transport, const RunSpec& spec, RunControl& control, Watchdog& watchdog) {
@@ -137,7 +150,8 @@ absl::Status PingPongChild(Transport& transport, const RunSpec& spec, RunControl
   return absl::OkStatus();
 }
 
-absl::Status StreamParent(Transport& transport, const RunSpec& spec, RunControl& control, Watchdog& watchdog) {
+absl::Status StreamParent(Transport& transport, const RunSpec& spec, RunControl& control, Watchdog& watchdog,
+                          Timed& timed) {
   absl::StatusOr<std::unique_ptr<Endpoint>> endpoint = OpenAndSignal(transport, true, control, watchdog);
   if (!endpoint.ok()) return endpoint.status();
   std::vector<std::byte> message(spec.size, std::byte{0x5a});
@@ -146,7 +160,8 @@ absl::Status StreamParent(Transport& transport, const RunSpec& spec, RunControl&
   std::uint64_t now = Clock::Ticks();
   plan.Start(now);
   bool timing = false;
-  for (std::uint64_t i = 0;; ++i) {
+  std::uint64_t i = 0;
+  for (;; ++i) {
     // Between samples the plan sees the last clock reading: a run may end up to `every` messages late.
     const bool periodic = i % every == 0;
     if (periodic) now = Clock::Ticks();
@@ -167,7 +182,7 @@ absl::Status StreamParent(Transport& transport, const RunSpec& spec, RunControl&
     if (step == LoadPlan::Step::kLast) break;
   }
   if (absl::Status s = (*endpoint)->Flush(); !s.ok()) return s;
-  return AwaitChildDone(control, watchdog);
+  return FinishParent(**endpoint, control, watchdog, i + 1, timed);
 }
 
 absl::Status StreamChild(Transport& transport, const RunSpec& spec, RunControl& control, Watchdog& watchdog) {
@@ -224,12 +239,13 @@ absl::StatusOr<Result> RunOnce(Transport& transport, const RunSpec& spec, const 
     return s;
   }
   auto parent_latency = std::make_unique<Histogram>();
-  Timed timed{parent_latency.get()};
+  Timed timed;
+  timed.latency = parent_latency.get();
   auto report = std::make_unique<ChildReport>();
   const bool pingpong = spec.mode == Mode::kPingPong;
   const SideFn parent = [&](RunControl& control, Watchdog& watchdog) {
     return pingpong ? PingPongParent(transport, effective, control, watchdog, timed)
-                    : StreamParent(transport, effective, control, watchdog);
+                    : StreamParent(transport, effective, control, watchdog, timed);
   };
   const SideFn child = [&](RunControl& control, Watchdog& watchdog) {
     return pingpong ? PingPongChild(transport, effective, control, watchdog)
@@ -256,6 +272,9 @@ absl::StatusOr<Result> RunOnce(Transport& transport, const RunSpec& spec, const 
   r.gb_per_s = r.msgs_per_s * static_cast<double>(spec.size) / 1e9;
   if (latency.count() > 0) r.latency = Summarize(latency);
   r.others_cores = others_cores;
+  if (timed.futex_calls.has_value() && timed.sent > 0) {
+    r.futex_calls_per_message = static_cast<double>(*timed.futex_calls) / static_cast<double>(timed.sent);
+  }
   return r;
 }
 

@@ -20,6 +20,8 @@ std::string UniqueName() {
 
 absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name) {
   if (name == "eshm") return MakeEshmTransport();
+  if (name == "eshm_ring") return MakeEshmRingTransport();
+  if (name == "minimal_ring") return MakeMinimalRingTransport();
   if (name == "pipe") return MakePipeTransport();
   if (name == "unix") return MakeUnixSocketTransport();
   if (name == "boost_mq" || name == "boost") {
@@ -30,7 +32,7 @@ absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name
     }
     return boost;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown transport '", name, "': use pipe, unix, boost or all"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown transport '", name, "': use eshm_ring, minimal_ring, pipe, unix, boost, rings or all"));
 }
 
 std::vector<std::string> ComparisonTransportNames() {

@@ -1,6 +1,8 @@
 // A transport: how the two processes of a run exchange length-delimited messages. eshm is measured
-// through its public Channel; the others (a pipe pair, an AF_UNIX socket pair, Boost.Interprocess
-// message_queue) run the same measurements for comparison.
+// through its public Channel; the others run the same measurements for comparison: eshm's ring without the
+// Channel and the minimal ring (ring_transports.cc), a pipe pair, an AF_UNIX socket pair, Boost.Interprocess
+// message_queue. A transport that cannot run a combination (the minimal ring cannot block) says so with
+// Unimplemented from Prepare, and that combination is skipped.
 //
 // Life of a transport in one run: Prepare() in the parent before the fork (names, fds, queues), Open() in
 // each process after it, Cleanup() in the parent after the child is reaped (and after errors). Every wait
@@ -9,7 +11,9 @@
 #define ESHM_BENCHMARKS_ESHM_BENCH_TRANSPORT_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -30,6 +34,7 @@ struct TransportSpec {
   std::size_t max_message_bytes = 0;
   Wait wait = Wait::kSpin;
   bool eshm_deferred = false;  // eshm streams publish with Publish::kDeferred (and Flush at the end)
+  bool eshm_adaptive = false;  // eshm blocking waits spin, yield, then sleep (WaitStrategy::Adaptive())
   int eshm_waitset = 0;        // eshm: receive through a WaitSet of this many channels (0: directly)
 };
 
@@ -43,12 +48,15 @@ class Endpoint {
   virtual absl::Status Receive(std::span<std::byte> buffer, std::size_t* size) = 0;
   // Makes everything sent visible to the receiver (eshm with deferred publication).
   virtual absl::Status Flush() { return absl::OkStatus(); }
+  // Futex system calls (waits and wakes) both processes have made on this connection so far, where the
+  // transport counts them in shared memory (eshm); nullopt otherwise.
+  virtual std::optional<std::uint64_t> FutexCalls() const { return std::nullopt; }
 };
 
 class Transport {
  public:
   virtual ~Transport() = default;
-  // The name used in flags, tables and JSON: eshm, pipe, unix, boost_mq.
+  // The name used in flags, tables and JSON: eshm, eshm_ring, minimal_ring, pipe, unix, boost_mq.
   virtual std::string name() const = 0;
   virtual absl::Status Prepare(const TransportSpec& spec) = 0;
   // `parent` says which end. May wait (bounded by `watchdog`) for the other end to get ready first.
@@ -64,6 +72,8 @@ std::vector<std::string> ComparisonTransportNames();
 bool BoostAvailable();
 
 std::unique_ptr<Transport> MakeEshmTransport();
+std::unique_ptr<Transport> MakeEshmRingTransport();
+std::unique_ptr<Transport> MakeMinimalRingTransport();
 std::unique_ptr<Transport> MakePipeTransport();
 std::unique_ptr<Transport> MakeUnixSocketTransport();
 std::unique_ptr<Transport> MakeBoostMqTransport();  // nullptr when Boost.Interprocess is unavailable

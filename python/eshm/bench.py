@@ -43,7 +43,7 @@ import tempfile
 import time
 import uuid
 
-SCHEMA = "eshm-bench/1"
+SCHEMA = "eshm-bench/2"
 TOOL = "eshm.bench"
 KIB64 = 64 * 1024
 
@@ -900,6 +900,9 @@ def _row(transport, mode, wait, size, messages, seconds, latency):
         "latency_kind": "round_trip" if latency is not None else None,
         "floor": None,
         "ratio_to_floor": None,
+        "baseline": None,
+        "ratio_to_baseline": None,
+        "futex_calls_per_message": None,
     }
 
 
@@ -1092,7 +1095,7 @@ def parse_args(argv):
     ap.add_argument("--cpp-bench", default=os.environ.get("ESHM_BENCH_CPP"),
                     help="the C++ eshm-bench binary for the 64 KiB comparison (default $ESHM_BENCH_CPP)")
     ap.add_argument("--cpus", default=None, help="pin the two processes to these CPUs, e.g. 0,1 (default: unpinned)")
-    ap.add_argument("--json", default=None, help="write the results to this file (schema eshm-bench/1)")
+    ap.add_argument("--json", default=None, help="write the results to this file (schema eshm-bench/2)")
     ap.add_argument("--arrays", action="store_true",
                     help="instead of the above: numpy float32 arrays of --array-bytes, one per message: eshm "
                          "write_array() with read_array() (eshm_array) or recv_array() (eshm_array_view), "

@@ -1,4 +1,4 @@
-"""python -m eshm.bench runs end to end and writes its JSON in the eshm-bench/1 schema.
+"""python -m eshm.bench runs end to end and writes its JSON in the eshm-bench/2 schema.
 
 Tiny durations: this checks the tool, never a speed (no timing thresholds).
 """
@@ -27,7 +27,7 @@ def _run(tmp_path, *args):
 
 
 def _check_schema(doc):
-    assert doc["schema"] == "eshm-bench/1"
+    assert doc["schema"] == "eshm-bench/2"
     assert doc["tool"] == "eshm.bench"
     assert isinstance(doc["command"], str) and "eshm.bench" in doc["command"]
     m = doc["machine"]
@@ -43,12 +43,13 @@ def _check_schema(doc):
     assert doc["results"]
     for r in doc["results"]:
         assert set(r) == {"transport", "mode", "wait", "size", "messages", "seconds", "msgs_per_s", "gb_per_s",
-                          "latency_ns", "latency_kind", "floor", "ratio_to_floor"}
+                          "latency_ns", "latency_kind", "floor", "ratio_to_floor", "baseline",
+                          "ratio_to_baseline", "futex_calls_per_message"}
         assert r["transport"] in TRANSPORTS
         assert r["mode"] in ("pingpong", "stream") and r["wait"] in ("spin", "blocking")
         assert isinstance(r["size"], int) and isinstance(r["messages"], int) and r["messages"] > 0
         assert r["seconds"] > 0 and r["msgs_per_s"] > 0 and r["gb_per_s"] > 0
-        assert r["floor"] is None and r["ratio_to_floor"] is None
+        assert r["floor"] is None and r["ratio_to_floor"] is None and r["baseline"] is None
         if r["mode"] == "pingpong":
             assert r["latency_kind"] == "round_trip"
             lat = r["latency_ns"]
@@ -78,7 +79,7 @@ def test_bench_every_transport_and_the_cpp_comparison(tmp_path):
     fake.write_text(
         "#!/bin/sh\n"
         "if [ \"$*\" = '--mode=stream --sizes=65536 --wait=spin --duration_s=2 --json=-' ]; then\n"
-        "  echo '{\"schema\": \"eshm-bench/1\",'\n"
+        "  echo '{\"schema\": \"eshm-bench/2\",'\n"
         "  echo ' \"results\": [{\"gb_per_s\": 1.5}]}'\n"
         "  echo 'results (its table follows the JSON): {...}'\n"
         "elif [ \"$*\" = '--mode=pingpong --sizes=64 --wait=spin --duration_s=2 --json=-' ]; then\n"
