@@ -31,40 +31,19 @@
 #include "eshm/role_lock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/file_util.h"
 #include "tests/fork_util.h"
 
 namespace eshm {
 namespace {
 
 using ::testing::HasSubstr;
+using eshm_test::ReadFileBytes;
+using eshm_test::WriteNewFile;
 
 // This file never starts a thread: several tests fork, and umask is process-wide.
 
 std::string Message(const absl::Status& status) { return std::string(status.message()); }
-
-// The whole file, or nullopt if it cannot be read. Does not follow a symlink at `path`.
-std::optional<std::string> ReadFileBytes(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::string bytes;
-  char buffer[65536];
-  for (;;) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    bytes.append(buffer, static_cast<std::size_t>(n));
-  }
-  close(fd);
-  return bytes;
-}
-
-// Creates a regular file at `path` (which must not exist) holding `bytes`.
-bool WriteNewFile(const std::string& path, const std::string& bytes) {
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  const bool ok = write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
-  return close(fd) == 0 && ok;
-}
 
 bool PathExists(const std::string& path) {
   struct stat st;

@@ -43,6 +43,7 @@
 #include "eshm/segment.h"
 #include "gtest/gtest.h"
 #include "tests/channel_test_util.h"
+#include "tests/file_util.h"
 #include "tests/fork_util.h"
 
 namespace eshm {
@@ -51,7 +52,9 @@ namespace {
 using eshm_test::Bytes;
 using eshm_test::Child;
 using eshm_test::Pipe;
+using eshm_test::ReadFileBytes;
 using eshm_test::SegmentInode;
+using eshm_test::WriteNewFile;
 
 constexpr absl::Duration kWatchdog = absl::Seconds(30);
 Deadline Soon() { return Deadline::AfterMs(10'000); }
@@ -71,28 +74,6 @@ const char* RoleText(ChannelRole role) {
 }
 
 bool Contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
-
-std::optional<std::string> ReadFileBytes(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::string bytes;
-  char buffer[65536];
-  for (;;) {
-    const ssize_t n = read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    bytes.append(buffer, static_cast<std::size_t>(n));
-  }
-  close(fd);
-  return bytes;
-}
-
-bool WriteNewFile(const std::string& path, const std::string& bytes) {
-  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  const bool ok = bytes.empty() || write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
-  return close(fd) == 0 && ok;
-}
 
 // True if process `pid` has a file under `dir` open (a segment it is creating, named or not).
 bool HasFileOpenUnder(pid_t pid, const std::string& dir) {
@@ -223,7 +204,6 @@ struct Foreign {
   const char* what;
   std::string bytes;
 };
-
 
 std::vector<Foreign> ForeignFiles() {
   std::vector<Foreign> files;
