@@ -5,10 +5,11 @@
 //   eshmctl rm NAME [--force] [--json]
 //   eshmctl rm --stale [--match=PREFIX] [--min_age_s=5] [--json]
 //
-// Read-only by construction: a segment is opened O_RDONLY and mapped PROT_READ, so eshmctl cannot write to
-// it, and it takes no locks (it only asks the kernel, with F_OFD_GETLK, whether a role's lock is held). The
-// header is validated as Segment::Open does (regular file, size, magic, layout version, sizes and offsets)
-// before anything else is read; foreign, truncated and half-created files are reported, never trusted.
+// Read-only by construction: every look at a file is the engine's InspectSegment (eshm/segment_inspection.h),
+// which maps it PROT_READ, takes no locks (it asks the kernel, with F_OFD_GETLK, whether a role's lock is
+// held), never opens or follows anything but a regular file, survives a file truncated under it, and checks
+// the file with the very check Segment::Open makes before anything else is read: foreign, truncated and
+// half-created files are reported, never trusted. Each sample is a fresh inspection.
 // Only `rm` changes anything: it unlinks the name, and only when no role lock is held (or with --force).
 //
 // Role states, per master and slave:
@@ -22,23 +23,16 @@
 // to the operator's terminal; --json escapes the same bytes as \u00NN.
 //
 // Exit status: 0 on success, 1 on a failure or refusal, 2 on a usage error.
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <setjmp.h>
 #include <signal.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <map>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,16 +42,13 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "eshm/deadline.h"
-#include "eshm/layout.h"
-#include "eshm/ring.h"
-#include "eshm/role_lock.h"
-#include "eshm/segment.h"
+#include "eshm/segment_inspection.h"
+#include "eshm/segment_name.h"
 
 ABSL_FLAG(bool, json, false, "machine-readable JSON output (stat --watch: one JSON object per line)");
 ABSL_FLAG(bool, watch, false, "stat: repeat every --interval_ms until Ctrl-C");
@@ -74,34 +65,25 @@ ABSL_FLAG(std::int64_t, min_age_s, 5,
 
 namespace {
 
-using eshm::kSegmentDirectory;
-using eshm::kSegmentFilePrefix;
-using eshm::MonotonicNowNs;
-using eshm::RealtimeNowNs;
+using eshm::RingSnapshot;
+using eshm::RoleSnapshot;
+using eshm::SegmentFileStatus;
+using eshm::SegmentSnapshot;
 
+// Set by the SIGINT/SIGTERM handler, polled by SleepMs: a lock-free atomic is what a handler may touch, and
+// seq_cst (the default) costs nothing at this pace.
 std::atomic<bool> g_interrupted{false};
 void OnInterrupt(int) { g_interrupted.store(true); }
 
 // Sleeps up to `ms`, in short steps so that Ctrl-C ends the wait quickly. False if interrupted.
 bool SleepMs(std::int64_t ms) {
-  const std::int64_t end = MonotonicNowNs() + ms * 1'000'000;
+  const eshm::Deadline end = eshm::Deadline::AfterMs(ms);
   while (!g_interrupted.load()) {
-    const std::int64_t left = end - MonotonicNowNs();
-    if (left <= 0) return true;
-    const std::int64_t step = std::min<std::int64_t>(left, 20'000'000);
-    const timespec pause{0, static_cast<long>(step)};
-    nanosleep(&pause, nullptr);
+    if (end.Expired()) return true;
+    const timespec step = end.CappedAfterNs(20'000'000).ToTimespec();
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &step, nullptr);
   }
   return false;
-}
-
-// ---- Protection against a file truncated under our mapping (SIGBUS): the read is abandoned. ----
-sigjmp_buf* g_bus_jump = nullptr;
-
-void OnSigbus(int signo) {
-  if (g_bus_jump != nullptr) siglongjmp(*g_bus_jump, 1);
-  signal(signo, SIG_DFL);
-  raise(signo);
 }
 
 // ---- Text ----
@@ -175,293 +157,37 @@ class JsonObject {
 
 std::string JsonArray(const std::vector<std::string>& items) { return absl::StrCat("[", absl::StrJoin(items, ","), "]"); }
 
-// ---- Reading a segment ----
+// ---- What a file is ----
 
-// What a file under /dev/shm/eshm_* turned out to be.
-enum class FileStatus {
-  kOk,
-  kNotEshm,        // not a regular file, or wrong magic
-  kTruncated,      // smaller than a header, or not the size its header says
-  kUninitialized,  // the creator has not written the layout version (still creating, or died doing so)
-  kIncompatible,   // another layout version
-  kCorrupt,        // inconsistent header
-  kUnreadable,     // open/stat/mmap failed (e.g. permissions)
-};
-
-const char* FileStatusName(FileStatus s) {
+// `status` in JSON.
+const char* StatusName(SegmentFileStatus s) {
   switch (s) {
-    case FileStatus::kOk: return "ok";
-    case FileStatus::kNotEshm: return "not_eshm";
-    case FileStatus::kTruncated: return "truncated";
-    case FileStatus::kUninitialized: return "uninitialized";
-    case FileStatus::kIncompatible: return "incompatible_version";
-    case FileStatus::kCorrupt: return "corrupt";
-    case FileStatus::kUnreadable: return "unreadable";
+    case SegmentFileStatus::kOk: return "ok";
+    case SegmentFileStatus::kNotRegularFile:
+    case SegmentFileStatus::kForeign: return "not_eshm";
+    case SegmentFileStatus::kTruncated: return "truncated";
+    case SegmentFileStatus::kHalfCreated: return "uninitialized";
+    case SegmentFileStatus::kIncompatibleVersion: return "incompatible_version";
+    case SegmentFileStatus::kCorrupt: return "corrupt";
+    case SegmentFileStatus::kMissing:  // gone between a listing (or an earlier sample) and this look
+    case SegmentFileStatus::kUnreadable: return "unreadable";
   }
   return "unknown";
 }
 
-const char* FileStatusText(FileStatus s) {
+const char* StatusText(SegmentFileStatus s) {
   switch (s) {
-    case FileStatus::kOk: return "eshm segment";
-    case FileStatus::kNotEshm: return "not an eshm segment";
-    case FileStatus::kTruncated: return "truncated";
-    case FileStatus::kUninitialized: return "uninitialized";
-    case FileStatus::kIncompatible: return "incompatible layout version";
-    case FileStatus::kCorrupt: return "corrupt header";
-    case FileStatus::kUnreadable: return "unreadable";
+    case SegmentFileStatus::kOk: return "eshm segment";
+    case SegmentFileStatus::kNotRegularFile:
+    case SegmentFileStatus::kForeign: return "not an eshm segment";
+    case SegmentFileStatus::kTruncated: return "truncated";
+    case SegmentFileStatus::kHalfCreated: return "uninitialized";
+    case SegmentFileStatus::kIncompatibleVersion: return "incompatible layout version";
+    case SegmentFileStatus::kCorrupt: return "corrupt header";
+    case SegmentFileStatus::kMissing:
+    case SegmentFileStatus::kUnreadable: return "unreadable";
   }
   return "unknown";
-}
-
-struct RoleSample {
-  std::uint32_t state = 0;
-  std::uint32_t pid = 0;
-  std::uint64_t heartbeat = 0;
-  std::uint64_t attach_epoch = 0;
-  std::uint32_t stale_threshold_ms = 0;  // as the holder published it (0: not said)
-  bool locked = false;  // the role's OFD lock is held by some process
-};
-
-struct RingSample {
-  std::uint64_t tail = 0;
-  std::uint64_t messages_written = 0;
-  std::uint64_t head = 0;
-  std::uint64_t messages_read = 0;
-  std::uint64_t wake_syscalls = 0;
-  std::uint64_t wait_syscalls = 0;
-  std::uint64_t QueuedMessages() const { return messages_written - std::min(messages_written, messages_read); }
-  std::uint64_t QueuedBytes() const { return tail - std::min(tail, head); }
-};
-
-struct Sample {
-  std::int64_t when_ns = 0;  // CLOCK_MONOTONIC
-  RoleSample roles[2];
-  RingSample rings[2];
-};
-
-// One opened segment file: validated once, then sampled any number of times.
-class SegmentFile {
- public:
-  explicit SegmentFile(std::string name) : name_(std::move(name)), path_(eshm::Segment::PathFor(name_)) {}
-  SegmentFile(const SegmentFile&) = delete;
-  SegmentFile& operator=(const SegmentFile&) = delete;
-  ~SegmentFile() {
-    if (base_ != nullptr) munmap(const_cast<std::byte*>(base_), size_);
-    if (fd_ >= 0) close(fd_);
-  }
-
-  // Opens and validates. Returns false (with status() and detail() set) if the file is not a usable segment.
-  bool Open() {
-    fd_ = open(path_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    if (fd_ < 0) {
-      const int error = errno;
-      return Fail(error == ELOOP ? FileStatus::kNotEshm : FileStatus::kUnreadable,
-                  error == ELOOP ? "a symbolic link" : absl::StrCat("open: ", std::strerror(error)));
-    }
-    struct stat st;
-    if (fstat(fd_, &st) != 0) return Fail(FileStatus::kUnreadable, absl::StrCat("fstat: ", std::strerror(errno)));
-    mtime_ns_ = std::int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
-    uid_ = st.st_uid;
-    mode_ = st.st_mode & 07777;
-    if (!S_ISREG(st.st_mode)) return Fail(FileStatus::kNotEshm, "not a regular file");
-    file_bytes_ = static_cast<std::uint64_t>(st.st_size);
-    if (file_bytes_ < eshm::kSegmentHeaderBytes) {
-      // Too small to map as a header; its first word still tells a foreign file from a truncated one.
-      std::uint64_t magic = 0;
-      if (file_bytes_ >= sizeof(magic) && pread(fd_, &magic, sizeof(magic), 0) == sizeof(magic) && magic != 0 &&
-          magic != eshm::kSegmentMagic) {
-        return Fail(FileStatus::kNotEshm, absl::StrFormat("magic 0x%016x", magic));
-      }
-      return Fail(FileStatus::kTruncated, absl::StrFormat("%d bytes, smaller than a %d-byte header", file_bytes_,
-                                                          eshm::kSegmentHeaderBytes));
-    }
-    void* base = mmap(nullptr, file_bytes_, PROT_READ, MAP_SHARED, fd_, 0);
-    if (base == MAP_FAILED) return Fail(FileStatus::kUnreadable, absl::StrCat("mmap: ", std::strerror(errno)));
-    base_ = static_cast<const std::byte*>(base);
-    size_ = file_bytes_;
-
-    eshm::SegmentHeader copy;
-    std::uint32_t version = 0;
-    {
-      sigjmp_buf jump;
-      if (sigsetjmp(jump, 1) != 0) {
-        g_bus_jump = nullptr;
-        return Fail(FileStatus::kTruncated, "the file shrank while being read");
-      }
-      g_bus_jump = &jump;
-      const auto* h = reinterpret_cast<const eshm::SegmentHeader*>(base_);
-      // Acquire pairs with the creator's release store of the version (see segment.cc).
-      version = h->layout_version.load(std::memory_order_acquire);
-      std::memcpy(static_cast<void*>(&copy), h, sizeof(copy));
-      g_bus_jump = nullptr;
-    }
-    if (copy.magic != 0 && copy.magic != eshm::kSegmentMagic) {
-      return Fail(FileStatus::kNotEshm, absl::StrFormat("magic 0x%016x", copy.magic));
-    }
-    if (version == 0) return Fail(FileStatus::kUninitialized, "the layout version is not written yet");
-    if (copy.magic != eshm::kSegmentMagic) return Fail(FileStatus::kNotEshm, "no magic");
-    if (version != eshm::kLayoutVersion) {
-      return Fail(FileStatus::kIncompatible,
-                  absl::StrFormat("layout version %d; this eshmctl reads %d", version, eshm::kLayoutVersion));
-    }
-    // The checks of ValidateHeader in segment.cc.
-    if (copy.header_bytes != eshm::kSegmentHeaderBytes) {
-      return Fail(FileStatus::kCorrupt, absl::StrFormat("header size %d", copy.header_bytes));
-    }
-    for (int d = 0; d < 2; ++d) {
-      if (absl::Status s = eshm::ValidateRingCapacity(copy.ring_capacity[d]); !s.ok()) {
-        return Fail(FileStatus::kCorrupt, std::string(s.message()));
-      }
-    }
-    const eshm::SegmentGeometry g = eshm::ComputeGeometry(copy.ring_capacity[0], copy.ring_capacity[1]);
-    if (copy.ring_offset[0] != g.ring_offset[0] || copy.ring_offset[1] != g.ring_offset[1] ||
-        copy.segment_bytes != g.segment_bytes) {
-      return Fail(FileStatus::kCorrupt, "ring offsets and size do not match the capacities");
-    }
-    if (file_bytes_ != copy.segment_bytes) {
-      return Fail(FileStatus::kTruncated, absl::StrFormat("the file is %d bytes but its header says %d", file_bytes_,
-                                                          copy.segment_bytes));
-    }
-    trailer_ = reinterpret_cast<const eshm::SegmentTrailer*>(base_ + copy.segment_bytes - eshm::kTrailerBytes);
-    if (!TrailerIntact()) {
-      return Fail(FileStatus::kTruncated,
-                  "the file has its size but not eshm's trailer (its last 8 bytes): it was truncated and grown "
-                  "back, or overwritten");
-    }
-    const std::uint64_t limit = std::min(eshm::MaxPayloadForCapacity(copy.ring_capacity[0]),
-                                         eshm::MaxPayloadForCapacity(copy.ring_capacity[1]));
-    if (copy.max_message_bytes == 0 || copy.max_message_bytes > limit) {
-      return Fail(FileStatus::kCorrupt, absl::StrFormat("maximum message size %d", copy.max_message_bytes));
-    }
-    capacity_[0] = copy.ring_capacity[0];
-    capacity_[1] = copy.ring_capacity[1];
-    offset_[0] = copy.ring_offset[0];
-    offset_[1] = copy.ring_offset[1];
-    max_message_bytes_ = copy.max_message_bytes;
-    creation_epoch_ns_ = copy.creation_epoch_ns;
-    creator_pid_ = copy.creator_pid;
-    status_ = FileStatus::kOk;
-    return true;
-  }
-
-  // Reads the live words. Only for an Open()ed kOk segment. False, with the status set to kTruncated, if the
-  // file was truncated since Open: shorter now (a cut inside a page raises no SIGBUS, so fstat is asked),
-  // its trailer gone (cut and grown back), or shrinking while being read.
-  bool Take(Sample* out) {
-    struct stat st;
-    if (fstat(fd_, &st) == 0 && static_cast<std::uint64_t>(st.st_size) != file_bytes_) {
-      return Fail(FileStatus::kTruncated,
-                  absl::StrFormat("the file is now %d bytes, not the segment's %d: it was truncated (or resized) "
-                                  "while eshmctl looked; the processes using it get DataLoss",
-                                  static_cast<std::uint64_t>(st.st_size), file_bytes_));
-    }
-    if (!TrailerIntact()) {
-      return Fail(FileStatus::kTruncated,
-                  "its trailer (the last 8 bytes) is gone: it was truncated and grown back, or overwritten");
-    }
-    Sample s;
-    sigjmp_buf jump;
-    if (sigsetjmp(jump, 1) != 0) {
-      g_bus_jump = nullptr;
-      return Fail(FileStatus::kTruncated, "the file shrank while being read");
-    }
-    g_bus_jump = &jump;
-    const auto* h = reinterpret_cast<const eshm::SegmentHeader*>(base_);
-    for (int r = 0; r < 2; ++r) {
-      const eshm::RoleControl& rc = h->roles[r];
-      s.roles[r].state = rc.state.load(std::memory_order_acquire);
-      s.roles[r].pid = rc.pid.load(std::memory_order_relaxed);
-      s.roles[r].heartbeat = rc.heartbeat.load(std::memory_order_relaxed);
-      s.roles[r].attach_epoch = rc.attach_epoch.load(std::memory_order_relaxed);
-      s.roles[r].stale_threshold_ms = rc.stale_threshold_ms.load(std::memory_order_relaxed);
-    }
-    for (int d = 0; d < 2; ++d) {
-      const auto* rc = reinterpret_cast<const eshm::RingControl*>(base_ + offset_[d]);
-      // Consumer words first: they only grow and never pass the producer's, so the differences reported
-      // below are never negative.
-      s.rings[d].head = rc->consumer.head.load(std::memory_order_acquire);
-      s.rings[d].messages_read = rc->consumer.messages_read.load(std::memory_order_acquire);
-      s.rings[d].tail = rc->producer.tail.load(std::memory_order_acquire);
-      s.rings[d].messages_written = rc->producer.messages_written.load(std::memory_order_acquire);
-      s.rings[d].wake_syscalls = rc->wait.wake_syscalls.load(std::memory_order_relaxed);
-      s.rings[d].wait_syscalls = rc->wait.wait_syscalls.load(std::memory_order_relaxed);
-    }
-    g_bus_jump = nullptr;
-    for (int r = 0; r < 2; ++r) {
-      s.roles[r].locked = eshm::IsRoleLockedByOther(fd_, static_cast<eshm::Role>(r));
-    }
-    s.when_ns = MonotonicNowNs();
-    *out = s;
-    return true;
-  }
-
-  const std::string& name() const { return name_; }
-  const std::string& path() const { return path_; }
-  FileStatus status() const { return status_; }
-  const std::string& detail() const { return detail_; }
-  bool ok() const { return status_ == FileStatus::kOk; }
-  std::uint64_t file_bytes() const { return file_bytes_; }
-  std::uint64_t capacity(int d) const { return capacity_[d]; }
-  std::uint64_t max_message_bytes() const { return max_message_bytes_; }
-  std::uint64_t creation_epoch_ns() const { return creation_epoch_ns_; }
-  std::uint32_t creator_pid() const { return creator_pid_; }
-  std::int64_t mtime_ns() const { return mtime_ns_; }
-  uid_t uid() const { return uid_; }
-  mode_t mode() const { return mode_; }
-  bool opened() const { return fd_ >= 0; }
-
- private:
-  bool Fail(FileStatus status, std::string detail) {
-    status_ = status;
-    detail_ = std::move(detail);
-    return false;
-  }
-
-  // The trailer's canary, read under the SIGBUS jump (it lies in the page a truncation unmaps first).
-  bool TrailerIntact() const {
-    sigjmp_buf jump;
-    if (sigsetjmp(jump, 1) != 0) {
-      g_bus_jump = nullptr;
-      return false;
-    }
-    g_bus_jump = &jump;
-    const std::uint64_t canary = trailer_->canary.load(std::memory_order_relaxed);
-    g_bus_jump = nullptr;
-    return canary == eshm::kTrailerCanary;
-  }
-
-  std::string name_;
-  std::string path_;
-  int fd_ = -1;
-  const std::byte* base_ = nullptr;
-  const eshm::SegmentTrailer* trailer_ = nullptr;
-  std::uint64_t size_ = 0;
-  std::uint64_t file_bytes_ = 0;
-  FileStatus status_ = FileStatus::kUnreadable;
-  std::string detail_;
-  std::uint64_t capacity_[2] = {0, 0};
-  std::uint64_t offset_[2] = {0, 0};
-  std::uint64_t max_message_bytes_ = 0;
-  std::uint64_t creation_epoch_ns_ = 0;
-  std::uint32_t creator_pid_ = 0;
-  std::int64_t mtime_ns_ = 0;
-  uid_t uid_ = 0;
-  mode_t mode_ = 0;
-};
-
-// Every eshm_* name under /dev/shm, sorted.
-std::vector<std::string> ListNames() {
-  std::vector<std::string> names;
-  DIR* dir = opendir(kSegmentDirectory);
-  if (dir == nullptr) return names;
-  while (const dirent* e = readdir(dir)) {
-    absl::string_view file = e->d_name;
-    if (absl::ConsumePrefix(&file, kSegmentFilePrefix) && !file.empty()) names.emplace_back(file.data(), file.size());
-  }
-  closedir(dir);
-  std::sort(names.begin(), names.end());
-  return names;
 }
 
 enum class RoleState { kAlive, kUnresponsive, kDead, kVacant };
@@ -478,9 +204,9 @@ const char* RoleStateName(RoleState s) {
 
 // `before` may be null (a single sample: a held lock counts as alive). A holder beats at least every quarter
 // of the stale threshold it published: a window shorter than half of it cannot call it unresponsive.
-RoleState Classify(const RoleSample& now, const RoleSample* before, std::int64_t span_ns) {
-  if (now.locked) {
-    const bool same_holder = before != nullptr && before->locked && before->attach_epoch == now.attach_epoch;
+RoleState Classify(const RoleSnapshot& now, const RoleSnapshot* before, std::int64_t span_ns) {
+  if (now.lock_held) {
+    const bool same_holder = before != nullptr && before->lock_held && before->attach_epoch == now.attach_epoch;
     const bool long_enough = span_ns >= std::int64_t{now.stale_threshold_ms} * 1'000'000 / 2;
     if (same_holder && before->heartbeat == now.heartbeat && long_enough) return RoleState::kUnresponsive;
     return RoleState::kAlive;
@@ -492,84 +218,97 @@ RoleState Classify(const RoleSample& now, const RoleSample* before, std::int64_t
 constexpr const char* kRoleKey[2] = {"master", "slave"};
 constexpr const char* kDirectionKey[2] = {"m2s", "s2m"};
 
-// What one report needs beyond the latest sample.
+// One report: the latest inspection of a file, and an earlier one of the same segment.
 struct Report {
-  const SegmentFile* file = nullptr;
-  Sample now;
-  std::optional<Sample> before;  // an earlier sample of the same file, for liveness and rates
+  std::string name;  // as listed or asked for; escape before printing
+  SegmentSnapshot now;
+  std::optional<SegmentSnapshot> before;  // for liveness and rates
   // stat only: heartbeat age as seen by this observer (ms since the heartbeat was last seen to change; a
   // lower bound on the first report), and whether rates are included.
   bool detailed = false;
   std::int64_t heartbeat_age_ms[2] = {0, 0};
+
+  std::int64_t span_ns() const { return before ? now.sampled_ns - before->sampled_ns : 0; }
 };
+
+// `before` counts only if both inspections read a whole segment, and the same one (the name may have been
+// given to a new segment in between).
+Report MakeReport(std::string name, SegmentSnapshot before, SegmentSnapshot now) {
+  Report rep;
+  rep.name = std::move(name);
+  rep.now = std::move(now);
+  if (before.ok() && rep.now.ok() && before.device == rep.now.device && before.inode == rep.now.inode) {
+    rep.before = std::move(before);
+  }
+  return rep;
+}
 
 double Rate(std::uint64_t later, std::uint64_t earlier, std::int64_t ns) {
   if (ns <= 0 || later < earlier) return 0;
   return static_cast<double>(later - earlier) * 1e9 / static_cast<double>(ns);
 }
 
-double FillPercent(const RingSample& r, std::uint64_t capacity) {
+double FillPercent(const RingSnapshot& r, std::uint64_t capacity) {
   return capacity == 0 ? 0 : 100.0 * static_cast<double>(std::min(r.QueuedBytes(), capacity)) / static_cast<double>(capacity);
 }
 
 RoleState StateOf(const Report& rep, int role) {
-  return Classify(rep.now.roles[role], rep.before ? &rep.before->roles[role] : nullptr,
-                  rep.before ? rep.now.when_ns - rep.before->when_ns : 0);
+  return Classify(rep.now.roles[role], rep.before ? &rep.before->roles[role] : nullptr, rep.span_ns());
 }
 
-std::string ReportJson(const SegmentFile& f, const Report* rep) {
+// A file that is not a whole segment: name, path, status, what is wrong, and its size if it was opened.
+std::string UnusableJson(std::string_view name, const SegmentSnapshot& s) {
   JsonObject o;
-  o.Str("name", f.name()).Str("path", f.path()).Str("status", FileStatusName(f.status()));
-  if (!f.ok()) {
-    o.Str("error", f.detail());
-    if (f.opened()) o.Uint("size_bytes", f.file_bytes());
-    return o.Done();
-  }
-  o.Uint("size_bytes", f.file_bytes())
-      .Uint("m2s_capacity", f.capacity(0))
-      .Uint("s2m_capacity", f.capacity(1))
-      .Uint("max_message_bytes", f.max_message_bytes())
-      .Uint("creation_epoch_ns", f.creation_epoch_ns())
-      .Uint("creator_pid", f.creator_pid())
-      .Uint("uid", f.uid())
-      .Str("mode", absl::StrFormat("0%o", f.mode()));
-  if (rep == nullptr) {
-    o.Str("error", "the file was truncated while being read");
-    return o.Done();
-  }
-  o.Uint("epoch", rep->now.roles[0].attach_epoch);
-  const std::int64_t span_ns = rep->before ? rep->now.when_ns - rep->before->when_ns : 0;
+  o.Str("name", name).Str("path", s.path).Str("status", StatusName(s.status)).Str("error", s.problem);
+  if (s.opened) o.Uint("size_bytes", s.file_bytes);
+  return o.Done();
+}
+
+std::string ReportJson(const Report& rep) {
+  const SegmentSnapshot& s = rep.now;
+  if (!s.ok()) return UnusableJson(rep.name, s);
+  JsonObject o;
+  o.Str("name", rep.name).Str("path", s.path).Str("status", StatusName(s.status));
+  o.Uint("size_bytes", s.file_bytes)
+      .Uint("m2s_capacity", s.ring_capacity[0])
+      .Uint("s2m_capacity", s.ring_capacity[1])
+      .Uint("max_message_bytes", s.max_message_bytes)
+      .Uint("creation_epoch_ns", s.creation_epoch_ns)
+      .Uint("creator_pid", s.creator_pid)
+      .Uint("uid", s.uid)
+      .Str("mode", absl::StrFormat("0%o", s.mode));
+  o.Uint("epoch", s.roles[0].attach_epoch);
   for (int r = 0; r < 2; ++r) {
-    const RoleSample& s = rep->now.roles[r];
+    const RoleSnapshot& role_now = s.roles[r];
     JsonObject role;
-    role.Str("state", RoleStateName(StateOf(*rep, r)))
-        .Uint("pid", s.pid)
-        .Bool("lock_held", s.locked)
-        .Uint("heartbeat", s.heartbeat)
-        .Uint("attach_epoch", s.attach_epoch);
-    if (rep->detailed) role.Int("heartbeat_age_ms", rep->heartbeat_age_ms[r]);
+    role.Str("state", RoleStateName(StateOf(rep, r)))
+        .Uint("pid", role_now.pid)
+        .Bool("lock_held", role_now.lock_held)
+        .Uint("heartbeat", role_now.heartbeat)
+        .Uint("attach_epoch", role_now.attach_epoch);
+    if (rep.detailed) role.Int("heartbeat_age_ms", rep.heartbeat_age_ms[r]);
     o.Raw(kRoleKey[r], role.Done());
   }
   for (int d = 0; d < 2; ++d) {
-    const RingSample& s = rep->now.rings[d];
+    const RingSnapshot& ring_now = s.rings[d];
     JsonObject ring;
-    ring.Uint("queued_messages", s.QueuedMessages())
-        .Uint("queued_bytes", s.QueuedBytes())
-        .Uint("messages_written", s.messages_written)
-        .Uint("messages_read", s.messages_read)
-        .Uint("bytes_written", s.tail)
-        .Uint("bytes_read", s.head);
-    if (rep->detailed) {
-      const RingSample* b = rep->before ? &rep->before->rings[d] : nullptr;
-      ring.Double("fill_percent", FillPercent(s, f.capacity(d)))
-          .Double("messages_per_s", b ? Rate(s.messages_written, b->messages_written, span_ns) : 0)
-          .Double("bytes_per_s", b ? Rate(s.tail, b->tail, span_ns) : 0)
-          .Uint("wake_syscalls", s.wake_syscalls)
-          .Uint("wait_syscalls", s.wait_syscalls);
+    ring.Uint("queued_messages", ring_now.QueuedMessages())
+        .Uint("queued_bytes", ring_now.QueuedBytes())
+        .Uint("messages_written", ring_now.messages_written)
+        .Uint("messages_read", ring_now.messages_read)
+        .Uint("bytes_written", ring_now.tail)
+        .Uint("bytes_read", ring_now.head);
+    if (rep.detailed) {
+      const RingSnapshot* b = rep.before ? &rep.before->rings[d] : nullptr;
+      ring.Double("fill_percent", FillPercent(ring_now, s.ring_capacity[d]))
+          .Double("messages_per_s", b ? Rate(ring_now.messages_written, b->messages_written, rep.span_ns()) : 0)
+          .Double("bytes_per_s", b ? Rate(ring_now.tail, b->tail, rep.span_ns()) : 0)
+          .Uint("wake_syscalls", ring_now.wake_syscalls)
+          .Uint("wait_syscalls", ring_now.wait_syscalls);
     }
     o.Raw(kDirectionKey[d], ring.Done());
   }
-  if (rep->detailed) o.Int("sample_ms", span_ns / 1'000'000);
+  if (rep.detailed) o.Int("sample_ms", rep.span_ns() / 1'000'000);
   return o.Done();
 }
 
@@ -590,49 +329,43 @@ std::string RoleText(const Report& rep, int r) {
 
 int CommandLs(bool json) {
   const std::int64_t sample_ms = std::max<std::int64_t>(absl::GetFlag(FLAGS_sample_ms), 0);
-  std::vector<std::unique_ptr<SegmentFile>> files;
-  std::vector<std::optional<Sample>> first;
-  for (const std::string& name : ListNames()) {
-    files.push_back(std::make_unique<SegmentFile>(name));
-    files.back()->Open();
+  const absl::StatusOr<std::vector<std::string>> names = eshm::ListSegmentFiles();
+  if (!names.ok()) {
+    absl::FPrintF(stderr, "eshmctl ls: %s\n", Printable(std::string(names.status().message())));
+    return 1;
   }
-  for (const auto& f : files) {
-    Sample s;
-    first.push_back(f->ok() && f->Take(&s) ? std::optional<Sample>(s) : std::nullopt);
-  }
-  if (!files.empty() && sample_ms > 0) SleepMs(sample_ms);
+  std::vector<SegmentSnapshot> first;
+  for (const std::string& name : *names) first.push_back(eshm::InspectSegmentFile(name));
+  if (!names->empty() && sample_ms > 0) SleepMs(sample_ms);
 
   std::vector<std::string> json_items;
   std::vector<std::vector<std::string>> rows;
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    SegmentFile& f = *files[i];
-    Report rep;
-    rep.file = &f;
-    rep.before = first[i];
-    const bool sampled = f.ok() && first[i].has_value() && f.Take(&rep.now);
+  for (std::size_t i = 0; i < names->size(); ++i) {
+    const std::string& name = (*names)[i];
+    const Report rep = MakeReport(name, std::move(first[i]), eshm::InspectSegmentFile(name));
+    const SegmentSnapshot& s = rep.now;
     if (json) {
-      json_items.push_back(ReportJson(f, sampled ? &rep : nullptr));
+      json_items.push_back(ReportJson(rep));
       continue;
     }
-    if (!f.ok() || !sampled) {
-      rows.push_back({Printable(f.name()), f.opened() ? HumanBytes(f.file_bytes()) : "-",
-                      absl::StrCat(FileStatusText(f.status()), ": ",
-                                   f.ok() ? "shrank while read" : Printable(f.detail()))});
+    if (!s.ok()) {
+      rows.push_back({Printable(name), s.opened ? HumanBytes(s.file_bytes) : "-",
+                      absl::StrCat(StatusText(s.status), ": ", Printable(s.problem))});
       continue;
     }
-    rows.push_back({Printable(f.name()), HumanBytes(f.file_bytes()),
-                    absl::StrCat(HumanBytes(f.capacity(0)), "/", HumanBytes(f.capacity(1))),
-                    absl::StrCat(f.max_message_bytes()), RoleText(rep, 0), RoleText(rep, 1),
-                    absl::StrCat(rep.now.roles[0].attach_epoch),
-                    absl::StrFormat("%d/%s", rep.now.rings[0].QueuedMessages(), HumanBytes(rep.now.rings[0].QueuedBytes())),
-                    absl::StrFormat("%d/%s", rep.now.rings[1].QueuedMessages(), HumanBytes(rep.now.rings[1].QueuedBytes()))});
+    rows.push_back({Printable(name), HumanBytes(s.file_bytes),
+                    absl::StrCat(HumanBytes(s.ring_capacity[0]), "/", HumanBytes(s.ring_capacity[1])),
+                    absl::StrCat(s.max_message_bytes), RoleText(rep, 0), RoleText(rep, 1),
+                    absl::StrCat(s.roles[0].attach_epoch),
+                    absl::StrFormat("%d/%s", s.rings[0].QueuedMessages(), HumanBytes(s.rings[0].QueuedBytes())),
+                    absl::StrFormat("%d/%s", s.rings[1].QueuedMessages(), HumanBytes(s.rings[1].QueuedBytes()))});
   }
   if (json) {
     absl::PrintF("%s\n", JsonObject().Raw("segments", JsonArray(json_items)).Done().c_str());
     return 0;
   }
   if (rows.empty()) {
-    absl::PrintF("no eshm segments in %s\n", kSegmentDirectory);
+    absl::PrintF("no eshm segments in %s\n", eshm::kSegmentDirectory);
     return 0;
   }
   const std::vector<std::string> header = {"NAME", "SIZE", "RINGS", "MAXMSG", "MASTER", "SLAVE", "EPOCH",
@@ -664,91 +397,83 @@ int CommandLs(bool json) {
 
 // ---- stat ----
 
-void PrintStatHuman(const SegmentFile& f, const Report& rep) {
-  const std::int64_t span_ns = rep.before ? rep.now.when_ns - rep.before->when_ns : 0;
-  absl::PrintF("segment %s (%s)\n", Printable(f.name()), Printable(f.path()));
+void PrintStatHuman(const Report& rep) {
+  const SegmentSnapshot& s = rep.now;
+  absl::PrintF("segment %s (%s)\n", Printable(rep.name), Printable(s.path));
   absl::PrintF("  size %d bytes, rings m2s %d / s2m %d bytes, max message %d bytes, mode 0%o, uid %d\n",
-              f.file_bytes(), f.capacity(0), f.capacity(1), f.max_message_bytes(), f.mode(), f.uid());
-  absl::PrintF("  epoch %d (master attachments), created by pid %d\n", rep.now.roles[0].attach_epoch,
-              f.creator_pid());
+              s.file_bytes, s.ring_capacity[0], s.ring_capacity[1], s.max_message_bytes, s.mode, s.uid);
+  absl::PrintF("  epoch %d (master attachments), created by pid %d\n", s.roles[0].attach_epoch, s.creator_pid);
   for (int r = 0; r < 2; ++r) {
-    const RoleSample& s = rep.now.roles[r];
+    const RoleSnapshot& role = s.roles[r];
     absl::PrintF("  %-6s %-12s pid %-8d heartbeat %d (age %d ms), attach epoch %d\n", kRoleKey[r],
-                RoleStateName(StateOf(rep, r)), s.pid, s.heartbeat, rep.heartbeat_age_ms[r], s.attach_epoch);
+                RoleStateName(StateOf(rep, r)), role.pid, role.heartbeat, rep.heartbeat_age_ms[r],
+                role.attach_epoch);
   }
   for (int d = 0; d < 2; ++d) {
-    const RingSample& s = rep.now.rings[d];
-    const RingSample* b = rep.before ? &rep.before->rings[d] : nullptr;
+    const RingSnapshot& ring = s.rings[d];
+    const RingSnapshot* b = rep.before ? &rep.before->rings[d] : nullptr;
     absl::PrintF(
         "  %s    queued %d msg / %d bytes, fill %.1f%%, %.1f msg/s, %.1f bytes/s, written %d, read %d, "
         "wake/wait syscalls %d/%d\n",
-        kDirectionKey[d], s.QueuedMessages(), s.QueuedBytes(), FillPercent(s, f.capacity(d)),
-        b ? Rate(s.messages_written, b->messages_written, span_ns) : 0.0, b ? Rate(s.tail, b->tail, span_ns) : 0.0,
-        s.messages_written, s.messages_read, s.wake_syscalls, s.wait_syscalls);
+        kDirectionKey[d], ring.QueuedMessages(), ring.QueuedBytes(), FillPercent(ring, s.ring_capacity[d]),
+        b ? Rate(ring.messages_written, b->messages_written, rep.span_ns()) : 0.0,
+        b ? Rate(ring.tail, b->tail, rep.span_ns()) : 0.0, ring.messages_written, ring.messages_read,
+        ring.wake_syscalls, ring.wait_syscalls);
   }
   std::fflush(stdout);
 }
 
 int CommandStat(const std::string& name, bool json) {
-  if (absl::Status s = eshm::Segment::ValidateName(name); !s.ok()) {
-    absl::FPrintF(stderr, "eshmctl stat: %s\n", Printable(std::string(s.message())));
+  const absl::StatusOr<eshm::SegmentName> segment = eshm::SegmentName::Create(name);
+  if (!segment.ok()) {
+    absl::FPrintF(stderr, "eshmctl stat: %s\n", Printable(std::string(segment.status().message())));
     return 2;
   }
   const bool watch = absl::GetFlag(FLAGS_watch);
   const std::int64_t sample_ms = std::max<std::int64_t>(absl::GetFlag(FLAGS_sample_ms), 1);
   const std::int64_t interval_ms = std::max<std::int64_t>(absl::GetFlag(FLAGS_interval_ms), 10);
 
-  SegmentFile f(name);
-  if (!f.Open()) {
-    if (!f.opened() && f.status() == FileStatus::kUnreadable && access(f.path().c_str(), F_OK) != 0) {
-      absl::FPrintF(stderr, "eshmctl stat: no segment %s\n", Printable(f.path()));
-      return 1;
-    }
-    if (json) {
-      absl::PrintF("%s\n", ReportJson(f, nullptr).c_str());
-    } else {
-      absl::PrintF("%s: %s: %s\n", Printable(f.path()), FileStatusText(f.status()), Printable(f.detail()));
-    }
-    return 1;
-  }
-  // A segment truncated under us is reported as one found truncated at Open.
-  auto report_failure = [&] {
-    if (json) {
-      absl::PrintF("%s\n", ReportJson(f, nullptr).c_str());
+  // Not a whole segment, at the first look or a later one (truncated while watched, say): reported, exit 1.
+  auto report_unusable = [&](const SegmentSnapshot& s) {
+    if (s.status == SegmentFileStatus::kMissing) {
+      absl::FPrintF(stderr, "eshmctl stat: no segment %s\n", Printable(s.path));
+    } else if (json) {
+      absl::PrintF("%s\n", UnusableJson(name, s).c_str());
       std::fflush(stdout);
     } else {
-      absl::PrintF("%s: %s: %s\n", Printable(f.path()), FileStatusText(f.status()), Printable(f.detail()));
+      absl::PrintF("%s: %s: %s\n", Printable(s.path), StatusText(s.status), Printable(s.problem));
     }
     return 1;
   };
-  Sample previous;
-  if (!f.Take(&previous)) return report_failure();
+  SegmentSnapshot previous = eshm::InspectSegment(*segment);
+  if (!previous.ok()) return report_unusable(previous);
   // When each role's heartbeat was last seen to change (initially: the first sample, a lower bound).
-  std::int64_t heartbeat_changed_ns[2] = {previous.when_ns, previous.when_ns};
+  std::int64_t heartbeat_changed_ns[2] = {previous.sampled_ns, previous.sampled_ns};
   std::int64_t wait_ms = sample_ms;
   for (;;) {
     if (!SleepMs(wait_ms)) return 0;  // Ctrl-C
-    Report rep;
-    rep.file = &f;
+    Report rep = MakeReport(name, previous, eshm::InspectSegment(*segment));
+    if (!rep.now.ok()) return report_unusable(rep.now);
     rep.detailed = true;
-    rep.before = previous;
-    if (!f.Take(&rep.now)) return report_failure();
     for (int r = 0; r < 2; ++r) {
-      if (rep.now.roles[r].heartbeat != previous.roles[r].heartbeat ||
-          rep.now.roles[r].attach_epoch != previous.roles[r].attach_epoch) {
+      const RoleSnapshot& now = rep.now.roles[r];
+      if (!rep.before) {
+        heartbeat_changed_ns[r] = rep.now.sampled_ns;  // another segment has the name now: start over
+      } else if (now.heartbeat != rep.before->roles[r].heartbeat ||
+                 now.attach_epoch != rep.before->roles[r].attach_epoch) {
         // Changed at some point in the window; the midpoint is the best estimate.
-        heartbeat_changed_ns[r] = previous.when_ns + (rep.now.when_ns - previous.when_ns) / 2;
+        heartbeat_changed_ns[r] = rep.before->sampled_ns + rep.span_ns() / 2;
       }
-      rep.heartbeat_age_ms[r] = (rep.now.when_ns - heartbeat_changed_ns[r]) / 1'000'000;
+      rep.heartbeat_age_ms[r] = (rep.now.sampled_ns - heartbeat_changed_ns[r]) / 1'000'000;
     }
     if (json) {
-      absl::PrintF("%s\n", ReportJson(f, &rep).c_str());
+      absl::PrintF("%s\n", ReportJson(rep).c_str());
       std::fflush(stdout);
     } else {
-      PrintStatHuman(f, rep);
+      PrintStatHuman(rep);
     }
     if (!watch) return 0;
-    previous = rep.now;
+    previous = std::move(rep.now);
     wait_ms = interval_ms;
   }
 }
@@ -762,30 +487,24 @@ struct RemoveOutcome {
   std::vector<std::uint32_t> pids;
 };
 
-// Decides about one file and removes it if allowed. `stale_mode`: rm --stale (conservative, no --force).
-RemoveOutcome RemoveOne(const std::string& name, bool stale_mode, bool force) {
+// Decides about the file `s` inspected and removes it if allowed. `stale_mode`: rm --stale (conservative,
+// no --force).
+RemoveOutcome RemoveOne(const SegmentSnapshot& s, bool stale_mode, bool force) {
   RemoveOutcome out;
-  SegmentFile f(name);
-  f.Open();
-  if (!f.opened() && access(f.path().c_str(), F_OK) != 0) {
+  if (s.status == SegmentFileStatus::kMissing) {
     out.reason = "no such segment";
     return out;
   }
   if (!force) {
     const std::int64_t min_age_ns = std::max<std::int64_t>(absl::GetFlag(FLAGS_min_age_s), 0) * 1'000'000'000;
-    const std::int64_t now_ns = RealtimeNowNs();
-    const bool young = now_ns - f.mtime_ns() < min_age_ns ||
-                       (f.ok() && now_ns - static_cast<std::int64_t>(f.creation_epoch_ns()) < min_age_ns);
-    switch (f.status()) {
-      case FileStatus::kOk: {
-        Sample s;
-        if (!f.Take(&s)) {
-          out.reason = f.detail();
-          return out;
-        }
+    const std::int64_t now_ns = eshm::RealtimeNowNs();
+    const bool young = now_ns - s.modified_ns < min_age_ns ||
+                       (s.ok() && now_ns - static_cast<std::int64_t>(s.creation_epoch_ns) < min_age_ns);
+    switch (s.status) {
+      case SegmentFileStatus::kOk: {
         std::vector<std::string> holders;
         for (int r = 0; r < 2; ++r) {
-          if (s.roles[r].locked) {
+          if (s.roles[r].lock_held) {
             out.pids.push_back(s.roles[r].pid);
             holders.push_back(absl::StrCat(kRoleKey[r], " pid ", s.roles[r].pid));
           }
@@ -806,28 +525,27 @@ RemoveOutcome RemoveOne(const std::string& name, bool stale_mode, bool force) {
         }
         break;
       }
-      case FileStatus::kUninitialized:
-      case FileStatus::kTruncated:
-        // A creator still at work, or one that died while creating: stale once old enough.
+      case SegmentFileStatus::kHalfCreated:
+      case SegmentFileStatus::kTruncated:
+        // A creator still at work (an older eshm created in place), or one that died: stale once old enough.
         if (young) {
           out.skipped = stale_mode;
-          out.reason = absl::StrCat(FileStatusText(f.status()), " and modified less than ",
-                                    absl::GetFlag(FLAGS_min_age_s), " s ago: its creator may still be at work (use --force)");
+          out.reason = absl::StrCat(StatusText(s.status), " and modified less than ", absl::GetFlag(FLAGS_min_age_s),
+                                    " s ago: its creator may still be at work (use --force)");
           return out;
         }
         break;
-      case FileStatus::kUnreadable:
+      case SegmentFileStatus::kUnreadable:
         out.skipped = stale_mode;
-        out.reason = absl::StrCat("cannot inspect it (", f.detail(), "); use --force to remove it anyway");
+        out.reason = absl::StrCat("cannot inspect it (", s.problem, "); use --force to remove it anyway");
         return out;
       default:
         out.skipped = stale_mode;
-        out.reason = absl::StrCat(FileStatusText(f.status()), " (", f.detail(),
-                                  "): not removed without --force");
+        out.reason = absl::StrCat(StatusText(s.status), " (", s.problem, "): not removed without --force");
         return out;
     }
   }
-  if (unlink(f.path().c_str()) != 0) {
+  if (unlink(s.path.c_str()) != 0) {
     out.skipped = false;
     out.reason = absl::StrCat("unlink: ", std::strerror(errno));
     return out;
@@ -847,29 +565,40 @@ int CommandRm(const std::vector<std::string>& args, bool json) {
     absl::FPrintF(stderr, "eshmctl rm: --stale and --force do not mix: --stale removes only proven-dead segments\n");
     return 2;
   }
-  std::vector<std::string> names = stale ? ListNames() : args;
+  // rm NAME: names someone asked for, each checked before anything is removed. rm --stale: whatever is
+  // listed, any name at all.
+  std::vector<std::string> names;
+  std::vector<eshm::SegmentName> asked;
   if (stale) {
+    absl::StatusOr<std::vector<std::string>> listed = eshm::ListSegmentFiles();
+    if (!listed.ok()) {
+      absl::FPrintF(stderr, "eshmctl rm: %s\n", Printable(std::string(listed.status().message())));
+      return 1;
+    }
     const std::string prefix = absl::GetFlag(FLAGS_match);
-    names.erase(std::remove_if(names.begin(), names.end(),
-                               [&](const std::string& n) { return n.compare(0, prefix.size(), prefix) != 0; }),
-                names.end());
-  }
-  if (!stale) {
-    for (const std::string& name : names) {
-      if (absl::Status s = eshm::Segment::ValidateName(name); !s.ok()) {
-        absl::FPrintF(stderr, "eshmctl rm: %s\n", Printable(std::string(s.message())));
+    for (std::string& name : *listed) {
+      if (name.compare(0, prefix.size(), prefix) == 0) names.push_back(std::move(name));
+    }
+  } else {
+    for (const std::string& name : args) {
+      absl::StatusOr<eshm::SegmentName> valid = eshm::SegmentName::Create(name);
+      if (!valid.ok()) {
+        absl::FPrintF(stderr, "eshmctl rm: %s\n", Printable(std::string(valid.status().message())));
         return 2;
       }
+      names.push_back(name);
+      asked.push_back(*std::move(valid));
     }
   }
   std::vector<std::string> removed, refused, kept;
   bool failed = false;
-  for (const std::string& name : names) {
-    const RemoveOutcome o = RemoveOne(name, stale, force);
-    const std::string path = eshm::Segment::PathFor(name);
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    const SegmentSnapshot s = stale ? eshm::InspectSegmentFile(name) : eshm::InspectSegment(asked[i]);
+    const RemoveOutcome o = RemoveOne(s, stale, force);
     if (o.removed) {
       removed.push_back(JsonString(name));
-      if (!json) absl::PrintF("removed %s\n", Printable(path));
+      if (!json) absl::PrintF("removed %s\n", Printable(s.path));
       continue;
     }
     std::vector<std::string> pids;
@@ -882,7 +611,7 @@ int CommandRm(const std::vector<std::string>& args, bool json) {
     }
     failed = true;
     refused.push_back(item);
-    if (!json) absl::FPrintF(stderr, "eshmctl rm: %s not removed: %s\n", Printable(path), Printable(o.reason));
+    if (!json) absl::FPrintF(stderr, "eshmctl rm: %s not removed: %s\n", Printable(s.path), Printable(o.reason));
   }
   if (json) {
     absl::PrintF("%s\n", JsonObject()
@@ -897,30 +626,29 @@ int CommandRm(const std::vector<std::string>& args, bool json) {
   return failed ? 1 : 0;
 }
 
-constexpr char kUsage[] =
-    "inspects and cleans up eshm shared-memory segments (/dev/shm/eshm_<name>), read-only.\n"
-    "\n"
-    "  eshmctl ls [--json]                          every segment: size, rings, roles, queues\n"
-    "  eshmctl stat NAME [--json] [--watch] [--interval_ms=1000]\n"
-    "                                               one segment with rates, fill and heartbeat age\n"
-    "  eshmctl rm NAME [--force] [--json]           remove a segment no live process holds\n"
-    "  eshmctl rm --stale [--match=PREFIX] [--min_age_s=5] [--json]\n"
-    "                                               remove every segment whose owners are dead\n"
-    "\n"
-    "Role states: alive (role lock held), unresponsive (lock held, heartbeat not advancing within\n"
-    "--sample_ms), dead (lock free, holder recorded: it crashed), vacant (lock free, no holder).";
+std::string Usage() {
+  return absl::StrCat(
+      "inspects and cleans up eshm shared-memory segments (", eshm::SegmentName::PathOf("<name>"),
+      "), read-only.\n"
+      "\n"
+      "  eshmctl ls [--json]                          every segment: size, rings, roles, queues\n"
+      "  eshmctl stat NAME [--json] [--watch] [--interval_ms=1000]\n"
+      "                                               one segment with rates, fill and heartbeat age\n"
+      "  eshmctl rm NAME [--force] [--json]           remove a segment no live process holds\n"
+      "  eshmctl rm --stale [--match=PREFIX] [--min_age_s=5] [--json]\n"
+      "                                               remove every segment whose owners are dead\n"
+      "\n"
+      "Role states: alive (role lock held), unresponsive (lock held, heartbeat not advancing within\n"
+      "--sample_ms), dead (lock free, holder recorded: it crashed), vacant (lock free, no holder).");
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
+  absl::SetProgramUsageMessage(Usage());
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   std::vector<std::string> args(positional.begin() + 1, positional.end());
 
-  struct sigaction bus = {};
-  bus.sa_handler = OnSigbus;
-  sigemptyset(&bus.sa_mask);
-  sigaction(SIGBUS, &bus, nullptr);
   struct sigaction interrupt = {};
   interrupt.sa_handler = OnInterrupt;
   sigemptyset(&interrupt.sa_mask);
@@ -929,7 +657,7 @@ int main(int argc, char** argv) {
 
   const bool json = absl::GetFlag(FLAGS_json);
   if (args.empty()) {
-    absl::FPrintF(stderr, "%s\n", kUsage);
+    absl::FPrintF(stderr, "%s\n", Usage());
     return 2;
   }
   const std::string command = args[0];
@@ -937,6 +665,6 @@ int main(int argc, char** argv) {
   if (command == "ls" && args.empty()) return CommandLs(json);
   if (command == "stat" && args.size() == 1) return CommandStat(args[0], json);
   if (command == "rm") return CommandRm(args, json);
-  absl::FPrintF(stderr, "%s\n", kUsage);
+  absl::FPrintF(stderr, "%s\n", Usage());
   return 2;
 }
