@@ -896,31 +896,33 @@ IoResult Channel::Flush() {
 // each message is copied, before it is reported read (Release), and whenever the ring reads empty (its
 // next record may be what was zeroed).
 
-IoResult Channel::PeekNext(std::span<const std::byte>* message) {
-  if (closed_) return IoResult::kClosed;
-  if (!options_.use_threads) InlineTick();
-  SyncSide(reader_);
-  const Segment& segment = reader_.attachment->segment;
-  if (segment.truncated()) return IoResult::kCorrupt;
-  switch (reader_.attachment->consumer.TryPeek(message)) {
+IoResult Channel::ReadOutcome(ReadResult result) const {
+  switch (result) {
     case ReadResult::kOk:
       return IoResult::kOk;
     case ReadResult::kCorrupt:
       return IoResult::kCorrupt;
     case ReadResult::kBufferTooSmall:
+      return IoResult::kBufferTooSmall;
     case ReadResult::kEmpty:
       break;
   }
-  if (!segment.TrailerIntact()) return IoResult::kCorrupt;
+  // Empty: its next record may be what a truncation zeroed.
+  if (!reader_.attachment->segment.TrailerIntact()) return IoResult::kCorrupt;
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately && PeerGone()) return IoResult::kPeerGone;
   return IoResult::kWouldBlock;
 }
 
 IoResult Channel::TryPeek(std::span<const std::byte>* message) {
-  const IoResult result = PeekNext(message);
+  if (closed_) return IoResult::kClosed;
+  if (!options_.use_threads) InlineTick();
+  SyncSide(reader_);
+  const Segment& segment = reader_.attachment->segment;
+  if (segment.truncated()) return IoResult::kCorrupt;
+  const IoResult result = ReadOutcome(reader_.attachment->consumer.TryPeek(message));
   // Refuse at once a message a truncation has already reached; what happens to the view later, Release
   // tells.
-  if (result == IoResult::kOk && !reader_.attachment->segment.TrailerIntact()) return IoResult::kCorrupt;
+  if (result == IoResult::kOk && !segment.TrailerIntact()) return IoResult::kCorrupt;
   return result;
 }
 
@@ -934,14 +936,29 @@ IoResult Channel::Release() {
   return IoResult::kOk;
 }
 
+// The one read path: the ring's own copying read, with the trailer check between the copy and the release.
 IoResult Channel::TryRead(std::span<std::byte> buffer, std::size_t* size) {
-  std::span<const std::byte> message;
-  const IoResult result = PeekNext(&message);
-  if (result != IoResult::kOk) return result;
-  *size = message.size();
-  if (message.size() > buffer.size()) return IoResult::kBufferTooSmall;
-  if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
-  return Release();  // the trailer check, after the copy
+  if (closed_) return IoResult::kClosed;
+  if (!options_.use_threads) InlineTick();
+  SyncSide(reader_);
+  const Segment& segment = reader_.attachment->segment;
+  if (segment.truncated()) return IoResult::kCorrupt;
+  return ReadOutcome(reader_.attachment->consumer.TryRead(
+      buffer, size, [&segment] { return !segment.truncated() && segment.TrailerIntact(); }));
+}
+
+absl::Status Channel::AwaitMessage(Deadline deadline) {
+  if (PeerGone()) {
+    // Anything the peer published before it went has been delivered by now (the try came first).
+    return AwaitPeer(reader_, deadline, [&] { return reader_.attachment->consumer.HasData(); });
+  }
+  absl::Status status = WaitOnRing(reader_, [&](WaitCheck check) {
+    return reader_.attachment->consumer.WaitForData(options_.wait, deadline, check);
+  });
+  if (status.code() == absl::StatusCode::kDeadlineExceeded) {
+    return absl::DeadlineExceededError(absl::StrFormat("channel '%s': no message arrived before the deadline", name()));
+  }
+  return status;
 }
 
 absl::StatusOr<std::span<const std::byte>> Channel::Peek(Deadline deadline) {
@@ -950,33 +967,24 @@ absl::StatusOr<std::span<const std::byte>> Channel::Peek(Deadline deadline) {
     const IoResult result = TryPeek(&message);
     if (result == IoResult::kOk) return message;
     if (result != IoResult::kWouldBlock) return StatusOf(result, reader_);
-    if (PeerGone()) {
-      // Anything the peer published before it went has been delivered by now (TryPeek came first).
-      ESHM_RETURN_IF_ERROR(AwaitPeer(reader_, deadline, [&] { return reader_.attachment->consumer.HasData(); }));
-      continue;
-    }
-    absl::Status status = WaitOnRing(reader_, [&](WaitCheck check) {
-      return reader_.attachment->consumer.WaitForData(options_.wait, deadline, check);
-    });
-    if (status.code() == absl::StatusCode::kDeadlineExceeded) {
-      return absl::DeadlineExceededError(
-          absl::StrFormat("channel '%s': no message arrived before the deadline", name()));
-    }
-    ESHM_RETURN_IF_ERROR(status);
+    ESHM_RETURN_IF_ERROR(AwaitMessage(deadline));
   }
 }
 
 absl::StatusOr<std::size_t> Channel::Read(std::span<std::byte> buffer, Deadline deadline) {
-  ESHM_ASSIGN_OR_RETURN(const std::span<const std::byte> message, Peek(deadline));
-  if (message.size() > buffer.size()) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "the next message is %d bytes but the buffer holds %d; the message stays in the channel: read it with a "
-        "buffer of at least %d bytes",
-        message.size(), buffer.size(), message.size()));
+  for (;;) {
+    std::size_t size = 0;
+    const IoResult result = TryRead(buffer, &size);
+    if (result == IoResult::kOk) return size;
+    if (result == IoResult::kBufferTooSmall) {
+      return absl::OutOfRangeError(absl::StrFormat(
+          "the next message is %d bytes but the buffer holds %d; the message stays in the channel: read it with a "
+          "buffer of at least %d bytes",
+          size, buffer.size(), size));
+    }
+    if (result != IoResult::kWouldBlock) return StatusOf(result, reader_);
+    ESHM_RETURN_IF_ERROR(AwaitMessage(deadline));
   }
-  if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
-  if (const IoResult released = Release(); released != IoResult::kOk) return StatusOf(released, reader_);
-  return message.size();
 }
 
 std::optional<std::size_t> Channel::NextMessageSize() {

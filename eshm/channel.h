@@ -322,7 +322,11 @@ class Channel final : private internal::MonitorClient {
   // caller's next call reports it).
   absl::Status AwaitPeer(const Side& side, Deadline deadline, absl::FunctionRef<bool()> ready);
   // TryPeek without the trailer check after a message: for the read paths that check after copying.
-  IoResult PeekNext(std::span<const std::byte>* message);
+  // What a read side's ring result means for the caller (an empty ring also looks at the trailer and, under
+  // kImmediately, at the peer).
+  IoResult ReadOutcome(ReadResult result) const;
+  // Waits for the read side's next message (or for the peer, per the disconnect behaviour).
+  absl::Status AwaitMessage(Deadline deadline);
   // Runs a blocking ring wait for `side` (`wait` gets the WaitCheck to pass to the ring) and ends it early,
   // with OK, when the caller must look again: the peer went, the attachment moved, the file was truncated.
   // Other results are the wait's own (DeadlineExceeded), or Cancelled if the channel is closing.

@@ -317,6 +317,13 @@ class RingConsumer {
   // Copies the next message into `buffer` and sets `*size` to its length. kBufferTooSmall leaves the
   // message in the ring and sets `*size` to the length needed.
   ReadResult TryRead(std::span<std::byte> buffer, std::size_t* size) {
+    return TryRead(buffer, size, [] { return true; });
+  }
+  // As TryRead, and `intact()` runs after the copy, before the message is released: false says the copy
+  // cannot be trusted (the Channel's look at the segment's trailer); the message then stays in the ring,
+  // peeked, and the result is kCorrupt.
+  template <typename Intact>
+  ReadResult TryRead(std::span<std::byte> buffer, std::size_t* size, Intact&& intact) {
     const std::byte* payload;
     std::uint32_t length;
     if (peeked_bytes_ == 0 && PeekFast(&payload, &length)) {
@@ -324,6 +331,11 @@ class RingConsumer {
       *size = length;
       if (length <= buffer.size()) {
         if (length != 0) std::memcpy(buffer.data(), payload, length);
+        if (!intact()) {
+          peeked_bytes_ = RecordBytes(length);
+          peeked_ = std::span<const std::byte>(payload, length);
+          return ReadResult::kCorrupt;
+        }
         Advance(RecordBytes(length));
         return ReadResult::kOk;
       }
@@ -334,6 +346,7 @@ class RingConsumer {
     *size = message.size();
     if (message.size() > buffer.size()) return ReadResult::kBufferTooSmall;
     if (!message.empty()) std::memcpy(buffer.data(), message.data(), message.size());
+    if (!intact()) return ReadResult::kCorrupt;
     Release();
     return ReadResult::kOk;
   }

@@ -92,6 +92,29 @@ TEST(RingTest, MessageRoundTripsWithItsExactLength) {
   EXPECT_FALSE(consumer.HasData());
 }
 
+TEST(RingTest, ACopyTheCallerDistrustsStaysInTheRing) {
+  // The Channel's read: its trailer check runs between the copy and the release. A failed check keeps the
+  // message (and the space) where it is; a later read gets it again, and nothing after it comes first.
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  ASSERT_TRUE(producer.TryWrite("first", 5));
+  ASSERT_TRUE(producer.TryWrite("second", 6));
+  char buffer[16] = {};
+  std::size_t size = 0;
+  int checks = 0;
+  EXPECT_EQ(consumer.TryRead(std::as_writable_bytes(std::span(buffer)), &size, [&] { return ++checks > 1; }),
+            ReadResult::kCorrupt);
+  EXPECT_EQ(checks, 1);
+  EXPECT_EQ(consumer.messages_read(), 0u);
+  EXPECT_EQ(consumer.TryRead(std::as_writable_bytes(std::span(buffer)), &size, [&] { return ++checks > 1; }),
+            ReadResult::kOk);
+  EXPECT_EQ(std::string(buffer, size), "first");
+  EXPECT_EQ(consumer.TryRead(std::as_writable_bytes(std::span(buffer)), &size), ReadResult::kOk);
+  EXPECT_EQ(std::string(buffer, size), "second");
+  EXPECT_EQ(consumer.messages_read(), 2u);
+}
+
 TEST(RingTest, ZeroLengthMessageIsAMessage) {
   HeapRing ring(4096);
   RingProducer producer = ring.Producer();
