@@ -39,6 +39,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <new>
 #include <span>
@@ -531,17 +532,23 @@ int FailBufferTooSmall(const char* function, std::size_t needed, std::size_t cap
 
 // The read paths: copy a peeked message out, or leave it queued if it does not fit. Release, after the
 // copy, says whether the copy is whole (a truncation of the segment may have zeroed it meanwhile).
-int DeliverPeeked(const char* function, eshm_handle* handle, std::span<const std::byte> message, void* buf,
-                  std::size_t cap, std::size_t* out_len) {
-  *out_len = message.size();
-  if (message.size() > cap) return FailBufferTooSmall(function, message.size(), cap);
-  if (!message.empty()) std::memcpy(buf, message.data(), message.size());
-  if (const eshm::IoResult released = handle->channel->Release(); released != eshm::IoResult::kOk) {
-    *out_len = 0;
-    return FailIo(function, handle, released, Operation::kRead);
+// The outcome of Channel::TryRead for the C caller: the size read, or needed (BUFFER_TOO_SMALL: the message
+// stays queued), or why not. kWouldBlock is the caller's to report.
+int ReadOutcome(const char* function, eshm_handle* handle, eshm::IoResult result, std::size_t size,
+                std::size_t cap, std::size_t* out_len) {
+  switch (result) {
+    case eshm::IoResult::kOk:
+      *out_len = size;
+      return ESHM_SUCCESS;
+    case eshm::IoResult::kBufferTooSmall:
+      *out_len = size;
+      return FailBufferTooSmall(function, size, cap);
+    default:
+      return FailIo(function, handle, result, Operation::kRead);
   }
-  return ESHM_SUCCESS;
 }
+
+std::span<std::byte> Writable(void* buf, std::size_t cap) { return {static_cast<std::byte*>(buf), cap}; }
 
 int CheckReadArgs(const char* function, eshm_handle* handle, const void* buf, std::size_t cap,
                   const std::size_t* out_len) {
@@ -722,12 +729,22 @@ int eshm_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len, int t
     }
     if (handle->closing.load(std::memory_order_acquire)) return FailClosedMeanwhile(kFn);
     eshm::Channel& ch = *handle->channel;
-    std::span<const std::byte> message;
+    std::size_t size = 0;
     // The common case first, without reading the clock: a message is queued.
-    if (ch.TryPeek(&message) == eshm::IoResult::kOk) return DeliverPeeked(kFn, handle, message, buf, cap, out_len);
-    absl::StatusOr<std::span<const std::byte>> peeked = ch.Peek(DeadlineFor(timeout_ms));
-    if (!peeked.ok()) return FailBlocked(kFn, handle, peeked.status(), Operation::kRead);
-    return DeliverPeeked(kFn, handle, *peeked, buf, cap, out_len);
+    const eshm::IoResult result = ch.TryRead(Writable(buf, cap), &size);
+    if (result != eshm::IoResult::kWouldBlock) return ReadOutcome(kFn, handle, result, size, cap, out_len);
+    absl::StatusOr<std::size_t> read = ch.Read(Writable(buf, cap), DeadlineFor(timeout_ms));
+    if (read.ok()) {
+      *out_len = *read;
+      return ESHM_SUCCESS;
+    }
+    if (read.status().code() == absl::StatusCode::kOutOfRange) {
+      // Too large for the buffer: it stays queued, and this thread is its only reader.
+      const std::optional<std::size_t> needed = ch.NextMessageSize();
+      *out_len = needed.value_or(0);
+      return FailBufferTooSmall(kFn, *out_len, cap);
+    }
+    return FailBlocked(kFn, handle, read.status(), Operation::kRead);
   });
 }
 
@@ -743,16 +760,12 @@ int eshm_try_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len) {
                   "eshm_read to wait your turn");
     }
     if (handle->closing.load(std::memory_order_acquire)) return FailClosedMeanwhile(kFn);
-    eshm::Channel& ch = *handle->channel;
-    std::span<const std::byte> message;
-    const eshm::IoResult result = ch.TryPeek(&message);
-    if (result != eshm::IoResult::kOk) {
-      if (result == eshm::IoResult::kWouldBlock) {
-        return Fail(ESHM_ERROR_NO_DATA, "eshm_try_read: no message is queued right now");
-      }
-      return FailIo(kFn, handle, result, Operation::kRead);
+    std::size_t size = 0;
+    const eshm::IoResult result = handle->channel->TryRead(Writable(buf, cap), &size);
+    if (result == eshm::IoResult::kWouldBlock) {
+      return Fail(ESHM_ERROR_NO_DATA, "eshm_try_read: no message is queued right now");
     }
-    return DeliverPeeked(kFn, handle, message, buf, cap, out_len);
+    return ReadOutcome(kFn, handle, result, size, cap, out_len);
   });
 }
 

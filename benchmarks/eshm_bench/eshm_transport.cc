@@ -2,9 +2,10 @@
 // slave. (The child is the master so that a signal handler in the parent, which kills the child before it
 // removes the segment name, never races a master's monitor re-creating the name it removed.) spin polls
 // TryWrite/TryRead; blocking calls Write/Read with WaitStrategy::Sleep() (Adaptive() with
-// --eshm_wait=adaptive) in 100 ms slices, so the watchdog is consulted between slices. With --eshm_waitset=N each side receives through a WaitSet
-// of N channels: N - 1 idle ones (masters of their own, no peer) and the measured one, added last (the
-// worst place: past the words one kernel sleep takes when N > 127).
+// --eshm_wait=adaptive) in 100 ms slices, so the watchdog is consulted between slices. With
+// --eshm_waitset=N each side receives through a WaitSet of N channels: N - 1 idle ones (masters of their
+// own, no peer) and the measured one, added last (the worst place: past the words one kernel sleep takes
+// when N > 127).
 #include <algorithm>
 #include <bit>
 #include <cstdint>

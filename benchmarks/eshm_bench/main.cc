@@ -225,7 +225,9 @@ absl::StatusOr<Options> ParseOptions() {
   }
   o.eshm_deferred = publish == "deferred";
   const std::string eshm_wait = absl::GetFlag(FLAGS_eshm_wait);
-  if (eshm_wait != "sleep" && eshm_wait != "adaptive") return absl::InvalidArgumentError("--eshm_wait: sleep or adaptive");
+  if (eshm_wait != "sleep" && eshm_wait != "adaptive") {
+    return absl::InvalidArgumentError("--eshm_wait: sleep or adaptive");
+  }
   o.eshm_adaptive = eshm_wait == "adaptive";
   o.eshm_waitset = absl::GetFlag(FLAGS_eshm_waitset);
   if (o.eshm_waitset < 0 || o.eshm_waitset > 100'000) {
@@ -273,9 +275,9 @@ void Measure(const Options& o, Report& report) {
   const bool any_stream = std::find(o.modes.begin(), o.modes.end(), Mode::kStream) != o.modes.end();
   const bool spin_pingpong = std::find(o.modes.begin(), o.modes.end(), Mode::kPingPong) != o.modes.end() &&
                              std::find(o.waits.begin(), o.waits.end(), Wait::kSpin) != o.waits.end();
-  const int payload_floors = spin_pingpong ? static_cast<int>(std::count_if(o.sizes.begin(), o.sizes.end(), [](std::size_t s) {
-    return s <= kMaxAtomicPayload;
-  })) : 0;
+  const auto carried = [](std::size_t s) { return s <= kMaxAtomicPayload; };
+  const int payload_floors =
+      spin_pingpong ? static_cast<int>(std::count_if(o.sizes.begin(), o.sizes.end(), carried)) : 0;
   const int floor_steps = (2 + payload_floors) * o.repetitions +
                           (any_stream ? static_cast<int>(o.sizes.size()) * o.repetitions : 0);
   const int run_steps = static_cast<int>(o.sizes.size() * o.modes.size() * o.waits.size() * o.transports.size()) *
@@ -380,7 +382,9 @@ void Measure(const Options& o, Report& report) {
         }
         for (std::size_t b = first; b < report.results.size(); ++b) {
           if (report.results[b].transport != kBaselineTransport) continue;
-          for (std::size_t k = first; k < report.results.size(); ++k) AttachBaseline(report.results[b], report.results[k]);
+          for (std::size_t k = first; k < report.results.size(); ++k) {
+            AttachBaseline(report.results[b], report.results[k]);
+          }
         }
       }
     }

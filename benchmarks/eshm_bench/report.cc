@@ -220,7 +220,8 @@ void PrintResults(std::FILE* out, const Report& report) {
     }
     if (any_baseline) {
       row.push_back(r.ratio_to_baseline.has_value()
-                        ? absl::StrFormat("%.2fx%s", *r.ratio_to_baseline, r.mode == Mode::kPingPong ? " p50" : " msg/s")
+                        ? absl::StrFormat("%.2fx%s", *r.ratio_to_baseline,
+                                          r.mode == Mode::kPingPong ? " p50" : " msg/s")
                         : "-");
     }
     if (any_futex) {
