@@ -48,29 +48,40 @@ class MinimalRingProducer {
   MinimalRingProducer(MinimalRingControl* control, std::byte* data, std::uint64_t capacity)
       : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
 
-  // Copies the message in and publishes it. False if the ring is full now (or the message is too large).
-  bool TryWrite(const void* message, std::size_t size) {
-    if (size > MinimalMaxPayload(capacity_)) return false;
+  // Zero-copy: room for a message of `size` bytes, or nullptr if the ring is full now (or the message is too
+  // large). Commit publishes it.
+  std::byte* TryClaim(std::size_t size) {
+    if (size > MinimalMaxPayload(capacity_)) return nullptr;
     const std::uint64_t record = MinimalRecordBytes(size);
     const std::uint64_t to_end = capacity_ - (tail_ & mask_);
     const std::uint64_t needed = record <= to_end ? record : to_end + record;
     if (tail_ + needed - cached_head_ > capacity_) {
       // acquire: pairs with the consumer's release store of head; it is done with the bytes before head.
       cached_head_ = control_->head.load(std::memory_order_acquire);
-      if (tail_ + needed - cached_head_ > capacity_) return false;
+      if (tail_ + needed - cached_head_ > capacity_) return nullptr;
     }
-    std::uint64_t position = tail_;
+    claimed_ = tail_;
     if (record > to_end) {
-      std::memcpy(data_ + (position & mask_), &kPaddingLength, kMinimalHeaderBytes);
-      position += to_end;
+      std::memcpy(data_ + (claimed_ & mask_), &kPaddingLength, kMinimalHeaderBytes);
+      claimed_ += to_end;
     }
     const std::uint64_t length = size;
-    std::byte* at = data_ + (position & mask_);
+    std::byte* at = data_ + (claimed_ & mask_);
     std::memcpy(at, &length, kMinimalHeaderBytes);
-    std::memcpy(at + kMinimalHeaderBytes, message, size);
-    tail_ = position + record;
+    return at + kMinimalHeaderBytes;
+  }
+  void Commit(std::size_t size) {
+    tail_ = claimed_ + MinimalRecordBytes(size);
     // release: pairs with the consumer's acquire load of tail; the record (and any padding) is written.
     control_->tail.store(tail_, std::memory_order_release);
+  }
+
+  // Copies the message in and publishes it. False if the ring is full now (or the message is too large).
+  bool TryWrite(const void* message, std::size_t size) {
+    std::byte* at = TryClaim(size);
+    if (at == nullptr) return false;
+    std::memcpy(at, message, size);
+    Commit(size);
     return true;
   }
 
@@ -81,6 +92,7 @@ class MinimalRingProducer {
   std::uint64_t mask_;
   std::uint64_t tail_ = 0;
   std::uint64_t cached_head_ = 0;
+  std::uint64_t claimed_ = 0;  // where the claimed record's header is
 };
 
 class MinimalRingConsumer {
@@ -88,9 +100,8 @@ class MinimalRingConsumer {
   MinimalRingConsumer(MinimalRingControl* control, const std::byte* data, std::uint64_t capacity)
       : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
 
-  // Copies the next message into `buffer` (truncating if it is larger) and sets `*size` to its length.
-  // False if the ring is empty.
-  bool TryRead(std::span<std::byte> buffer, std::size_t* size) {
+  // Zero-copy: the next message in place (valid until Release), or false if the ring is empty.
+  bool TryPeek(std::span<const std::byte>* message) {
     if (head_ == cached_tail_) {
       // acquire: pairs with the producer's release store of tail; records before it are complete.
       cached_tail_ = control_->tail.load(std::memory_order_acquire);
@@ -103,12 +114,23 @@ class MinimalRingConsumer {
       head_ += capacity_ - (head_ & mask_);
       std::memcpy(&length, data_ + (head_ & mask_), kMinimalHeaderBytes);
     }
-    *size = length;
-    std::memcpy(buffer.data(), data_ + (head_ & mask_) + kMinimalHeaderBytes,
-                length < buffer.size() ? length : buffer.size());
-    head_ += MinimalRecordBytes(length);
+    *message = std::span<const std::byte>(data_ + (head_ & mask_) + kMinimalHeaderBytes, length);
+    return true;
+  }
+  void Release(std::size_t size) {
+    head_ += MinimalRecordBytes(size);
     // release: pairs with the producer's acquire load of head; we are done reading before head_.
     control_->head.store(head_, std::memory_order_release);
+  }
+
+  // Copies the next message into `buffer` (truncating if it is larger) and sets `*size` to its length.
+  // False if the ring is empty.
+  bool TryRead(std::span<std::byte> buffer, std::size_t* size) {
+    std::span<const std::byte> message;
+    if (!TryPeek(&message)) return false;
+    *size = message.size();
+    std::memcpy(buffer.data(), message.data(), message.size() < buffer.size() ? message.size() : buffer.size());
+    Release(message.size());
     return true;
   }
 

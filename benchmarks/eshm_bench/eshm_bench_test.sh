@@ -79,6 +79,15 @@ grep -q "futex/msg" "$WORK/adaptive.out" || fail "no futex/msg column for a bloc
 grep -q "minimal_ring has no blocking wait" "$WORK/stream.err" || fail "the skipped minimal_ring blocking runs are not said"
 "$BENCH" --eshm_wait=never >/dev/null 2>&1; rc=$?
 [[ $rc -eq 2 ]] || fail "--eshm_wait=never exited $rc, expected 2"
+echo "--- zero-copy streams: the rings and the Channel in place, the others skipped and said"
+"$BENCH" "${SHORT[@]}" --compare=all --zero_copy --mode=stream --wait=spin --sizes=64,65536 \
+  --json="$WORK/zero_copy.json" >"$WORK/zero_copy.out" 2>&1; rc=$?
+[[ $rc -eq 0 ]] || { fail "--zero_copy run exited $rc"; cat "$WORK/zero_copy.out"; }
+"$PYTHON" "$CHECK" "$WORK/zero_copy.json" --modes=stream --waits=spin --sizes=64,65536 \
+  --transports=eshm,eshm_ring,minimal_ring --messages=2000 || fail "--zero_copy JSON"
+grep -q "pipe has no zero-copy stream" "$WORK/zero_copy.out" || fail "the skipped zero-copy transports are not said"
+"$BENCH" --zero_copy --mode=pingpong >/dev/null 2>&1; rc=$?
+[[ $rc -eq 2 ]] || fail "--zero_copy --mode=pingpong exited $rc, expected 2"
 echo "--- pingpong through a WaitSet of 200 channels (past one kernel sleep's 128 words), nothing left behind"
 "$BENCH" "${SHORT[@]}" --mode=pingpong --wait=blocking --sizes=64 --eshm_waitset=200 \
   --json="$WORK/waitset.json" >"$WORK/waitset.out" 2>&1 &

@@ -86,6 +86,53 @@ class EshmEndpoint final : public Endpoint {
     return absl::OkStatus();
   }
 
+  absl::Status SendInPlace(std::size_t size, absl::FunctionRef<void(std::span<std::byte>)> fill) override {
+    std::byte* data = nullptr;
+    if (spin_) {
+      while ((data = channel_->TryClaim(size)) == nullptr) {
+        if (watchdog_.SpinExpired()) return watchdog_.Error("eshm TryClaim");
+      }
+    } else {
+      for (;;) {
+        absl::StatusOr<std::byte*> claimed = channel_->Claim(size, eshm::Deadline::AfterMs(kSliceMs));
+        if (claimed.ok()) {
+          data = *claimed;
+          break;
+        }
+        if (claimed.status().code() != absl::StatusCode::kDeadlineExceeded) return claimed.status();
+        if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm Claim");
+      }
+    }
+    fill(std::span<std::byte>(data, size));
+    const eshm::IoResult result = channel_->Commit(size, publish_);
+    return result == eshm::IoResult::kOk ? absl::OkStatus() : channel_->StatusOf(result);
+  }
+
+  absl::Status ReceiveInPlace(absl::FunctionRef<absl::Status(std::span<const std::byte>)> use) override {
+    std::span<const std::byte> message;
+    if (spin_) {
+      for (;;) {
+        const eshm::IoResult result = channel_->TryPeek(&message);
+        if (result == eshm::IoResult::kOk) break;
+        if (result != eshm::IoResult::kWouldBlock) return channel_->StatusOf(result);
+        if (watchdog_.SpinExpired()) return watchdog_.Error("eshm TryPeek");
+      }
+    } else {
+      for (;;) {
+        absl::StatusOr<std::span<const std::byte>> peeked = channel_->Peek(eshm::Deadline::AfterMs(kSliceMs));
+        if (peeked.ok()) {
+          message = *peeked;
+          break;
+        }
+        if (peeked.status().code() != absl::StatusCode::kDeadlineExceeded) return peeked.status();
+        if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm Peek");
+      }
+    }
+    if (absl::Status s = use(message); !s.ok()) return s;
+    const eshm::IoResult released = channel_->Release();
+    return released == eshm::IoResult::kOk ? absl::OkStatus() : channel_->StatusOf(released);
+  }
+
   std::optional<std::uint64_t> FutexCalls() const override {
     const eshm::ChannelStats stats = channel_->stats();  // both rings, both sides
     return stats.wake_syscalls + stats.wait_syscalls;
@@ -114,6 +161,7 @@ class EshmEndpoint final : public Endpoint {
 class EshmTransport final : public Transport {
  public:
   std::string name() const override { return "eshm"; }
+  bool zero_copy() const override { return true; }
 
   absl::Status Prepare(const TransportSpec& spec) override {
     spec_ = spec;

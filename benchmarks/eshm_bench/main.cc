@@ -73,6 +73,9 @@ ABSL_FLAG(std::string, eshm_publish, "now",
 ABSL_FLAG(std::string, eshm_wait, "sleep",
           "eshm and eshm_ring blocking waits: sleep (a futex at once) or adaptive (spin, yield, then sleep: the "
           "default of eshm::ChannelOptions); futex/msg counts their system calls");
+ABSL_FLAG(bool, zero_copy, false,
+          "streams only: send and receive in place (eshm: TryClaim/Commit and TryPeek/Release; the rings' claim "
+          "and peek), touching the first 16 bytes of each message; transports without it are skipped");
 ABSL_FLAG(int, eshm_waitset, 0,
           "eshm: receive through an eshm::WaitSet of this many channels, the measured one added last and the "
           "others idle (0 = read the channel directly)");
@@ -94,6 +97,7 @@ struct Options {
   std::string json;
   bool eshm_deferred = false;
   bool eshm_adaptive = false;
+  bool zero_copy = false;
   int eshm_waitset = 0;
   int timestamp_every = 0;
   double max_others = 0.25;
@@ -229,6 +233,10 @@ absl::StatusOr<Options> ParseOptions() {
     return absl::InvalidArgumentError("--eshm_wait: sleep or adaptive");
   }
   o.eshm_adaptive = eshm_wait == "adaptive";
+  o.zero_copy = absl::GetFlag(FLAGS_zero_copy);
+  if (o.zero_copy && (o.modes.size() != 1 || o.modes[0] != Mode::kStream)) {
+    return absl::InvalidArgumentError("--zero_copy measures streams: use it with --mode=stream");
+  }
   o.eshm_waitset = absl::GetFlag(FLAGS_eshm_waitset);
   if (o.eshm_waitset < 0 || o.eshm_waitset > 100'000) {
     return absl::InvalidArgumentError("--eshm_waitset: a channel count from 0 to 100000");
@@ -344,6 +352,7 @@ void Measure(const Options& o, Report& report) {
               spec.transport.wait = wait;
               spec.transport.eshm_deferred = o.eshm_deferred;
               spec.transport.eshm_adaptive = o.eshm_adaptive;
+              spec.transport.zero_copy = o.zero_copy;
               spec.transport.eshm_waitset = o.eshm_waitset;
               spec.load = o.load;
               spec.timestamp_every = o.timestamp_every;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "benchmarks/eshm_bench/clock.h"
 #include "benchmarks/eshm_bench/cpu_meter.h"
@@ -41,7 +42,7 @@ bool CheckPing(std::span<const std::byte> message, std::size_t size, std::size_t
 }
 
 // Stream: the send time first (0 when the message is not timestamped), then the sequence (twice) when there
-// is room.
+// is room. Zero-copy streams touch only the first two words in place (StampHead, CheckHead).
 void StampStream(std::span<std::byte> message, std::uint64_t sequence, std::uint64_t ticks) {
   Put(message, 0, ticks);
   if (message.size() >= 16) Put(message, 8, sequence);
@@ -50,6 +51,13 @@ void StampStream(std::span<std::byte> message, std::uint64_t sequence, std::uint
 bool CheckStream(std::span<const std::byte> message, std::size_t size, std::size_t expected, std::uint64_t sequence) {
   return size == expected && (size < 16 || Get(message, 8) == sequence) &&
          (size < 24 || Get(message, size - 8) == sequence);
+}
+void StampHead(std::span<std::byte> message, std::uint64_t sequence, std::uint64_t ticks) {
+  Put(message, 0, ticks);
+  if (message.size() >= 16) Put(message, 8, sequence);
+}
+bool CheckHead(std::span<const std::byte> message, std::size_t expected, std::uint64_t sequence) {
+  return message.size() == expected && (message.size() < 16 || Get(message, 8) == sequence);
 }
 
 absl::StatusOr<std::unique_ptr<Endpoint>> OpenAndSignal(Transport& transport, bool parent, RunControl& control,
@@ -177,8 +185,15 @@ absl::Status StreamParent(Transport& transport, const RunSpec& spec, RunControl&
     // The first and the last timed messages always carry a timestamp: they bound the throughput.
     const bool stamp = periodic || first || step == LoadPlan::Step::kLast;
     if (stamp && !periodic) now = Clock::Ticks();
-    StampStream(message, i, stamp ? now : 0);
-    if (absl::Status s = (*endpoint)->Send(message); !s.ok()) return s;
+    const std::uint64_t ticks = stamp ? now : 0;
+    if (spec.transport.zero_copy) {
+      const absl::Status s = (*endpoint)->SendInPlace(
+          spec.size, [&](std::span<std::byte> in_place) { StampHead(in_place, i, ticks); });
+      if (!s.ok()) return s;
+    } else {
+      StampStream(message, i, ticks);
+      if (absl::Status s = (*endpoint)->Send(message); !s.ok()) return s;
+    }
     if (step == LoadPlan::Step::kLast) break;
   }
   if (absl::Status s = (*endpoint)->Flush(); !s.ok()) return s;
@@ -195,9 +210,20 @@ absl::Status StreamChild(Transport& transport, const RunSpec& spec, RunControl& 
   std::uint64_t messages = 0, counted = 0, first_ticks = 0, last_ticks = 0;
   for (std::uint64_t i = 0;; ++i) {
     std::size_t size = 0;
-    if (absl::Status s = (*endpoint)->Receive(buffer, &size); !s.ok()) return s;
-    if (!CheckStream(buffer, size, spec.size, i)) return Mismatch("stream", i, size, spec.size);
-    const std::uint64_t sent = Get(buffer, 0);  // 0: not timestamped (see TimestampEvery)
+    std::uint64_t sent = 0;  // 0: not timestamped (see TimestampEvery)
+    if (spec.transport.zero_copy) {
+      const absl::Status s = (*endpoint)->ReceiveInPlace([&](std::span<const std::byte> in_place) {
+        size = in_place.size();
+        if (!CheckHead(in_place, spec.size, i)) return Mismatch("zero-copy stream", i, size, spec.size);
+        sent = Get(in_place, 0);
+        return absl::OkStatus();
+      });
+      if (!s.ok()) return s;
+    } else {
+      if (absl::Status s = (*endpoint)->Receive(buffer, &size); !s.ok()) return s;
+      if (!CheckStream(buffer, size, spec.size, i)) return Mismatch("stream", i, size, spec.size);
+      sent = Get(buffer, 0);
+    }
     const bool sampled = sent != 0;
     const std::uint64_t now = sampled ? Clock::Ticks() : 0;
     // acquire: pairs with the parent's release store, made before message first_timed was sent.
@@ -232,6 +258,9 @@ int TimestampEvery(const RunSpec& spec) {
 
 absl::StatusOr<Result> RunOnce(Transport& transport, const RunSpec& spec, const PairConfig& pair) {
   if (spec.size < 8) return absl::InvalidArgumentError("messages carry at least 8 bytes (a sequence or a timestamp)");
+  if (spec.transport.zero_copy && (spec.mode != Mode::kStream || !transport.zero_copy())) {
+    return absl::UnimplementedError(absl::StrCat(transport.name(), " has no zero-copy stream"));
+  }
   RunSpec effective = spec;
   effective.transport.max_message_bytes = spec.size;
   if (absl::Status s = transport.Prepare(effective.transport); !s.ok()) {

@@ -18,6 +18,13 @@ std::string UniqueName() {
   return absl::StrCat("eshmbench_", getpid(), "_", counter++);
 }
 
+absl::Status Endpoint::SendInPlace(std::size_t, absl::FunctionRef<void(std::span<std::byte>)>) {
+  return absl::UnimplementedError("this transport cannot send in place");
+}
+absl::Status Endpoint::ReceiveInPlace(absl::FunctionRef<absl::Status(std::span<const std::byte>)>) {
+  return absl::UnimplementedError("this transport cannot receive in place");
+}
+
 absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name) {
   if (name == "eshm") return MakeEshmTransport();
   if (name == "eshm_ring") return MakeEshmRingTransport();

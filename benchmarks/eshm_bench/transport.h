@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "benchmarks/eshm_bench/process_pair.h"
@@ -35,6 +36,7 @@ struct TransportSpec {
   Wait wait = Wait::kSpin;
   bool eshm_deferred = false;  // eshm streams publish with Publish::kDeferred (and Flush at the end)
   bool eshm_adaptive = false;  // eshm blocking waits spin, yield, then sleep (WaitStrategy::Adaptive())
+  bool zero_copy = false;      // streams send and receive in place (Endpoint::SendInPlace, ReceiveInPlace)
   int eshm_waitset = 0;        // eshm: receive through a WaitSet of this many channels (0: directly)
 };
 
@@ -48,6 +50,11 @@ class Endpoint {
   virtual absl::Status Receive(std::span<std::byte> buffer, std::size_t* size) = 0;
   // Makes everything sent visible to the receiver (eshm with deferred publication).
   virtual absl::Status Flush() { return absl::OkStatus(); }
+  // Zero-copy streams (--zero_copy): `fill` writes the message of `size` bytes in the transport's own memory,
+  // which is then sent; `use` looks at the next message where it lies, which is then released. Only
+  // transports whose zero_copy() is true implement them.
+  virtual absl::Status SendInPlace(std::size_t size, absl::FunctionRef<void(std::span<std::byte>)> fill);
+  virtual absl::Status ReceiveInPlace(absl::FunctionRef<absl::Status(std::span<const std::byte>)> use);
   // Futex system calls (waits and wakes) both processes have made on this connection so far, where the
   // transport counts them in shared memory (eshm); nullopt otherwise.
   virtual std::optional<std::uint64_t> FutexCalls() const { return std::nullopt; }
@@ -59,6 +66,8 @@ class Transport {
   // The name used in flags, tables and JSON: eshm, eshm_ring, minimal_ring, pipe, unix, boost_mq.
   virtual std::string name() const = 0;
   virtual absl::Status Prepare(const TransportSpec& spec) = 0;
+  // Whether its endpoints can send and receive in place (claim/commit, peek/release).
+  virtual bool zero_copy() const { return false; }
   // `parent` says which end. May wait (bounded by `watchdog`) for the other end to get ready first.
   virtual absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl& control, Watchdog& watchdog) = 0;
   virtual void Cleanup() = 0;
