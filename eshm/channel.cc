@@ -943,8 +943,9 @@ IoResult Channel::TryRead(std::span<std::byte> buffer, std::size_t* size) {
   SyncSide(reader_);
   const Segment& segment = reader_.attachment->segment;
   if (segment.truncated()) return IoResult::kCorrupt;
-  return ReadOutcome(reader_.attachment->consumer.TryRead(
-      buffer, size, [&segment] { return !segment.truncated() && segment.TrailerIntact(); }));
+  const ReadResult result = reader_.attachment->consumer.TryRead(
+      buffer, size, [&segment] { return !segment.truncated() && segment.TrailerIntact(); });
+  return result == ReadResult::kOk ? IoResult::kOk : ReadOutcome(result);  // the common case inline
 }
 
 absl::Status Channel::AwaitMessage(Deadline deadline) {
