@@ -7,7 +7,6 @@
 // own, no peer) and the measured one, added last (the worst place: past the words one kernel sleep takes
 // when N > 127).
 #include <algorithm>
-#include <bit>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -173,10 +172,7 @@ class EshmTransport final : public Transport {
   absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl& control, Watchdog& watchdog) override {
     eshm::ChannelOptions options;
     options.role = parent ? eshm::ChannelRole::kSlave : eshm::ChannelRole::kMaster;
-    // Rings of at least 1 MiB, and at least four of the largest message (a ring holds messages of up to
-    // half its capacity).
-    const std::uint64_t capacity =
-        std::max<std::uint64_t>(1 << 20, std::bit_ceil(std::uint64_t{4} * std::max<std::size_t>(spec_.max_message_bytes, 1)));
+    const std::uint64_t capacity = RingBytesFor(spec_);
     options.m2s_capacity = capacity;
     options.s2m_capacity = capacity;
     options.wait = spec_.wait == Wait::kSpin ? eshm::WaitStrategy::Spin()

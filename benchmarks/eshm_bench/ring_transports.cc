@@ -12,7 +12,6 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <bit>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -38,11 +37,6 @@ constexpr std::int64_t kSliceMs = 100;
 
 absl::Status NoCheck() { return absl::OkStatus(); }  // the watchdog is looked at between slices instead
 
-// Rings of at least 1 MiB, and at least four of the largest message, as the eshm transport's.
-std::uint64_t RingBytes(const TransportSpec& spec) {
-  return std::max<std::uint64_t>(
-      1 << 20, std::bit_ceil(std::uint64_t{4} * std::max<std::size_t>(spec.max_message_bytes, 1) + 64));
-}
 
 // ---- eshm_ring ----
 
@@ -160,7 +154,7 @@ class EshmRingTransport final : public Transport {
   absl::Status Prepare(const TransportSpec& spec) override {
     spec_ = spec;
     const std::string name = UniqueName();
-    const std::uint64_t bytes = RingBytes(spec);
+    const std::uint64_t bytes = RingBytesFor(spec);
     absl::StatusOr<eshm::Segment> segment = eshm::Segment::Create(name, eshm::SegmentOptions{bytes, bytes});
     if (!segment.ok()) return segment.status();
     (void)eshm::Segment::Unlink(name);  // the mapping is all the two processes need
@@ -251,7 +245,7 @@ class MinimalRingTransport final : public Transport {
     if (spec.wait != Wait::kSpin) {
       return absl::UnimplementedError("minimal_ring has no blocking wait (spin only)");
     }
-    rings_.capacity = RingBytes(spec);
+    rings_.capacity = RingBytesFor(spec);
     rings_.bytes = 2 * rings_.RingStride();
     void* base = mmap(nullptr, rings_.bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (base == MAP_FAILED) return absl::InternalError(absl::StrCat("mmap: ", std::strerror(errno)));

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <bit>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +18,11 @@ const char* WaitName(Wait wait) { return wait == Wait::kSpin ? "spin" : "blockin
 std::string UniqueName() {
   static int counter = 0;  // the parent names everything before it forks: one thread
   return absl::StrCat("eshmbench_", getpid(), "_", counter++);
+}
+
+std::uint64_t RingBytesFor(const TransportSpec& spec) {
+  const std::uint64_t largest = std::max<std::size_t>(spec.max_message_bytes, 1);
+  return std::max<std::uint64_t>(1 << 20, std::bit_ceil(std::uint64_t{4} * largest));
 }
 
 absl::Status Endpoint::SendInPlace(std::size_t, absl::FunctionRef<void(std::span<std::byte>)>) {
@@ -39,7 +46,8 @@ absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name
     }
     return boost;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown transport '", name, "': use eshm_ring, minimal_ring, pipe, unix, boost, rings or all"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown transport '", name, "': use eshm_ring, minimal_ring, pipe, unix, boost, rings or all"));
 }
 
 std::vector<std::string> ComparisonTransportNames() {

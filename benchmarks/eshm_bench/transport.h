@@ -73,6 +73,10 @@ class Transport {
   virtual void Cleanup() = 0;
 };
 
+// The ring size every ring transport uses each way: at least 1 MiB, and at least four of the largest
+// message (a ring holds messages of up to half its capacity).
+std::uint64_t RingBytesFor(const TransportSpec& spec);
+
 // Transports by name; an error names the unknown or unavailable one.
 absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name);
 // The comparison transports --compare=all stands for (boost_mq only if compiled in).
