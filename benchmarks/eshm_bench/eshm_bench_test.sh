@@ -101,9 +101,86 @@ wait "$BG"; rc=$?; BG=""
 "$BENCH" --eshm_waitset=-1 >/dev/null 2>&1; rc=$?
 [[ $rc -eq 2 ]] || fail "--eshm_waitset=-1 exited $rc, expected 2"
 
+echo "--- peer transports: a stand-in for python -m eshm.bench speaking the protocol"
+# --python names it: --peer-list, results eshm-bench must turn into rows exactly, a combination it cannot run
+# (exit 3), a peer that fails, and one that hangs with a child of its own (killed with its process group).
+FAKE="$WORK/fake_python"
+cat >"$FAKE" <<'PEER'
+#!/usr/bin/env bash
+shift 2  # -m eshm.bench
+if [[ $1 == --peer-list ]]; then
+  printf 'py_eshm\tok\tx\npy_pipe\tok\tx\npy_queue\tok\tx\npy_zmq\tok\tx\n'
+  printf 'py_faster_fifo\tok\tx\npy_iceoryx2\tpy_iceoryx2: iceoryx2 is not importable\tx\n'
+  printf 'py_eshm_batch\tok\tx\n'
+  exit 0
+fi
+for a in "$@"; do
+  case $a in --peer=*) peer=${a#*=} ;; --mode=*) mode=${a#*=} ;; --samples=*) samples=${a#*=} ;;
+    --messages=*) n=${a#*=} ;; --cpus=*) cpus=${a#*=} ;; esac
+done
+case $peer in
+  py_pipe) [[ $mode == stream ]] || { echo "py_pipe runs only stream" >&2; exit 3; } ;;
+  py_queue) echo "the queue broke" >&2; exit 1 ;;
+  py_zmq) sleep 600 & echo $! >>"$HUNG_CHILDREN"; sleep 600; exit 0 ;;
+esac
+[[ -n $cpus ]] || { echo "no --cpus" >&2; exit 1; }
+if [[ $mode == pingpong ]]; then
+  # Round trips of 1000 ns and one of 1 ms: n in all, (n - 1) us + 1 ms.
+  /usr/bin/env python3 -c "import array,sys; array.array('Q',[1000]*(int(sys.argv[2])-1)+[10**6]).tofile(open(sys.argv[1],'wb'))" "$samples" "$n"
+  echo "messages=$n seconds=$(( (n - 1) * 1000 + 1000000 ))e-9"
+else
+  echo "some chatter"
+  echo "messages=$n seconds=0.5"
+fi
+PEER
+chmod +x "$FAKE"
+export HUNG_CHILDREN="$WORK/hung_children"
+"$BENCH" "${SHORT[@]}" --timeout_s=3 --python="$FAKE" --compare=python --mode=stream,pingpong --wait=spin \
+  --sizes=64 --json="$WORK/peers.json" >"$WORK/peers.out" 2>&1; rc=$?
+[[ $rc -eq 1 ]] || fail "the peers' run exited $rc, expected 1 (two transports failed)"
+"$PYTHON" - "$WORK/peers.json" <<'CHECK_PEERS' || { fail "peer results"; cat "$WORK/peers.out"; }
+import json, sys
+rows = {(r["transport"], r["mode"]): r for r in json.load(open(sys.argv[1]))["results"]}
+assert set(rows) == {("eshm", "stream"), ("eshm", "pingpong"), ("py_eshm", "stream"), ("py_eshm", "pingpong"),
+                     ("py_pipe", "stream"), ("py_faster_fifo", "stream"), ("py_faster_fifo", "pingpong"),
+                     ("py_eshm_batch", "stream"), ("py_eshm_batch", "pingpong")}, sorted(rows)
+s = rows[("py_eshm", "stream")]
+assert s["messages"] == 2000 and s["seconds"] == 0.5 and s["msgs_per_s"] == 4000, s
+p = rows[("py_eshm", "pingpong")]
+assert p["messages"] == 2000 and abs(p["seconds"] - (1999e-6 + 1e-3)) < 1e-12, p
+lat = p["latency_ns"]
+assert 995 <= lat["p50"] <= 1005 and 995 <= lat["p99"] <= 1005 and lat["max"] >= 0.99e6, lat
+assert p["floor"] == "atomic_pingpong" and p["ratio_to_floor"] > 0, p
+CHECK_PEERS
+grep -q "unavailable: py_iceoryx2: iceoryx2 is not importable" "$WORK/peers.out" || fail "unavailable peer not said"
+grep -q "unavailable: py_pipe runs only stream" "$WORK/peers.out" || fail "exit 3 not said as skipped"
+grep -q "FAILED: py_queue .*the queue broke" "$WORK/peers.out" || fail "a failing peer's error not reported"
+grep -q "FAILED: py_zmq .*did not finish within 3 s" "$WORK/peers.out" || fail "a hanging peer not stopped"
+[[ $(wc -l <"$HUNG_CHILDREN") -eq 2 ]] || fail "the hanging peer did not run twice"
+alive() { [[ -n "$(ps -o stat= -p "$1" 2>/dev/null | grep -v Z)" ]]; }  # a killed orphan may linger as a zombie
+for child in $(cat "$HUNG_CHILDREN"); do
+  if alive "$child"; then fail "the hanging peer's child $child survived"; kill -KILL "$child"; fi
+done
+"$BENCH" --python=/nonexistent/python3 --compare=py_eshm >"$WORK/nopython.out" 2>&1; rc=$?
+[[ $rc -eq 0 ]] || fail "a missing interpreter failed the run ($rc) instead of skipping its transports"
+grep -q "unavailable: py_eshm: /nonexistent/python3 -m eshm.bench --peer-list failed" "$WORK/nopython.out" ||
+  fail "a missing interpreter is not said"
+
+echo "--- idle channels: a row per count, every pair alive, nothing left behind"
+"$BENCH" --idle=1,3 --idle_s=0.2 --idle_peers >"$WORK/idle.out" 2>&1 &
+BG=$!
+IDLE_PID=$BG
+wait "$BG"; rc=$?; BG=""
+[[ $rc -eq 0 ]] || { fail "--idle run exited $rc"; cat "$WORK/idle.out"; }
+grep -Eq "^ +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +1/1$" "$WORK/idle.out" || fail "no --idle row for 1 pair"
+grep -Eq "^ +3 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +3/3$" "$WORK/idle.out" || fail "no --idle row for 3 pairs"
+[[ -z "$(leftovers "$IDLE_PID")" ]] || fail "--idle left files in /dev/shm: $(leftovers "$IDLE_PID")"
+"$BENCH" --idle=0 >/dev/null 2>&1; rc=$?
+[[ $rc -eq 2 ]] || fail "--idle=0 exited $rc, expected 2"
+
 echo "--- --help lists the flags"
 HELP="$("$BENCH" --help 2>&1)"
-for flag in --mode --sizes --wait --compare --json --quick; do
+for flag in --mode --sizes --wait --compare --json --quick --python --idle; do
   grep -q -- "$flag" <<<"$HELP" || fail "--help does not list $flag"
 done
 grep -q "No flags matched" <<<"$HELP" && fail "--help says 'No flags matched'"

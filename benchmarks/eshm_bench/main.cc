@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <fstream>
 #include <memory>
@@ -36,7 +37,9 @@
 #include "benchmarks/eshm_bench/clock.h"
 #include "benchmarks/eshm_bench/cpu_meter.h"
 #include "benchmarks/eshm_bench/floors.h"
+#include "benchmarks/eshm_bench/idle.h"
 #include "benchmarks/eshm_bench/machine_info.h"
+#include "benchmarks/eshm_bench/peer_transports.h"
 #include "benchmarks/eshm_bench/process_pair.h"
 #include "benchmarks/eshm_bench/progress.h"
 #include "benchmarks/eshm_bench/report.h"
@@ -58,8 +61,22 @@ ABSL_FLAG(double, floor_duration_s, 0,
 ABSL_FLAG(int, repetitions, 3, "runs of every measurement (alternating transports); medians are reported");
 ABSL_FLAG(std::string, json, "", "write the results as JSON (schema eshm-bench/2) to this file; - = stdout only");
 ABSL_FLAG(std::string, compare, "",
-          "also measure eshm_ring (the ring without the Channel), minimal_ring (the baseline ring), pipe, unix, "
-          "boost (boost_mq), comma-separated; rings = eshm_ring,minimal_ring; all = every one");
+          "also measure, comma-separated: eshm_ring (the ring without the Channel), minimal_ring (the baseline "
+          "ring), pipe, unix, boost (boost_mq); rings = eshm_ring,minimal_ring; all = those five. From other "
+          "languages (each run by its own program, see --python): py_eshm, py_eshm_batch, py_ctypes, py_pipe, "
+          "py_queue, py_faster_fifo, py_zmq, py_iceoryx2 (python = all but py_ctypes), py_eshm_array, "
+          "py_eshm_array_view, py_shm_pipe_array, py_zmq_array (py_arrays), py_eshm_read_async, "
+          "py_eshm_to_thread, py_zmq_asyncio (py_asyncio), node_eshm; bindings = py_eshm,py_eshm_batch,"
+          "py_ctypes,node_eshm");
+ABSL_FLAG(std::string, idle, "",
+          "instead of the runs: what N open, idle channels cost a process (CPU, time to open and close them), "
+          "for each N of this comma-separated list; a table, no JSON");
+ABSL_FLAG(double, idle_s, 5.0, "--idle: seconds of CPU time measured per count");
+ABSL_FLAG(bool, idle_peers, false, "--idle: a second process opens the N slaves; both processes are measured");
+ABSL_FLAG(std::string, python, "python3",
+          "the interpreter that runs the py_* transports (python -m eshm.bench --peer=...); it must import eshm");
+ABSL_FLAG(std::string, node, "node", "the Node.js that runs node_eshm");
+ABSL_FLAG(std::string, node_peer, "benchmarks/eshm_bench/node_peer.js", "node_eshm's program");
 ABSL_FLAG(bool, quick, false, "a short demo: sizes 64 and 65536, 0.2 s runs, 0.05 s warm-up (explicit flags win)");
 ABSL_FLAG(double, max_others, 0.25,
           "a repetition during which other processes used more than this many cores is run again (--noisy_retries)");
@@ -102,6 +119,7 @@ struct Options {
   int timestamp_every = 0;
   double max_others = 0.25;
   int noisy_retries = 0;
+  PeerPrograms peers;
 };
 
 // --quick lowers a setting unless it was given on the command line.
@@ -110,6 +128,12 @@ T QuickOr(const absl::Flag<T>& flag, const char* name, T quick_value) {
   const absl::CommandLineFlag* reflected = absl::FindCommandLineFlag(name);
   const bool given = reflected != nullptr && reflected->CurrentValue() != reflected->DefaultValue();
   return absl::GetFlag(FLAGS_quick) && !given ? quick_value : absl::GetFlag(flag);
+}
+
+std::string ExecutablePath() {
+  char path[4096];
+  const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  return n > 0 ? std::string(path, static_cast<std::size_t>(n)) : std::string();
 }
 
 std::vector<std::string> SplitList(const std::string& list) {
@@ -190,16 +214,42 @@ absl::StatusOr<Options> ParseOptions() {
   const std::string compare = absl::GetFlag(FLAGS_compare);
   std::vector<std::string> wanted;
   for (const std::string& name : SplitList(compare)) {
+    const std::vector<std::string> peers = PeerGroup(name);
     if (name == "all" || name == "rings") {
       wanted.insert(wanted.end(), {"eshm_ring", "minimal_ring"});
       if (name == "all") wanted.insert(wanted.end(), {"pipe", "unix", "boost_mq"});
+    } else if (!peers.empty()) {
+      wanted.insert(wanted.end(), peers.begin(), peers.end());
     } else {
-      wanted.push_back(name);
+      wanted.push_back(name == "boost" ? "boost_mq" : name);
     }
   }
-  for (std::string& name : wanted) {
-    if (name == "boost") name = "boost_mq";
+  // The peers' C ABI (py_ctypes, node_eshm): the libeshm.so built with this binary, unless one is named.
+  const std::string libeshm = absl::StrCat(ExecutablePath(), ".runfiles/eshm/eshm/libeshm.so");
+  if (std::getenv("ESHM_LIBESHM") == nullptr && access(libeshm.c_str(), R_OK) == 0) {
+    setenv("ESHM_LIBESHM", libeshm.c_str(), 0);
+  }
+  o.peers.python = absl::GetFlag(FLAGS_python);
+  o.peers.node = absl::GetFlag(FLAGS_node);
+  o.peers.node_peer = absl::GetFlag(FLAGS_node_peer);
+  std::vector<std::string> peer_names;
+  for (const std::string& name : wanted) {
+    if (IsPeerTransport(name)) peer_names.push_back(name);
+  }
+  absl::StatusOr<std::vector<std::string>> peers_unavailable = PeersUnavailable(o.peers, peer_names);
+  if (!peers_unavailable.ok()) return peers_unavailable.status();
+  for (const std::string& name : wanted) {
     if (name == "eshm" || std::find(o.transports.begin(), o.transports.end(), name) != o.transports.end()) continue;
+    if (IsPeerTransport(name)) {
+      const std::string& why = (*peers_unavailable)[static_cast<std::size_t>(
+          std::find(peer_names.begin(), peer_names.end(), name) - peer_names.begin())];
+      if (why.empty()) {
+        o.transports.push_back(name);
+      } else {
+        o.unavailable.push_back(why);
+      }
+      continue;
+    }
     absl::StatusOr<std::unique_ptr<Transport>> t = MakeTransport(name);
     if (absl::IsUnavailable(t.status())) {
       o.unavailable.push_back(std::string(t.status().message()));
@@ -356,8 +406,12 @@ void Measure(const Options& o, Report& report) {
               spec.transport.eshm_waitset = o.eshm_waitset;
               spec.load = o.load;
               spec.timestamp_every = o.timestamp_every;
-              absl::StatusOr<std::unique_ptr<Transport>> transport = MakeTransport(name);
-              r = transport.ok() ? RunOnce(**transport, spec, o.pair) : absl::StatusOr<Result>(transport.status());
+              if (IsPeerTransport(name)) {
+                r = RunPeerOnce(o.peers, name, spec, o.pair);
+              } else {
+                absl::StatusOr<std::unique_ptr<Transport>> transport = MakeTransport(name);
+                r = transport.ok() ? RunOnce(**transport, spec, o.pair) : absl::StatusOr<Result>(transport.status());
+              }
               retry = r.ok() && r->others_cores > o.max_others && retries[t] > 0;
               if (retry) {
                 --retries[t];
@@ -401,6 +455,38 @@ void Measure(const Options& o, Report& report) {
   progress.Done();
 }
 
+int MainIdle() {
+  std::vector<int> counts;
+  for (const std::string& item : SplitList(absl::GetFlag(FLAGS_idle))) {
+    int n = 0;
+    if (!absl::SimpleAtoi(item, &n) || n < 1 || n > 100'000) {
+      std::fprintf(stderr, "eshm-bench: --idle: '%s' is not a channel count from 1 to 100000\n", item.c_str());
+      return 2;
+    }
+    counts.push_back(n);
+  }
+  const double window_s = absl::GetFlag(FLAGS_idle_s);
+  if (window_s <= 0) {
+    std::fprintf(stderr, "eshm-bench: --idle_s must be positive\n");
+    return 2;
+  }
+  InstallSignalHandlers();
+  std::vector<IdleResult> results;
+  int failed = 0;
+  for (const int n : counts) {
+    absl::StatusOr<IdleResult> r =
+        MeasureIdle(n, window_s, absl::GetFlag(FLAGS_idle_peers), absl::GetFlag(FLAGS_timeout_s));
+    if (r.ok()) {
+      results.push_back(*r);
+    } else {
+      std::fprintf(stderr, "eshm-bench: --idle %d: %s\n", n, r.status().ToString().c_str());
+      ++failed;
+    }
+  }
+  PrintIdle(stdout, results, window_s, absl::GetFlag(FLAGS_idle_peers));
+  return failed == 0 ? 0 : 1;
+}
+
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "eshm between two forked processes, with same-run floors and optional comparisons.\n"
@@ -411,6 +497,7 @@ int Main(int argc, char** argv) {
   usage.contains_help_flags = [](absl::string_view path) { return absl::EndsWith(path, "eshm_bench/main.cc"); };
   absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
+  if (!absl::GetFlag(FLAGS_idle).empty()) return MainIdle();
   absl::StatusOr<Options> options = ParseOptions();
   if (!options.ok()) {
     std::fprintf(stderr, "eshm-bench: %s\n", std::string(options.status().message()).c_str());

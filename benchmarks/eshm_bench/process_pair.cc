@@ -1,5 +1,7 @@
 #include "benchmarks/eshm_bench/process_pair.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -7,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -21,13 +24,14 @@ namespace {
 
 // Signal-handler state: plain globals, read with async-signal-safe calls only.
 volatile sig_atomic_t g_child_pid = 0;
+volatile sig_atomic_t g_child_is_group = 0;  // RunProgram's child leads a process group: kill all of it
 constexpr int kCleanupSlots = 8;
 char g_cleanup_paths[kCleanupSlots][256] = {};
 
 void OnFatalSignal(int signal_number) {
   const pid_t child = g_child_pid;
   if (child > 0) {
-    kill(child, SIGKILL);
+    kill(g_child_is_group ? -child : child, SIGKILL);
     waitpid(child, nullptr, 0);  // reap it: an orphaned zombie would be left to init
   }
   static const char kMessage[] = "\neshm-bench: stopped by a signal; child killed, segments removed\n";
@@ -182,6 +186,83 @@ absl::Status RunPair(const PairConfig& config, const SideFn& parent, const SideF
   if (!reaped.ok()) return reaped;
   if (report != nullptr) *report = control.report;
   return absl::OkStatus();
+}
+
+absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int timeout_s) {
+  int out_pipe[2], err_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
+    close(out_pipe[0]);
+    close(out_pipe[1]);
+    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  }
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    RestoreDefaultSignals();
+    signal(SIGPIPE, SIG_DFL);
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(out_pipe[1], STDOUT_FILENO);
+    dup2(err_pipe[1], STDERR_FILENO);
+    execvp(args[0], args.data());
+    std::fprintf(stderr, "cannot run %s: %s\n", args[0], std::strerror(errno));
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  if (pid < 0) {
+    close(out_pipe[0]);
+    close(err_pipe[0]);
+    return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  }
+  setpgid(pid, pid);  // also here: whichever of the two runs first, the group exists before a signal
+  g_child_is_group = 1;
+  g_child_pid = pid;
+  ProgramRun run;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  std::string* sinks[2] = {&run.out, &run.err};
+  const std::int64_t deadline_ns = NowNs() + std::int64_t{timeout_s} * 1'000'000'000;
+  bool timed_out = false;
+  for (int open_fds = 2; open_fds > 0;) {
+    const std::int64_t left_ms = (deadline_ns - NowNs()) / 1'000'000;
+    if (left_ms <= 0) {
+      timed_out = true;
+      break;
+    }
+    if (poll(fds, 2, static_cast<int>(std::min<std::int64_t>(left_ms, 1000))) < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buffer[4096];
+      const ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
+      if (n > 0) {
+        sinks[i]->append(buffer, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  if (timed_out) kill(-pid, SIGKILL);
+  for (const pollfd& fd : fds) {
+    if (fd.fd >= 0) close(fd.fd);
+  }
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  kill(-pid, SIGKILL);  // whatever the program left running in its group
+  g_child_pid = 0;
+  g_child_is_group = 0;
+  if (timed_out) {
+    return absl::DeadlineExceededError(absl::StrCat(argv[0], " did not finish within ", timeout_s, " s"));
+  }
+  run.exit_code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+  return run;
 }
 
 int RegisterCleanupPath(const std::string& path) {

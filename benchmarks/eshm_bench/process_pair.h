@@ -16,8 +16,10 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "benchmarks/eshm_bench/histogram.h"
 
 namespace eshm_bench {
@@ -115,6 +117,17 @@ using SideFn = std::function<absl::Status(RunControl& control, Watchdog& watchdo
 // Forks; the child runs `child`, the parent `parent`; reaps the child (killing it first if the parent side
 // failed). Returns the first error; `*report` receives the child's report.
 absl::Status RunPair(const PairConfig& config, const SideFn& parent, const SideFn& child, ChildReport* report);
+
+// What a program run by RunProgram printed, and how it ended.
+struct ProgramRun {
+  int exit_code = -1;  // -1: killed by a signal
+  std::string out;
+  std::string err;
+};
+
+// Runs `argv` (searched on PATH) in a process group of its own, which the processes it starts join, and
+// captures its output. The group is killed at the deadline (an error) and by SIGINT, SIGTERM and SIGHUP.
+absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int timeout_s);
 
 // Pins the calling process to `cpu`.
 absl::Status PinSelf(int cpu);

@@ -1,154 +1,167 @@
-"""python -m eshm.bench runs end to end and writes its JSON in the eshm-bench/2 schema.
+"""eshm's Python transports for eshm-bench (python -m eshm.bench --peer=...) and the front end.
 
-Tiny durations: this checks the tool, never a speed (no timing thresholds).
+Tiny runs: this checks the protocol eshm-bench relies on and what reaches its JSON, never a speed.
 """
 
+import array
 import json
 import os
-import stat
 import subprocess
 import sys
 
 import pytest
 
-LATENCY_KEYS = ["min", "p50", "p90", "p99", "p99.9", "p99.99", "max"]
-TRANSPORTS = {"eshm", "eshm_batch", "multiprocessing.Pipe", "multiprocessing.Queue", "faster-fifo", "pyzmq",
-              "iceoryx2", "eshm_array", "eshm_array_view", "shared_memory+Pipe", "pyzmq_nocopy"}
+from eshm import bench
+
+PEER = [sys.executable, "-m", "eshm.bench"]
 
 
-def _run(tmp_path, *args):
+def _peer(tmp_path, transport, mode="stream", wait="blocking", size=64, messages=300, *extra):
+    samples = tmp_path / "samples.bin"
+    done = subprocess.run(
+        PEER + [f"--peer={transport}", f"--mode={mode}", f"--wait={wait}", f"--size={size}", "--warmup_s=0.01",
+                f"--messages={messages}", f"--samples={samples}", *extra],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    return done, samples
+
+
+def _result(done):
+    assert done.returncode == 0, done.stdout + done.stderr
+    fields = dict(f.split("=") for f in done.stdout.strip().splitlines()[-1].split())
+    return int(fields["messages"]), float(fields["seconds"])
+
+
+def _leftovers():
+    return [f for f in os.listdir("/dev/shm") if "eshmbench_py_" in f]
+
+
+def _runnable(names):
+    out = []
+    for name in names:
+        reason = bench.unavailable_reason(name)
+        if not reason:
+            out.append(name)
+    return out
+
+
+@pytest.mark.parametrize("transport,wait", [(t, "blocking") for t in _runnable(
+    ["py_eshm", "py_pipe", "py_queue", "py_faster_fifo", "py_zmq", "py_iceoryx2"])] + [("py_eshm", "spin"),
+                                                                                       ("py_queue", "spin")])
+def test_a_stream_counts_exactly_the_messages_sent(tmp_path, transport, wait):
+    messages, seconds = _result(_peer(tmp_path, transport, "stream", wait, 64, 500)[0])
+    assert messages == 500 and seconds > 0
+    assert not _leftovers()
+
+
+@pytest.mark.parametrize("transport", _runnable(["py_eshm", "py_pipe", "py_zmq"]))
+def test_a_pingpong_writes_one_sample_per_round_trip(tmp_path, transport):
+    done, samples = _peer(tmp_path, transport, "pingpong", "spin", 128, 200)
+    messages, seconds = _result(done)
+    round_trips = array.array("Q")
+    round_trips.frombytes(samples.read_bytes())
+    assert messages == len(round_trips) == 200
+    assert all(ns > 0 for ns in round_trips)
+    assert seconds == pytest.approx(sum(round_trips) / 1e9, rel=1e-6)
+
+
+def test_the_batch_stream_and_64k_messages(tmp_path):
+    assert _result(_peer(tmp_path, "py_eshm_batch", "stream", "spin", 64, 1000)[0])[0] == 1000
+    assert _result(_peer(tmp_path, "py_eshm", "stream", "blocking", 65536, 200)[0])[0] == 200
+
+
+@pytest.mark.parametrize("transport", ["py_eshm_array", "py_eshm_array_view", "py_shm_pipe_array",
+                                       "py_zmq_array"])
+def test_arrays_arrive_in_order(tmp_path, transport):
+    if bench.unavailable_reason(transport):
+        pytest.skip(bench.unavailable_reason(transport))
+    assert _result(_peer(tmp_path, transport, "stream", "blocking", 1 << 16, 100)[0])[0] == 100
+
+
+@pytest.mark.parametrize("transport", ["py_eshm_read_async", "py_eshm_to_thread", "py_zmq_asyncio"])
+def test_asyncio_clients_time_every_round_trip(tmp_path, transport):
+    if bench.unavailable_reason(transport):
+        pytest.skip(bench.unavailable_reason(transport))
+    done, samples = _peer(tmp_path, transport, "pingpong", "blocking", 64, 100, "--eshm_wait=adaptive")
+    assert _result(done)[0] == 100 and samples.stat().st_size == 800
+
+
+def test_a_combination_a_transport_cannot_run_exits_3_and_says_why(tmp_path):
+    done, _ = _peer(tmp_path, "py_eshm_batch", "pingpong", "spin")
+    assert done.returncode == bench.UNSUPPORTED
+    assert "py_eshm_batch runs only stream" in done.stderr
+    done, _ = _peer(tmp_path, "py_eshm_array", "stream", "blocking", 66)
+    assert done.returncode == bench.UNSUPPORTED and "multiples of 4" in done.stderr
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    for args in (["--peer=nope", "--mode=stream", "--wait=spin", "--size=64"],
+                 ["--peer=py_eshm", "--mode=stream", "--wait=spin", "--size=4"],
+                 ["--peer=py_eshm", "--mode=pingpong", "--wait=spin", "--size=64"]):  # no --samples
+        done = subprocess.run(PEER + args, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+
+
+def test_a_failing_child_fails_the_run_with_its_error(tmp_path, monkeypatch):
+    # ctypes with a library that is not libeshm.so: the parent's open fails before the fork.
+    bogus = tmp_path / "libeshm.so"
+    bogus.write_text("not a library")
+    monkeypatch.setenv("ESHM_LIBESHM", str(bogus))
+    done, _ = _peer(tmp_path, "py_ctypes")
+    assert done.returncode != 0 and "libeshm.so" in done.stderr
+
+
+def test_peer_list_names_every_transport_with_its_availability():
+    done = subprocess.run(PEER + ["--peer-list"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    rows = [line.split("\t") for line in done.stdout.splitlines()]
+    assert [r[0] for r in rows] == list(bench.TRANSPORTS)
+    assert all(r[1] == "ok" or r[1].startswith(r[0] + ":") for r in rows), rows
+    assert dict((r[0], r[1]) for r in rows)["py_eshm"] == "ok"
+
+
+def _eshm_bench():
+    """The eshm-bench binary beside these tests (Bazel runfiles) or named by $ESHM_BENCH."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.environ.get("ESHM_BENCH"), os.path.join(here, "..", "..", "benchmarks", "eshm_bench",
+                                                             "eshm-bench")):
+        if path and os.access(path, os.X_OK):
+            return os.path.abspath(path)
+    return None
+
+
+def test_the_front_end_runs_eshm_bench_with_python_transports(tmp_path):
+    tool = _eshm_bench()
+    if tool is None:
+        pytest.skip("eshm-bench is not built beside the tests (bazel test //python:bench_test has it)")
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "eshm.bench", "--repetitions", "1", "--duration", "0.02", "--warmup", "0.01",
-         "--json", str(out), *args],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        PEER + [f"--eshm-bench={tool}", "--compare=py_eshm,py_pipe,py_eshm_batch", "--mode=stream,pingpong",
+                "--wait=spin", "--sizes=64", "--messages=300", "--warmup_s=0", "--repetitions=1",
+                f"--json={out}"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(out.read_text()), done.stdout
-
-
-def _check_schema(doc):
+    doc = json.loads(out.read_text())
     assert doc["schema"] == "eshm-bench/2"
-    assert doc["tool"] == "eshm.bench"
-    assert isinstance(doc["command"], str) and "eshm.bench" in doc["command"]
-    m = doc["machine"]
-    assert set(m) == {"cpu_model", "logical_cpus", "kernel", "clocksource", "hostname"}
-    assert isinstance(m["logical_cpus"], int) and m["logical_cpus"] >= 1
-    assert all(isinstance(m[k], str) for k in ("cpu_model", "kernel", "clocksource", "hostname"))
-    s = doc["setup"]
-    assert set(s) == {"ends", "pinned", "cpus", "warmup_s", "repetitions"}
-    assert s["ends"] == "processes" and isinstance(s["pinned"], bool) and s["repetitions"] == 1
-    assert s["cpus"] is None or (len(s["cpus"]) == 2 and all(isinstance(c, int) for c in s["cpus"]))
-    assert isinstance(s["warmup_s"], float)
-    assert isinstance(doc["floors"], list)
-    assert doc["results"]
-    for r in doc["results"]:
-        assert set(r) == {"transport", "mode", "wait", "size", "messages", "seconds", "msgs_per_s", "gb_per_s",
-                          "latency_ns", "latency_kind", "floor", "ratio_to_floor", "baseline",
-                          "ratio_to_baseline", "futex_calls_per_message"}
-        assert r["transport"] in TRANSPORTS
-        assert r["mode"] in ("pingpong", "stream") and r["wait"] in ("spin", "blocking")
-        assert isinstance(r["size"], int) and isinstance(r["messages"], int) and r["messages"] > 0
-        assert r["seconds"] > 0 and r["msgs_per_s"] > 0 and r["gb_per_s"] > 0
-        assert r["floor"] is None and r["ratio_to_floor"] is None and r["baseline"] is None
-        if r["mode"] == "pingpong":
-            assert r["latency_kind"] == "round_trip"
+    assert f"--python={sys.executable}" in doc["command"]
+    rows = {(r["transport"], r["mode"]): r for r in doc["results"]}
+    assert set(rows) == {("eshm", "stream"), ("eshm", "pingpong"), ("py_eshm", "stream"), ("py_eshm", "pingpong"),
+                         ("py_pipe", "stream"), ("py_pipe", "pingpong"), ("py_eshm_batch", "stream")}
+    for (transport, mode), r in rows.items():
+        assert r["messages"] == 300 and r["msgs_per_s"] > 0, r
+        if mode == "pingpong":
             lat = r["latency_ns"]
-            assert set(lat) == set(LATENCY_KEYS) | {"mean"}
-            values = [lat[k] for k in LATENCY_KEYS]
-            assert values == sorted(values), lat  # percentiles never decrease
-            assert lat["min"] <= lat["mean"] <= lat["max"]
-        else:
-            assert r["latency_ns"] is None and r["latency_kind"] is None
+            assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"], r
+            assert r["floor"] == "atomic_pingpong" and r["ratio_to_floor"] > 0
+    assert "unavailable: py_eshm_batch runs only stream" in done.stdout, done.stdout
+    assert not _leftovers()
 
 
-def test_bench_writes_its_json_in_the_shared_schema(tmp_path):
-    doc, stdout = _run(tmp_path, "--transports", "eshm,eshm_batch,multiprocessing.Pipe", "--no-64k")
-    _check_schema(doc)
-    got = {(r["transport"], r["mode"], r["wait"]) for r in doc["results"]}
-    assert got == {("eshm", "stream", "blocking"), ("multiprocessing.Pipe", "stream", "blocking"),
-                   ("eshm_batch", "stream", "blocking"), ("eshm", "pingpong", "spin"),
-                   ("eshm", "pingpong", "blocking"), ("multiprocessing.Pipe", "pingpong", "spin"),
-                   ("multiprocessing.Pipe", "pingpong", "blocking")}
-    assert "vs Pipe" in stdout and "Targets:" in stdout
-    assert "64 KiB one-way" in stdout  # listed, as not measured
-
-
-def test_bench_every_transport_and_the_cpp_comparison(tmp_path):
-    # A stand-in for the C++ eshm-bench, honouring its command-line contract.
-    fake = tmp_path / "eshm-bench"
-    fake.write_text(
-        "#!/bin/sh\n"
-        "if [ \"$*\" = '--mode=stream --sizes=65536 --wait=spin --duration_s=2 --json=-' ]; then\n"
-        "  echo '{\"schema\": \"eshm-bench/2\",'\n"
-        "  echo ' \"results\": [{\"gb_per_s\": 1.5}]}'\n"
-        "  echo 'results (its table follows the JSON): {...}'\n"
-        "elif [ \"$*\" = '--mode=pingpong --sizes=64 --wait=spin --duration_s=2 --json=-' ]; then\n"
-        "  echo 'a table first'\n"
-        "  echo '{\"results\": [{\"latency_ns\": {\"p50\": 800, \"p99\": 900}}]}'\n"
-        "else exit 3; fi\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    doc, stdout = _run(tmp_path, "--cpp-bench", str(fake))
-    _check_schema(doc)
-    transports = {r["transport"] for r in doc["results"]}
-    for name, module in (("faster-fifo", "faster_fifo"), ("pyzmq", "zmq"), ("iceoryx2", "iceoryx2")):
-        try:
-            __import__(module)
-        except ImportError:
-            assert name not in transports and f"{name} skipped" in stdout
-        else:
-            assert name in transports
-    assert any(r["size"] == 65536 and r["transport"] == "eshm" for r in doc["results"])
-    assert doc["floors"] == [
-        {"name": "eshm_cpp_stream", "size": 65536, "latency_ns": None, "gb_per_s": 1.5},
-        {"name": "eshm_cpp_pingpong", "size": 64, "latency_ns": {"p50": 800.0, "p99": 900.0}, "gb_per_s": None},
-    ]
-    assert "1.50 GB/s" in stdout and "0.80 us" in stdout
-
-
-def test_bench_iceoryx2_in_every_mode(tmp_path):
-    pytest.importorskip("iceoryx2")
-    doc, stdout = _run(tmp_path, "--transports", "eshm,iceoryx2")
-    _check_schema(doc)
-    got = {(r["transport"], r["mode"], r["wait"], r["size"]) for r in doc["results"]}
-    assert {("iceoryx2", "stream", "blocking", 64), ("iceoryx2", "pingpong", "spin", 64),
-            ("iceoryx2", "pingpong", "blocking", 64), ("iceoryx2", "stream", "blocking", 65536)} <= got
-    assert "iceoryx2 skipped" not in stdout
-
-
-def test_bench_reports_a_missing_cpp_tool_as_not_measured(tmp_path):
-    doc, stdout = _run(tmp_path, "--transports", "eshm", "--cpp-bench", str(tmp_path / "missing"))
-    _check_schema(doc)
-    assert doc["floors"] == []
-    assert "not measured" in stdout
-
-
-def test_bench_arrays_compares_numpy_transports(tmp_path):
-    pytest.importorskip("numpy")
-    doc, stdout = _run(tmp_path, "--arrays", "--array-bytes", "65536")
-    _check_schema(doc)
-    got = {r["transport"] for r in doc["results"]}
-    expected = {"eshm_array", "eshm_array_view", "shared_memory+Pipe"}
-    try:
-        import zmq  # noqa: F401
-    except ImportError:
-        assert "pyzmq_nocopy skipped" in stdout
-    else:
-        expected.add("pyzmq_nocopy")
-    assert got == expected
-    assert all(r["size"] == 65536 and r["mode"] == "stream" for r in doc["results"])
-    assert "vs shared_memory+Pipe" in stdout and "64 KiB float32" not in stdout
-
-
-def test_bench_idle_reports_cpu_and_open_close_times_per_count(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "eshm.bench", "--idle", "1,3", "--idle-seconds", "0.2"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    rows = [line.split() for line in done.stdout.splitlines() if line.split() and line.split()[0].isdigit()]
-    assert [r[0] for r in rows] == ["1", "3"], done.stdout
-    for r in rows:
-        cpu, opened, closed = (float(x) for x in r[1:])
-        assert cpu >= 0 and opened >= 0 and closed >= 0
-    assert not [f for f in os.listdir("/dev/shm") if f.startswith("eshm_eshm_bench_idle_")], "segments left behind"
+def test_the_front_end_says_how_to_get_eshm_bench(tmp_path):
+    missing = tmp_path / "eshm-bench"
+    done = subprocess.run(PEER + [f"--eshm-bench={missing}", "--quick"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"found no program at {missing}" in done.stderr
+    assert "bazel build --config=bench //benchmarks:eshm-bench" in done.stderr
 
 
 def test_the_old_benchmark_pair_runs_and_prints_the_old_progress_line(tmp_path):
@@ -178,24 +191,3 @@ def test_the_old_benchmark_pair_runs_and_prints_the_old_progress_line(tmp_path):
     for text in (master.stdout, out):
         assert len(line.findall(text)) == 3, text
         assert "Average:" in text and " 300 " in text, text
-
-
-def test_bench_asyncio_compares_read_async_with_to_thread_and_zmq(tmp_path):
-    doc, stdout = _run(tmp_path, "--asyncio")
-    clients = [r["transport"] for r in doc["results"]]
-    expected = ["eshm read_async", "eshm to_thread(read)", "eshm read_async, echo sleeps",
-                "eshm to_thread(read), echo sleeps", "eshm read_async, both sleep", "eshm to_thread(read), both sleep"]
-    try:
-        import zmq  # noqa: F401
-    except ImportError:
-        assert "zmq.asyncio skipped" in stdout
-    else:
-        expected.append("zmq.asyncio ipc")
-    assert clients == expected
-    for r in doc["results"]:
-        assert r["mode"] == "asyncio_pingpong" and r["latency_kind"] == "round_trip" and r["messages"] > 0
-        assert 0 < r["latency_ns"]["p50"] <= r["latency_ns"]["p99"], r
-        assert len(r["repetitions"]) == 1
-    # Each read_async row is compared with the to_thread row of the same waits, in the same repetition.
-    assert stdout.count("lower (") == 3, stdout
-    assert not [f for f in os.listdir("/dev/shm") if f.startswith("eshm_eshm_bench_aio_")], "segments left behind"

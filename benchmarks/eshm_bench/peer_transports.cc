@@ -1,0 +1,176 @@
+#include "benchmarks/eshm_bench/peer_transports.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "benchmarks/eshm_bench/cpu_meter.h"
+#include "benchmarks/eshm_bench/histogram.h"
+#include "benchmarks/eshm_bench/transport.h"
+
+namespace eshm_bench {
+namespace {
+
+constexpr int kUnsupportedExit = 3;
+
+// The group --compare=python stands for: eshm's binding beside the usual Python IPC.
+const std::vector<std::string>& PythonTransports() {
+  static const auto* names = new std::vector<std::string>{
+      "py_eshm", "py_eshm_batch", "py_pipe", "py_queue", "py_faster_fifo", "py_zmq", "py_iceoryx2"};
+  return *names;
+}
+
+std::vector<std::string> Command(const PeerPrograms& programs, const std::string& name) {
+  if (absl::StartsWith(name, "node_")) return {programs.node, programs.node_peer};
+  return {programs.python, "-m", "eshm.bench"};
+}
+
+// The last line of `out` that starts with `prefix`, without it; "" if none.
+absl::string_view LastLine(absl::string_view out, absl::string_view prefix) {
+  absl::string_view found;
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    if (absl::StartsWith(line, prefix)) found = line;
+  }
+  return found;
+}
+
+std::string Tail(const std::string& text) {
+  const std::string trimmed(absl::StripTrailingAsciiWhitespace(text));
+  return trimmed.size() > 600 ? "..." + trimmed.substr(trimmed.size() - 600) : trimmed;
+}
+
+// Reads the round trips a pingpong peer wrote into `histogram`; how many there were.
+absl::StatusOr<std::uint64_t> ReadSamples(const std::string& path, Histogram& histogram) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::DataLossError(absl::StrCat("the peer wrote no round trips to ", path));
+  std::uint64_t count = 0;
+  std::uint64_t ns = 0;
+  while (in.read(reinterpret_cast<char*>(&ns), sizeof(ns))) {
+    histogram.Record(ns);
+    ++count;
+  }
+  return count;
+}
+
+}  // namespace
+
+bool IsPeerTransport(const std::string& name) {
+  return absl::StartsWith(name, "py_") || absl::StartsWith(name, "node_");
+}
+
+std::vector<std::string> PeerGroup(const std::string& group) {
+  if (group == "python") return PythonTransports();
+  if (group == "py_arrays") return {"py_eshm_array", "py_eshm_array_view", "py_shm_pipe_array", "py_zmq_array"};
+  if (group == "py_asyncio") return {"py_eshm_read_async", "py_eshm_to_thread", "py_zmq_asyncio"};
+  if (group == "bindings") return {"py_eshm", "py_eshm_batch", "py_ctypes", "node_eshm"};
+  return {};
+}
+
+absl::StatusOr<std::vector<std::string>> PeersUnavailable(const PeerPrograms& programs,
+                                                          const std::vector<std::string>& names) {
+  std::map<std::string, std::string> python;  // name -> "ok" or why not
+  const bool any_python = std::any_of(names.begin(), names.end(),
+                                      [](const std::string& n) { return absl::StartsWith(n, "py_"); });
+  std::string python_problem;
+  if (any_python) {
+    absl::StatusOr<ProgramRun> run = RunProgram({programs.python, "-m", "eshm.bench", "--peer-list"}, 60);
+    if (!run.ok()) return run.status();
+    if (run->exit_code != 0) {
+      python_problem = absl::StrCat(programs.python, " -m eshm.bench --peer-list failed (is the eshm package ",
+                                    "importable? --python names the interpreter): ", Tail(run->err));
+    }
+    for (absl::string_view line : absl::StrSplit(run->out, '\n', absl::SkipEmpty())) {
+      const std::vector<std::string> fields = absl::StrSplit(line, '\t');
+      if (fields.size() >= 2) python[fields[0]] = fields[1];
+    }
+  }
+  std::vector<std::string> reasons;
+  for (const std::string& name : names) {
+    if (absl::StartsWith(name, "node_")) {
+      reasons.push_back(access(programs.node_peer.c_str(), R_OK) == 0
+                            ? ""
+                            : absl::StrCat(name, ": ", programs.node_peer,
+                                           " not found (run from the eshm checkout, or pass --node_peer)"));
+    } else if (!python_problem.empty()) {
+      reasons.push_back(absl::StrCat(name, ": ", python_problem));
+    } else if (python.count(name) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("no transport ", name, " (python -m eshm.bench --peer-list ",
+                                                     "lists them)"));
+    } else {
+      reasons.push_back(python[name] == "ok" ? "" : python[name]);
+    }
+  }
+  return reasons;
+}
+
+absl::StatusOr<Result> RunPeerOnce(const PeerPrograms& programs, const std::string& name, const RunSpec& spec,
+                                   const PairConfig& pair) {
+  if (spec.transport.zero_copy || spec.transport.eshm_deferred || spec.transport.eshm_waitset > 0) {
+    return absl::UnimplementedError(
+        absl::StrCat(name, " measures its own calls: no --zero_copy, --eshm_publish=deferred or --eshm_waitset"));
+  }
+  const bool pingpong = spec.mode == Mode::kPingPong;
+  const std::string samples = absl::StrCat("/tmp/", UniqueName(), ".samples");
+  std::vector<std::string> argv = Command(programs, name);
+  argv.insert(argv.end(), {absl::StrCat("--peer=", name), absl::StrCat("--mode=", ModeName(spec.mode)),
+                           absl::StrCat("--wait=", WaitName(spec.transport.wait)),
+                           absl::StrCat("--size=", spec.size), absl::StrCat("--warmup_s=", spec.load.warmup_s),
+                           absl::StrCat("--duration_s=", spec.load.duration_s),
+                           absl::StrCat("--messages=", spec.load.messages),
+                           absl::StrCat("--eshm_wait=", spec.transport.eshm_adaptive ? "adaptive" : "sleep"),
+                           absl::StrCat("--samples=", samples)});
+  if (pair.pinned) argv.push_back(absl::StrCat("--cpus=", pair.parent_cpu, ",", pair.child_cpu));
+  const int slot = RegisterCleanupPath(samples);
+  const CpuMeter meter;
+  absl::StatusOr<ProgramRun> run = RunProgram(argv, pair.timeout_s);
+  const double others_cores = meter.OthersCores();
+  auto latency = std::make_unique<Histogram>();
+  absl::StatusOr<std::uint64_t> round_trips = pingpong ? ReadSamples(samples, *latency) : std::uint64_t{0};
+  std::remove(samples.c_str());
+  UnregisterCleanupPath(slot);
+  if (!run.ok()) return run.status();
+  if (run->exit_code == kUnsupportedExit) return absl::UnimplementedError(Tail(run->err));
+  const absl::string_view line = LastLine(run->out, "messages=");
+  std::uint64_t messages = 0;
+  double seconds = 0;
+  const std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+  if (run->exit_code != 0 || fields.size() != 2 || !absl::SimpleAtoi(absl::StripPrefix(fields[0], "messages="),
+                                                                     &messages) ||
+      !absl::SimpleAtod(absl::StripPrefix(fields[1], "seconds="), &seconds)) {
+    return absl::InternalError(absl::StrCat(name, " exited with ", run->exit_code, " and no result line: ",
+                                            Tail(run->err + run->out)));
+  }
+  if (!round_trips.ok()) return round_trips.status();
+  if (pingpong && *round_trips != messages) {
+    return absl::DataLossError(absl::StrCat(name, " reported ", messages, " round trips and wrote ", *round_trips));
+  }
+  Result r;
+  r.transport = name;
+  r.mode = spec.mode;
+  r.wait = spec.transport.wait;
+  r.size = spec.size;
+  r.messages = messages;
+  r.seconds = seconds;
+  r.msgs_per_s = seconds > 0 ? static_cast<double>(messages) / seconds : 0;
+  r.gb_per_s = r.msgs_per_s * static_cast<double>(spec.size) / 1e9;
+  if (latency->count() > 0) r.latency = Summarize(*latency);
+  r.others_cores = others_cores;
+  return r;
+}
+
+}  // namespace eshm_bench
