@@ -507,20 +507,37 @@ def _phases(o):
 
 
 def _stream_writer(end, o):
-    """Writes both phases; returns how many messages the measured one sent."""
-    batch = o.peer == "py_eshm_batch"
-    msg = b"x" * o.size
+    """Writes both phases; returns how many messages the measured one sent. The clock is read every 64
+    messages: the loop around the call is part of what is measured, so it is kept to a bare call."""
+    msg, clock = b"x" * o.size, time.perf_counter
+    if o.peer == "py_eshm_batch":
+        batch, send_many = [msg] * 256, end.send_many
+
+        def send_group():
+            return send_many(batch, timeout_ms=30000)
+    else:
+        send = end.send
+
+        def send_group():
+            for _ in range(64):
+                send(msg)
+            return 64
     for seconds, count, marker in _phases(o):
-        sent, stop = 0, time.perf_counter() + seconds
-        while count == 0 and seconds > 0 or sent < count:
-            if batch:
-                n = min(256, count - sent) if count else 256
-                sent += end.send_many([msg] * n, timeout_ms=30000)
+        sent = 0
+        if count:
+            if o.peer == "py_eshm_batch":
+                while sent < count:
+                    sent += send_many(batch[:count - sent], timeout_ms=30000)
             else:
-                end.send(msg)
-                sent += 1
-            if not count and sent % 64 == 0 and time.perf_counter() >= stop:
-                break
+                for _ in range(count):
+                    send(msg)
+                sent = count
+        elif seconds > 0:
+            stop = clock() + seconds
+            while True:
+                sent += send_group()
+                if clock() >= stop:
+                    break
         end.send(marker)
     return sent
 
@@ -597,20 +614,21 @@ def _array_reader(end, o):
 
 def _pingpong_client(end, o):
     """Round trips of both phases; returns the measured phase's, in nanoseconds."""
-    msg, now, send, recv = b"x" * o.size, time.perf_counter_ns, end.send, end.recv
+    msg, size, now, send, recv = b"x" * o.size, o.size, time.perf_counter_ns, end.send, end.recv
     samples = array.array("Q")
     for phase, (seconds, count, _) in enumerate(_phases(o)):
-        done, stop = 0, now() + int(seconds * 1e9)
-        record = samples.append if phase == 1 else None
+        record = samples.append if phase == 1 else (lambda ns: None)
+        stop = now() + int(seconds * 1e9)
         t = now()
-        while count == 0 and t < stop or done < count:
+        for _ in (range(count) if count else iter(int, 1)):  # count round trips, or until the clock says
             send(msg)
-            if len(recv()) != o.size:
+            if len(recv()) != size:
                 raise RuntimeError("an echo of the wrong size")
             t2 = now()
-            if record is not None:
-                record(t2 - t)
-            t, done = t2, done + 1
+            record(t2 - t)
+            t = t2
+            if not count and t >= stop:
+                break
     send(_END)
     return samples
 
