@@ -61,12 +61,18 @@ start() {
   PIDS+=("$STARTED")
 }
 
-# wait_for <seconds> <description> <command...>: polls the command until it succeeds.
+# wait_for <seconds> <description> <command...>: polls the command until it succeeds; gives up at once if
+# an app reported a failure (or a sanitizer an error).
 wait_for() {
   local seconds=$1 what=$2
   shift 2
   local end=$((SECONDS + seconds))
   until "$@"; do
+    if grep -qE '^FAIL|runtime error|ERROR: (Address|Thread|Undefined)' "$WORK"/app_*.log "$WORK"/bridge_*.log 2>/dev/null; then
+      fail "an app or bridge failed while waiting for $what"
+      show_logs
+      exit 1
+    fi
     if ((SECONDS >= end)); then
       fail "timed out after ${seconds}s waiting for $what"
       show_logs
