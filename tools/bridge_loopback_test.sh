@@ -22,6 +22,10 @@ find_binary() {
 }
 BRIDGE="$(find_binary eshm-bridge)" || exit 1
 PEER="$(find_binary bridge_test_peer)" || exit 1
+# Under --config=tsan: libzmq is not instrumented (see the file).
+for candidate in "${TEST_SRCDIR:-}/eshm/tools/bridge/tsan_suppressions.txt" "tools/bridge/tsan_suppressions.txt"; do
+  if [[ -f "$candidate" ]]; then export TSAN_OPTIONS="${TSAN_OPTIONS:-}:suppressions=$(realpath "$candidate")"; break; fi
+done
 
 if [[ -n "${TEST_TMPDIR:-}" ]]; then WORK="$TEST_TMPDIR"; OWN_WORK=0; else WORK="$(mktemp -d)"; OWN_WORK=1; fi
 TAG="bridge_test_$$_${RANDOM}"
@@ -68,7 +72,7 @@ wait_for() {
   shift 2
   local end=$((SECONDS + seconds))
   until "$@"; do
-    if grep -qE '^FAIL|runtime error|ERROR: (Address|Thread|Undefined)' "$WORK"/app_*.log "$WORK"/bridge_*.log 2>/dev/null; then
+    if grep -qE '^FAIL|runtime error|ERROR: (Address|Undefined)Sanitizer|WARNING: ThreadSanitizer' "$WORK"/app_*.log "$WORK"/bridge_*.log 2>/dev/null; then
       fail "an app or bridge failed while waiting for $what"
       show_logs
       exit 1

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include <algorithm>
 #include <utility>
 #include <variant>
 
@@ -124,6 +125,14 @@ absl::StatusOr<bool> Bridge::ReceiveFrames(std::int64_t now_ns) {
       }
       continue;
     }
+    if (link_->listening() && received->peer != link_->peer() && !MayTakeOver(*frame)) {
+      ++counters_.invalid_frames;
+      if (now_ns - last_invalid_log_ns_ >= kInvalidLogIntervalNs) {
+        last_invalid_log_ns_ = now_ns;
+        Log("refused frames from a second far bridge while the current one is live (one far bridge per link)");
+      }
+      continue;
+    }
     // Only a valid frame makes its sender the far bridge (listening side) or brings the link up.
     const bool new_peer = link_->SetPeer(received->peer);
     last_frame_ns_ = now_ns;
@@ -140,6 +149,15 @@ absl::StatusOr<bool> Bridge::ReceiveFrames(std::int64_t now_ns) {
   return any;
 }
 
+bool Bridge::MayTakeOver(const Frame& frame) const {
+  if (!link_up_ || link_->peer().empty()) return true;
+  // The same stream from a new connection: the far bridge restarted (its state file kept) or reconnected.
+  const auto* status = std::get_if<StatusFrame>(&frame);
+  return status != nullptr && status->stream_id == window_.far_stream_id();
+}
+
+std::uint64_t Bridge::ResumeSeq() const { return std::max(window_.oldest_seq(), far_accepted_ + 1); }
+
 void Bridge::OnConnection() {
   // Whatever was in flight on the previous connection may be gone: send again from the acknowledgement,
   // and ask the far side to do the same.
@@ -148,6 +166,7 @@ void Bridge::OnConnection() {
   resend_wanted_ = true;
   ack_dirty_ = true;
   far_adopted_ = false;
+  far_accepted_ = 0;  // unknown until its next STATUS
 }
 
 absl::Status Bridge::HandleStatus(const StatusFrame& status, std::int64_t now_ns) {
@@ -183,22 +202,23 @@ absl::Status Bridge::HandleStatus(const StatusFrame& status, std::int64_t now_ns
     ack_dirty_ = true;
     return absl::OkStatus();
   }
-  if (status.delivered_seq >= window_.next_seq()) {
+  if (status.accepted_seq >= window_.next_seq()) {
     ++counters_.invalid_frames;
-    Log(absl::StrCat("dropped a STATUS acknowledging message ", status.delivered_seq, ", which was never sent (next is ",
+    Log(absl::StrCat("dropped a STATUS acknowledging message ", status.accepted_seq, ", which was never sent (next is ",
                      window_.next_seq(), ")"));
     return absl::OkStatus();
   }
   far_adopted_ = true;
-  if (status.delivered_seq >= window_.oldest_seq()) {
-    window_.Acknowledge(status.delivered_seq);
-    last_ack_progress_ns_ = now_ns;
+  if (status.delivered_seq >= window_.oldest_seq()) window_.Acknowledge(status.delivered_seq);
+  if (status.accepted_seq > far_accepted_) last_accept_progress_ns_ = now_ns;
+  // Fewer accepted than before: the far bridge lost the frames it held for its ring (it restarted).
+  const bool receiver_forgot = status.accepted_seq < far_accepted_;
+  far_accepted_ = status.accepted_seq;
+  if ((status.resend || receiver_forgot) && send_seq_ > ResumeSeq()) {
+    ++counters_.replays;
+    send_seq_ = ResumeSeq();
   }
   if (send_seq_ < window_.oldest_seq()) send_seq_ = window_.oldest_seq();
-  if (status.resend && send_seq_ != window_.oldest_seq()) {
-    ++counters_.replays;
-    send_seq_ = window_.oldest_seq();
-  }
   return absl::OkStatus();
 }
 
@@ -214,7 +234,8 @@ absl::Status Bridge::HandleData(const DataFrame& data) {
   }
   if (data.seq > accepted_seq_ + 1) {
     ++counters_.gaps;
-    resend_wanted_ = true;
+    // Frames refused for lack of room are asked for once the queue drains (DeliverPending), not now.
+    if (!dropped_for_room_) resend_wanted_ = true;
     return absl::OkStatus();
   }
   if (pending_.empty()) {
@@ -231,7 +252,8 @@ absl::Status Bridge::HandleData(const DataFrame& data) {
     }
   }
   if (pending_bytes_ + data.payload.size() > options_.window_bytes) {
-    return absl::OkStatus();  // not accepted: the gap it leaves brings it again once the ring drains
+    dropped_for_room_ = true;  // not accepted: asked for again once the ring drains
+    return absl::OkStatus();
   }
   pending_.push_back(Pending{data.seq, std::vector<std::byte>(data.payload.begin(), data.payload.end())});
   pending_bytes_ += data.payload.size();
@@ -262,6 +284,10 @@ absl::StatusOr<bool> Bridge::DeliverPending() {
     pending_.pop_front();
     ack_dirty_ = true;
     any = true;
+  }
+  if (dropped_for_room_ && pending_bytes_ <= options_.window_bytes / 2) {
+    dropped_for_room_ = false;
+    resend_wanted_ = true;
   }
   return any;
 }
@@ -297,8 +323,8 @@ absl::StatusOr<bool> Bridge::IngestLocal() {
 absl::StatusOr<bool> Bridge::SendWindow() {
   if (!link_up_ || !far_adopted_) return false;
   bool any = false;
-  // Nothing was outstanding: the retransmission timer starts with this send.
-  if (send_seq_ == window_.oldest_seq() && send_seq_ < window_.next_seq()) last_ack_progress_ns_ = NowNs();
+  // Everything sent had been accepted: the retransmission timer starts with this send.
+  if (send_seq_ == ResumeSeq() && send_seq_ < window_.next_seq()) last_accept_progress_ns_ = NowNs();
   const std::deque<WindowFile::Entry>& entries = window_.entries();
   while (send_seq_ < window_.next_seq()) {
     const WindowFile::Entry& entry = entries[send_seq_ - entries.front().seq];
@@ -325,6 +351,7 @@ bool Bridge::SendStatus(std::int64_t now_ns) {
   status.next_seq = window_.next_seq();
   status.acked_stream_id = window_.far_stream_id();
   status.delivered_seq = window_.far_delivered_seq();
+  status.accepted_seq = accepted_seq_;
   status.app_state = static_cast<std::uint8_t>(channel_->peer_state());
   if (!link_->Send(EncodeStatus(status))) return false;
   last_status_sent_ns_ = now_ns;
@@ -347,12 +374,12 @@ void Bridge::CheckTimers(std::int64_t now_ns) {
       Log(absl::StrCat("far application: ", AppStateName(far_app_state_)));
     }
   }
-  // Sent but unacknowledged with no progress: the frames or their acknowledgements were lost.
-  if (send_seq_ > window_.oldest_seq() &&
-      now_ns - last_ack_progress_ns_ > std::int64_t{options_.retransmit_ms} * 1'000'000) {
+  // Sent but not accepted, with no progress: frames (or the STATUS saying they arrived) were lost. Frames
+  // accepted and waiting for room in a full far ring are not sent again: backpressure costs no bandwidth.
+  if (send_seq_ > ResumeSeq() && now_ns - last_accept_progress_ns_ > std::int64_t{options_.retransmit_ms} * 1'000'000) {
     ++counters_.replays;
-    send_seq_ = window_.oldest_seq();
-    last_ack_progress_ns_ = now_ns;
+    send_seq_ = ResumeSeq();
+    last_accept_progress_ns_ = now_ns;
   }
 }
 

@@ -73,6 +73,11 @@ class Bridge {
   bool SendStatus(std::int64_t now_ns);
   void CheckTimers(std::int64_t now_ns);
   void OnConnection();
+  // Where sending resumes when frames were lost: the first message the far bridge has not accepted.
+  std::uint64_t ResumeSeq() const;
+  // Listening side: whether a valid frame from a routing id other than the current far bridge's may take
+  // the link over (a restarted far bridge may; a second far bridge while the first is live may not).
+  bool MayTakeOver(const Frame& frame) const;
   // IoResult of a local-ring write: OK, or an error for results the bridge cannot go on with.
   absl::Status WriteResultError(IoResult result, std::uint64_t seq);
   void Log(const std::string& line) const;
@@ -86,13 +91,15 @@ class Bridge {
   // Outgoing.
   std::uint64_t send_seq_ = 1;         // the next window entry to send
   bool far_adopted_ = false;           // the far bridge acknowledges our stream: DATA may go
-  std::int64_t last_ack_progress_ns_ = 0;
+  std::uint64_t far_accepted_ = 0;     // the far bridge has received our stream in order up to here
+  std::int64_t last_accept_progress_ns_ = 0;
   std::vector<std::byte> scratch_;     // one message read back from the window
 
   // Incoming.
   std::uint64_t accepted_seq_ = 0;     // delivered, or queued in pending_
   std::deque<Pending> pending_;        // accepted, waiting for room in the local ring
   std::uint64_t pending_bytes_ = 0;
+  bool dropped_for_room_ = false;      // a frame was refused for lack of queue room: ask again once it drains
 
   // Link and liveness.
   bool link_up_ = false;

@@ -48,13 +48,13 @@ absl::StatusOr<Frame> DecodeStatus(std::span<const std::byte> bytes, std::uint16
     return absl::InvalidArgumentError(
         absl::StrCat("STATUS frame of ", bytes.size(), " bytes (it has ", kStatusFrameBytes, ")"));
   }
-  if (Crc32c(bytes.first(52)) != Get<std::uint32_t>(in, 52)) {
+  if (Crc32c(bytes.first(60)) != Get<std::uint32_t>(in, 60)) {
     return absl::DataLossError("STATUS frame fails its checksum");
   }
   if ((flags & ~kFlagResend) != 0) {
     return absl::InvalidArgumentError(absl::StrCat("STATUS frame with unknown flags 0x", absl::Hex(flags)));
   }
-  if (!AllZero(in + 49, 3)) return absl::InvalidArgumentError("STATUS frame with non-zero reserved bytes");
+  if (!AllZero(in + 57, 3)) return absl::InvalidArgumentError("STATUS frame with non-zero reserved bytes");
   StatusFrame status;
   status.stream_id = Get<std::uint64_t>(in, 8);
   status.resend = (flags & kFlagResend) != 0;
@@ -62,14 +62,19 @@ absl::StatusOr<Frame> DecodeStatus(std::span<const std::byte> bytes, std::uint16
   status.next_seq = Get<std::uint64_t>(in, 24);
   status.acked_stream_id = Get<std::uint64_t>(in, 32);
   status.delivered_seq = Get<std::uint64_t>(in, 40);
-  status.app_state = Get<std::uint8_t>(in, 48);
+  status.accepted_seq = Get<std::uint64_t>(in, 48);
+  status.app_state = Get<std::uint8_t>(in, 56);
   if (status.stream_id == 0) return absl::InvalidArgumentError("STATUS frame with stream id 0");
   if (status.oldest_seq == 0 || status.oldest_seq > status.next_seq) {
     return absl::InvalidArgumentError(absl::StrCat("STATUS frame with a window of [", status.oldest_seq, ", ",
                                                    status.next_seq, ")"));
   }
-  if (status.acked_stream_id == 0 && status.delivered_seq != 0) {
+  if (status.acked_stream_id == 0 && status.accepted_seq != 0) {
     return absl::InvalidArgumentError("STATUS frame acknowledging messages of no stream");
+  }
+  if (status.accepted_seq < status.delivered_seq) {
+    return absl::InvalidArgumentError(absl::StrCat("STATUS frame with ", status.delivered_seq, " delivered but only ",
+                                                   status.accepted_seq, " accepted"));
   }
   if (status.app_state > kMaxAppState) {
     return absl::InvalidArgumentError(absl::StrCat("STATUS frame with application state ", status.app_state));
@@ -121,8 +126,9 @@ std::array<std::byte, kStatusFrameBytes> EncodeStatus(const StatusFrame& status)
   Put<std::uint64_t>(out.data(), 24, status.next_seq);
   Put<std::uint64_t>(out.data(), 32, status.acked_stream_id);
   Put<std::uint64_t>(out.data(), 40, status.delivered_seq);
-  Put<std::uint8_t>(out.data(), 48, status.app_state);
-  Put<std::uint32_t>(out.data(), 52, Crc32c(std::span<const std::byte>(out).first(52)));
+  Put<std::uint64_t>(out.data(), 48, status.accepted_seq);
+  Put<std::uint8_t>(out.data(), 56, status.app_state);
+  Put<std::uint32_t>(out.data(), 60, Crc32c(std::span<const std::byte>(out).first(60)));
   return out;
 }
 

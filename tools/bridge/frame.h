@@ -19,7 +19,7 @@ namespace eshm::bridge {
 
 inline constexpr std::size_t kCommonHeaderBytes = 16;
 inline constexpr std::size_t kDataHeaderBytes = 40;
-inline constexpr std::size_t kStatusFrameBytes = 56;
+inline constexpr std::size_t kStatusFrameBytes = 64;
 inline constexpr std::uint8_t kFrameVersion = 1;
 // STATUS flag: the receiver asks the sender to send again from `delivered_seq + 1`.
 inline constexpr std::uint16_t kFlagResend = 1;
@@ -33,7 +33,8 @@ struct StatusFrame {
   std::uint64_t oldest_seq = 1;       // oldest sequence number the sender still holds (= next_seq if none)
   std::uint64_t next_seq = 1;         // what its next new message will get
   std::uint64_t acked_stream_id = 0;  // the stream it receives (0: none adopted yet)
-  std::uint64_t delivered_seq = 0;    // cumulative acknowledgement of that stream
+  std::uint64_t delivered_seq = 0;    // cumulative acknowledgement of that stream: in its local ring
+  std::uint64_t accepted_seq = 0;     // received in order (>= delivered_seq; the rest waits for ring room)
   std::uint8_t app_state = 0;         // PeerState of its local application
 };
 

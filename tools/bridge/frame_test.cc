@@ -31,6 +31,7 @@ StatusFrame SomeStatus() {
   status.next_seq = 25;
   status.acked_stream_id = 0x99;
   status.delivered_seq = 7;
+  status.accepted_seq = 9;
   status.app_state = 2;
   return status;
 }
@@ -52,6 +53,7 @@ TEST(FrameTest, StatusRoundTrip) {
   EXPECT_EQ(s.next_seq, 25u);
   EXPECT_EQ(s.acked_stream_id, 0x99u);
   EXPECT_EQ(s.delivered_seq, 7u);
+  EXPECT_EQ(s.accepted_seq, 9u);
   EXPECT_EQ(s.app_state, 2);
 }
 
@@ -126,6 +128,9 @@ TEST(FrameTest, ImpossibleFieldsAreRefused) {
   EXPECT_FALSE(DecodeFrame(EncodeStatus(status), 1000).ok());
   status = SomeStatus();
   status.acked_stream_id = 0;  // acknowledging messages of no stream
+  EXPECT_FALSE(DecodeFrame(EncodeStatus(status), 1000).ok());
+  status = SomeStatus();
+  status.accepted_seq = 6;  // fewer accepted than delivered
   EXPECT_FALSE(DecodeFrame(EncodeStatus(status), 1000).ok());
   EXPECT_FALSE(DecodeFrame(DataFrameBytes(5, 0, Bytes("x")), 1000).ok());
   EXPECT_FALSE(DecodeFrame(DataFrameBytes(0, 1, Bytes("x")), 1000).ok());

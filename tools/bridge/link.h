@@ -55,6 +55,8 @@ class Link {
   // Listening side: forget the current peer (it fell silent); connecting side: nothing to forget.
   void ForgetPeer() { peer_.clear(); }
   bool listening() const { return listen_; }
+  // Listening side: the current far bridge's routing id (empty: none).
+  const std::string& peer() const { return peer_; }
 
  private:
   Link() = default;
