@@ -8,6 +8,8 @@
 # Both apps must receive everything, in order, with at most 2 duplicates per direction, each right after
 # its original (one bridge kill can duplicate at most one message per direction: docs/bridge.md, section
 # 3). Both bridges then stop cleanly on SIGTERM having refused no frame.
+# Then CURVE: a wrong server key gets no link, the right keys carry checked traffic; and a plaintext bridge
+# on a non-loopback address is refused before it creates anything.
 # Every wait has a deadline and the EXIT trap kills leftovers and removes our segments and state files.
 # Run: bazel test //tools:bridge_loopback_test
 set -uo pipefail
@@ -38,7 +40,7 @@ FAILED=0
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-  rm -f "/dev/shm/eshm_${NAME_A}" "/dev/shm/eshm_${NAME_B}"
+  rm -f "/dev/shm/eshm_${TAG}_"[abcde]
   if ((OWN_WORK)); then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -106,7 +108,7 @@ peer_flags=(--count=$COUNT --interval_us=200 --max_duplicates=2 --timeout_s=60 -
 start app_a.log "$PEER" "$NAME_A" --role=master "${peer_flags[@]}"
 APP_A=$STARTED
 start_listening_bridge "tcp://127.0.0.1:*"
-wait_for 10 "the listening bridge's endpoint" grep -q 'link endpoint tcp://' "$WORK/bridge_a.log"
+wait_for 10 "the listening bridge's endpoint" grep -qs 'link endpoint tcp://' "$WORK/bridge_a.log"
 ENDPOINT=$(grep -o 'link endpoint tcp://[^ ]*' "$WORK/bridge_a.log" | head -n 1 | cut -d' ' -f3)
 start_connecting_bridge
 start app_b.log "$PEER" "$NAME_B" --role=slave "${peer_flags[@]}"
@@ -153,9 +155,55 @@ for log in bridge_a.log bridge_b.log; do
     fail "$log: $(grep 'stopped:' "$WORK/$log" | tail -n 1)"
 done
 
+grep -h 'stopped:' "$WORK"/bridge_*.log
+
+# 3. CURVE: a connecting bridge with the wrong server key never gets a link (and delivers nothing); one
+#    with the right keys carries 2000 checked messages each way.
+"$BRIDGE" --generate_curve_keypair="$WORK/server" >/dev/null || fail "cannot generate the server key pair"
+"$BRIDGE" --generate_curve_keypair="$WORK/client" >/dev/null || fail "cannot generate the client key pair"
+NAME_C="${TAG}_c"
+NAME_D="${TAG}_d"
+rm -f "$WORK"/state_c "$WORK"/state_d
+start app_c.log "$PEER" "$NAME_C" --role=master --count=2000 --timeout_s=30 --ring_bytes=65536
+start curve_c.log "$BRIDGE" "$NAME_C" --role=slave --listen "tcp://127.0.0.1:*" --state_file="$WORK/state_c" \
+  --curve_secret_key_file="$WORK/server.secret" "${bridge_flags[@]}"
+CURVE_C=$STARTED
+wait_for 10 "the CURVE bridge's endpoint" grep -qs 'link endpoint tcp://' "$WORK/curve_c.log"
+ENDPOINT=$(grep -o 'link endpoint tcp://[^ ]*' "$WORK/curve_c.log" | head -n 1 | cut -d' ' -f3)
+start app_d.log "$PEER" "$NAME_D" --role=slave --count=2000 --timeout_s=30 --ring_bytes=65536
+start curve_wrong.log "$BRIDGE" "$NAME_D" --role=master --connect "$ENDPOINT" --state_file="$WORK/state_d" \
+  --curve_secret_key_file="$WORK/client.secret" --curve_server_key_file="$WORK/client.public" --ring_bytes=65536 \
+  "${bridge_flags[@]}"
+WRONG=$STARTED
+sleep 1.5
+if grep -q 'link up' "$WORK/curve_wrong.log" "$WORK/curve_c.log"; then fail "a bridge with the wrong server key got a link"; fi
+grep -q 'received=' "$WORK/app_d.log" && fail "messages crossed a link with the wrong server key"
+kill -TERM "$WRONG"
+wait "$WRONG"
+start curve_d.log "$BRIDGE" "$NAME_D" --role=master --connect "$ENDPOINT" --state_file="$WORK/state_d" \
+  --curve_secret_key_file="$WORK/client.secret" --curve_server_key_file="$WORK/server.public" --ring_bytes=65536 \
+  "${bridge_flags[@]}"
+CURVE_D=$STARTED
+curve_done() { grep -q '^done' "$WORK/app_c.log" && grep -q '^done' "$WORK/app_d.log"; }
+wait_for 30 "both CURVE apps to finish" curve_done
+for log in app_c.log app_d.log; do
+  grep -q "^done sent=2000 received=2000 duplicates=0\$" "$WORK/$log" || fail "$log: $(tail -n 1 "$WORK/$log")"
+done
+kill -TERM "$CURVE_C" "$CURVE_D"
+wait "$CURVE_C" || fail "the listening CURVE bridge exited with $?"
+wait "$CURVE_D" || fail "the connecting CURVE bridge exited with $?"
+rm -f "/dev/shm/eshm_${NAME_C}" "/dev/shm/eshm_${NAME_D}"
+
+# 4. Plaintext off the host is refused before anything is created.
+if "$BRIDGE" "${TAG}_e" --role=master --listen tcp://192.0.2.1:5555 --state_file="$WORK/state_e" \
+  >"$WORK/insecure.log" 2>&1; then
+  fail "a plaintext bridge listened on a non-loopback address"
+fi
+grep -q -- '--allow_insecure_remote' "$WORK/insecure.log" || fail "insecure address: $(cat "$WORK/insecure.log")"
+[[ ! -e "/dev/shm/eshm_${TAG}_e" && ! -e "$WORK/state_e" ]] || fail "a refused bridge created files"
+
 if ((FAILED)); then
   show_logs
   exit 1
 fi
-grep -h 'stopped:' "$WORK"/bridge_*.log
 echo "PASS"

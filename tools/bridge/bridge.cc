@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "eshm/deadline.h"
 #include "tools/bridge/crc32c.h"
+#include "tools/bridge/endpoint.h"
 
 namespace eshm::bridge {
 namespace {
@@ -41,6 +42,12 @@ absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Open(const BridgeOptions& option
   if (options.channel.role == ChannelRole::kAuto) {
     return absl::InvalidArgumentError("a bridge takes the role its local application does not: --role=master or --role=slave");
   }
+  // The address policy first: a refused address must not wait for a master or create anything.
+  absl::StatusOr<TcpEndpoint> endpoint = ParseTcpEndpoint(options.link.endpoint, options.link.listen);
+  if (!endpoint.ok()) return endpoint.status();
+  absl::Status policy = CheckEndpointPolicy(*endpoint, !options.link.curve_secret_key_file.empty(),
+                                            options.link.allow_insecure_remote);
+  if (!policy.ok()) return policy;
   absl::StatusOr<WindowFile> window = WindowFile::Open(options.state_file, options.window_bytes);
   if (!window.ok()) return window.status();
   std::unique_ptr<Bridge> bridge(new Bridge(options, *std::move(window)));

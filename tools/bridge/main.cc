@@ -3,13 +3,22 @@
 //   host A:  eshm-bridge NAME --role=slave  --listen  tcp://ADDR:PORT   # A's application is NAME's master
 //   host B:  eshm-bridge NAME --role=master --connect tcp://ADDR:PORT   # B's application is NAME's slave
 //
+// eshm-bridge --generate_curve_keypair=PATH writes a CURVE key pair for --curve_secret_key_file (PATH.secret)
+// and the far side's --curve_server_key_file (PATH.public).
+//
 // Runs until SIGINT or SIGTERM (exit 0) or an error it cannot go on with (exit 1, the error on stderr).
 // Prints "eshm-bridge: link endpoint <endpoint>" on stdout once the link is set up (the port a listening
 // "*" resolved to), and its counters when it stops.
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <unistd.h>
+
+#include <zmq.h>
 
 #include <atomic>
+#include <cstring>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -38,6 +47,8 @@ ABSL_FLAG(bool, allow_insecure_remote, false,
           "allow a non-loopback address without CURVE keys (plaintext, unauthenticated: a trusted network only)");
 ABSL_FLAG(std::string, curve_secret_key_file, "", "this bridge's CURVE secret key (Z85 text): encrypts the link");
 ABSL_FLAG(std::string, curve_server_key_file, "", "connecting side: the listening bridge's CURVE public key (Z85 text)");
+ABSL_FLAG(std::string, generate_curve_keypair, "",
+          "write a new CURVE key pair to PATH.secret (mode 0600) and PATH.public, and exit");
 ABSL_FLAG(std::uint64_t, ring_bytes, eshm::ChannelOptions{}.m2s_capacity,
           "ring size of each direction, when this bridge creates the local channel (--role=master)");
 ABSL_FLAG(std::uint64_t, max_message_bytes, 0,
@@ -57,6 +68,29 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// Writes `text` and a newline to a new file `path` with `mode` (refusing to overwrite a key).
+bool WriteNewFile(const std::string& path, const char* text, mode_t mode) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return false;
+  const std::string line = std::string(text) + "\n";
+  const bool ok = write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  return close(fd) == 0 && ok;
+}
+
+int GenerateKeypair(const std::string& path) {
+  char public_key[41];
+  char secret_key[41];
+  if (zmq_curve_keypair(public_key, secret_key) != 0) {
+    return Fail("zmq_curve_keypair failed: this libzmq has no CURVE (install Debian's libzmq3-dev)");
+  }
+  if (!WriteNewFile(path + ".secret", secret_key, 0600) || !WriteNewFile(path + ".public", public_key, 0644)) {
+    return Fail(absl::StrCat("cannot write ", path, ".secret and ", path, ".public: ", strerror(errno),
+                             " (existing keys are never overwritten)"));
+  }
+  printf("eshm-bridge: wrote %s.secret and %s.public\n", path.c_str(), path.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -64,6 +98,7 @@ int main(int argc, char** argv) {
       "eshm-bridge NAME --role=master|slave (--listen|--connect) tcp://ADDRESS:PORT [flags]\n"
       "Joins the local eshm channel NAME to a channel on another host (docs/bridge.md).");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (!absl::GetFlag(FLAGS_generate_curve_keypair).empty()) return GenerateKeypair(absl::GetFlag(FLAGS_generate_curve_keypair));
   if (args.size() != 2) return Fail("give exactly one channel name (eshm-bridge NAME --role=... --listen|--connect ...)");
 
   eshm::bridge::BridgeOptions options;
