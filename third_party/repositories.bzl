@@ -140,6 +140,12 @@ def eshm_dependencies(abseil = None):
         pkg_config_modules = ["gmock", "gtest"],
         required_headers = ["/usr/include/gtest/gtest.h", "/usr/include/gmock/gmock.h"],
     )
+    # ZeroMQ and its C++ header (cppzmq), for eshm-bridge's link between hosts (tools/bridge/).
+    debian_cc_library(
+        name = "system_zmq",
+        pkg_config_modules = ["libzmq"],
+        required_headers = ["/usr/include/zmq.h", "/usr/include/zmq.hpp"],
+    )
     debian_cc_library(
         name = "system_python_headers",
         pkg_config_modules = ["python3"],

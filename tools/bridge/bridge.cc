@@ -1,0 +1,393 @@
+#include "tools/bridge/bridge.h"
+
+#include <stdio.h>
+#include <time.h>
+
+#include <algorithm>
+#include <utility>
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "eshm/deadline.h"
+#include "tools/bridge/crc32c.h"
+#include "tools/bridge/endpoint.h"
+
+namespace eshm::bridge {
+namespace {
+
+// At most this many frames are taken from the socket per loop turn, so that the local ring is served too.
+constexpr int kMaxFramesPerTurn = 256;
+// At most this many messages move from the local ring into the window per loop turn, for the same reason.
+constexpr int kMaxIngestPerTurn = 256;
+// A gap asks for a resend at most this often: the replay it triggers needs a moment to arrive.
+constexpr std::int64_t kResendRequestIntervalNs = 20'000'000;
+// Invalid frames are logged at most this often (a hostile peer must not flood the log).
+constexpr std::int64_t kInvalidLogIntervalNs = 1'000'000'000;
+
+std::int64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::string AppStateName(int state) {
+  return state < 0 ? "unknown (link down)" : PeerStateName(static_cast<PeerState>(state));
+}
+
+}  // namespace
+
+Bridge::Bridge(const BridgeOptions& options, WindowFile window) : options_(options), window_(std::move(window)) {}
+
+absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Open(const BridgeOptions& options, const std::atomic<bool>& stop) {
+  if (options.channel.role == ChannelRole::kAuto) {
+    return absl::InvalidArgumentError("a bridge takes the role its local application does not: --role=master or --role=slave");
+  }
+  // The address policy first: a refused address must not wait for a master or create anything.
+  absl::StatusOr<TcpEndpoint> endpoint = ParseTcpEndpoint(options.link.endpoint, options.link.listen);
+  if (!endpoint.ok()) return endpoint.status();
+  absl::Status policy = CheckEndpointPolicy(*endpoint, !options.link.curve_secret_key_file.empty(),
+                                            options.link.allow_insecure_remote);
+  if (!policy.ok()) return policy;
+  absl::StatusOr<WindowFile> window = WindowFile::Open(options.state_file, options.window_bytes);
+  if (!window.ok()) return window.status();
+  std::unique_ptr<Bridge> bridge(new Bridge(options, *std::move(window)));
+  if (bridge->window_.created()) {
+    bridge->Log(absl::StrCat("new stream ", absl::Hex(bridge->window_.stream_id()), " in ", options.state_file));
+  } else {
+    bridge->Log(absl::StrCat("resuming stream ", absl::Hex(bridge->window_.stream_id()), " from ", options.state_file,
+                             ": ", bridge->window_.entries().size(), " unacknowledged messages, far stream ",
+                             absl::Hex(bridge->window_.far_stream_id()), " delivered up to ",
+                             bridge->window_.far_delivered_seq()));
+  }
+
+  ChannelOptions channel_options = options.channel;
+  channel_options.wait_check = [&stop]() -> absl::Status {
+    return stop.load(std::memory_order_relaxed) ? absl::CancelledError("stopped by a signal") : absl::OkStatus();
+  };
+  absl::StatusOr<std::unique_ptr<Channel>> channel = Channel::Open(options.name, channel_options);
+  if (!channel.ok()) return channel.status();
+  bridge->channel_ = *std::move(channel);
+  bridge->max_message_bytes_ = bridge->channel_->max_message_bytes();
+  if (WindowFile::RecordBytes(bridge->max_message_bytes_) > bridge->window_.capacity()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the window (", bridge->window_.capacity(), " bytes in ", options.state_file,
+        ") cannot hold the local channel's largest message (", bridge->max_message_bytes_,
+        " bytes): give a larger --window_bytes (and move the state file away once it is empty)"));
+  }
+  bridge->scratch_.resize(bridge->max_message_bytes_);
+
+  LinkOptions link_options = options.link;
+  link_options.max_frame_bytes = bridge->max_message_bytes_ + kDataHeaderBytes;
+  absl::StatusOr<std::unique_ptr<Link>> link = Link::Open(link_options);
+  if (!link.ok()) return link.status();
+  bridge->link_ = *std::move(link);
+
+  bridge->send_seq_ = bridge->window_.oldest_seq();
+  bridge->accepted_seq_ = bridge->window_.far_delivered_seq();
+  return bridge;
+}
+
+void Bridge::Log(const std::string& line) const {
+  fprintf(stderr, "eshm-bridge[%s]: %s\n", options_.name.c_str(), line.c_str());
+}
+
+absl::Status Bridge::Run(const std::atomic<bool>& stop) {
+  // relaxed: the flag only asks the loop to end; it guards no data.
+  while (!stop.load(std::memory_order_relaxed)) {
+    const std::int64_t now = NowNs();
+    absl::StatusOr<bool> received = ReceiveFrames(now);
+    if (!received.ok()) return received.status();
+    absl::StatusOr<bool> delivered = DeliverPending();
+    if (!delivered.ok()) return delivered.status();
+    absl::StatusOr<bool> ingested = IngestLocal();
+    if (!ingested.ok()) return ingested.status();
+    absl::StatusOr<bool> sent = SendWindow();
+    if (!sent.ok()) return sent.status();
+    const bool status_sent = SendStatus(now);
+    CheckTimers(now);
+    if (!*received && !*delivered && !*ingested && !*sent && !status_sent) {
+      // Nothing moved: sleep until a frame arrives, at most a millisecond (the local ring has no file
+      // descriptor to wait on together with the socket).
+      link_->WaitReadable(1);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Bridge::ReceiveFrames(std::int64_t now_ns) {
+  bool any = false;
+  for (int i = 0; i < kMaxFramesPerTurn; ++i) {
+    std::optional<Link::Received> received = link_->TryReceive();
+    if (!received.has_value()) break;
+    any = true;
+    const std::span<const std::byte> bytes(static_cast<const std::byte*>(received->frame.data()),
+                                           received->frame.size());
+    absl::StatusOr<Frame> frame = DecodeFrame(bytes, max_message_bytes_);
+    if (!frame.ok()) {
+      ++counters_.invalid_frames;
+      if (now_ns - last_invalid_log_ns_ >= kInvalidLogIntervalNs) {
+        last_invalid_log_ns_ = now_ns;
+        Log(absl::StrCat("dropped an invalid frame from the far side (", counters_.invalid_frames,
+                         " so far): ", frame.status().ToString()));
+      }
+      continue;
+    }
+    if (link_->listening() && received->peer != link_->peer() && !MayTakeOver(*frame)) {
+      ++counters_.invalid_frames;
+      if (now_ns - last_invalid_log_ns_ >= kInvalidLogIntervalNs) {
+        last_invalid_log_ns_ = now_ns;
+        Log("refused frames from a second far bridge while the current one is live (one far bridge per link)");
+      }
+      continue;
+    }
+    // Only a valid frame makes its sender the far bridge (listening side) or brings the link up.
+    const bool new_peer = link_->SetPeer(received->peer);
+    last_frame_ns_ = now_ns;
+    if (!link_up_ || new_peer) {
+      link_up_ = true;
+      Log(new_peer ? "link up (a far bridge connected)" : "link up");
+      OnConnection();
+    }
+    absl::Status handled = std::holds_alternative<StatusFrame>(*frame)
+                               ? HandleStatus(std::get<StatusFrame>(*frame), now_ns)
+                               : HandleData(std::get<DataFrame>(*frame));
+    if (!handled.ok()) return handled;
+  }
+  return any;
+}
+
+bool Bridge::MayTakeOver(const Frame& frame) const {
+  if (!link_up_ || link_->peer().empty()) return true;
+  // The same stream from a new connection: the far bridge restarted (its state file kept) or reconnected.
+  const auto* status = std::get_if<StatusFrame>(&frame);
+  return status != nullptr && status->stream_id == window_.far_stream_id();
+}
+
+std::uint64_t Bridge::ResumeSeq() const { return std::max(window_.oldest_seq(), far_accepted_ + 1); }
+
+void Bridge::OnConnection() {
+  // Whatever was in flight on the previous connection may be gone: send again from the acknowledgement,
+  // and ask the far side to do the same.
+  if (send_seq_ != window_.oldest_seq()) ++counters_.replays;
+  send_seq_ = window_.oldest_seq();
+  resend_wanted_ = true;
+  ack_dirty_ = true;
+  far_adopted_ = false;
+  far_accepted_ = 0;  // unknown until its next STATUS
+}
+
+absl::Status Bridge::HandleStatus(const StatusFrame& status, std::int64_t now_ns) {
+  if (status.app_state != far_app_state_) {
+    Log(absl::StrCat("far application: ", AppStateName(status.app_state)));
+    far_app_state_ = status.app_state;
+  }
+  // Incoming: adopt the far stream, or notice that messages it no longer holds never reached us.
+  if (status.stream_id != window_.far_stream_id()) {
+    if (window_.far_stream_id() != 0) {
+      Log(absl::StrCat("the far bridge started a new stream ", absl::Hex(status.stream_id), " (its state file was re-created):",
+                       " messages of its old stream ", absl::Hex(window_.far_stream_id()), " after ",
+                       window_.far_delivered_seq(), " that it had not delivered are lost"));
+    }
+    window_.AdoptFarStream(status.stream_id, status.oldest_seq - 1);
+    accepted_seq_ = status.oldest_seq - 1;
+    pending_.clear();
+    pending_bytes_ = 0;
+    ack_dirty_ = true;
+  } else if (window_.far_delivered_seq() + 1 < status.oldest_seq) {
+    Log(absl::StrCat("LOST: messages ", window_.far_delivered_seq() + 1, " to ", status.oldest_seq - 1,
+                     " of the far stream were acknowledged to the far bridge but are not in this side's ring (was ",
+                     options_.state_file, " replaced?)"));
+    window_.AdoptFarStream(status.stream_id, status.oldest_seq - 1);
+    accepted_seq_ = status.oldest_seq - 1;
+    pending_.clear();
+    pending_bytes_ = 0;
+    ack_dirty_ = true;
+  }
+  // Outgoing: the far side's acknowledgement of our stream.
+  if (status.acked_stream_id != window_.stream_id()) {
+    far_adopted_ = false;  // it will adopt our stream from our next STATUS
+    ack_dirty_ = true;
+    return absl::OkStatus();
+  }
+  if (status.accepted_seq >= window_.next_seq()) {
+    ++counters_.invalid_frames;
+    Log(absl::StrCat("dropped a STATUS acknowledging message ", status.accepted_seq, ", which was never sent (next is ",
+                     window_.next_seq(), ")"));
+    return absl::OkStatus();
+  }
+  far_adopted_ = true;
+  if (status.delivered_seq >= window_.oldest_seq()) window_.Acknowledge(status.delivered_seq);
+  if (status.accepted_seq > far_accepted_) last_accept_progress_ns_ = now_ns;
+  // Fewer accepted than before: the far bridge lost the frames it held for its ring (it restarted).
+  const bool receiver_forgot = status.accepted_seq < far_accepted_;
+  far_accepted_ = status.accepted_seq;
+  if ((status.resend || receiver_forgot) && send_seq_ > ResumeSeq()) {
+    ++counters_.replays;
+    send_seq_ = ResumeSeq();
+  }
+  if (send_seq_ < window_.oldest_seq()) send_seq_ = window_.oldest_seq();
+  return absl::OkStatus();
+}
+
+absl::Status Bridge::HandleData(const DataFrame& data) {
+  if (data.stream_id != window_.far_stream_id()) {
+    ++counters_.invalid_frames;  // a stream not adopted (yet): its STATUS comes first
+    return absl::OkStatus();
+  }
+  if (data.seq <= accepted_seq_) {
+    ++counters_.duplicates_dropped;
+    ack_dirty_ = true;  // the sender may have missed our acknowledgement
+    return absl::OkStatus();
+  }
+  if (data.seq > accepted_seq_ + 1) {
+    ++counters_.gaps;
+    // Frames refused for lack of room are asked for once the queue drains (DeliverPending), not now.
+    if (!dropped_for_room_) resend_wanted_ = true;
+    return absl::OkStatus();
+  }
+  if (pending_.empty()) {
+    const IoResult result = channel_->TryWrite(data.payload);
+    if (result == IoResult::kOk) {
+      window_.SetDelivered(data.seq);
+      accepted_seq_ = data.seq;
+      ++counters_.messages_in;
+      ack_dirty_ = true;
+      return absl::OkStatus();
+    }
+    if (result != IoResult::kWouldBlock && result != IoResult::kPeerGone && result != IoResult::kLost) {
+      return WriteResultError(result, data.seq);
+    }
+  }
+  if (pending_bytes_ + data.payload.size() > options_.window_bytes) {
+    dropped_for_room_ = true;  // not accepted: asked for again once the ring drains
+    return absl::OkStatus();
+  }
+  pending_.push_back(Pending{data.seq, std::vector<std::byte>(data.payload.begin(), data.payload.end())});
+  pending_bytes_ += data.payload.size();
+  accepted_seq_ = data.seq;
+  return absl::OkStatus();
+}
+
+absl::Status Bridge::WriteResultError(IoResult result, std::uint64_t seq) {
+  return absl::Status(channel_->StatusOf(result).code(),
+                      absl::StrCat("writing message ", seq, " of the far stream into channel '", options_.name,
+                                   "': ", channel_->StatusOf(result).message(),
+                                   result == IoResult::kTooLarge
+                                       ? " (give both channels the same max_message_bytes; the message stays in the "
+                                         "far bridge's window)"
+                                       : ""));
+}
+
+absl::StatusOr<bool> Bridge::DeliverPending() {
+  bool any = false;
+  while (!pending_.empty()) {
+    Pending& next = pending_.front();
+    const IoResult result = channel_->TryWrite(next.payload);
+    if (result == IoResult::kWouldBlock || result == IoResult::kPeerGone || result == IoResult::kLost) break;
+    if (result != IoResult::kOk) return WriteResultError(result, next.seq);
+    window_.SetDelivered(next.seq);
+    ++counters_.messages_in;
+    pending_bytes_ -= next.payload.size();
+    pending_.pop_front();
+    ack_dirty_ = true;
+    any = true;
+  }
+  if (dropped_for_room_ && pending_bytes_ <= options_.window_bytes / 2) {
+    dropped_for_room_ = false;
+    resend_wanted_ = true;
+  }
+  return any;
+}
+
+absl::StatusOr<bool> Bridge::IngestLocal() {
+  bool any = false;
+  for (int i = 0; i < kMaxIngestPerTurn; ++i) {
+    std::span<const std::byte> message;
+    const IoResult peeked = channel_->TryPeek(&message);
+    if (peeked == IoResult::kWouldBlock || peeked == IoResult::kPeerGone) break;
+    if (peeked != IoResult::kOk) {
+      return absl::Status(channel_->StatusOf(peeked).code(),
+                          absl::StrCat("reading channel '", options_.name, "': ", channel_->StatusOf(peeked).message()));
+    }
+    // Backpressure: a full window leaves the message in the ring (peeked again next turn).
+    if (!window_.Fits(message.size())) break;
+    // The view lies in shared memory: copy first, then trust the copy only once Release() says the segment
+    // was intact meanwhile (channel.h). The window is the copy; a record whose Release fails is never sent
+    // because the bridge stops.
+    window_.Append(message, Crc32c(message));
+    const IoResult released = channel_->Release();
+    if (released != IoResult::kOk) {
+      return absl::Status(channel_->StatusOf(released).code(),
+                          absl::StrCat("releasing a message of channel '", options_.name,
+                                       "': ", channel_->StatusOf(released).message()));
+    }
+    ++counters_.messages_out;
+    any = true;
+  }
+  return any;
+}
+
+absl::StatusOr<bool> Bridge::SendWindow() {
+  if (!link_up_ || !far_adopted_) return false;
+  bool any = false;
+  // Everything sent had been accepted: the retransmission timer starts with this send.
+  if (send_seq_ == ResumeSeq() && send_seq_ < window_.next_seq()) last_accept_progress_ns_ = NowNs();
+  const std::deque<WindowFile::Entry>& entries = window_.entries();
+  while (send_seq_ < window_.next_seq()) {
+    const WindowFile::Entry& entry = entries[send_seq_ - entries.front().seq];
+    absl::Status read = window_.Read(entry, scratch_);
+    if (!read.ok()) return read;  // the file was damaged under us: never send what the checksum refuses
+    const auto header = EncodeDataHeader(window_.stream_id(), entry.seq, entry.length, entry.crc);
+    if (!link_->Send(header, std::span<const std::byte>(scratch_).first(entry.length))) break;
+    ++send_seq_;
+    ++counters_.frames_sent;
+    any = true;
+  }
+  return any;
+}
+
+bool Bridge::SendStatus(std::int64_t now_ns) {
+  const bool due = now_ns - last_status_sent_ns_ >= std::int64_t{options_.heartbeat_ms} * 1'000'000;
+  bool resend = false;
+  if (resend_wanted_ && now_ns - last_resend_request_ns_ >= kResendRequestIntervalNs) resend = true;
+  if (!due && !ack_dirty_ && !resend) return false;
+  StatusFrame status;
+  status.stream_id = window_.stream_id();
+  status.resend = resend;
+  status.oldest_seq = window_.oldest_seq();
+  status.next_seq = window_.next_seq();
+  status.acked_stream_id = window_.far_stream_id();
+  status.delivered_seq = window_.far_delivered_seq();
+  status.accepted_seq = accepted_seq_;
+  status.app_state = static_cast<std::uint8_t>(channel_->peer_state());
+  if (!link_->Send(EncodeStatus(status))) return false;
+  last_status_sent_ns_ = now_ns;
+  ack_dirty_ = false;
+  if (resend) {
+    resend_wanted_ = false;
+    last_resend_request_ns_ = now_ns;
+  }
+  return true;
+}
+
+void Bridge::CheckTimers(std::int64_t now_ns) {
+  if (link_up_ && now_ns - last_frame_ns_ > std::int64_t{options_.link_timeout_ms} * 1'000'000) {
+    link_up_ = false;
+    far_adopted_ = false;
+    link_->ForgetPeer();
+    Log(absl::StrCat("link down: nothing from the far bridge for ", options_.link_timeout_ms, " ms"));
+    if (far_app_state_ != -1) {
+      far_app_state_ = -1;
+      Log(absl::StrCat("far application: ", AppStateName(far_app_state_)));
+    }
+  }
+  // Sent but not accepted, with no progress: frames (or the STATUS saying they arrived) were lost. Frames
+  // accepted and waiting for room in a full far ring are not sent again: backpressure costs no bandwidth.
+  if (send_seq_ > ResumeSeq() && now_ns - last_accept_progress_ns_ > std::int64_t{options_.retransmit_ms} * 1'000'000) {
+    ++counters_.replays;
+    send_seq_ = ResumeSeq();
+    last_accept_progress_ns_ = now_ns;
+  }
+}
+
+}  // namespace eshm::bridge

@@ -1,0 +1,73 @@
+// The ZeroMQ socket between two bridges. The listening side is a ROUTER bound to one explicit address; it
+// talks to the one far bridge that last sent it a valid frame (a restarted far bridge arrives as a new
+// routing id and takes over). The connecting side is a DEALER that ZeroMQ reconnects by itself. Either way
+// ZeroMQ only moves frames: it may drop what was queued on a connection that broke, which the bridge's
+// sequence numbers repair (docs/bridge.md).
+#ifndef ESHM_TOOLS_BRIDGE_LINK_H_
+#define ESHM_TOOLS_BRIDGE_LINK_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "absl/status/statusor.h"
+
+namespace eshm::bridge {
+
+struct LinkOptions {
+  std::string endpoint;  // tcp://ADDRESS:PORT
+  bool listen = false;   // bind (ROUTER) rather than connect (DEALER)
+  bool allow_insecure_remote = false;
+  // CURVE: this side's secret key; on the connecting side also the listening side's public key. Files of
+  // Z85 text (40 characters), as zmq_curve_keypair writes them.
+  std::string curve_secret_key_file;
+  std::string curve_server_key_file;
+  int high_water_mark = 1000;        // frames queued per direction
+  std::uint64_t max_frame_bytes = 0; // larger frames are refused by ZeroMQ itself (bounded memory)
+};
+
+class Link {
+ public:
+  struct Received {
+    zmq::message_t frame;
+    std::string peer;  // the routing id it came from (listening side; empty when connecting)
+  };
+
+  static absl::StatusOr<std::unique_ptr<Link>> Open(const LinkOptions& options);
+
+  // The address actually bound or connected (a listening "*" port resolved).
+  const std::string& endpoint() const { return endpoint_; }
+
+  // Sends `header` followed by `payload` as one frame without waiting. False when it cannot go now: no far
+  // bridge known (listening), not connected, or ZeroMQ's queue is full.
+  bool Send(std::span<const std::byte> header, std::span<const std::byte> payload = {});
+  // The next frame, if one is waiting.
+  std::optional<Received> TryReceive();
+  // Waits up to `timeout_ms` for a frame to arrive.
+  void WaitReadable(int timeout_ms);
+  // Listening side: talk to `peer` from now on (it sent a valid frame). True if it is a new peer.
+  bool SetPeer(const std::string& peer);
+  // Listening side: forget the current peer (it fell silent); connecting side: nothing to forget.
+  void ForgetPeer() { peer_.clear(); }
+  bool listening() const { return listen_; }
+  // Listening side: the current far bridge's routing id (empty: none).
+  const std::string& peer() const { return peer_; }
+
+ private:
+  Link() = default;
+
+  zmq::context_t context_{1};
+  zmq::socket_t socket_;
+  bool listen_ = false;
+  std::string endpoint_;
+  std::string peer_;  // listening side: the far bridge's routing id
+};
+
+}  // namespace eshm::bridge
+
+#endif  // ESHM_TOOLS_BRIDGE_LINK_H_

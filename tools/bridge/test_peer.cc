@@ -1,0 +1,158 @@
+// bridge_test_peer: one application of the bridge tests. It opens NAME in --role, writes --count messages
+// and reads --count messages concurrently, and checks every message it reads: its sequence number is the
+// next one (or, at most --max_duplicates times, the one just received again: the bridge's at-least-once
+// window, docs/bridge.md), its length and CRC-32C match, and its bytes are the ones the sequence number
+// generates. Prints "progress received=K" every 1000 messages, and at the end
+// "done sent=N received=N duplicates=D"; exits 1 with the reason on any violation or at --timeout_s.
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "eshm/channel.h"
+#include "eshm/deadline.h"
+#include "tools/bridge/crc32c.h"
+
+ABSL_FLAG(std::string, role, "master", "master or slave");
+ABSL_FLAG(std::uint64_t, count, 10000, "messages to send, and to receive");
+ABSL_FLAG(int, interval_us, 0, "pause between two writes (spreads the traffic over time)");
+ABSL_FLAG(std::uint64_t, max_duplicates, 0, "duplicates tolerated (each right after its original)");
+ABSL_FLAG(int, timeout_s, 60, "give up after this long");
+ABSL_FLAG(std::uint64_t, ring_bytes, 1 << 16, "ring size of each direction (master: creates the channel)");
+
+namespace {
+
+// Message layout: seq u64, length u32 (whole message), crc u32 (of the bytes after the header), body.
+constexpr std::size_t kHeaderBytes = 16;
+
+std::size_t LengthOf(std::uint64_t seq) { return kHeaderBytes + (seq * 2654435761u) % 1000; }
+
+void FillBody(std::uint64_t seq, std::span<std::byte> body) {
+  std::uint64_t x = seq * 0x9E3779B97F4A7C15ull + 1;
+  for (std::byte& b : body) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    b = static_cast<std::byte>(x);
+  }
+}
+
+std::vector<std::byte> MakeMessage(std::uint64_t seq) {
+  std::vector<std::byte> message(LengthOf(seq));
+  const std::uint32_t length = static_cast<std::uint32_t>(message.size());
+  FillBody(seq, std::span<std::byte>(message).subspan(kHeaderBytes));
+  const std::uint32_t crc = eshm::bridge::Crc32c(std::span<const std::byte>(message).subspan(kHeaderBytes));
+  std::memcpy(message.data(), &seq, 8);
+  std::memcpy(message.data() + 8, &length, 4);
+  std::memcpy(message.data() + 12, &crc, 4);
+  return message;
+}
+
+// Empty if `message` is message `seq` exactly; otherwise what is wrong.
+std::string Check(std::span<const std::byte> message, std::uint64_t* seq) {
+  if (message.size() < kHeaderBytes) return absl::StrCat("a message of ", message.size(), " bytes");
+  std::uint32_t length, crc;
+  std::memcpy(seq, message.data(), 8);
+  std::memcpy(&length, message.data() + 8, 4);
+  std::memcpy(&crc, message.data() + 12, 4);
+  if (length != message.size()) return absl::StrCat("message ", *seq, " says ", length, " bytes, has ", message.size());
+  if (eshm::bridge::Crc32c(message.subspan(kHeaderBytes)) != crc) return absl::StrCat("message ", *seq, " fails its CRC");
+  if (*seq == 0 || LengthOf(*seq) != length) return absl::StrCat("message ", *seq, " has the wrong length");
+  std::vector<std::byte> expected(length - kHeaderBytes);
+  FillBody(*seq, expected);
+  if (!expected.empty() && std::memcmp(expected.data(), message.data() + kHeaderBytes, expected.size()) != 0) {
+    return absl::StrCat("message ", *seq, " has the wrong bytes");
+  }
+  return "";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) {
+    fprintf(stderr, "usage: bridge_test_peer NAME --role=master|slave [--count=N]\n");
+    return 2;
+  }
+  const std::string name = args[1];
+  const std::uint64_t count = absl::GetFlag(FLAGS_count);
+  eshm::ChannelOptions options;
+  options.role = absl::GetFlag(FLAGS_role) == "slave" ? eshm::ChannelRole::kSlave : eshm::ChannelRole::kMaster;
+  options.disconnect_behavior = eshm::DisconnectBehavior::kNever;  // wait out a bridge's restart
+  options.max_reconnect_attempts = 0;
+  options.auto_cleanup = false;  // messages still queued at exit are the bridge's to take; the test removes the name
+  options.m2s_capacity = absl::GetFlag(FLAGS_ring_bytes);
+  options.s2m_capacity = absl::GetFlag(FLAGS_ring_bytes);
+  const eshm::Deadline deadline = eshm::Deadline::After(absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
+  absl::StatusOr<std::unique_ptr<eshm::Channel>> opened = eshm::Channel::Open(name, options);
+  if (!opened.ok()) {
+    fprintf(stderr, "open %s: %s\n", name.c_str(), opened.status().ToString().c_str());
+    return 1;
+  }
+  eshm::Channel& channel = **opened;
+
+  std::atomic<bool> writer_failed{false};
+  std::thread writer([&] {
+    const int interval_us = absl::GetFlag(FLAGS_interval_us);
+    for (std::uint64_t seq = 1; seq <= count; ++seq) {
+      const std::vector<std::byte> message = MakeMessage(seq);
+      absl::Status written = channel.Write(message, deadline);
+      if (!written.ok()) {
+        fprintf(stderr, "FAIL: write %llu: %s\n", static_cast<unsigned long long>(seq), written.ToString().c_str());
+        writer_failed.store(true, std::memory_order_relaxed);  // relaxed: read after join
+        return;
+      }
+      if (interval_us > 0) usleep(static_cast<useconds_t>(interval_us));
+    }
+  });
+
+  std::vector<std::byte> buffer(64 << 10);
+  std::uint64_t last = 0;
+  std::uint64_t duplicates = 0;
+  int exit_code = 0;
+  while (last < count) {
+    absl::StatusOr<std::size_t> read = channel.Read(buffer, deadline);
+    if (!read.ok()) {
+      fprintf(stderr, "FAIL: read after message %llu: %s\n", static_cast<unsigned long long>(last),
+              read.status().ToString().c_str());
+      exit_code = 1;
+      break;
+    }
+    std::uint64_t seq = 0;
+    const std::string wrong = Check(std::span<const std::byte>(buffer).first(*read), &seq);
+    if (!wrong.empty()) {
+      fprintf(stderr, "FAIL: %s\n", wrong.c_str());
+      exit_code = 1;
+      break;
+    }
+    if (seq == last && ++duplicates <= absl::GetFlag(FLAGS_max_duplicates)) continue;
+    if (seq != last + 1) {
+      fprintf(stderr, "FAIL: message %llu after message %llu (%llu duplicates so far)\n",
+              static_cast<unsigned long long>(seq), static_cast<unsigned long long>(last),
+              static_cast<unsigned long long>(duplicates));
+      exit_code = 1;
+      break;
+    }
+    last = seq;
+    if (last % 1000 == 0) {
+      printf("progress received=%llu\n", static_cast<unsigned long long>(last));
+      fflush(stdout);
+    }
+  }
+  if (exit_code != 0) channel.Shutdown();  // ends the writer's wait
+  writer.join();
+  if (writer_failed.load(std::memory_order_relaxed)) exit_code = 1;
+  printf("done sent=%llu received=%llu duplicates=%llu\n", static_cast<unsigned long long>(count),
+         static_cast<unsigned long long>(last), static_cast<unsigned long long>(duplicates));
+  fflush(stdout);
+  return exit_code;
+}

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# eshm-bridge on one machine, over loopback: app A (master of NAME_A) <-> bridge (slave of NAME_A,
+# listening on tcp://127.0.0.1:<free port>) <-> bridge (master of NAME_B, connecting) <-> app B (slave of
+# NAME_B). Both apps write COUNT messages and read COUNT, each one checked by sequence number, length,
+# CRC-32C and content (bridge_test_peer). Under traffic:
+#   1. kill -9 the listening bridge and restart it on the same port and state file;
+#   2. kill -9 the connecting bridge and restart it likewise.
+# Both apps must receive everything, in order, with at most 2 duplicates per direction, each right after
+# its original (one bridge kill can duplicate at most one message per direction: docs/bridge.md, section
+# 3). Both bridges then stop cleanly on SIGTERM having refused no frame.
+# Then CURVE: a wrong server key gets no link, the right keys carry checked traffic; and a plaintext bridge
+# on a non-loopback address is refused before it creates anything.
+# Every wait has a deadline and the EXIT trap kills leftovers and removes our segments and state files.
+# Run: bazel test //tools:bridge_loopback_test
+set -uo pipefail
+
+find_binary() {
+  local candidate
+  for candidate in "${TEST_SRCDIR:-}/eshm/tools/$1" "bazel-bin/tools/$1"; do
+    if [[ -x "$candidate" ]]; then echo "$candidate"; return 0; fi
+  done
+  echo "FAIL: $1 not found (bazel build //tools:$1)" >&2
+  return 1
+}
+BRIDGE="$(find_binary eshm-bridge)" || exit 1
+PEER="$(find_binary bridge_test_peer)" || exit 1
+# Under --config=tsan: libzmq is not instrumented (see the file).
+for candidate in "${TEST_SRCDIR:-}/eshm/tools/bridge/tsan_suppressions.txt" "tools/bridge/tsan_suppressions.txt"; do
+  if [[ -f "$candidate" ]]; then export TSAN_OPTIONS="${TSAN_OPTIONS:-}:suppressions=$(realpath "$candidate")"; break; fi
+done
+
+if [[ -n "${TEST_TMPDIR:-}" ]]; then WORK="$TEST_TMPDIR"; OWN_WORK=0; else WORK="$(mktemp -d)"; OWN_WORK=1; fi
+TAG="bridge_test_$$_${RANDOM}"
+NAME_A="${TAG}_a"
+NAME_B="${TAG}_b"
+COUNT=20000
+PIDS=()
+FAILED=0
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  rm -f "/dev/shm/eshm_${TAG}_"[abcde]
+  if ((OWN_WORK)); then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*"
+  FAILED=1
+}
+
+show_logs() {
+  local f
+  for f in "$WORK"/*.log; do
+    echo "----- $f"
+    tail -n 30 "$f"
+  done
+}
+
+# start <log> <command...>: runs in the background, appending to WORK/<log>; the pid is in $STARTED.
+start() {
+  local log="$WORK/$1"
+  shift
+  "$@" >>"$log" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+}
+
+# wait_for <seconds> <description> <command...>: polls the command until it succeeds; gives up at once if
+# an app reported a failure (or a sanitizer an error).
+wait_for() {
+  local seconds=$1 what=$2
+  shift 2
+  local end=$((SECONDS + seconds))
+  until "$@"; do
+    if grep -qE '^FAIL|runtime error|ERROR: (Address|Undefined)Sanitizer|WARNING: ThreadSanitizer' "$WORK"/app_*.log "$WORK"/bridge_*.log 2>/dev/null; then
+      fail "an app or bridge failed while waiting for $what"
+      show_logs
+      exit 1
+    fi
+    if ((SECONDS >= end)); then
+      fail "timed out after ${seconds}s waiting for $what"
+      show_logs
+      exit 1
+    fi
+    sleep 0.05
+  done
+}
+
+# The number of messages an app has received so far, from its progress lines.
+received() { grep -o 'received=[0-9]*' "$WORK/$1" 2>/dev/null | tail -n 1 | cut -d= -f2; }
+received_at_least() { local n; n=$(received "$1"); [[ -n "$n" && "$n" -ge "$2" ]]; }
+
+bridge_flags=(--window_bytes=262144 --heartbeat_ms=50 --link_timeout_ms=1000 --retransmit_ms=300)
+start_listening_bridge() {
+  start bridge_a.log "$BRIDGE" "$NAME_A" --role=slave --listen "$1" --state_file="$WORK/state_a" "${bridge_flags[@]}"
+  BRIDGE_A=$STARTED
+}
+start_connecting_bridge() {
+  start bridge_b.log "$BRIDGE" "$NAME_B" --role=master --connect "$ENDPOINT" --state_file="$WORK/state_b" \
+    --ring_bytes=65536 "${bridge_flags[@]}"
+  BRIDGE_B=$STARTED
+}
+
+# Paced so that both kills land mid-traffic (about 5 s of it) even on a fast machine.
+peer_flags=(--count=$COUNT --interval_us=200 --max_duplicates=2 --timeout_s=60 --ring_bytes=65536)
+start app_a.log "$PEER" "$NAME_A" --role=master "${peer_flags[@]}"
+APP_A=$STARTED
+start_listening_bridge "tcp://127.0.0.1:*"
+wait_for 10 "the listening bridge's endpoint" grep -qs 'link endpoint tcp://' "$WORK/bridge_a.log"
+ENDPOINT=$(grep -o 'link endpoint tcp://[^ ]*' "$WORK/bridge_a.log" | head -n 1 | cut -d' ' -f3)
+start_connecting_bridge
+start app_b.log "$PEER" "$NAME_B" --role=slave "${peer_flags[@]}"
+APP_B=$STARTED
+
+# 1. kill -9 the listening bridge under traffic, restart it where it was.
+wait_for 30 "app B to receive 4000 messages" received_at_least app_b.log 4000
+kill -KILL "$BRIDGE_A"
+wait "$BRIDGE_A" 2>/dev/null
+echo "killed the listening bridge at app B received=$(received app_b.log), app A received=$(received app_a.log)"
+start_listening_bridge "$ENDPOINT"
+
+# 2. kill -9 the connecting bridge under traffic, restart it.
+before=$(received app_b.log)
+wait_for 30 "app B to receive 4000 more messages" received_at_least app_b.log $((before + 4000))
+kill -KILL "$BRIDGE_B"
+wait "$BRIDGE_B" 2>/dev/null
+echo "killed the connecting bridge at app B received=$(received app_b.log), app A received=$(received app_a.log)"
+[[ "$(received app_b.log)" -lt $COUNT ]] || fail "the traffic ended before the second kill: the test proves less than it says"
+start_connecting_bridge
+
+# Both apps end by themselves once they received everything.
+both_done() { grep -q '^done' "$WORK/app_a.log" && grep -q '^done' "$WORK/app_b.log"; }
+wait_for 45 "both apps to finish" both_done
+for app in A B; do
+  pid_var="APP_$app"
+  wait "${!pid_var}"
+  code=$?
+  log="$WORK/app_$(tr 'AB' 'ab' <<<"$app").log"
+  ((code == 0)) || fail "app $app exited with $code"
+  grep -q "done sent=$COUNT received=$COUNT duplicates=[0-2]\$" "$log" || fail "app $app: $(tail -n 1 "$log")"
+  echo "app $app: $(grep '^done' "$log")"
+done
+
+# The bridges stop cleanly and never refused a frame from each other.
+kill -TERM "$BRIDGE_A" "$BRIDGE_B"
+for bridge in BRIDGE_A BRIDGE_B; do
+  wait "${!bridge}"
+  code=$?
+  ((code == 0)) || fail "$bridge exited with $code"
+done
+for log in bridge_a.log bridge_b.log; do
+  grep -q 'invalid_frames=0$' <(grep 'stopped:' "$WORK/$log" | tail -n 1) ||
+    fail "$log: $(grep 'stopped:' "$WORK/$log" | tail -n 1)"
+done
+
+grep -h 'stopped:' "$WORK"/bridge_*.log
+
+# 3. CURVE: a connecting bridge with the wrong server key never gets a link (and delivers nothing); one
+#    with the right keys carries 2000 checked messages each way.
+"$BRIDGE" --generate_curve_keypair="$WORK/server" >/dev/null || fail "cannot generate the server key pair"
+"$BRIDGE" --generate_curve_keypair="$WORK/client" >/dev/null || fail "cannot generate the client key pair"
+NAME_C="${TAG}_c"
+NAME_D="${TAG}_d"
+rm -f "$WORK"/state_c "$WORK"/state_d
+start app_c.log "$PEER" "$NAME_C" --role=master --count=2000 --timeout_s=30 --ring_bytes=65536
+start curve_c.log "$BRIDGE" "$NAME_C" --role=slave --listen "tcp://127.0.0.1:*" --state_file="$WORK/state_c" \
+  --curve_secret_key_file="$WORK/server.secret" "${bridge_flags[@]}"
+CURVE_C=$STARTED
+wait_for 10 "the CURVE bridge's endpoint" grep -qs 'link endpoint tcp://' "$WORK/curve_c.log"
+ENDPOINT=$(grep -o 'link endpoint tcp://[^ ]*' "$WORK/curve_c.log" | head -n 1 | cut -d' ' -f3)
+start app_d.log "$PEER" "$NAME_D" --role=slave --count=2000 --timeout_s=30 --ring_bytes=65536
+start curve_wrong.log "$BRIDGE" "$NAME_D" --role=master --connect "$ENDPOINT" --state_file="$WORK/state_d" \
+  --curve_secret_key_file="$WORK/client.secret" --curve_server_key_file="$WORK/client.public" --ring_bytes=65536 \
+  "${bridge_flags[@]}"
+WRONG=$STARTED
+sleep 1.5
+if grep -q 'link up' "$WORK/curve_wrong.log" "$WORK/curve_c.log"; then fail "a bridge with the wrong server key got a link"; fi
+grep -q 'received=' "$WORK/app_d.log" && fail "messages crossed a link with the wrong server key"
+kill -TERM "$WRONG"
+wait "$WRONG"
+start curve_d.log "$BRIDGE" "$NAME_D" --role=master --connect "$ENDPOINT" --state_file="$WORK/state_d" \
+  --curve_secret_key_file="$WORK/client.secret" --curve_server_key_file="$WORK/server.public" --ring_bytes=65536 \
+  "${bridge_flags[@]}"
+CURVE_D=$STARTED
+curve_done() { grep -q '^done' "$WORK/app_c.log" && grep -q '^done' "$WORK/app_d.log"; }
+wait_for 30 "both CURVE apps to finish" curve_done
+for log in app_c.log app_d.log; do
+  grep -q "^done sent=2000 received=2000 duplicates=0\$" "$WORK/$log" || fail "$log: $(tail -n 1 "$WORK/$log")"
+done
+kill -TERM "$CURVE_C" "$CURVE_D"
+wait "$CURVE_C" || fail "the listening CURVE bridge exited with $?"
+wait "$CURVE_D" || fail "the connecting CURVE bridge exited with $?"
+rm -f "/dev/shm/eshm_${NAME_C}" "/dev/shm/eshm_${NAME_D}"
+
+# 4. Plaintext off the host is refused before anything is created.
+if "$BRIDGE" "${TAG}_e" --role=master --listen tcp://192.0.2.1:5555 --state_file="$WORK/state_e" \
+  >"$WORK/insecure.log" 2>&1; then
+  fail "a plaintext bridge listened on a non-loopback address"
+fi
+grep -q -- '--allow_insecure_remote' "$WORK/insecure.log" || fail "insecure address: $(cat "$WORK/insecure.log")"
+[[ ! -e "/dev/shm/eshm_${TAG}_e" && ! -e "$WORK/state_e" ]] || fail "a refused bridge created files"
+
+if ((FAILED)); then
+  show_logs
+  exit 1
+fi
+echo "PASS"
