@@ -50,8 +50,9 @@ bool WriteAll(int fd, const void* data, std::size_t size) {
   return write(fd, data, size) == static_cast<ssize_t>(size);
 }
 
-// One side: opens its channels, says so (a byte on `ready`), waits for the go (a byte on `go`), measures its
-// CPU over the window, closes them, reports on `ready`.
+// One side: opens its channels (the masters, with peers, wait until every slave is alive), says so (a byte on
+// `ready`), waits for the go (a byte on `go`), measures its CPU over the window; a slave then waits for a
+// second byte (the masters have looked at it); it closes its channels and reports on `ready`.
 [[noreturn]] void RunSide(const std::string& prefix, int channels, double window_s, bool master, bool peers,
                           int ready, int go) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -86,6 +87,8 @@ bool WriteAll(int fd, const void* data, std::size_t size) {
     report.cpu_percent = 100.0 * (CpuSeconds() - cpu0) / (Seconds() - wall0);
     for (const auto& channel : open) report.peers_alive += channel->IsRemoteAlive() ? 1 : 0;
   }
+  // The slaves close only once the masters have looked at them (a second byte on `go`).
+  if (!master && read(go, &byte, 1) != 1) _exit(3);
   start = Seconds();
   open.clear();  // closes them
   report.close_s = Seconds() - start;
@@ -152,6 +155,7 @@ absl::StatusOr<IdleResult> MeasureIdle(int channels, double window_s, bool peers
     std::this_thread::sleep_for(std::chrono::seconds(1));  // let the monitors settle (peers find each other)
     for (const Side& side : sides) WriteAll(side.go, "g", 1);
     for (std::size_t i = 0; i < sides.size(); ++i) {
+      if (i == 1) WriteAll(sides[i].go, "c", 1);  // the masters have reported: the slaves may close
       if (status.ok() && !ReadWithin(sides[i].ready, &reports[i], sizeof(SideReport), timeout_s + 60)) {
         status = absl::InternalError("an idle process did not report");
       }

@@ -546,17 +546,21 @@ def _stream_reader(end, o):
     """Reads past the warm-up marker, then counts messages up to the end marker: (messages, seconds)."""
     size, clock = o.size, time.perf_counter
     if o.peer == "py_eshm_batch":
-        recv_many, n, t0, counting = end.recv_many, 0, 0.0, False
+        # Per batch, not per message (the loop is part of what is measured): the warm-up marker may sit
+        # anywhere in a batch; the end marker is always last, nothing being sent after it.
+        recv_many = end.recv_many
         while True:
-            for m in recv_many(1024, 30000):
-                if len(m) == size:
-                    n += counting
-                elif m == _WARM_END:
-                    counting, t0 = True, clock()
-                elif m == _END:
-                    return n, clock() - t0
-                else:
-                    raise RuntimeError(f"a message of {len(m)} bytes (expected {size})")
+            ms = recv_many(1024, 30000)
+            if _WARM_END in ms:
+                t0, ms = clock(), ms[ms.index(_WARM_END) + 1:]
+                break
+        n = 0
+        while not ms or len(ms[-1]) == size:
+            n += len(ms)
+            ms = recv_many(1024, 30000)
+        if ms[-1] != _END:
+            raise RuntimeError(f"a message of {len(ms[-1])} bytes (expected {size})")
+        return n + len(ms) - 1, clock() - t0
     recv = end.recv
     while True:
         m = recv()
@@ -775,7 +779,8 @@ def _find_tool(argv):
     candidates = [os.environ.get("ESHM_BENCH"), shutil.which("eshm-bench"),
                   os.path.join(beside, "benchmarks", "eshm_bench", "eshm-bench"),
                   os.path.join("bazel-bin", "benchmarks", "eshm_bench", "eshm-bench")]
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None), argv
+    found = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    return (os.path.normpath(found) if found else None), argv
 
 
 def main(argv=None):
