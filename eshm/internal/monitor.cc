@@ -108,8 +108,8 @@ void Monitor::ResetAfterFork() {
   pids_.clear();
   entries_.clear();
   schedule_.clear();
+  batch_.clear();
   names_.clear();
-  running_ = nullptr;
   stop_ = false;
   for (int* fd : {&epoll_fd_, &event_fd_, &inotify_fd_}) {
     if (*fd >= 0) close(*fd);
@@ -132,7 +132,7 @@ void Monitor::Add(MonitorClient* client, std::string_view file_name) {
     entry.client = client;
     entry.file_name = std::string(file_name);
     entry.events = kNameChanged;  // the first tick looks at the name
-    entry.slot = schedule_.emplace(MonotonicNowNs(), &entry);
+    Schedule(entry, MonotonicNowNs());
     names_.emplace(entry.file_name, client);
   }
   if (!thread_.joinable()) {
@@ -151,11 +151,11 @@ void Monitor::Remove(MonitorClient* client) {
   bool last = false;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    tick_done_.wait(lock, [&] { return running_ != client; });
     auto it = entries_.find(client);
     if (it == entries_.end()) return;  // never added, or added before a fork
+    tick_done_.wait(lock, [&] { return !it->second.running; });  // its batch may still run others' ticks
     UnwatchPidLocked(client, it->second);
-    schedule_.erase(it->second.slot);
+    if (it->second.scheduled) Unschedule(it->second);
     auto [begin, end] = names_.equal_range(it->second.file_name);
     for (auto n = begin; n != end; ++n) {
       if (n->second == client) {
@@ -173,19 +173,30 @@ void Monitor::Remove(MonitorClient* client) {
   }
 }
 
-void Monitor::TickSoon(MonitorClient* client) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = entries_.find(client);
-  if (it == entries_.end()) return;
-  Reschedule(it->second, MonotonicNowNs());
-  WakeThread();
+void Monitor::Schedule(Entry& entry, std::int64_t due_ns) {
+  std::vector<Entry*>& due = schedule_[due_ns];
+  entry.due = due_ns;
+  entry.index = due.size();
+  entry.scheduled = true;
+  due.push_back(&entry);
+}
+
+void Monitor::Unschedule(Entry& entry) {
+  auto bucket = schedule_.find(entry.due);
+  std::vector<Entry*>& due = bucket->second;
+  // Swap-remove: the last entry takes this one's place.
+  due[entry.index] = due.back();
+  due[entry.index]->index = entry.index;
+  due.pop_back();
+  if (due.empty()) schedule_.erase(bucket);
+  entry.scheduled = false;
 }
 
 void Monitor::Reschedule(Entry& entry, std::int64_t due_ns) {
-  if (entry.slot->first <= due_ns) return;  // already due by then
-  auto node = schedule_.extract(entry.slot);  // reuses the node: no allocation per tick
-  node.key() = due_ns;
-  entry.slot = schedule_.insert(std::move(node));
+  // Only the monitor thread reschedules (for events), and never while a batch runs: a client is scheduled.
+  if (!entry.scheduled || entry.due <= due_ns) return;  // already due by then
+  Unschedule(entry);
+  Schedule(entry, due_ns);
 }
 
 bool Monitor::WatchPid(MonitorClient* client, pid_t pid) {
@@ -284,22 +295,30 @@ void Monitor::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
     const std::int64_t now = MonotonicNowNs();
-    // Every tick due now, earliest first. An entry stays valid while its tick runs (Remove waits for it).
+    // Every tick due now, earliest time first, a time's clients in one batch. An entry stays valid while its
+    // batch runs (Remove waits for it).
     while (!stop_ && !schedule_.empty() && schedule_.begin()->first <= now) {
-      Entry& entry = *schedule_.begin()->second;
-      MonitorClient* const client = entry.client;
-      const unsigned events = std::exchange(entry.events, 0);
-      running_ = client;
+      batch_.swap(schedule_.begin()->second);
+      schedule_.erase(schedule_.begin());
+      for (Entry* entry : batch_) {
+        entry->scheduled = false;
+        entry->running = true;
+        entry->ticking_events = std::exchange(entry->events, 0);
+      }
       lock.unlock();
-      const std::int64_t next = client->OnTick(now, events);
+      // The fields written here are the monitor thread's own while `running` (mu_ hands them over).
+      for (Entry* entry : batch_) entry->next_ns = entry->client->OnTick(now, entry->ticking_events);
       lock.lock();
-      running_ = nullptr;
+      bool again = false;  // events came while a tick ran: it is due at once
+      for (Entry* entry : batch_) {
+        entry->running = false;
+        again = again || entry->events != 0;
+        const std::int64_t due = entry->events != 0 ? now : Batched(now, std::max(entry->next_ns, now + 1));
+        Schedule(*entry, due);
+      }
+      batch_.clear();
       tick_done_.notify_all();
-      auto node = schedule_.extract(entry.slot);  // reuses the node: no allocation per tick
-      // Events that came while it ran keep it due at once.
-      node.key() = entry.events != 0 ? now : Batched(now, std::max(next, now + 1));
-      entry.slot = schedule_.insert(std::move(node));
-      if (entry.events != 0) break;  // look at the clock again before running it a second time
+      if (again) break;  // look at the clock again before running one a second time
     }
     if (stop_) break;
     int timeout_ms = -1;

@@ -22,7 +22,9 @@
 
 #include <sys/types.h>
 
+#include <climits>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -73,8 +75,6 @@ class Monitor {
   // After this returns, `client`'s OnTick is not running and never runs again. The last client's removal
   // joins the thread.
   void Remove(MonitorClient* client);
-  // Ticks `client` as soon as possible. Any thread.
-  void TickSoon(MonitorClient* client);
 
   // From OnTick only. Ticks `client` (with kWatchedPidExited) when process `pid` exits, replacing what it
   // watched before. False when the kernel cannot watch it (no pidfd_open, no such process, out of file
@@ -86,12 +86,15 @@ class Monitor {
 
 
  private:
-  struct Entry;
-  using Schedule = std::multimap<std::int64_t, Entry*>;
   struct Entry {
     MonitorClient* client = nullptr;
-    Schedule::iterator slot;
-    unsigned events = 0;
+    std::int64_t due = 0;      // when it is scheduled (valid while scheduled)
+    std::size_t index = 0;     // its place in schedule_[due] (valid while scheduled)
+    bool scheduled = false;    // in schedule_; false while its tick runs
+    bool running = false;      // its OnTick runs now (Remove waits for it)
+    unsigned events = 0;          // gathered for its next tick
+    unsigned ticking_events = 0;  // the running tick's (the monitor thread's while running)
+    std::int64_t next_ns = 0;     // what the running tick asked for (likewise)
     pid_t pid = 0;  // watched, 0 = none
     std::string file_name;
   };
@@ -103,6 +106,8 @@ class Monitor {
   Monitor();
   void Run();
   void StartLocked();
+  void Schedule(Entry& entry, std::int64_t due_ns);
+  void Unschedule(Entry& entry);
   void Reschedule(Entry& entry, std::int64_t due_ns);
   void HandleInotify();
   void HandlePidExit(pid_t pid);
@@ -116,10 +121,14 @@ class Monitor {
   std::condition_variable tick_done_;
   // Elements of an unordered_map keep their addresses: the schedule points at them.
   std::unordered_map<MonitorClient*, Entry> entries_;  // guarded by mu_
-  Schedule schedule_;                                  // guarded by mu_
+  // Due time -> the clients due then. Ticks fall on a few grid points per period (Batched in monitor.cc),
+  // so the tree holds a handful of times however many clients there are, and a tick moves a pointer
+  // between two vectors instead of rebalancing a node per client. The thread runs a whole time's clients
+  // with one unlock of mu_.
+  std::map<std::int64_t, std::vector<Entry*>> schedule_;  // guarded by mu_
+  std::vector<Entry*> batch_;                             // the monitor thread's: the ticks running now
   std::unordered_map<pid_t, PidWatch> pids_;  // guarded by mu_
   std::unordered_multimap<std::string, MonitorClient*> names_;  // guarded by mu_
-  MonitorClient* running_ = nullptr;  // guarded by mu_: the client whose OnTick runs now
   bool stop_ = false;                 // guarded by mu_
   std::thread thread_;                // guarded by lifecycle_mu_
   int epoll_fd_ = -1;

@@ -1,11 +1,18 @@
 """Fixtures shared by the pytest files."""
 
 import os
+import signal
 import uuid
 
 import pytest
 
 from eshm import ESHM
+
+# The Ctrl-C tests need SIGINT delivered. A shell without job control starts background commands with
+# SIGINT ignored, and an ignored signal stays ignored across fork and exec: catching it here makes it
+# default again for every child, and deliverable to this process.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -1,0 +1,134 @@
+// The shared monitor with stand-in clients: ticks come when asked, clients due at the same time tick in one
+// batch, and Remove keeps its promise (no tick runs after it returns) even for a client whose batch is still
+// running another client's tick.
+#include "eshm/internal/monitor.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "eshm/deadline.h"
+#include "eshm/segment_name.h"
+#include "gtest/gtest.h"
+
+namespace eshm::internal {
+namespace {
+
+constexpr std::int64_t kMs = 1'000'000;
+
+class CountingClient final : public MonitorClient {
+ public:
+  explicit CountingClient(std::int64_t interval_ns) : interval_ns_(interval_ns) {}
+  virtual ~CountingClient() = default;
+  std::int64_t OnTick(std::int64_t now_ns, unsigned) override {
+    if (removed.load(std::memory_order_acquire)) ticked_after_remove.store(true, std::memory_order_release);
+    const int n = ticks.fetch_add(1, std::memory_order_acq_rel) + 1;
+    if (n == block_at) {
+      blocked.store(true, std::memory_order_release);
+      while (!release.load(std::memory_order_acquire)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return now_ns + interval_ns_;
+  }
+
+  std::atomic<int> ticks{0};
+  std::atomic<bool> removed{false};
+  std::atomic<bool> ticked_after_remove{false};
+  int block_at = 0;  // the tick that blocks until `release` (0: none)
+  std::atomic<bool> blocked{false};
+  std::atomic<bool> release{false};
+
+ private:
+  std::int64_t interval_ns_;
+};
+
+std::string UniqueFileName(int i) {
+  return "eshm_monitor_test_" + std::to_string(getpid()) + "_" + std::to_string(i);
+}
+
+bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+TEST(MonitorTest, EveryClientTicksAboutAsOftenAsItAsks) {
+  Monitor& monitor = Monitor::Process();
+  std::vector<std::unique_ptr<CountingClient>> clients;
+  for (int i = 0; i < 200; ++i) {
+    clients.push_back(std::make_unique<CountingClient>(10 * kMs));
+    monitor.Add(clients.back().get(), UniqueFileName(i));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (auto& client : clients) monitor.Remove(client.get());
+  for (auto& client : clients) {
+    // Asked every 10 ms for 300 ms: about 30 ticks (never later than asked; a loaded machine may starve the
+    // thread for a while, hence the wide lower bound). More than one per millisecond would be a busy loop.
+    EXPECT_GE(client->ticks.load(), 5);
+    EXPECT_LE(client->ticks.load(), 300);
+  }
+}
+
+TEST(MonitorTest, RemoveWaitsForTheWholeBatchItsClientIsIn) {
+  Monitor& monitor = Monitor::Process();
+  // Many clients on one short interval: their ticks share grid points, so a batch holds several of them.
+  std::vector<std::unique_ptr<CountingClient>> clients;
+  for (int i = 0; i < 64; ++i) {
+    clients.push_back(std::make_unique<CountingClient>(4 * kMs));
+    monitor.Add(clients.back().get(), UniqueFileName(1000 + i));
+  }
+  CountingClient& blocker = *clients[0];
+  blocker.block_at = blocker.ticks.load() + 3;
+  ASSERT_TRUE(WaitFor([&] { return blocker.blocked.load(); }));
+  // The thread is stuck inside one batch. Remove every other client: whichever are in that batch must not
+  // be ticked once their Remove has returned (their batch resumes after the blocker is released).
+  std::atomic<int> removed{0};
+  std::thread remover([&] {
+    for (std::size_t i = 1; i < clients.size(); ++i) {
+      monitor.Remove(clients[i].get());
+      clients[i]->removed.store(true, std::memory_order_release);
+      removed.fetch_add(1);
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  blocker.release.store(true, std::memory_order_release);
+  remover.join();
+  EXPECT_EQ(removed.load(), 63);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // a tick after a Remove would land by now
+  monitor.Remove(&blocker);
+  for (std::size_t i = 1; i < clients.size(); ++i) {
+    EXPECT_FALSE(clients[i]->ticked_after_remove.load()) << "client " << i << " ticked after Remove returned";
+  }
+}
+
+TEST(MonitorTest, AnEventOnItsNameTicksAClientThatAskedForAMinute) {
+  Monitor& monitor = Monitor::Process();
+  if (!monitor.names_watched()) GTEST_SKIP() << "no inotify here";
+  const std::string name = UniqueFileName(5000);
+  const std::string path = std::string(kSegmentDirectory) + "/" + name;
+  const int fd = open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  auto slow = std::make_unique<CountingClient>(60'000 * kMs);
+  monitor.Add(slow.get(), name);
+  ASSERT_TRUE(WaitFor([&] { return slow->ticks.load() >= 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const int before = slow->ticks.load();
+  TouchForMonitors(fd);  // what a peer arriving or leaving does
+  EXPECT_TRUE(WaitFor([&] { return slow->ticks.load() > before; }, std::chrono::seconds(10)));
+  monitor.Remove(slow.get());
+  close(fd);
+  unlink(path.c_str());
+}
+
+}  // namespace
+}  // namespace eshm::internal
