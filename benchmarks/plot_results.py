@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Charts from eshm-bench JSON files (schema eshm-bench/2, or /1 before it: the C++ tool's and the Python benchmark's).
+"""Charts from eshm-bench JSON files (schema eshm-bench/2, or /1 before it), Python transports included.
 
     python3 benchmarks/plot_results.py results/eshm_bench.json [more.json ...] --out benchmarks/results
 
