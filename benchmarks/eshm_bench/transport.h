@@ -23,6 +23,10 @@
 #include "absl/status/statusor.h"
 #include "benchmarks/eshm_bench/process_pair.h"
 
+namespace eshm {
+class Channel;
+}  // namespace eshm
+
 namespace eshm_bench {
 
 // spin: non-blocking calls polled in a loop (one core busy per waiting side); blocking: the transport's
@@ -90,6 +94,21 @@ std::unique_ptr<Transport> MakeMinimalRingTransport();
 std::unique_ptr<Transport> MakePipeTransport();
 std::unique_ptr<Transport> MakeUnixSocketTransport();
 std::unique_ptr<Transport> MakeBoostMqTransport();  // nullptr when Boost.Interprocess is unavailable
+// Across hosts, measured on one: eshm channels joined by a pair of eshm-bridge processes over loopback TCP
+// (bridge_transport.cc), and plain ZeroMQ PAIR sockets between the two processes (zmq_transport.cc).
+std::unique_ptr<Transport> MakeBridgeTransport();
+std::unique_ptr<Transport> MakeZmqTransport();
+// The network comparison --compare=net stands for (not part of all: it needs the bridge binary and TCP).
+std::vector<std::string> NetworkTransportNames();
+
+// An Endpoint on an open channel, as the eshm transport's (no WaitSet; its futex calls not counted, since
+// they are one channel's of several). For transports built on channels.
+std::unique_ptr<Endpoint> MakeEshmChannelEndpoint(std::unique_ptr<eshm::Channel> channel, const TransportSpec& spec,
+                                                  Watchdog& watchdog);
+
+// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and released): for a listener that
+// another process starts.
+absl::StatusOr<int> FreeLoopbackPort();
 
 // A name no other run (of this or a concurrent process) uses: "eshmbench_<pid>_<counter>".
 std::string UniqueName();
