@@ -1,7 +1,7 @@
 // A transport: how the two processes of a run exchange length-delimited messages. eshm is measured
 // through its public Channel; the others run the same measurements for comparison: eshm's ring without the
 // Channel and the minimal ring (ring_transports.cc), a pipe pair, an AF_UNIX socket pair, Boost.Interprocess
-// message_queue. A transport that cannot run a combination (the minimal ring cannot block) says so with
+// message_queue, and across hosts over loopback eshm-bridge and ZeroMQ. A transport that cannot run a combination (the minimal ring cannot block) says so with
 // Unimplemented from Prepare, and that combination is skipped.
 //
 // Life of a transport in one run: Prepare() in the parent before the fork (names, fds, queues), Open() in
@@ -67,7 +67,7 @@ class Endpoint {
 class Transport {
  public:
   virtual ~Transport() = default;
-  // The name used in flags, tables and JSON: eshm, eshm_ring, minimal_ring, pipe, unix, boost_mq.
+  // The name used in flags, tables and JSON: eshm, eshm_ring, minimal_ring, pipe, unix, boost_mq, bridge, zmq.
   virtual std::string name() const = 0;
   virtual absl::Status Prepare(const TransportSpec& spec) = 0;
   // Whether its endpoints can send and receive in place (claim/commit, peek/release).
