@@ -213,7 +213,8 @@ absl::Status Channel::Attach(std::shared_ptr<Attachment> attachment, Role role) 
   last_lock_check_ns_ = MonotonicNowNs();
   lock_checked_epoch_ = peer_attach_epoch_seen_;
   peer_ever_seen_ = peer_locked_ && peer_attach_epoch_seen_ != 0;
-  peer_state_.store(static_cast<int>(peer_ever_seen_ ? PeerState::kAlive : PeerState::kAbsent),
+  evidence_state_ = peer_ever_seen_ ? PeerState::kAlive : PeerState::kAbsent;
+  peer_state_.store(static_cast<int>(CombineRepresented(evidence_state_, them, peer_attach_epoch_seen_)),
                     std::memory_order_release);
   if (!peer_ever_seen_) peer_gone_since_ns_.store(MonotonicNowNs(), std::memory_order_relaxed);
 
@@ -259,6 +260,7 @@ void Channel::Close() {
     RoleControl& me = segment.header()->roles[static_cast<int>(role_)];
     me.state.store(0, std::memory_order_release);
     me.pid.store(0, std::memory_order_release);
+    me.represented_state.store(0, std::memory_order_relaxed);  // relaxed: see PublishRepresentedState
     internal::TouchForMonitors(segment.fd());  // the peer's monitor looks now
     // Remove the name while still holding the master lock, so we never remove a successor's segment.
     if (options_.auto_cleanup && role_ == Role::kMaster) segment.UnlinkNameIfThis();
@@ -309,7 +311,7 @@ bool Channel::ShouldCheckLock(std::int64_t now, unsigned events, std::uint64_t e
   // A holder announces itself by bumping attach_epoch after it takes the lock: a new peer, or a restarted
   // one, always shows here first.
   if (epoch != lock_checked_epoch_) return true;
-  const PeerState state = peer_state();
+  const PeerState state = evidence_state_;  // the lock is evidence about the process, not what it represents
   if (state == PeerState::kAbsent || state == PeerState::kDead) return false;
   // A peer that leaves cleanly (Close, or a move to a new segment) marks its role vacant; one that dies is
   // reported by its pidfd, and by the close of its descriptor when the file still has its name; without a
@@ -354,6 +356,7 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
   const std::uint64_t epoch = them.attach_epoch.load(std::memory_order_acquire);
   const std::uint32_t peer_role_state = them.state.load(std::memory_order_acquire);
   const PeerState old_state = peer_state();
+  const PeerState old_evidence = evidence_state_;
   if ((events & internal::kWatchedPidExited) != 0) pid_watched_ = false;  // the monitor dropped the watch
 
   const bool check_lock = ShouldCheckLock(now, events, epoch, peer_role_state);
@@ -381,11 +384,11 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
   // we saw die, belongs to a process still attaching, or to one that only decides about the segment
   // (Segment::Acquire holds a dead master's lock while it replaces the segment): not a peer yet. Waiting for
   // the epoch also makes an arrival count once, not once for the lock and again for the epoch.
-  const bool announced = epoch != 0 && !(old_state == PeerState::kDead && epoch == peer_attach_epoch_seen_);
-  PeerState state;
+  const bool announced = epoch != 0 && !(old_evidence == PeerState::kDead && epoch == peer_attach_epoch_seen_);
+  PeerState evidence;
   bool restarted = false;
   if (!locked || !announced) {
-    state = peer_ever_seen_ ? PeerState::kDead : PeerState::kAbsent;
+    evidence = peer_ever_seen_ ? PeerState::kDead : PeerState::kAbsent;
   } else {
     if (!peer_ever_seen_ || hb != peer_heartbeat_seen_ || epoch != peer_attach_epoch_seen_) {
       restarted = peer_ever_seen_ && epoch != peer_attach_epoch_seen_;
@@ -395,10 +398,17 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
     }
     peer_ever_seen_ = true;
     const bool stale = now - peer_heartbeat_change_ns_ > std::int64_t{options_.stale_threshold_ms} * kNsPerMs;
-    state = stale ? PeerState::kUnresponsive : PeerState::kAlive;
+    evidence = stale ? PeerState::kUnresponsive : PeerState::kAlive;
   }
+  evidence_state_ = evidence;
+  // What we report: our evidence, or worse if the peer stands for someone (a bridge) who is worse off.
+  const PeerState state = CombineRepresented(evidence, them, epoch);
+  if (state == PeerState::kDead || restarted) gone_since_alive_ = true;
   if (state != old_state || restarted) {
-    if (state == PeerState::kAlive && (old_state == PeerState::kDead || restarted)) {
+    // A return counts once, however it came back (a represented far application may pass through kAbsent
+    // or kUnresponsive on its way from kDead to kAlive, while its bridge restarts or relinks).
+    if (state == PeerState::kAlive && gone_since_alive_) {
+      gone_since_alive_ = false;
       reconnect_count_.fetch_add(1, std::memory_order_relaxed);
     }
     if (state != PeerState::kAlive && old_state == PeerState::kAlive) {
@@ -409,7 +419,8 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
     FutexWakeAll(&peer_event_);
     WakeLocalWaiters(current_.get());
   }
-  UpdatePidWatch(state, epoch, exited_but_held);
+  // From here on, the mechanics follow our own evidence about the peer process.
+  UpdatePidWatch(evidence, epoch, exited_but_held);
 
   // The name: a master re-creates it if it was removed; a slave without a master follows a new one. With
   // inotify the monitor says when the name changed; without, look every reconnect_retry_interval_ms.
@@ -418,7 +429,7 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
   const bool name_event = (events & internal::kNameChanged) != 0;
   const bool retry_due = now - last_reattach_try_ns_ >= retry_ns;
   bool name_polled = false;
-  if (role_ == Role::kSlave && (state == PeerState::kDead || state == PeerState::kAbsent)) {
+  if (role_ == Role::kSlave && (evidence == PeerState::kDead || evidence == PeerState::kAbsent)) {
     // (Not only on events: a new master's segment may be there before it can be adopted.)
     if (name_event || retry_due) {
       last_reattach_try_ns_ = now;
@@ -435,24 +446,25 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
     name_polled = name_retry_pending_;
   }
 
-  if ((events & (internal::kFileOpened | internal::kFileTouched)) != 0 && state != PeerState::kAlive) {
+  if ((events & (internal::kFileOpened | internal::kFileTouched)) != 0 && evidence != PeerState::kAlive) {
     arrival_window_end_ns_ = now + kArrivalWindowNs;
   }
   std::int64_t next = now + BeatIntervalNs();
   // No peer: nobody needs our beats until one arrives, and an arrival announces itself (TouchForMonitors,
   // an inotify event that ticks us at once). Without inotify, keep looking at the beat interval.
-  if ((state == PeerState::kAbsent || state == PeerState::kDead) && names_watched) {
+  if ((evidence == PeerState::kAbsent || evidence == PeerState::kDead) && names_watched) {
     next = now + kLockBackstopNs;
   }
   // Every millisecond while it matters: a frozen peer may resume, a peer may be arriving, a left segment
   // waits for our write side to leave it.
-  if (state == PeerState::kUnresponsive || now < arrival_window_end_ns_ || !left_.empty()) {
+  // (A represented change needs no polling: its writer touches the file, SetRepresentedPeerState.)
+  if (evidence == PeerState::kUnresponsive || now < arrival_window_end_ns_ || !left_.empty()) {
     next = std::min(next, now + kNsPerMs);
   }
   // A peer that marked its role vacant (Close) holds the lock until it closes its descriptor, and nothing
   // may announce that moment (its name is already gone, or it is in this process, which has no pidfd to
   // watch): look every millisecond for a while.
-  if (locked && peer_role_state == 0 && state == PeerState::kAlive) {
+  if (locked && peer_role_state == 0 && evidence == PeerState::kAlive) {
     if (leaving_seen_ns_ == 0) leaving_seen_ns_ = now;
     if (now - leaving_seen_ns_ < kArrivalWindowNs) next = std::min(next, now + kNsPerMs);
   } else {
@@ -518,6 +530,9 @@ void Channel::Adopt(Segment segment) {
   max_message_bytes_.store(s.max_message_bytes(), std::memory_order_relaxed);
   // A new segment: no peer seen on it yet. (Counting the reconnect here, not again when the peer shows.)
   peer_ever_seen_ = false;
+  evidence_state_ = PeerState::kAbsent;
+  gone_since_alive_ = false;
+  peer_state_represented_.store(false, std::memory_order_relaxed);
   peer_state_.store(static_cast<int>(PeerState::kAbsent), std::memory_order_release);
   peer_heartbeat_change_ns_ = MonotonicNowNs();
   peer_locked_ = false;
@@ -549,6 +564,7 @@ void Channel::ReleaseLeftSegments(std::int64_t now, bool force) {
     RoleControl& me = left->segment.header()->roles[static_cast<int>(role_)];
     me.state.store(0, std::memory_order_release);
     me.pid.store(0, std::memory_order_release);
+    me.represented_state.store(0, std::memory_order_relaxed);  // relaxed: see PublishRepresentedState
     UnlockRole(left->segment.fd(), role_);
     internal::TouchForMonitors(left->segment.fd());
   }
@@ -564,11 +580,69 @@ void Channel::TakeRoleControl(Segment& segment) {
   me.stale_threshold_ms.store(static_cast<std::uint32_t>(options_.stale_threshold_ms), std::memory_order_relaxed);
   me.pid_namespace.store(OwnPidNamespace(), std::memory_order_relaxed);
   me.pid.store(static_cast<std::uint32_t>(own_pid_), std::memory_order_relaxed);
+  // A killed predecessor may have left what it represented: cleared before the epoch announces us (its tag
+  // would not match our epoch anyway; see layout.h).
+  me.represented_state.store(0, std::memory_order_relaxed);
+  represented_published_ = 0;
   me.heartbeat.store(++heartbeat_, std::memory_order_relaxed);
-  me.attach_epoch.fetch_add(1, std::memory_order_acq_rel);
+  own_attach_epoch_ = me.attach_epoch.fetch_add(1, std::memory_order_acq_rel) + 1;
   me.state.store(1, std::memory_order_release);
+  PublishRepresentedState(segment);  // what we stand for (if anything) comes along to a new segment
   // The peer's monitor may be sleeping long (no peer to watch): tell it we are here.
   internal::TouchForMonitors(segment.fd());
+}
+
+bool Channel::PublishRepresentedState(Segment& segment) {
+  const std::uint32_t word = represented_ == 0 ? 0 : EncodeRepresentedState(represented_ - 1, own_attach_epoch_);
+  if (word == represented_published_) return false;
+  // Relaxed, here and at every store of the word: it is self-describing (its tag names the attachment that
+  // wrote it, which the reader checks against the attach_epoch it loaded with acquire in Tick), and nothing
+  // else is read on its strength, so it needs no order against our other stores. Its partner is the
+  // relaxed load in CombineRepresented; what makes the peer look promptly is the touch that follows.
+  segment.header()->roles[static_cast<int>(role_)].represented_state.store(word, std::memory_order_relaxed);
+  represented_published_ = word;
+  return true;
+}
+
+void Channel::SetRepresentedPeerState(std::optional<PeerState> state) {
+  const int value = state.has_value() ? static_cast<int>(*state) : -1;
+  std::lock_guard<std::mutex> lock(mu_);
+  represented_ = value >= 0 && value <= 3 ? static_cast<std::uint32_t>(value) + 1 : 0;
+  if (current_ == nullptr) return;  // closed
+  // The peer's monitor may sleep up to a beat interval (or a second, with no peer to watch): wake it, through
+  // the name it watches (see TouchNameForMonitors).
+  if (PublishRepresentedState(current_->segment)) internal::TouchNameForMonitors(name_.path().c_str());
+}
+
+namespace {
+// How bad a state is for the one who waits on the peer.
+int Severity(PeerState state) {
+  switch (state) {
+    case PeerState::kAlive:
+      return 0;
+    case PeerState::kUnresponsive:
+      return 1;
+    case PeerState::kAbsent:
+      return 2;
+    case PeerState::kDead:
+      return 3;
+  }
+  return 3;
+}
+}  // namespace
+
+PeerState Channel::CombineRepresented(PeerState evidence, const RoleControl& them, std::uint64_t epoch) {
+  PeerState state = evidence;
+  // Only an attached holder speaks for anyone: a dead or absent one is worse than anything it could say.
+  if (evidence == PeerState::kAlive || evidence == PeerState::kUnresponsive) {
+    // Relaxed: pairs with the relaxed stores in PublishRepresentedState (the tag, checked against `epoch`,
+    // says whose word it is; see there).
+    const int said = DecodeRepresentedState(them.represented_state.load(std::memory_order_relaxed), epoch);
+    if (said >= 0 && Severity(static_cast<PeerState>(said)) > Severity(evidence)) state = static_cast<PeerState>(said);
+  }
+  // Relaxed: only PeerGoneError's wording reads it.
+  peer_state_represented_.store(state != evidence, std::memory_order_relaxed);
+  return state;
 }
 
 void Channel::WakeLocalWaiters(const Attachment* attachment) {
@@ -634,6 +708,13 @@ IoResult Channel::ReportLost() {
 absl::Status Channel::PeerGoneError() const {
   const PeerState state = peer_state();
   const char* peer = RoleName(Other(role_));
+  if (state != PeerState::kAlive && peer_state_represented_.load(std::memory_order_relaxed)) {
+    // The process in the peer role is fine; the endpoint it stands for (across an eshm-bridge) is not.
+    return absl::UnavailableError(absl::StrFormat(
+        "channel '%s': the %s relays another endpoint (eshm-bridge) and reports it %s%s", name(), peer,
+        PeerStateName(state),
+        state == PeerState::kUnresponsive ? " (the far application is stopped, or the bridges' link is down)" : ""));
+  }
   switch (state) {
     case PeerState::kAbsent:
       return absl::UnavailableError(

@@ -245,6 +245,16 @@ class Channel final : private internal::MonitorClient {
   // Why a non-blocking call returned `result`.
   absl::Status StatusOf(IoResult result) const;
 
+  // For an endpoint that relays another one (eshm-bridge: the application on the far host): the state of
+  // the endpoint it stands for, as this process knows it. The peer's peer_state() (and stats(), and what
+  // its calls do while the peer is gone) is then the worse of its own evidence about this process and this
+  // state, in the order kAlive < kUnresponsive < kAbsent < kDead; a return to kAlive after kDead counts in
+  // the peer's reconnect_count, and a change wakes the peer's blocked calls as any change of its peer does.
+  // std::nullopt (the default, and what an ordinary endpoint never changes): nothing represented. Kept
+  // across moves to a new segment; cleared when the role is taken by a new holder. Peers built before this
+  // existed ignore it. Thread-safe; a no-op once closed.
+  void SetRepresentedPeerState(std::optional<PeerState> state);
+
   // Ends every blocking call in progress on any thread at once, and every later wait, with Cancelled
   // ("channel '<name>' is shutting down"); non-blocking calls keep working. For closing a channel that other
   // threads may be blocked on: Shutdown, let their calls return, then Close. Thread-safe; idempotent.
@@ -297,6 +307,12 @@ class Channel final : private internal::MonitorClient {
   void ReleaseLeftSegments(std::int64_t now, bool force);
   // Writes our pid, heartbeat, attach epoch and state into our role's control block.
   void TakeRoleControl(Segment& segment);
+  // Writes represented_ into our role's control block, tagged with our attach epoch there; true if the word
+  // changed. Under mu_ (or before the channel is shared).
+  bool PublishRepresentedState(Segment& segment);
+  // The peer's state as this endpoint reports it: `evidence` (what we know about the process holding the
+  // peer role) made worse by what that process represents, if it is attached and says something.
+  PeerState CombineRepresented(PeerState evidence, const RoleControl& them, std::uint64_t epoch);
   void WakeLocalWaiters(const Attachment* attachment);
 
   // Moves a side onto the current attachment if the monitor replaced it. Cheap when nothing changed. The
@@ -384,13 +400,23 @@ class Channel final : private internal::MonitorClient {
   std::shared_ptr<Attachment> current_;  // guarded by mu_
   std::atomic<std::uint64_t> generation_{0};
 
-  // Peer liveness, written by Tick.
+  // Peer liveness, written by Tick: what peer_state() reports (our evidence combined with what the peer
+  // represents, see SetRepresentedPeerState).
   std::atomic<int> peer_state_{static_cast<int>(PeerState::kAbsent)};
+  // Whether peer_state_ is worse than our own evidence because of what the peer represents; for messages
+  // only (relaxed).
+  std::atomic<bool> peer_state_represented_{false};
   std::atomic<std::uint32_t> peer_event_{0};  // bumped (and futex-woken) on every peer state change
   std::atomic<std::int64_t> peer_gone_since_ns_{0};
   std::atomic<std::uint64_t> reconnect_count_{0};
 
   // Tick's own bookkeeping (monitor thread, or the calling thread under mu_ when use_threads is false).
+  // Our own evidence about the peer process (its lock, its heartbeat), which drives the mechanics:
+  // re-attaching, watching its pid, how often to look.
+  PeerState evidence_state_ = PeerState::kAbsent;
+  // The reported state was kDead (or the peer restarted) since it was last kAlive: its next kAlive is a
+  // reconnection.
+  bool gone_since_alive_ = false;
   std::uint64_t heartbeat_ = 0;
   std::uint64_t peer_heartbeat_seen_ = 0;
   std::uint64_t peer_attach_epoch_seen_ = 0;
@@ -412,6 +438,12 @@ class Channel final : private internal::MonitorClient {
   std::int64_t arrival_window_end_ns_ = 0;
   // When the peer was first seen marking its role vacant while it still held the lock (it is closing), or 0.
   std::int64_t leaving_seen_ns_ = 0;
+  // What SetRepresentedPeerState last set: 0 = nothing, else 1 + PeerState. Guarded by mu_, as is the
+  // attach epoch our role has in current_'s segment (the tag of what we publish there) and the word last
+  // published there (so that an unchanged state costs no store and no wake of the peer).
+  std::uint32_t represented_ = 0;
+  std::uint64_t own_attach_epoch_ = 0;
+  std::uint32_t represented_published_ = 0;
   // A master whose name was removed and could not re-create it yet: retry at reconnect_retry_interval_ms.
   bool name_retry_pending_ = true;
   pid_t own_pid_ = 0;

@@ -76,6 +76,8 @@ inline constexpr std::size_t kFalseSharingRange = 128;
 inline constexpr std::uint64_t kSegmentMagic = 0x004745534d485345ull;
 // 2: the producer clears the next commit word before each publication; the consumer publishes its head
 // per message; WaitLine::space_wanted; the SegmentTrailer (and its gap) at the end of the segment.
+// (RoleControl::represented_state took a word that was reserved and zero: readers that ignore it see what
+// they always saw, so it needed no new version.)
 inline constexpr std::uint32_t kLayoutVersion = 2;
 
 // Ring capacities are powers of two in this range (per direction).
@@ -102,10 +104,31 @@ struct alignas(kFalseSharingRange) RoleControl {
   // What the holder tells its peer, so that the peer beats often enough and can watch the holder's exit.
   // 0 = not said (a holder that does not publish them): the peer then assumes nothing.
   std::atomic<std::uint32_t> stale_threshold_ms;  // the holder calls its peer unresponsive after this
-  std::uint32_t reserved_a;
+  // What the holder says about an endpoint it stands for (eshm-bridge: the application on the far host);
+  // the peer takes the worse of this and its own evidence about the holder. 0 = nothing represented (every
+  // endpoint that does not relay, and every engine before this word existed: it was reserved, zero).
+  // Otherwise bits 0-7: 1 + a PeerState; bits 8-31: the low 24 bits of the holder's attach_epoch when it
+  // wrote the word. A value whose tag does not match attach_epoch was left by an earlier holder (one killed
+  // before it could clear it, followed by an engine that does not know the word) and is ignored.
+  std::atomic<std::uint32_t> represented_state;
   std::atomic<std::uint64_t> pid_namespace;  // inode of the holder's /proc/self/ns/pid; pid is valid there
   std::uint8_t reserved[kFalseSharingRange - 40];
 };
+
+// RoleControl::represented_state: the encoding, and its decoding against the holder's attach epoch. The
+// state is a PeerState's value (channel.h), 0..3; anything else decodes as nothing represented.
+inline constexpr std::uint32_t kRepresentedStateMask = 0xff;
+inline constexpr std::uint32_t kRepresentedEpochMask = 0xffffff;
+constexpr std::uint32_t EncodeRepresentedState(std::uint32_t peer_state, std::uint64_t attach_epoch) {
+  return ((static_cast<std::uint32_t>(attach_epoch) & kRepresentedEpochMask) << 8) | ((peer_state + 1) & kRepresentedStateMask);
+}
+// The represented PeerState's value, or -1 when the word says nothing valid for the holder of `attach_epoch`.
+constexpr int DecodeRepresentedState(std::uint32_t word, std::uint64_t attach_epoch) {
+  const std::uint32_t code = word & kRepresentedStateMask;
+  if (code == 0 || code > 4) return -1;
+  if ((word >> 8) != (static_cast<std::uint32_t>(attach_epoch) & kRepresentedEpochMask)) return -1;
+  return static_cast<int>(code) - 1;
+}
 
 struct alignas(kFalseSharingRange) SegmentHeader {
   std::uint64_t magic;
@@ -233,6 +256,7 @@ static_assert(offsetof(RoleControl, pid) == 4);
 static_assert(offsetof(RoleControl, heartbeat) == 8);
 static_assert(offsetof(RoleControl, attach_epoch) == 16);
 static_assert(offsetof(RoleControl, stale_threshold_ms) == 24);
+static_assert(offsetof(RoleControl, represented_state) == 28);
 static_assert(offsetof(RoleControl, pid_namespace) == 32);
 
 static_assert(std::is_standard_layout_v<SegmentHeader>);
@@ -277,6 +301,9 @@ static_assert(offsetof(RecordHeader, length) == 8);
 static_assert(offsetof(RecordHeader, kind) == 12);
 static_assert(sizeof(RecordHeader) == 16 && alignof(RecordHeader) == 8);
 static_assert(kRecordHeaderBytes % kRecordAlignment == 0, "a padding header must fit any tail end");
+static_assert(DecodeRepresentedState(0, 1) == -1 && DecodeRepresentedState(EncodeRepresentedState(3, 7), 7) == 3);
+static_assert(DecodeRepresentedState(EncodeRepresentedState(0, 7), 7) == 0 && DecodeRepresentedState(EncodeRepresentedState(1, 7), 8) == -1);
+static_assert(DecodeRepresentedState(EncodeRepresentedState(2, (1u << 24) + 5), 5) == 2, "the tag is the epoch's low 24 bits");
 static_assert(RecordBytes(0) == 16 && RecordBytes(1) == 32 && RecordBytes(64) == 80);
 
 static_assert(std::is_standard_layout_v<SegmentTrailer>);

@@ -6,7 +6,9 @@
 // Detection latencies are printed ("[latency] ...") and recorded as test properties; only generous
 // watchdogs are asserted, never a tight upper bound. The peer is always a child forked before the parent
 // opens its Channel (see channel_test_util.h).
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -27,6 +29,7 @@
 #include "eshm/channel.h"
 #include "eshm/deadline.h"
 #include "eshm/layout.h"
+#include "eshm/segment.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/channel_test_util.h"
@@ -337,6 +340,158 @@ INSTANTIATE_TEST_SUITE_P(All, PeerLivenessTest,
                          ::testing::Values(LivenessParam{Role::kSlave, true}, LivenessParam{Role::kMaster, true},
                                            LivenessParam{Role::kSlave, false}, LivenessParam{Role::kMaster, false}),
                          ParamName);
+
+// =========================================================================================================
+// A peer that relays another endpoint (eshm-bridge) says how that endpoint is (SetRepresentedPeerState); the
+// survivor reports the worse of that and its own evidence, counts returns from kDead, and wakes blocked calls.
+
+class RepresentedStateTest : public LivenessTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  static constexpr std::uint64_t kNothing = 10;  // SetRepresentedPeerState(std::nullopt)
+  static constexpr std::uint64_t kExit = 99;
+
+  // Forks a master that attaches, then runs commands from `commands` (a PeerState's value, kNothing or
+  // kExit), acknowledging each on `done` once it is set.
+  Child StartRelay(const std::string& name, Pipe& commands, Pipe& done) {
+    return StartChild([&]() -> int {
+      auto channel = Channel::Open(name, Options(ChannelRole::kMaster));
+      ESHM_CHILD_CHECK_OK(channel);
+      ESHM_CHILD_CHECK(done.Send(1));
+      for (;;) {
+        const std::optional<std::uint64_t> command = commands.Receive(absl::Seconds(60));
+        ESHM_CHILD_CHECK(command.has_value());
+        if (*command == kExit) return 0;
+        (*channel)->SetRepresentedPeerState(
+            *command == kNothing ? std::nullopt : std::optional<PeerState>(static_cast<PeerState>(*command)));
+        ESHM_CHILD_CHECK(done.Send(1));
+      }
+    });
+  }
+
+  ChannelPtr OpenSlave(const std::string& name) {
+    ChannelOptions options = Options(ChannelRole::kSlave);
+    options.disconnect_behavior = DisconnectBehavior::kImmediately;
+    options.use_threads = GetParam();
+    absl::StatusOr<ChannelPtr> channel = Channel::Open(name, options);
+    EXPECT_TRUE(channel.ok()) << channel.status();
+    return channel.ok() ? *std::move(channel) : nullptr;
+  }
+
+  // Sends `command`, waits for it to be set, and returns how long the survivor took to report `want`.
+  double Represent(Channel& survivor, Pipe& commands, Pipe& done, Child& relay, std::uint64_t command,
+                   PeerState want) {
+    const std::int64_t start = NowNs();
+    EXPECT_TRUE(commands.Send(command));
+    EXPECT_TRUE(done.Receive(kWatchdog, &relay).has_value()) << relay.Describe();
+    return TimeUntilPeerState(survivor, want, start, kDetectionWatchdogMs);
+  }
+
+  std::string Label(const std::string& what) const {
+    return absl::StrCat(what, GetParam() ? " (monitor thread)" : " (no threads: driven by calls)");
+  }
+};
+
+TEST_P(RepresentedStateTest, TheWorseOfTheEvidenceAndWhatThePeerRepresents) {
+  const std::string name = NewName();
+  Pipe commands, done;
+  Child relay = StartRelay(name, commands, done);
+  ASSERT_TRUE(done.Receive(kWatchdog, &relay).has_value()) << relay.Describe();
+  ChannelPtr slave = OpenSlave(name);
+  ASSERT_NE(slave, nullptr);
+  ASSERT_GE(TimeUntilPeerState(*slave, PeerState::kAlive, NowNs(), 5000), 0) << "the relay never became alive";
+  const std::uint64_t reconnects = slave->stats().reconnect_count;
+
+  // Nothing represented and kAlive represented: the evidence (alive) stands.
+  EXPECT_GE(Represent(*slave, commands, done, relay, static_cast<std::uint64_t>(PeerState::kAlive), PeerState::kAlive), 0);
+
+  // kDead ends a Read blocked on an empty ring (kImmediately: the peer is gone), with a message that says why.
+  {
+    absl::Status blocked;
+    std::thread reader([&] {
+      std::vector<std::byte> buffer(64);
+      blocked = slave->Read(buffer, Soon()).status();
+    });
+    eshm_test::SleepMs(50);  // let it block (if it has not, it still must end with the same error)
+    // (The reader is the read side's one thread meanwhile: nothing else drives the channel.)
+    const std::int64_t start = NowNs();
+    ASSERT_TRUE(commands.Send(static_cast<std::uint64_t>(PeerState::kDead)));
+    ASSERT_TRUE(done.Receive(kWatchdog, &relay).has_value()) << relay.Describe();
+    reader.join();
+    ReportLatency(Label("represented kDead -> a blocked Read ends"), MsSince(start));
+    EXPECT_EQ(slave->peer_state(), PeerState::kDead);
+    EXPECT_EQ(blocked.code(), absl::StatusCode::kUnavailable) << blocked;
+    EXPECT_THAT(std::string(blocked.message()), HasSubstr("relays another endpoint"));
+    EXPECT_THAT(std::string(blocked.message()), HasSubstr("dead"));
+    const ChannelStats stats = slave->stats();
+    EXPECT_FALSE(stats.master_alive);
+    EXPECT_TRUE(stats.slave_alive);
+    std::byte scratch[16];
+    std::size_t size = 0;
+    EXPECT_EQ(slave->TryRead(scratch, &size), IoResult::kPeerGone);
+  }
+  // Back to kAlive: one reconnection.
+  const double alive_ms =
+      Represent(*slave, commands, done, relay, static_cast<std::uint64_t>(PeerState::kAlive), PeerState::kAlive);
+  ReportLatency(Label("represented kAlive after kDead -> peer_state kAlive"), alive_ms);
+  EXPECT_GE(alive_ms, 0);
+  EXPECT_EQ(slave->stats().reconnect_count, reconnects + 1);
+  // Unresponsive (a link down) and back: not a reconnection.
+  EXPECT_GE(Represent(*slave, commands, done, relay, static_cast<std::uint64_t>(PeerState::kUnresponsive),
+                      PeerState::kUnresponsive), 0);
+  EXPECT_GE(Represent(*slave, commands, done, relay, static_cast<std::uint64_t>(PeerState::kAlive), PeerState::kAlive), 0);
+  EXPECT_EQ(slave->stats().reconnect_count, reconnects + 1);
+  // kAbsent, then dead, then absent again (its bridge relinking), then alive: one more reconnection.
+  EXPECT_GE(Represent(*slave, commands, done, relay, static_cast<std::uint64_t>(PeerState::kAbsent), PeerState::kAbsent), 0);
+  EXPECT_GE(Represent(*slave, commands, done, relay, static_cast<std::uint64_t>(PeerState::kDead), PeerState::kDead), 0);
+  EXPECT_GE(Represent(*slave, commands, done, relay, static_cast<std::uint64_t>(PeerState::kAbsent), PeerState::kAbsent), 0);
+  EXPECT_GE(Represent(*slave, commands, done, relay, kNothing, PeerState::kAlive), 0);
+  EXPECT_EQ(slave->stats().reconnect_count, reconnects + 2);
+
+  // A relay that says kAlive cannot hide its own death.
+  EXPECT_GE(Represent(*slave, commands, done, relay, static_cast<std::uint64_t>(PeerState::kAlive), PeerState::kAlive), 0);
+  relay.Kill();
+  EXPECT_GE(TimeUntilPeerState(*slave, PeerState::kDead, NowNs(), kDetectionWatchdogMs), 0)
+      << PeerStateName(slave->peer_state());
+}
+
+// The word in the segment: a value tagged with another attach epoch (left by a killed earlier holder, under
+// an engine that does not clear it) is ignored; one with the holder's epoch is taken.
+TEST_P(RepresentedStateTest, AWordTaggedWithAnotherAttachEpochIsIgnored) {
+  const std::string name = NewName();
+  Pipe commands, done;
+  Child relay = StartRelay(name, commands, done);
+  ASSERT_TRUE(done.Receive(kWatchdog, &relay).has_value()) << relay.Describe();
+  ChannelPtr slave = OpenSlave(name);
+  ASSERT_NE(slave, nullptr);
+  ASSERT_GE(TimeUntilPeerState(*slave, PeerState::kAlive, NowNs(), 5000), 0);
+
+  const int fd = open(Segment::PathFor(name).c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  void* mapped = mmap(nullptr, sizeof(SegmentHeader), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  ASSERT_NE(mapped, MAP_FAILED);
+  RoleControl& master = static_cast<SegmentHeader*>(mapped)->roles[static_cast<int>(Role::kMaster)];
+  const std::uint64_t epoch = master.attach_epoch.load(std::memory_order_acquire);
+  const std::uint32_t dead = static_cast<std::uint32_t>(PeerState::kDead);
+  master.represented_state.store(EncodeRepresentedState(dead, epoch - 1), std::memory_order_relaxed);
+  const std::int64_t start = NowNs();
+  while (MsSince(start) < 300) {
+    Drive(*slave);
+    ASSERT_EQ(slave->peer_state(), PeerState::kAlive) << "a word of an earlier holder was believed";
+    eshm_test::SleepMs(1);
+  }
+  master.represented_state.store(EncodeRepresentedState(dead, epoch), std::memory_order_relaxed);
+  // (Nobody touched the file: the survivor sees it at its next beat-interval tick.)
+  EXPECT_GE(TimeUntilPeerState(*slave, PeerState::kDead, NowNs(), kDetectionWatchdogMs), 0);
+  master.represented_state.store(0, std::memory_order_relaxed);
+  EXPECT_GE(TimeUntilPeerState(*slave, PeerState::kAlive, NowNs(), kDetectionWatchdogMs), 0);
+  munmap(mapped, sizeof(SegmentHeader));
+  ASSERT_TRUE(commands.Send(kExit));
+  EXPECT_TRUE(eshm_test::WaitForChild(relay, kWatchdog));
+}
+
+INSTANTIATE_TEST_SUITE_P(All, RepresentedStateTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& param_info) { return param_info.param ? "Threads" : "NoThreads"; });
 
 // =========================================================================================================
 // Disconnect behaviour. The peer is a master child that writes `queued` messages, then dies by SIGKILL

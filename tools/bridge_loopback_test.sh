@@ -8,6 +8,9 @@
 # Both apps must receive everything, in order, with at most 2 duplicates per direction, each right after
 # its original (one bridge kill can duplicate at most one message per direction: docs/bridge.md, section
 # 3). Both bridges then stop cleanly on SIGTERM having refused no frame.
+# Then the far application's liveness as each app's peer_state() shows it: kill -9 of either app is seen as
+# kDead by the other, a restart as kAlive with one more reconnection, a link down (a bridge stopped) as
+# kUnresponsive and back.
 # Then CURVE: a wrong server key gets no link, the right keys carry checked traffic; and a plaintext bridge
 # on a non-loopback address is refused before it creates anything.
 # Every wait has a deadline and the EXIT trap kills leftovers and removes our segments and state files.
@@ -40,7 +43,7 @@ FAILED=0
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-  rm -f "/dev/shm/eshm_${TAG}_"[abcde]
+  rm -f "/dev/shm/eshm_${TAG}_"[abcdefg]
   if ((OWN_WORK)); then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -193,6 +196,67 @@ kill -TERM "$CURVE_C" "$CURVE_D"
 wait "$CURVE_C" || fail "the listening CURVE bridge exited with $?"
 wait "$CURVE_D" || fail "the connecting CURVE bridge exited with $?"
 rm -f "/dev/shm/eshm_${NAME_C}" "/dev/shm/eshm_${NAME_D}"
+
+# 5. Far liveness. App F (master of F) <-> bridges <-> app G (slave of G); each app reports its peer_state.
+NAME_F="${TAG}_f"
+NAME_G="${TAG}_g"
+live_flags=(--timeout_s=30 --ring_bytes=65536 --report_peer_state --linger_s=60)
+start app_f.log "$PEER" "$NAME_F" --role=master --count=100 "${live_flags[@]}"
+APP_F=$STARTED
+start live_f.log "$BRIDGE" "$NAME_F" --role=slave --listen "tcp://127.0.0.1:*" --state_file="$WORK/state_f" \
+  "${bridge_flags[@]}"
+LIVE_F=$STARTED
+wait_for 10 "the far-liveness bridge's endpoint" grep -qs 'link endpoint tcp://' "$WORK/live_f.log"
+ENDPOINT=$(grep -o 'link endpoint tcp://[^ ]*' "$WORK/live_f.log" | head -n 1 | cut -d' ' -f3)
+start live_g.log "$BRIDGE" "$NAME_G" --role=master --connect "$ENDPOINT" --state_file="$WORK/state_g" \
+  --ring_bytes=65536 "${bridge_flags[@]}"
+LIVE_G=$STARTED
+start app_g.log "$PEER" "$NAME_G" --role=slave --count=100 "${live_flags[@]}"
+APP_G=$STARTED
+# The last state an app reported, and its line.
+last_state_line() { grep '^peer_state=' "$WORK/$1" 2>/dev/null | tail -n 1; }
+state_is() { [[ "$(last_state_line "$1")" == "peer_state=$2 "* ]]; }
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+live_done() { grep -q '^done' "$WORK/app_f.log" && grep -q '^done' "$WORK/app_g.log"; }
+wait_for 30 "the far-liveness apps' traffic" live_done
+wait_for 10 "app F to see app G alive" state_is app_f.log alive
+wait_for 10 "app G to see app F alive" state_is app_g.log alive
+reconnects_before=$(last_state_line app_f.log | grep -o 'reconnects=[0-9]*' | cut -d= -f2)
+
+t0=$(date +%s%N)
+kill -KILL "$APP_G"
+wait "$APP_G" 2>/dev/null
+wait_for 10 "app F to see the killed app G dead" state_is app_f.log dead
+echo "far liveness: kill -9 of app G -> app F's peer_state dead after $(ms_since "$t0") ms"
+
+t0=$(date +%s%N)
+start app_g2.log "$PEER" "$NAME_G" --role=slave --count=0 "${live_flags[@]}"
+APP_G2=$STARTED
+wait_for 10 "app F to see the restarted app G alive" state_is app_f.log alive
+echo "far liveness: app G restarted -> app F's peer_state alive after $(ms_since "$t0") ms: $(last_state_line app_f.log)"
+[[ "$(last_state_line app_f.log)" == "peer_state=alive reconnects=$((reconnects_before + 1))" ]] ||
+  fail "app F did not count the far restart once: $(last_state_line app_f.log) (before: reconnects=$reconnects_before)"
+
+# The link down: bridge G frozen. Bridge F says unknown after --link_timeout_ms, which app F sees as kUnresponsive.
+t0=$(date +%s%N)
+kill -STOP "$LIVE_G"
+wait_for 10 "app F to see the far side unresponsive with the link down" state_is app_f.log unresponsive
+echo "far liveness: bridge G stopped -> app F's peer_state unresponsive after $(ms_since "$t0") ms (--link_timeout_ms=1000)"
+kill -CONT "$LIVE_G"
+wait_for 10 "app F to see app G alive once the link is back" state_is app_f.log alive
+[[ "$(last_state_line app_f.log)" == "peer_state=alive reconnects=$((reconnects_before + 1))" ]] ||
+  fail "a link outage counted as a reconnection: $(last_state_line app_f.log)"
+
+t0=$(date +%s%N)
+kill -KILL "$APP_F"
+wait "$APP_F" 2>/dev/null
+wait_for 10 "the restarted app G to see the killed app F dead" state_is app_g2.log dead
+echo "far liveness: kill -9 of app F -> app G's peer_state dead after $(ms_since "$t0") ms"
+kill -TERM "$APP_G2" "$LIVE_F" "$LIVE_G"
+wait "$APP_G2" || fail "the restarted app G exited with $?"
+wait "$LIVE_F" || fail "bridge F exited with $?"
+wait "$LIVE_G" || fail "bridge G exited with $?"
+rm -f "/dev/shm/eshm_${NAME_F}" "/dev/shm/eshm_${NAME_G}"
 
 # 4. Plaintext off the host is refused before anything is created.
 if "$BRIDGE" "${TAG}_e" --role=master --listen tcp://192.0.2.1:5555 --state_file="$WORK/state_e" \

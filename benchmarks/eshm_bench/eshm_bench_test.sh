@@ -69,6 +69,45 @@ wait "$BG"; rc=$?; BG=""
 grep -q "results" "$WORK/stream.err" || fail "with --json=- the table belongs on stderr"
 [[ -z "$(leftovers "$STREAM_PID")" ]] || fail "files left in /dev/shm: $(leftovers "$STREAM_PID")"
 
+echo "--- across hosts over loopback (--compare=net): eshm-bridge and ZeroMQ, both modes and waits, 64 B and 64 KiB"
+"$BENCH" "${SHORT[@]}" --compare=net --mode=pingpong,stream --wait=spin,blocking --sizes=64,65536 \
+  --json="$WORK/net.json" >"$WORK/net.out" 2>&1 &
+BG=$!
+NET_PID=$BG
+wait "$BG"; rc=$?; BG=""
+[[ $rc -eq 0 ]] || { fail "--compare=net run exited $rc"; cat "$WORK/net.out"; }
+"$PYTHON" "$CHECK" "$WORK/net.json" --modes=pingpong,stream --waits=spin,blocking --sizes=64,65536 \
+  --transports=eshm,bridge,zmq --messages=2000 || fail "--compare=net JSON"
+grep -q "^ *bridge *pingpong *spin" "$WORK/net.out" || fail "no table row for bridge pingpong spin"
+grep -q "^ *zmq *stream *blocking" "$WORK/net.out" || fail "no table row for zmq stream blocking"
+[[ -z "$(leftovers "$NET_PID")" ]] || fail "--compare=net: files left in /dev/shm: $(leftovers "$NET_PID")"
+# The bridges' command lines name the run's segments (eshmbench_<pid>_...): none may outlive it.
+[[ -z "$(ps -eo args= | grep -E "eshm-bridge eshmbench_${NET_PID}_" | grep -v grep)" ]] ||
+  fail "--compare=net: bridges left running"
+
+echo "--- SIGINT during a bridge run: exit 130, bridges killed, segments and state files removed"
+"$BENCH" --compare=bridge --mode=pingpong --wait=blocking --sizes=64 --duration_s=8 --floor_duration_s=0.05 \
+  --warmup_s=0 --repetitions=1 >"$WORK/net_interrupted.out" 2>&1 &
+BG=$!
+for _ in $(seq 1 300); do  # up to 30 s for the bridge run (its state files) to start
+  if [[ -n "$(ls /dev/shm 2>/dev/null | grep -E "^eshmbench_${BG}_.*_bridge_b.state")" ]]; then break; fi
+  sleep 0.1
+done
+[[ -n "$(leftovers "$BG")" ]] || fail "SIGINT: the bridge run never started"
+sleep 1  # into the measurement
+kill -INT "$BG"
+rc=""
+for _ in $(seq 1 100); do
+  if ! kill -0 "$BG" 2>/dev/null; then wait "$BG"; rc=$?; break; fi
+  sleep 0.1
+done
+[[ "$rc" == 130 ]] || fail "SIGINT during a bridge run: exit code '$rc', expected 130"
+sleep 0.5  # a bridge that survived would have re-created its master's segment by now
+[[ -z "$(leftovers "$BG")" ]] || fail "SIGINT during a bridge run: files left in /dev/shm: $(leftovers "$BG")"
+[[ -z "$(ps -eo args= | grep -E "eshm-bridge eshmbench_${BG}_" | grep -v grep)" ]] ||
+  fail "SIGINT during a bridge run: bridges left running"
+BG=""
+
 echo "--- adaptive blocking stream: futex calls per message counted, compared with the ring alone"
 "$BENCH" "${SHORT[@]}" --compare=eshm_ring --mode=stream --wait=blocking --sizes=64 --eshm_wait=adaptive \
   --json="$WORK/adaptive.json" >"$WORK/adaptive.out" 2>&1; rc=$?

@@ -133,9 +133,13 @@ class EshmEndpoint final : public Endpoint {
   }
 
   std::optional<std::uint64_t> FutexCalls() const override {
+    if (!count_futex_) return std::nullopt;
     const eshm::ChannelStats stats = channel_->stats();  // both rings, both sides
     return stats.wake_syscalls + stats.wait_syscalls;
   }
+
+  // This channel's futex calls are not the connection's (a bridge pair joins two channels).
+  void DoNotCountFutexCalls() { count_futex_ = false; }
 
  private:
   absl::Status ReceiveThroughSet(std::span<std::byte> buffer, std::size_t* size) {
@@ -155,6 +159,7 @@ class EshmEndpoint final : public Endpoint {
   std::vector<std::unique_ptr<eshm::Channel>> idle_;
   std::unique_ptr<eshm::WaitSet> set_;  // before channel_ and idle_ close: declared after them
   std::vector<eshm::WaitSet::Ready> ready_;
+  bool count_futex_ = true;
 };
 
 class EshmTransport final : public Transport {
@@ -234,5 +239,13 @@ class EshmTransport final : public Transport {
 }  // namespace
 
 std::unique_ptr<Transport> MakeEshmTransport() { return std::make_unique<EshmTransport>(); }
+
+std::unique_ptr<Endpoint> MakeEshmChannelEndpoint(std::unique_ptr<eshm::Channel> channel, const TransportSpec& spec,
+                                                  Watchdog& watchdog) {
+  auto endpoint = std::make_unique<EshmEndpoint>(std::move(channel), spec, watchdog,
+                                                 std::vector<std::unique_ptr<eshm::Channel>>{}, nullptr);
+  endpoint->DoNotCountFutexCalls();
+  return endpoint;
+}
 
 }  // namespace eshm_bench

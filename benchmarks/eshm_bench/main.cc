@@ -62,7 +62,9 @@ ABSL_FLAG(int, repetitions, 3, "runs of every measurement (alternating transport
 ABSL_FLAG(std::string, json, "", "write the results as JSON (schema eshm-bench/2) to this file; - = stdout only");
 ABSL_FLAG(std::string, compare, "",
           "also measure, comma-separated: eshm_ring (the ring without the Channel), minimal_ring (the baseline "
-          "ring), pipe, unix, boost (boost_mq); rings = eshm_ring,minimal_ring; all = those five. From other "
+          "ring), pipe, unix, boost (boost_mq); rings = eshm_ring,minimal_ring; all = those five. Across hosts, "
+          "measured on one: bridge (eshm channels joined by two eshm-bridge processes over loopback TCP), zmq "
+          "(ZeroMQ PAIR sockets over loopback TCP); net = bridge,zmq (not in all). From other "
           "languages (each run by its own program, see --python): py_eshm, py_eshm_batch, py_ctypes, py_pipe, "
           "py_queue, py_faster_fifo, py_zmq, py_iceoryx2 (python = all but py_ctypes), py_eshm_array, "
           "py_eshm_array_view, py_shm_pipe_array, py_zmq_array (py_arrays), py_eshm_read_async, "
@@ -215,7 +217,10 @@ absl::StatusOr<Options> ParseOptions() {
   std::vector<std::string> wanted;
   for (const std::string& name : SplitList(compare)) {
     const std::vector<std::string> peers = PeerGroup(name);
-    if (name == "all" || name == "rings") {
+    if (name == "net") {
+      const std::vector<std::string> net = NetworkTransportNames();
+      wanted.insert(wanted.end(), net.begin(), net.end());
+    } else if (name == "all" || name == "rings") {
       wanted.insert(wanted.end(), {"eshm_ring", "minimal_ring"});
       if (name == "all") wanted.insert(wanted.end(), {"pipe", "unix", "boost_mq"});
     } else if (!peers.empty()) {

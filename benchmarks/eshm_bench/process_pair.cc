@@ -25,14 +25,24 @@ namespace {
 // Signal-handler state: plain globals, read with async-signal-safe calls only.
 volatile sig_atomic_t g_child_pid = 0;
 volatile sig_atomic_t g_child_is_group = 0;  // RunProgram's child leads a process group: kill all of it
-constexpr int kCleanupSlots = 8;
+constexpr int kCleanupSlots = 16;
 char g_cleanup_paths[kCleanupSlots][256] = {};
+constexpr int kHelperSlots = 4;
+volatile sig_atomic_t g_helper_pids[kHelperSlots] = {};  // each leads a process group; 0 = free slot
 
 void OnFatalSignal(int signal_number) {
   const pid_t child = g_child_pid;
   if (child > 0) {
     kill(g_child_is_group ? -child : child, SIGKILL);
     waitpid(child, nullptr, 0);  // reap it: an orphaned zombie would be left to init
+  }
+  // Helpers too, and before the names go: a helper holding a master role would re-create its removed name.
+  for (const auto& helper : g_helper_pids) {
+    const pid_t pid = helper;
+    if (pid > 0) {
+      kill(-pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
   }
   static const char kMessage[] = "\neshm-bench: stopped by a signal; child killed, segments removed\n";
   if (write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1) < 0) {
@@ -277,6 +287,20 @@ int RegisterCleanupPath(const std::string& path) {
 
 void UnregisterCleanupPath(int slot) {
   if (slot >= 0 && slot < kCleanupSlots) g_cleanup_paths[slot][0] = '\0';
+}
+
+int RegisterHelperProcess(pid_t pid) {
+  for (int i = 0; i < kHelperSlots; ++i) {
+    if (g_helper_pids[i] == 0) {
+      g_helper_pids[i] = pid;
+      return i;
+    }
+  }
+  return -1;
+}
+
+void UnregisterHelperProcess(int slot) {
+  if (slot >= 0 && slot < kHelperSlots) g_helper_pids[slot] = 0;
 }
 
 void InstallSignalHandlers() {

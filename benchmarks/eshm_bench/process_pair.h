@@ -137,7 +137,13 @@ absl::Status PinSelf(int cpu);
 int RegisterCleanupPath(const std::string& path);
 void UnregisterCleanupPath(int slot);
 
-// SIGINT, SIGTERM, SIGHUP and SIGALRM kill and reap the child, remove registered files and exit 128+signal;
+// Processes a transport started beside the pair (eshm-bridge), each leading a process group of its own,
+// that a signal must kill (with their groups) and reap before the files are removed. Fixed slots as above.
+int RegisterHelperProcess(pid_t pid);
+void UnregisterHelperProcess(int slot);
+
+// SIGINT, SIGTERM, SIGHUP and SIGALRM kill and reap the child and the helpers, remove registered files and
+// exit 128+signal;
 // SIGPIPE is ignored (a dead peer's pipe reports EPIPE instead).
 void InstallSignalHandlers();
 

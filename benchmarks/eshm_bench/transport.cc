@@ -1,6 +1,12 @@
 #include "benchmarks/eshm_bench/transport.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <atomic>
@@ -38,6 +44,8 @@ absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name
   if (name == "minimal_ring") return MakeMinimalRingTransport();
   if (name == "pipe") return MakePipeTransport();
   if (name == "unix") return MakeUnixSocketTransport();
+  if (name == "bridge") return MakeBridgeTransport();
+  if (name == "zmq") return MakeZmqTransport();
   if (name == "boost_mq" || name == "boost") {
     std::unique_ptr<Transport> boost = MakeBoostMqTransport();
     if (boost == nullptr) {
@@ -47,7 +55,27 @@ absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name
     return boost;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown transport '", name, "': use eshm_ring, minimal_ring, pipe, unix, boost, rings or all"));
+      absl::StrCat("unknown transport '", name, "': use eshm_ring, minimal_ring, pipe, unix, boost, bridge, zmq, rings, all or net"));
+}
+
+std::vector<std::string> NetworkTransportNames() { return {"bridge", "zmq"}; }
+
+absl::StatusOr<int> FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    const int error = errno;
+    close(fd);
+    return absl::InternalError(absl::StrCat("finding a free port on 127.0.0.1: ", std::strerror(error)));
+  }
+  close(fd);
+  return ntohs(address.sin_port);
 }
 
 std::vector<std::string> ComparisonTransportNames() {

@@ -1,7 +1,7 @@
 // A transport: how the two processes of a run exchange length-delimited messages. eshm is measured
 // through its public Channel; the others run the same measurements for comparison: eshm's ring without the
 // Channel and the minimal ring (ring_transports.cc), a pipe pair, an AF_UNIX socket pair, Boost.Interprocess
-// message_queue. A transport that cannot run a combination (the minimal ring cannot block) says so with
+// message_queue, and across hosts over loopback eshm-bridge and ZeroMQ. A transport that cannot run a combination (the minimal ring cannot block) says so with
 // Unimplemented from Prepare, and that combination is skipped.
 //
 // Life of a transport in one run: Prepare() in the parent before the fork (names, fds, queues), Open() in
@@ -22,6 +22,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "benchmarks/eshm_bench/process_pair.h"
+
+namespace eshm {
+class Channel;
+}  // namespace eshm
 
 namespace eshm_bench {
 
@@ -63,7 +67,7 @@ class Endpoint {
 class Transport {
  public:
   virtual ~Transport() = default;
-  // The name used in flags, tables and JSON: eshm, eshm_ring, minimal_ring, pipe, unix, boost_mq.
+  // The name used in flags, tables and JSON: eshm, eshm_ring, minimal_ring, pipe, unix, boost_mq, bridge, zmq.
   virtual std::string name() const = 0;
   virtual absl::Status Prepare(const TransportSpec& spec) = 0;
   // Whether its endpoints can send and receive in place (claim/commit, peek/release).
@@ -90,6 +94,21 @@ std::unique_ptr<Transport> MakeMinimalRingTransport();
 std::unique_ptr<Transport> MakePipeTransport();
 std::unique_ptr<Transport> MakeUnixSocketTransport();
 std::unique_ptr<Transport> MakeBoostMqTransport();  // nullptr when Boost.Interprocess is unavailable
+// Across hosts, measured on one: eshm channels joined by a pair of eshm-bridge processes over loopback TCP
+// (bridge_transport.cc), and plain ZeroMQ PAIR sockets between the two processes (zmq_transport.cc).
+std::unique_ptr<Transport> MakeBridgeTransport();
+std::unique_ptr<Transport> MakeZmqTransport();
+// The network comparison --compare=net stands for (not part of all: it needs the bridge binary and TCP).
+std::vector<std::string> NetworkTransportNames();
+
+// An Endpoint on an open channel, as the eshm transport's (no WaitSet; its futex calls not counted, since
+// they are one channel's of several). For transports built on channels.
+std::unique_ptr<Endpoint> MakeEshmChannelEndpoint(std::unique_ptr<eshm::Channel> channel, const TransportSpec& spec,
+                                                  Watchdog& watchdog);
+
+// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and released): for a listener that
+// another process starts.
+absl::StatusOr<int> FreeLoopbackPort();
 
 // A name no other run (of this or a concurrent process) uses: "eshmbench_<pid>_<counter>".
 std::string UniqueName();

@@ -49,6 +49,8 @@ void TouchForMonitors(int fd) {
   (void)futimens(fd, nullptr);
 }
 
+void TouchNameForMonitors(const char* path) { (void)utimensat(AT_FDCWD, path, nullptr, 0); }
+
 Monitor& Monitor::Process() {
   static Monitor* const monitor = [] {
     auto* m = new Monitor();

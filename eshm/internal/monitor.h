@@ -51,6 +51,10 @@ enum MonitorEvent : unsigned {
 // Makes the monitors watching `fd`'s file look now (an inotify IN_ATTRIB on its name): a side that takes or
 // leaves its role calls it, so a peer's monitor need not poll to notice. Needs only write access.
 void TouchForMonitors(int fd);
+// The same through the file's name. For a segment its master created unnamed and then linked (O_TMPFILE),
+// inotify reports a touch through the descriptor under the unnamed file's own name ("#<inode>"), which no
+// monitor watches; a touch through the name reaches them. Needs only write access; a hint like the other.
+void TouchNameForMonitors(const char* path);
 
 class MonitorClient {
  public:

@@ -67,6 +67,8 @@ absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Open(const BridgeOptions& option
   absl::StatusOr<std::unique_ptr<Channel>> channel = Channel::Open(options.name, channel_options);
   if (!channel.ok()) return channel.status();
   bridge->channel_ = *std::move(channel);
+  // The local application's peer is the far application, which nobody has seen yet.
+  bridge->channel_->SetRepresentedPeerState(PeerState::kAbsent);
   bridge->max_message_bytes_ = bridge->channel_->max_message_bytes();
   if (WindowFile::RecordBytes(bridge->max_message_bytes_) > bridge->window_.capacity()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -180,6 +182,8 @@ absl::Status Bridge::HandleStatus(const StatusFrame& status, std::int64_t now_ns
   if (status.app_state != far_app_state_) {
     Log(absl::StrCat("far application: ", AppStateName(status.app_state)));
     far_app_state_ = status.app_state;
+    // The local application sees it as its peer's state (DecodeStatus admits only PeerState values).
+    channel_->SetRepresentedPeerState(static_cast<PeerState>(status.app_state));
   }
   // Incoming: adopt the far stream, or notice that messages it no longer holds never reached us.
   if (status.stream_id != window_.far_stream_id()) {
@@ -348,9 +352,13 @@ absl::StatusOr<bool> Bridge::SendWindow() {
 
 bool Bridge::SendStatus(std::int64_t now_ns) {
   const bool due = now_ns - last_status_sent_ns_ >= std::int64_t{options_.heartbeat_ms} * 1'000'000;
+  // A change of the local application's state goes out at once: the far application learns of a death
+  // within a loop turn, not a heartbeat (and a quick restart is less likely to go unseen).
+  const int app_state = static_cast<int>(channel_->peer_state());
+  const bool app_changed = app_state != last_sent_app_state_;
   bool resend = false;
   if (resend_wanted_ && now_ns - last_resend_request_ns_ >= kResendRequestIntervalNs) resend = true;
-  if (!due && !ack_dirty_ && !resend) return false;
+  if (!due && !ack_dirty_ && !resend && !app_changed) return false;
   StatusFrame status;
   status.stream_id = window_.stream_id();
   status.resend = resend;
@@ -359,9 +367,10 @@ bool Bridge::SendStatus(std::int64_t now_ns) {
   status.acked_stream_id = window_.far_stream_id();
   status.delivered_seq = window_.far_delivered_seq();
   status.accepted_seq = accepted_seq_;
-  status.app_state = static_cast<std::uint8_t>(channel_->peer_state());
+  status.app_state = static_cast<std::uint8_t>(app_state);
   if (!link_->Send(EncodeStatus(status))) return false;
   last_status_sent_ns_ = now_ns;
+  last_sent_app_state_ = app_state;
   ack_dirty_ = false;
   if (resend) {
     resend_wanted_ = false;
@@ -379,6 +388,8 @@ void Bridge::CheckTimers(std::int64_t now_ns) {
     if (far_app_state_ != -1) {
       far_app_state_ = -1;
       Log(absl::StrCat("far application: ", AppStateName(far_app_state_)));
+      // Unknown: it may be fine behind a cut link, so not kDead; but nothing it sends arrives now.
+      channel_->SetRepresentedPeerState(PeerState::kUnresponsive);
     }
   }
   // Sent but not accepted, with no progress: frames (or the STATUS saying they arrived) were lost. Frames

@@ -109,6 +109,7 @@ class Bridge {
   bool ack_dirty_ = true;              // the acknowledgement changed since the last STATUS
   bool resend_wanted_ = false;         // ask the far bridge to send again from our acknowledgement
   int far_app_state_ = -1;             // PeerState of the far application; -1 unknown
+  int last_sent_app_state_ = -1;       // the local application's state in our last STATUS
   std::int64_t last_invalid_log_ns_ = 0;
 
   BridgeCounters counters_;

@@ -4,6 +4,10 @@
 // window, docs/bridge.md), its length and CRC-32C match, and its bytes are the ones the sequence number
 // generates. Prints "progress received=K" every 1000 messages, and at the end
 // "done sent=N received=N duplicates=D"; exits 1 with the reason on any violation or at --timeout_s.
+// With --report_peer_state it prints "peer_state=STATE reconnects=N" whenever its channel's peer_state()
+// changes (through a bridge: the far application's liveness); --linger_s keeps the channel open that long
+// after "done" (SIGTERM ends it sooner).
+#include <signal.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,8 +32,13 @@ ABSL_FLAG(int, interval_us, 0, "pause between two writes (spreads the traffic ov
 ABSL_FLAG(std::uint64_t, max_duplicates, 0, "duplicates tolerated (each right after its original)");
 ABSL_FLAG(int, timeout_s, 60, "give up after this long");
 ABSL_FLAG(std::uint64_t, ring_bytes, 1 << 16, "ring size of each direction (master: creates the channel)");
+ABSL_FLAG(bool, report_peer_state, false, "print each change of the channel's peer_state()");
+ABSL_FLAG(int, linger_s, 0, "stay open this long after the traffic (SIGTERM ends it sooner)");
 
 namespace {
+
+volatile sig_atomic_t g_terminated = 0;
+void OnTerm(int) { g_terminated = 1; }
 
 // Message layout: seq u64, length u32 (whole message), crc u32 (of the bytes after the header), body.
 constexpr std::size_t kHeaderBytes = 16;
@@ -99,6 +108,26 @@ int main(int argc, char** argv) {
     return 1;
   }
   eshm::Channel& channel = **opened;
+  signal(SIGTERM, OnTerm);
+
+  std::atomic<bool> finished{false};
+  std::thread reporter;
+  if (absl::GetFlag(FLAGS_report_peer_state)) {
+    reporter = std::thread([&] {
+      int last = -1;
+      // relaxed: the flag only ends the loop.
+      while (!finished.load(std::memory_order_relaxed)) {
+        const eshm::PeerState state = channel.peer_state();
+        if (static_cast<int>(state) != last) {
+          last = static_cast<int>(state);
+          printf("peer_state=%s reconnects=%llu\n", eshm::PeerStateName(state),
+                 static_cast<unsigned long long>(channel.stats().reconnect_count));
+          fflush(stdout);
+        }
+        usleep(1000);
+      }
+    });
+  }
 
   std::atomic<bool> writer_failed{false};
   std::thread writer([&] {
@@ -154,5 +183,14 @@ int main(int argc, char** argv) {
   printf("done sent=%llu received=%llu duplicates=%llu\n", static_cast<unsigned long long>(count),
          static_cast<unsigned long long>(last), static_cast<unsigned long long>(duplicates));
   fflush(stdout);
+  const timespec linger_start = [] { timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts; }();
+  while (exit_code == 0 && !g_terminated) {
+    timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - linger_start.tv_sec >= absl::GetFlag(FLAGS_linger_s)) break;
+    usleep(10'000);
+  }
+  finished.store(true, std::memory_order_relaxed);
+  if (reporter.joinable()) reporter.join();
   return exit_code;
 }
