@@ -93,7 +93,9 @@ class ZmqTransport final : public Transport {
       zmq_ctx_term(context);
       return status;
     };
-    const int linger = 0;
+    // A pingpong's last echo may still be queued when the child closes its socket: linger long enough for
+    // it to leave (zmq_ctx_term waits that long at most; 0 would drop it and fail the parent's last receive).
+    const int linger = 5000;
     const int slice = kSliceMs;
     if (zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger)) != 0) return fail("setsockopt(ZMQ_LINGER)");
     if (spec_.wait == Wait::kBlocking && (zmq_setsockopt(socket, ZMQ_SNDTIMEO, &slice, sizeof(slice)) != 0 ||
