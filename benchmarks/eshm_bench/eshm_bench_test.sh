@@ -69,15 +69,21 @@ wait "$BG"; rc=$?; BG=""
 grep -q "results" "$WORK/stream.err" || fail "with --json=- the table belongs on stderr"
 [[ -z "$(leftovers "$STREAM_PID")" ]] || fail "files left in /dev/shm: $(leftovers "$STREAM_PID")"
 
+# Under ThreadSanitizer the loopback-TCP transports are left out: Debian's libzmq is not instrumented, so
+# TSan reports its internal hand-overs as races (the bridge's own tests run under TSan with suppressions).
+if [[ -n "${TSAN_OPTIONS:-}" ]]; then
+  echo "--- (ThreadSanitizer: --compare=net and the bridge's SIGINT run are skipped)"
+else
 echo "--- across hosts over loopback (--compare=net): eshm-bridge and ZeroMQ, both modes and waits, 64 B and 64 KiB"
-"$BENCH" "${SHORT[@]}" --compare=net --mode=pingpong,stream --wait=spin,blocking --sizes=64,65536 \
-  --json="$WORK/net.json" >"$WORK/net.out" 2>&1 &
+# 300 messages a run: a bridged round trip takes milliseconds (ten times that under a sanitizer).
+"$BENCH" "${SHORT[@]}" --messages=300 --compare=net --mode=pingpong,stream --wait=spin,blocking \
+  --sizes=64,65536 --json="$WORK/net.json" >"$WORK/net.out" 2>&1 &
 BG=$!
 NET_PID=$BG
 wait "$BG"; rc=$?; BG=""
 [[ $rc -eq 0 ]] || { fail "--compare=net run exited $rc"; cat "$WORK/net.out"; }
 "$PYTHON" "$CHECK" "$WORK/net.json" --modes=pingpong,stream --waits=spin,blocking --sizes=64,65536 \
-  --transports=eshm,bridge,zmq --messages=2000 || fail "--compare=net JSON"
+  --transports=eshm,bridge,zmq --messages=300 || fail "--compare=net JSON"
 grep -q "^ *bridge *pingpong *spin" "$WORK/net.out" || fail "no table row for bridge pingpong spin"
 grep -q "^ *zmq *stream *blocking" "$WORK/net.out" || fail "no table row for zmq stream blocking"
 [[ -z "$(leftovers "$NET_PID")" ]] || fail "--compare=net: files left in /dev/shm: $(leftovers "$NET_PID")"
@@ -107,6 +113,8 @@ sleep 0.5  # a bridge that survived would have re-created its master's segment b
 [[ -z "$(ps -eo args= | grep -E "eshm-bridge eshmbench_${BG}_" | grep -v grep)" ]] ||
   fail "SIGINT during a bridge run: bridges left running"
 BG=""
+
+fi
 
 echo "--- adaptive blocking stream: futex calls per message counted, compared with the ring alone"
 "$BENCH" "${SHORT[@]}" --compare=eshm_ring --mode=stream --wait=blocking --sizes=64 --eshm_wait=adaptive \
