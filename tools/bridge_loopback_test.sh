@@ -11,8 +11,10 @@
 # Then the far application's liveness as each app's peer_state() shows it: kill -9 of either app is seen as
 # kDead by the other, a restart as kAlive with one more reconnection, a link down (a bridge stopped) as
 # kUnresponsive and back.
-# Then CURVE: a wrong server key gets no link, the right keys carry checked traffic; and a plaintext bridge
-# on a non-loopback address is refused before it creates anything.
+# Then CURVE: a wrong server key gets no link, a client key not in the listening side's allow-list gets no
+# link (and is logged), the listed client carries checked traffic; a listening CURVE bridge without an
+# allow-list, or with a missing, empty or malformed one, is refused before it creates anything, as is a
+# plaintext bridge on a non-loopback address.
 # Every wait has a deadline and the EXIT trap kills leftovers and removes our segments and state files.
 # Run: bazel test //tools:bridge_loopback_test
 set -uo pipefail
@@ -160,16 +162,20 @@ done
 
 grep -h 'stopped:' "$WORK"/bridge_*.log
 
-# 3. CURVE: a connecting bridge with the wrong server key never gets a link (and delivers nothing); one
-#    with the right keys carries 2000 checked messages each way.
+# 3. CURVE: a connecting bridge with the wrong server key never gets a link (and delivers nothing), nor does
+#    one whose client key is not in the allow-list; one with the right, listed keys carries 2000 checked
+#    messages each way.
 "$BRIDGE" --generate_curve_keypair="$WORK/server" >/dev/null || fail "cannot generate the server key pair"
 "$BRIDGE" --generate_curve_keypair="$WORK/client" >/dev/null || fail "cannot generate the client key pair"
+"$BRIDGE" --generate_curve_keypair="$WORK/stranger" >/dev/null || fail "cannot generate the stranger's key pair"
+# The listening bridge's allow-list: the client's public key, with a comment and a blank line around it.
+printf '# bridges allowed to connect\n\n%s\n' "$(cat "$WORK/client.public")" >"$WORK/allowed_clients"
 NAME_C="${TAG}_c"
 NAME_D="${TAG}_d"
 rm -f "$WORK"/state_c "$WORK"/state_d
 start app_c.log "$PEER" "$NAME_C" --role=master --count=2000 --timeout_s=30 --ring_bytes=65536
 start curve_c.log "$BRIDGE" "$NAME_C" --role=slave --listen "tcp://127.0.0.1:*" --state_file="$WORK/state_c" \
-  --curve_secret_key_file="$WORK/server.secret" "${bridge_flags[@]}"
+  --curve_secret_key_file="$WORK/server.secret" --curve_allowed_clients="$WORK/allowed_clients" "${bridge_flags[@]}"
 CURVE_C=$STARTED
 wait_for 10 "the CURVE bridge's endpoint" grep -qs 'link endpoint tcp://' "$WORK/curve_c.log"
 ENDPOINT=$(grep -o 'link endpoint tcp://[^ ]*' "$WORK/curve_c.log" | head -n 1 | cut -d' ' -f3)
@@ -183,6 +189,21 @@ if grep -q 'link up' "$WORK/curve_wrong.log" "$WORK/curve_c.log"; then fail "a b
 grep -q 'received=' "$WORK/app_d.log" && fail "messages crossed a link with the wrong server key"
 kill -TERM "$WRONG"
 wait "$WRONG"
+# A client with a valid key pair and the right server key, but not in the allow-list: refused by the
+# listening bridge's ZAP handler, which logs it; no link, nothing delivered.
+start curve_stranger.log "$BRIDGE" "$NAME_D" --role=master --connect "$ENDPOINT" --state_file="$WORK/state_d" \
+  --curve_secret_key_file="$WORK/stranger.secret" --curve_server_key_file="$WORK/server.public" --ring_bytes=65536 \
+  "${bridge_flags[@]}"
+STRANGER=$STARTED
+wait_for 10 "the listening CURVE bridge to log the refused client" \
+  grep -qsF "with CURVE client key $(cat "$WORK/stranger.public"): not in --curve_allowed_clients" "$WORK/curve_c.log"
+echo "CURVE: $(grep -m 1 -o 'refused a bridge connecting.*' "$WORK/curve_c.log")"
+sleep 1
+if grep -q 'link up' "$WORK/curve_stranger.log" "$WORK/curve_c.log"; then fail "a client key not in the allow-list got a link"; fi
+grep -q 'received=' "$WORK/app_d.log" && fail "messages crossed a link with a client key not in the allow-list"
+grep -q 'received=' "$WORK/app_c.log" && fail "messages crossed from a client key not in the allow-list"
+kill -TERM "$STRANGER"
+wait "$STRANGER"
 start curve_d.log "$BRIDGE" "$NAME_D" --role=master --connect "$ENDPOINT" --state_file="$WORK/state_d" \
   --curve_secret_key_file="$WORK/client.secret" --curve_server_key_file="$WORK/server.public" --ring_bytes=65536 \
   "${bridge_flags[@]}"
@@ -196,6 +217,28 @@ kill -TERM "$CURVE_C" "$CURVE_D"
 wait "$CURVE_C" || fail "the listening CURVE bridge exited with $?"
 wait "$CURVE_D" || fail "the connecting CURVE bridge exited with $?"
 rm -f "/dev/shm/eshm_${NAME_C}" "/dev/shm/eshm_${NAME_D}"
+
+# CURVE flags refused at start, before the bridge creates its state file or channel: a listening bridge
+# without an allow-list, and a missing, an empty (comments only) and a malformed allow-list.
+printf '# nobody yet\n\n' >"$WORK/allowed_empty"
+printf '%s\nnot-a-key\n' "$(cat "$WORK/client.public")" >"$WORK/allowed_bad"
+curve_refusal() {  # <expected text> <flags...>
+  local expected=$1
+  shift
+  rm -f "$WORK/state_e"
+  if timeout 10 "$BRIDGE" "${TAG}_e" --role=master --listen "tcp://127.0.0.1:*" --state_file="$WORK/state_e" \
+    --curve_secret_key_file="$WORK/server.secret" "$@" >"$WORK/curve_refused.log" 2>&1; then
+    fail "a listening CURVE bridge started with $*"
+  fi
+  grep -qF -- "$expected" "$WORK/curve_refused.log" || fail "CURVE with $*: $(cat "$WORK/curve_refused.log")"
+  [[ ! -e "/dev/shm/eshm_${TAG}_e" && ! -e "$WORK/state_e" ]] || fail "a bridge refused for $* created files"
+}
+curve_refusal "needs --curve_allowed_clients=FILE"
+curve_refusal "cannot read the CURVE allowed-clients file $WORK/missing" --curve_allowed_clients="$WORK/missing"
+curve_refusal "the CURVE allowed-clients file $WORK/allowed_empty holds no key" \
+  --curve_allowed_clients="$WORK/allowed_empty"
+curve_refusal "line 2 of the CURVE allowed-clients file $WORK/allowed_bad is not a public key" \
+  --curve_allowed_clients="$WORK/allowed_bad"
 
 # 5. Far liveness. App F (master of F) <-> bridges <-> app G (slave of G); each app reports its peer_state.
 NAME_F="${TAG}_f"

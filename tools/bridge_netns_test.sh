@@ -126,7 +126,8 @@ ip -n "$NS_A" addr add "$ADDR_A/30" dev "$VETH_A" && ip -n "$NS_B" addr add "$AD
 bridge_flags=(--window_bytes=1048576 --heartbeat_ms=50 --link_timeout_ms=1000 --retransmit_ms=300)
 start_bridge_a() {
   start bridge_a.log ip netns exec "$NS_A" "$BRIDGE" "$NAME_A" --role=slave --listen "tcp://$ADDR_A:$PORT" \
-    --state_file="$WORK/state_a" --curve_secret_key_file="$WORK/server.secret" "${bridge_flags[@]}"
+    --state_file="$WORK/state_a" --curve_secret_key_file="$WORK/server.secret" \
+    --curve_allowed_clients="$WORK/client.public" "${bridge_flags[@]}"
   BRIDGE_A=$STARTED
 }
 start_bridge_b() {

@@ -48,6 +48,9 @@ absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Open(const BridgeOptions& option
   absl::Status policy = CheckEndpointPolicy(*endpoint, !options.link.curve_secret_key_file.empty(),
                                             options.link.allow_insecure_remote);
   if (!policy.ok()) return policy;
+  // Key files and the allowed-clients list too: a bad one must not leave a state file or channel behind.
+  absl::Status curve = CheckCurveOptions(options.link);
+  if (!curve.ok()) return curve;
   absl::StatusOr<WindowFile> window = WindowFile::Open(options.state_file, options.window_bytes);
   if (!window.ok()) return window.status();
   std::unique_ptr<Bridge> bridge(new Bridge(options, *std::move(window)));
@@ -80,6 +83,7 @@ absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Open(const BridgeOptions& option
 
   LinkOptions link_options = options.link;
   link_options.max_frame_bytes = bridge->max_message_bytes_ + kDataHeaderBytes;
+  link_options.log = [b = bridge.get()](const std::string& line) { b->Log(line); };
   absl::StatusOr<std::unique_ptr<Link>> link = Link::Open(link_options);
   if (!link.ok()) return link.status();
   bridge->link_ = *std::move(link);

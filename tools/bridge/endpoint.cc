@@ -89,8 +89,8 @@ absl::Status CheckEndpointPolicy(const TcpEndpoint& endpoint, bool encrypted, bo
   if (endpoint.loopback || encrypted || allow_insecure_remote) return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrCat(
       "address ", endpoint.host, " is not loopback and the link is not encrypted: give CURVE keys "
-      "(--curve_secret_key_file, and on the connecting side --curve_server_key_file) or, on a network you trust, "
-      "--allow_insecure_remote"));
+      "(--curve_secret_key_file, and --curve_allowed_clients listening or --curve_server_key_file connecting) or, "
+      "on a network you trust, --allow_insecure_remote"));
 }
 
 }  // namespace eshm::bridge

@@ -1,14 +1,18 @@
 #include "tools/bridge/link.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <time.h>
 
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "tools/bridge/endpoint.h"
 
@@ -38,24 +42,45 @@ absl::StatusOr<std::string> ReadKeyFile(const std::string& path, absl::string_vi
   return key;
 }
 
-absl::Status ConfigureCurve(zmq::socket_t& socket, const LinkOptions& options) {
+struct CurveKeys {
+  std::string secret;      // Z85
+  std::string public_key;  // Z85, derived from the secret
+  std::string server;      // Z85; connecting side
+  std::set<std::string> allowed_clients;  // 32-byte keys; listening side
+};
+
+absl::StatusOr<CurveKeys> LoadCurveKeys(const LinkOptions& options) {
   if (!zmq_has("curve")) {
     return absl::FailedPreconditionError("this libzmq was built without CURVE; install Debian's libzmq3-dev");
   }
+  CurveKeys keys;
   absl::StatusOr<std::string> secret = ReadKeyFile(options.curve_secret_key_file, "secret");
   if (!secret.ok()) return secret.status();
+  keys.secret = *secret;
   char public_key[kZ85KeyChars + 1];
-  if (zmq_curve_public(public_key, secret->c_str()) != 0) {
+  if (zmq_curve_public(public_key, keys.secret.c_str()) != 0) {
     return absl::InvalidArgumentError(absl::StrCat("the CURVE secret key in ", options.curve_secret_key_file,
                                                    " is not a valid key"));
   }
+  keys.public_key = public_key;
   if (options.listen) {
     if (!options.curve_server_key_file.empty()) {
       return absl::InvalidArgumentError("--curve_server_key_file is for the connecting side (--connect)");
     }
-    socket.set(zmq::sockopt::curve_server, 1);
-    socket.set(zmq::sockopt::curve_secretkey, *secret);
-    return absl::OkStatus();
+    // CURVE without a list of clients would encrypt for anyone who knows the server's public key: whoever
+    // asks for CURVE gets client authentication too.
+    if (options.curve_allowed_clients_file.empty()) {
+      return absl::InvalidArgumentError(
+          "a listening bridge with --curve_secret_key_file also needs --curve_allowed_clients=FILE: the public "
+          "keys (PATH.public of --generate_curve_keypair) of the bridges allowed to connect, one per line");
+    }
+    absl::StatusOr<std::set<std::string>> allowed = ReadAllowedClients(options.curve_allowed_clients_file);
+    if (!allowed.ok()) return allowed.status();
+    keys.allowed_clients = *std::move(allowed);
+    return keys;
+  }
+  if (!options.curve_allowed_clients_file.empty()) {
+    return absl::InvalidArgumentError("--curve_allowed_clients is for the listening side (--listen)");
   }
   if (options.curve_server_key_file.empty()) {
     return absl::InvalidArgumentError(
@@ -64,26 +89,84 @@ absl::Status ConfigureCurve(zmq::socket_t& socket, const LinkOptions& options) {
   }
   absl::StatusOr<std::string> server = ReadKeyFile(options.curve_server_key_file, "server public");
   if (!server.ok()) return server.status();
-  socket.set(zmq::sockopt::curve_serverkey, *server);
-  socket.set(zmq::sockopt::curve_publickey, std::string(public_key));
-  socket.set(zmq::sockopt::curve_secretkey, *secret);
-  return absl::OkStatus();
+  keys.server = *server;
+  return keys;
 }
 
+std::int64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+// A refused client retries every reconnect interval; its refusal is logged at most this often.
+constexpr std::int64_t kRefusalLogIntervalNs = 10'000'000'000;
+constexpr std::size_t kMaxRefusalsRemembered = 1024;
+
 }  // namespace
+
+absl::StatusOr<std::set<std::string>> ReadAllowedClients(const std::string& path) {
+  const std::string fix = " (one Z85 public key per line, as --generate_curve_keypair writes PATH.public; blank "
+                          "lines and lines starting with \"# \" are ignored)";
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read the CURVE allowed-clients file ", path, ": ",
+                                            strerror(errno), fix));
+  }
+  std::set<std::string> keys;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    const std::string text(absl::StripAsciiWhitespace(line));
+    if (text.empty() || text == "#" || absl::StartsWith(text, "# ") || absl::StartsWith(text, "#\t")) continue;
+    std::uint8_t decoded[32];
+    if (text.size() != kZ85KeyChars || zmq_z85_decode(decoded, text.c_str()) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("line ", number, " of the CURVE allowed-clients file ", path,
+                                                     " is not a public key", fix));
+    }
+    keys.insert(std::string(reinterpret_cast<const char*>(decoded), sizeof(decoded)));
+  }
+  if (in.bad()) {
+    return absl::DataLossError(absl::StrCat("cannot read the CURVE allowed-clients file ", path, ": ", strerror(errno)));
+  }
+  if (keys.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("the CURVE allowed-clients file ", path,
+                                                   " holds no key: no bridge could connect", fix));
+  }
+  return keys;
+}
+
+absl::Status CheckCurveOptions(const LinkOptions& options) {
+  if (options.curve_secret_key_file.empty()) {
+    if (!options.curve_server_key_file.empty()) {
+      return absl::InvalidArgumentError("--curve_server_key_file needs --curve_secret_key_file (this side's key)");
+    }
+    if (!options.curve_allowed_clients_file.empty()) {
+      return absl::InvalidArgumentError("--curve_allowed_clients needs --curve_secret_key_file (this side's key)");
+    }
+    return absl::OkStatus();
+  }
+  return LoadCurveKeys(options).status();
+}
 
 absl::StatusOr<std::unique_ptr<Link>> Link::Open(const LinkOptions& options) {
   absl::StatusOr<TcpEndpoint> endpoint = ParseTcpEndpoint(options.endpoint, options.listen);
   if (!endpoint.ok()) return endpoint.status();
   const bool encrypted = !options.curve_secret_key_file.empty();
-  if (!encrypted && !options.curve_server_key_file.empty()) {
-    return absl::InvalidArgumentError("--curve_server_key_file needs --curve_secret_key_file (this side's key)");
+  CurveKeys keys;
+  if (!encrypted) {
+    absl::Status curve_options = CheckCurveOptions(options);  // CURVE flags without a secret key
+    if (!curve_options.ok()) return curve_options;
+  } else {
+    absl::StatusOr<CurveKeys> loaded = LoadCurveKeys(options);
+    if (!loaded.ok()) return loaded.status();
+    keys = *std::move(loaded);
   }
   absl::Status policy = CheckEndpointPolicy(*endpoint, encrypted, options.allow_insecure_remote);
   if (!policy.ok()) return policy;
 
   std::unique_ptr<Link> link(new Link());
   link->listen_ = options.listen;
+  link->log_ = options.log;
   try {
     link->socket_ = zmq::socket_t(link->context_, options.listen ? zmq::socket_type::router : zmq::socket_type::dealer);
     zmq::socket_t& s = link->socket_;
@@ -104,9 +187,20 @@ absl::StatusOr<std::unique_ptr<Link>> Link::Open(const LinkOptions& options) {
       // Queue nothing while not connected: frames wait in the window, not in ZeroMQ.
       s.set(zmq::sockopt::immediate, 1);
     }
-    if (encrypted) {
-      absl::Status curve = ConfigureCurve(s, options);
-      if (!curve.ok()) return curve;
+    if (encrypted && options.listen) {
+      // ZeroMQ asks the handler bound here about every CURVE handshake on this context; it must exist
+      // before the first client can arrive, so before the bind.
+      link->zap_ = zmq::socket_t(link->context_, zmq::socket_type::rep);
+      link->zap_.set(zmq::sockopt::linger, 0);
+      link->zap_.bind("inproc://zeromq.zap.01");
+      link->allowed_clients_ = std::move(keys.allowed_clients);
+      s.set(zmq::sockopt::zap_domain, "eshm-bridge");
+      s.set(zmq::sockopt::curve_server, 1);
+      s.set(zmq::sockopt::curve_secretkey, keys.secret);
+    } else if (encrypted) {
+      s.set(zmq::sockopt::curve_serverkey, keys.server);
+      s.set(zmq::sockopt::curve_publickey, keys.public_key);
+      s.set(zmq::sockopt::curve_secretkey, keys.secret);
     }
     if (options.listen) {
       s.bind(options.endpoint);
@@ -140,7 +234,74 @@ bool Link::Send(std::span<const std::byte> header, std::span<const std::byte> pa
   }
 }
 
+void Link::ServeAuthentication() {
+  if (!zap_) return;
+  try {
+    while (true) {
+      // A ZAP request (rfc.zeromq.org/spec/27): version, request id, domain, address, routing id, mechanism,
+      // then the mechanism's credentials (CURVE: the client's 32-byte public key).
+      std::vector<zmq::message_t> parts;
+      zmq::message_t part;
+      if (!zap_.recv(part, zmq::recv_flags::dontwait)) return;
+      bool more = part.more();
+      parts.push_back(std::move(part));
+      // The parts of one message arrive together.
+      while (more && parts.size() < 16) {
+        zmq::message_t next;
+        if (!zap_.recv(next, zmq::recv_flags::dontwait)) break;
+        more = next.more();
+        parts.push_back(std::move(next));
+      }
+      while (more) {  // more parts than any request has: read and drop them
+        zmq::message_t extra;
+        if (!zap_.recv(extra, zmq::recv_flags::dontwait)) break;
+        more = extra.more();
+      }
+      const std::string request_id = parts.size() > 1 ? parts[1].to_string() : std::string();
+      std::string code = "400";
+      std::string text = "client key not allowed";
+      std::string address;
+      if (parts.size() != 7 || parts[0].to_string() != "1.0" || parts[5].to_string() != "CURVE" ||
+          parts[6].size() != 32) {
+        code = "500";
+        text = "malformed request";
+      } else {
+        address = parts[3].to_string();
+        if (allowed_clients_.count(parts[6].to_string()) > 0) {
+          code = "200";
+          text = "OK";
+        } else {
+          char z85[kZ85KeyChars + 1];
+          zmq_z85_encode(z85, static_cast<const std::uint8_t*>(parts[6].data()), 32);
+          const std::int64_t now = MonotonicNs();
+          auto [it, inserted] = refusal_logged_ns_.try_emplace(parts[6].to_string(), now);
+          if (inserted || now - it->second >= kRefusalLogIntervalNs) {
+            it->second = now;
+            const std::string line =
+                absl::StrCat("refused a bridge connecting from ", address, " with CURVE client key ", z85,
+                             ": not in --curve_allowed_clients");
+            if (log_) {
+              log_(line);
+            } else {
+              fprintf(stderr, "eshm-bridge: %s\n", line.c_str());
+            }
+          }
+          if (refusal_logged_ns_.size() > kMaxRefusalsRemembered) refusal_logged_ns_.clear();
+        }
+      }
+      const std::string reply[] = {"1.0", request_id, code, text, "", ""};
+      for (std::size_t i = 0; i < std::size(reply); ++i) {
+        zmq::message_t frame(reply[i].data(), reply[i].size());
+        zap_.send(frame, i + 1 < std::size(reply) ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      }
+    }
+  } catch (const zmq::error_t&) {
+    // EINTR or a closing context; the next turn tries again.
+  }
+}
+
 std::optional<Link::Received> Link::TryReceive() {
+  ServeAuthentication();
   Received received;
   try {
     if (listen_) {
@@ -168,12 +329,14 @@ std::optional<Link::Received> Link::TryReceive() {
 }
 
 void Link::WaitReadable(int timeout_ms) {
-  zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
+  zmq::pollitem_t items[2] = {{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0},
+                              {static_cast<void*>(zap_), 0, ZMQ_POLLIN, 0}};
   try {
-    zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms));
+    zmq::poll(items, zap_ ? 2 : 1, std::chrono::milliseconds(timeout_ms));
   } catch (const zmq::error_t&) {
     // EINTR: a signal; the caller's loop looks at its stop flag.
   }
+  ServeAuthentication();
 }
 
 bool Link::SetPeer(const std::string& peer) {

@@ -9,7 +9,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <functional>
+#include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 
@@ -27,9 +30,22 @@ struct LinkOptions {
   // Z85 text (40 characters), as zmq_curve_keypair writes them.
   std::string curve_secret_key_file;
   std::string curve_server_key_file;
+  // Listening side with CURVE: the client public keys allowed to connect, one Z85 key per line (blank lines
+  // and lines starting with "# " are ignored). Required there: CURVE without it is refused at start.
+  std::string curve_allowed_clients_file;
   int high_water_mark = 1000;        // frames queued per direction
   std::uint64_t max_frame_bytes = 0; // larger frames are refused by ZeroMQ itself (bounded memory)
+  // Where the link reports what the bridge operator should see (a refused client); stderr if empty.
+  std::function<void(const std::string&)> log;
 };
+
+// Reads and checks every key file `options` names, and the combination of CURVE flags, without opening
+// anything: the bridge calls it before it creates its state file or channel.
+absl::Status CheckCurveOptions(const LinkOptions& options);
+
+// The 32-byte client keys of a --curve_allowed_clients file; an error naming the file (and line) if it
+// cannot be read, holds something that is not a key, or holds no key.
+absl::StatusOr<std::set<std::string>> ReadAllowedClients(const std::string& path);
 
 class Link {
  public:
@@ -48,7 +64,7 @@ class Link {
   bool Send(std::span<const std::byte> header, std::span<const std::byte> payload = {});
   // The next frame, if one is waiting.
   std::optional<Received> TryReceive();
-  // Waits up to `timeout_ms` for a frame to arrive.
+  // Waits up to `timeout_ms` for a frame to arrive (answering CURVE authentication requests meanwhile).
   void WaitReadable(int timeout_ms);
   // Listening side: talk to `peer` from now on (it sent a valid frame). True if it is a new peer.
   bool SetPeer(const std::string& peer);
@@ -61,8 +77,17 @@ class Link {
  private:
   Link() = default;
 
+  // Answers the ZAP requests waiting on zap_ (listening side with CURVE): each connecting client's key is
+  // looked up in allowed_clients_. Run on the bridge's thread, from TryReceive and WaitReadable, so the
+  // handshake of a connecting bridge waits at most one loop turn.
+  void ServeAuthentication();
+
   zmq::context_t context_{1};
   zmq::socket_t socket_;
+  zmq::socket_t zap_;  // bound to inproc://zeromq.zap.01 before socket_ binds; empty when not listening with CURVE
+  std::set<std::string> allowed_clients_;
+  std::function<void(const std::string&)> log_;
+  std::map<std::string, std::int64_t> refusal_logged_ns_;  // per refused key: when it was last logged
   bool listen_ = false;
   std::string endpoint_;
   std::string peer_;  // listening side: the far bridge's routing id

@@ -47,6 +47,10 @@ ABSL_FLAG(bool, allow_insecure_remote, false,
           "allow a non-loopback address without CURVE keys (plaintext, unauthenticated: a trusted network only)");
 ABSL_FLAG(std::string, curve_secret_key_file, "", "this bridge's CURVE secret key (Z85 text): encrypts the link");
 ABSL_FLAG(std::string, curve_server_key_file, "", "connecting side: the listening bridge's CURVE public key (Z85 text)");
+ABSL_FLAG(std::string, curve_allowed_clients, "",
+          "listening side with CURVE (required there): a file of the client public keys allowed to connect, one "
+          "Z85 key per line (PATH.public of --generate_curve_keypair); blank lines and lines starting with \"# \" "
+          "are ignored; every other client is refused");
 ABSL_FLAG(std::string, generate_curve_keypair, "",
           "write a new CURVE key pair to PATH.secret (mode 0600) and PATH.public, and exit");
 ABSL_FLAG(std::uint64_t, ring_bytes, eshm::ChannelOptions{}.m2s_capacity,
@@ -119,6 +123,7 @@ int main(int argc, char** argv) {
   options.link.allow_insecure_remote = absl::GetFlag(FLAGS_allow_insecure_remote);
   options.link.curve_secret_key_file = absl::GetFlag(FLAGS_curve_secret_key_file);
   options.link.curve_server_key_file = absl::GetFlag(FLAGS_curve_server_key_file);
+  options.link.curve_allowed_clients_file = absl::GetFlag(FLAGS_curve_allowed_clients);
   options.link.high_water_mark = absl::GetFlag(FLAGS_hwm);
   options.state_file = absl::GetFlag(FLAGS_state_file);
   if (options.state_file.empty()) options.state_file = "/dev/shm/eshm-bridge." + options.name;

@@ -6,7 +6,8 @@
 // "done sent=N received=N duplicates=D"; exits 1 with the reason on any violation or at --timeout_s.
 // With --report_peer_state it prints "peer_state=STATE reconnects=N" whenever its channel's peer_state()
 // changes (through a bridge: the far application's liveness); --linger_s keeps the channel open that long
-// after "done" (SIGTERM ends it sooner).
+// after "done" (SIGTERM ends it sooner). --read_pause_after/--read_pause_ms make a slow far reader, and
+// --write_timeout_ms shows the writer being pushed back: "write_timeouts=K" is printed before "done".
 #include <signal.h>
 #include <stdio.h>
 #include <time.h>
@@ -34,6 +35,11 @@ ABSL_FLAG(int, timeout_s, 60, "give up after this long");
 ABSL_FLAG(std::uint64_t, ring_bytes, 1 << 16, "ring size of each direction (master: creates the channel)");
 ABSL_FLAG(bool, report_peer_state, false, "print each change of the channel's peer_state()");
 ABSL_FLAG(int, linger_s, 0, "stay open this long after the traffic (SIGTERM ends it sooner)");
+ABSL_FLAG(int, write_timeout_ms, 0,
+          "give each write this long (0: until --timeout_s); a write that times out is counted and the same "
+          "message written again, so the stream stays whole");
+ABSL_FLAG(std::uint64_t, read_pause_after, 0, "stop reading after this many messages (0: never) ...");
+ABSL_FLAG(int, read_pause_ms, 0, "... for this long, printing \"read_paused\" and \"read_resumed\"");
 
 namespace {
 
@@ -130,11 +136,20 @@ int main(int argc, char** argv) {
   }
 
   std::atomic<bool> writer_failed{false};
+  std::uint64_t write_timeouts = 0;  // the writer's; read after join
   std::thread writer([&] {
     const int interval_us = absl::GetFlag(FLAGS_interval_us);
+    const int write_timeout_ms = absl::GetFlag(FLAGS_write_timeout_ms);
     for (std::uint64_t seq = 1; seq <= count; ++seq) {
       const std::vector<std::byte> message = MakeMessage(seq);
-      absl::Status written = channel.Write(message, deadline);
+      absl::Status written;
+      while (true) {
+        const eshm::Deadline attempt =
+            write_timeout_ms > 0 ? deadline.CappedAfterNs(std::int64_t{write_timeout_ms} * 1000000) : deadline;
+        written = channel.Write(message, attempt);
+        if (!(absl::IsDeadlineExceeded(written) && write_timeout_ms > 0 && !deadline.Expired())) break;
+        ++write_timeouts;
+      }
       if (!written.ok()) {
         fprintf(stderr, "FAIL: write %llu: %s\n", static_cast<unsigned long long>(seq), written.ToString().c_str());
         writer_failed.store(true, std::memory_order_relaxed);  // relaxed: read after join
@@ -148,7 +163,15 @@ int main(int argc, char** argv) {
   std::uint64_t last = 0;
   std::uint64_t duplicates = 0;
   int exit_code = 0;
+  const std::uint64_t read_pause_after = absl::GetFlag(FLAGS_read_pause_after);
   while (last < count) {
+    if (read_pause_after > 0 && last == read_pause_after) {
+      printf("read_paused received=%llu\n", static_cast<unsigned long long>(last));
+      fflush(stdout);
+      usleep(static_cast<useconds_t>(absl::GetFlag(FLAGS_read_pause_ms)) * 1000);
+      printf("read_resumed\n");
+      fflush(stdout);
+    }
     absl::StatusOr<std::size_t> read = channel.Read(buffer, deadline);
     if (!read.ok()) {
       fprintf(stderr, "FAIL: read after message %llu: %s\n", static_cast<unsigned long long>(last),
@@ -180,6 +203,9 @@ int main(int argc, char** argv) {
   if (exit_code != 0) channel.Shutdown();  // ends the writer's wait
   writer.join();
   if (writer_failed.load(std::memory_order_relaxed)) exit_code = 1;
+  if (absl::GetFlag(FLAGS_write_timeout_ms) > 0) {
+    printf("write_timeouts=%llu\n", static_cast<unsigned long long>(write_timeouts));
+  }
   printf("done sent=%llu received=%llu duplicates=%llu\n", static_cast<unsigned long long>(count),
          static_cast<unsigned long long>(last), static_cast<unsigned long long>(duplicates));
   fflush(stdout);
