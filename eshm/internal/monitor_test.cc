@@ -31,7 +31,7 @@ class CountingClient final : public MonitorClient {
   std::int64_t OnTick(std::int64_t now_ns, unsigned) override {
     if (removed.load(std::memory_order_acquire)) ticked_after_remove.store(true, std::memory_order_release);
     const int n = ticks.fetch_add(1, std::memory_order_acq_rel) + 1;
-    if (n == block_at) {
+    if (n == block_at.load(std::memory_order_acquire)) {
       blocked.store(true, std::memory_order_release);
       while (!release.load(std::memory_order_acquire)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
@@ -41,7 +41,7 @@ class CountingClient final : public MonitorClient {
   std::atomic<int> ticks{0};
   std::atomic<bool> removed{false};
   std::atomic<bool> ticked_after_remove{false};
-  int block_at = 0;  // the tick that blocks until `release` (0: none)
+  std::atomic<int> block_at{0};  // the tick that blocks until `release` (0: none); set by the test's thread
   std::atomic<bool> blocked{false};
   std::atomic<bool> release{false};
 
@@ -88,7 +88,7 @@ TEST(MonitorTest, RemoveWaitsForTheWholeBatchItsClientIsIn) {
     monitor.Add(clients.back().get(), UniqueFileName(1000 + i));
   }
   CountingClient& blocker = *clients[0];
-  blocker.block_at = blocker.ticks.load() + 3;
+  blocker.block_at.store(blocker.ticks.load() + 3, std::memory_order_release);
   ASSERT_TRUE(WaitFor([&] { return blocker.blocked.load(); }));
   // The thread is stuck inside one batch. Remove every other client: whichever are in that batch must not
   // be ticked once their Remove has returned (their batch resumes after the blocker is released).
