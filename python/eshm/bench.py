@@ -816,8 +816,23 @@ def main(argv=None):
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     if not any(a.startswith("--compare") for a in argv):
         argv.append("--compare=python")
-    args = [tool, f"--python={sys.executable}", *argv]
-    os.execv(tool, args)
+    os.execv(tool, [_portable(tool), f"--python={_interpreter_name()}", *argv])
+
+
+def _portable(path):
+    """`path` relative to the working directory when it lies below it: eshm-bench records its argv as the
+    command that reproduces a result, which must not name this machine's directories."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else path
+
+
+def _interpreter_name():
+    """This interpreter as a command name when PATH finds the same one under it (for the recorded command),
+    else its full path."""
+    name = os.path.basename(sys.executable)
+    found = shutil.which(name)
+    same = found is not None and os.path.realpath(found) == os.path.realpath(sys.executable)
+    return name if same else sys.executable
 
 
 if __name__ == "__main__":

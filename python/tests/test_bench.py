@@ -6,6 +6,7 @@ Tiny runs: this checks the protocol eshm-bench relies on and what reaches its JS
 import array
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -134,14 +135,21 @@ def test_the_front_end_runs_eshm_bench_with_python_transports(tmp_path):
     if tool is None:
         pytest.skip("eshm-bench is not built beside the tests (bazel test //python:bench_test has it)")
     out = tmp_path / "bench.json"
+    # The tool below the working directory: the recorded command must name it relatively, and name no
+    # directory of this machine for the interpreter either.
+    (tmp_path / "eshm-bench").symlink_to(tool)
     done = subprocess.run(
-        PEER + [f"--eshm-bench={tool}", "--compare=py_eshm,py_pipe,py_eshm_batch", "--mode=stream,pingpong",
+        PEER + [f"--eshm-bench={tmp_path / 'eshm-bench'}", "--compare=py_eshm,py_pipe,py_eshm_batch", "--mode=stream,pingpong",
                 "--wait=spin", "--sizes=64", "--messages=300", "--warmup_s=0", "--repetitions=1",
-                f"--json={out}"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                "--json=bench.json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     doc = json.loads(out.read_text())
     assert doc["schema"] == "eshm-bench/2"
-    assert f"--python={sys.executable}" in doc["command"]
+    command = doc["command"].split()
+    assert command[0] == "eshm-bench", doc["command"]
+    python = next(a.split("=", 1)[1] for a in command if a.startswith("--python="))
+    assert os.path.realpath(shutil.which(python) or python) == os.path.realpath(sys.executable)
+    assert str(tmp_path) not in doc["command"]
     rows = {(r["transport"], r["mode"]): r for r in doc["results"]}
     assert set(rows) == {("eshm", "stream"), ("eshm", "pingpong"), ("py_eshm", "stream"), ("py_eshm", "pingpong"),
                          ("py_pipe", "stream"), ("py_pipe", "pingpong"), ("py_eshm_batch", "stream")}
