@@ -149,15 +149,7 @@ class BridgeTransport final : public Transport {
   }
 
   absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl&, Watchdog& watchdog) override {
-    eshm::ChannelOptions options;
-    options.role = parent ? eshm::ChannelRole::kSlave : eshm::ChannelRole::kMaster;
-    const std::uint64_t capacity = RingBytesFor(spec_);
-    options.m2s_capacity = capacity;
-    options.s2m_capacity = capacity;
-    options.wait = spec_.wait == Wait::kSpin ? eshm::WaitStrategy::Spin()
-                   : spec_.eshm_adaptive         ? eshm::WaitStrategy::Adaptive()
-                                                 : eshm::WaitStrategy::Sleep();
-    options.stale_threshold_ms = 1000;  // as the eshm transport's, for the same reason
+    eshm::ChannelOptions options = EshmChannelOptions(spec_, parent);
     options.reconnect_retry_interval_ms = 100;
     options.max_reconnect_attempts = 100;  // the slave waits up to 10 s for bridge B to create its channel
     absl::StatusOr<std::unique_ptr<eshm::Channel>> channel =

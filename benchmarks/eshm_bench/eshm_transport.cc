@@ -175,17 +175,7 @@ class EshmTransport final : public Transport {
   }
 
   absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl& control, Watchdog& watchdog) override {
-    eshm::ChannelOptions options;
-    options.role = parent ? eshm::ChannelRole::kSlave : eshm::ChannelRole::kMaster;
-    const std::uint64_t capacity = RingBytesFor(spec_);
-    options.m2s_capacity = capacity;
-    options.s2m_capacity = capacity;
-    options.wait = spec_.wait == Wait::kSpin ? eshm::WaitStrategy::Spin()
-                   : spec_.eshm_adaptive         ? eshm::WaitStrategy::Adaptive()
-                                                 : eshm::WaitStrategy::Sleep();
-    // A peer is declared unresponsive only after 1 s (this VM can stall a process for ms); the monitor,
-    // which shares the pinned CPU with the measured loop, then beats every 250 ms.
-    options.stale_threshold_ms = 1000;
+    eshm::ChannelOptions options = EshmChannelOptions(spec_, parent);
     // The slave opens only after the master has created the segment, so it never retries; the master looks
     // at its name this rarely where no inotify tells it of a change.
     options.reconnect_retry_interval_ms = 1000;

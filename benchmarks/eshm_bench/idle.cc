@@ -122,8 +122,12 @@ bool ReadWithin(int fd, void* data, std::size_t size, int timeout_s) {
   std::size_t got = 0;
   while (got < size && absl::Now() < deadline) {
     const ssize_t n = read(fd, static_cast<char*>(data) + got, size - got);
-    if (n <= 0 && errno != EINTR) return false;
-    if (n > 0) got += static_cast<std::size_t>(n);
+    if (n == 0) return false;  // the side exited without reporting
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    got += static_cast<std::size_t>(n);
   }
   return got == size;
 }

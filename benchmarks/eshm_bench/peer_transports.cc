@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -125,7 +126,8 @@ absl::StatusOr<Result> RunPeerOnce(const PeerPrograms& programs, const std::stri
         absl::StrCat(name, " measures its own calls: no --zero_copy, --eshm_publish=deferred or --eshm_waitset"));
   }
   const bool pingpong = spec.mode == Mode::kPingPong;
-  const std::string samples = absl::StrCat("/tmp/", UniqueName(), ".samples");
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string samples = absl::StrCat(tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp", "/", UniqueName(), ".samples");
   std::vector<std::string> argv = Command(programs, name);
   argv.insert(argv.end(), {absl::StrCat("--peer=", name), absl::StrCat("--mode=", ModeName(spec.mode)),
                            absl::StrCat("--wait=", WaitName(spec.transport.wait)),

@@ -31,6 +31,19 @@ std::uint64_t RingBytesFor(const TransportSpec& spec) {
   return std::max<std::uint64_t>(1 << 20, std::bit_ceil(std::uint64_t{4} * largest));
 }
 
+eshm::ChannelOptions EshmChannelOptions(const TransportSpec& spec, bool parent) {
+  eshm::ChannelOptions options;
+  options.role = parent ? eshm::ChannelRole::kSlave : eshm::ChannelRole::kMaster;
+  options.m2s_capacity = options.s2m_capacity = RingBytesFor(spec);
+  options.wait = spec.wait == Wait::kSpin ? eshm::WaitStrategy::Spin()
+                 : spec.eshm_adaptive     ? eshm::WaitStrategy::Adaptive()
+                                          : eshm::WaitStrategy::Sleep();
+  // A peer is declared unresponsive only after 1 s (this VM can stall a process for ms); the monitor,
+  // which shares the pinned CPU with the measured loop, then beats every 250 ms.
+  options.stale_threshold_ms = 1000;
+  return options;
+}
+
 absl::Status Endpoint::SendInPlace(std::size_t, absl::FunctionRef<void(std::span<std::byte>)>) {
   return absl::UnimplementedError("this transport cannot send in place");
 }

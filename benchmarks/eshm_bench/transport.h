@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "benchmarks/eshm_bench/process_pair.h"
+#include "eshm/channel.h"
 
 namespace eshm {
 class Channel;
@@ -80,6 +81,11 @@ class Transport {
 // The ring size every ring transport uses each way: at least 1 MiB, and at least four of the largest
 // message (a ring holds messages of up to half its capacity).
 std::uint64_t RingBytesFor(const TransportSpec& spec);
+
+// The Channel options of an eshm endpoint of a run (eshm, bridge): the child is the master (a master in
+// the parent would have its monitor re-create a name the signal handler just removed), rings of
+// RingBytesFor, the spec's wait, and a stale threshold a stalled VM does not trip.
+eshm::ChannelOptions EshmChannelOptions(const TransportSpec& spec, bool parent);
 
 // Transports by name; an error names the unknown or unavailable one.
 absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name);
