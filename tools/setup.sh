@@ -16,7 +16,6 @@ APT_PACKAGES=(
   util-linux         # taskset, for pinned benchmarks
   clang-14           # fuzz/: libFuzzer harnesses
   libclang-rt-14-dev # libFuzzer and sanitizer runtimes for clang-14
-  libboost-dev       # Boost.Interprocess message_queue, one of eshm-bench's --compare transports
   libzmq3-dev        # ZeroMQ: eshm-bridge's link between hosts (tools/bridge/), //third_party:zmq
   cppzmq-dev         # zmq.hpp, the C++ header over libzmq, for the same
 )

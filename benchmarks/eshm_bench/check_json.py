@@ -3,7 +3,7 @@
 Standard library only (Bazel tests run the system python3). Exits 1 with one line per problem.
 
   check_json.py FILE --modes=pingpong,stream --waits=spin,blocking --sizes=64,4096 \
-      --transports=eshm,pipe,unix,boost_mq [--messages=N]
+      --transports=eshm,pipe,unix [--messages=N]
 """
 import argparse
 import json

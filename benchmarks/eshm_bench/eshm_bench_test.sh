@@ -36,13 +36,12 @@ trap cleanup EXIT
 
 fail() { echo "FAIL: $*"; FAILED=1; }
 
-# Files a run with parent pid $1 could leave: eshm segments and Boost queues are named eshmbench_<pid>_*.
+# Files a run with parent pid $1 could leave: eshm segments are named eshmbench_<pid>_*.
 leftovers() { ls /dev/shm 2>/dev/null | grep -E "^(eshm_)?eshmbench_$1_" || true; }
 
 SHORT=(--messages=2000 --warmup_s=0 --repetitions=1 --timeout_s=120)
 COMPARE=(--compare=all)
 TRANSPORTS="eshm,eshm_ring,minimal_ring,pipe,unix"
-if [[ -e /usr/include/boost/interprocess/ipc/message_queue.hpp ]]; then TRANSPORTS="$TRANSPORTS,boost_mq"; fi
 
 echo "--- pingpong, spin and blocking, 8 B and 4 KiB, every transport"
 "$BENCH" "${SHORT[@]}" "${COMPARE[@]}" --mode=pingpong --wait=spin,blocking --sizes=8,4096 \

@@ -1,7 +1,6 @@
 // eshm-bench: eshm between two forked, pinned processes, beside the floors it should approach (measured in
 // the same run between the same CPUs) and, with --compare, beside eshm's ring without the Channel, the
-// minimal ring (the baseline: ratios to it are reported), a pipe pair, an AF_UNIX socket pair and
-// Boost.Interprocess message_queue.
+// minimal ring (the baseline: ratios to it are reported), a pipe pair and an AF_UNIX socket pair.
 //
 //   eshm-bench --quick                                        a short demo
 //   eshm-bench --sweep --compare=all --json=results.json      8 B .. 1 MiB, every transport
@@ -62,7 +61,7 @@ ABSL_FLAG(int, repetitions, 3, "runs of every measurement (alternating transport
 ABSL_FLAG(std::string, json, "", "write the results as JSON (schema eshm-bench/2) to this file; - = stdout only");
 ABSL_FLAG(std::string, compare, "",
           "also measure, comma-separated: eshm_ring (the ring without the Channel), minimal_ring (the baseline "
-          "ring), pipe, unix, boost (boost_mq); rings = eshm_ring,minimal_ring; all = those five. Across hosts, "
+          "ring), pipe, unix; rings = eshm_ring,minimal_ring; all = those four. Across hosts, "
           "measured on one: bridge (eshm channels joined by two eshm-bridge processes over loopback TCP), zmq "
           "(ZeroMQ PAIR sockets over loopback TCP); net = bridge,zmq (not in all). From other "
           "languages (each run by its own program, see --python): py_eshm, py_eshm_batch, py_ctypes, py_pipe, "
@@ -222,11 +221,11 @@ absl::StatusOr<Options> ParseOptions() {
       wanted.insert(wanted.end(), net.begin(), net.end());
     } else if (name == "all" || name == "rings") {
       wanted.insert(wanted.end(), {"eshm_ring", "minimal_ring"});
-      if (name == "all") wanted.insert(wanted.end(), {"pipe", "unix", "boost_mq"});
+      if (name == "all") wanted.insert(wanted.end(), {"pipe", "unix"});
     } else if (!peers.empty()) {
       wanted.insert(wanted.end(), peers.begin(), peers.end());
     } else {
-      wanted.push_back(name == "boost" ? "boost_mq" : name);
+      wanted.push_back(name);
     }
   }
   // The peers' C ABI (py_ctypes, node_eshm): the libeshm.so built with this binary, unless one is named.

@@ -54,7 +54,7 @@ struct RunControl {
   PaddedU64 first_timed;
   // Sender: how many messages the run sends in all; UINT64_MAX until the sender decides to stop. Stored
   // (release) before the last message is sent, so the receiver sees it (acquire) once it has that message:
-  // the transport orders the two (eshm's and Boost's queues by their own release/acquire pairs, pipes and
+  // the transport orders the two (the rings by their own release/acquire pairs, pipes and
   // sockets by the system calls). first_timed works the same way.
   PaddedU64 total;
   PaddedU32 futex_ping;  // floors: the raw futex ping-pong's words

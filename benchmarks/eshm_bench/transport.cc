@@ -59,16 +59,8 @@ absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name
   if (name == "unix") return MakeUnixSocketTransport();
   if (name == "bridge") return MakeBridgeTransport();
   if (name == "zmq") return MakeZmqTransport();
-  if (name == "boost_mq" || name == "boost") {
-    std::unique_ptr<Transport> boost = MakeBoostMqTransport();
-    if (boost == nullptr) {
-      return absl::UnavailableError(
-          "boost_mq: <boost/interprocess/ipc/message_queue.hpp> was not available when eshm-bench was compiled");
-    }
-    return boost;
-  }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown transport '", name, "': use eshm_ring, minimal_ring, pipe, unix, boost, bridge, zmq, rings, all or net"));
+      absl::StrCat("unknown transport '", name, "': use eshm_ring, minimal_ring, pipe, unix, bridge, zmq, rings, all or net"));
 }
 
 std::vector<std::string> NetworkTransportNames() { return {"bridge", "zmq"}; }
@@ -91,10 +83,5 @@ absl::StatusOr<int> FreeLoopbackPort() {
   return ntohs(address.sin_port);
 }
 
-std::vector<std::string> ComparisonTransportNames() {
-  std::vector<std::string> names = {"pipe", "unix"};
-  if (BoostAvailable()) names.push_back("boost_mq");
-  return names;
-}
 
 }  // namespace eshm_bench

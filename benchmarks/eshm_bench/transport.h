@@ -1,7 +1,7 @@
 // A transport: how the two processes of a run exchange length-delimited messages. eshm is measured
 // through its public Channel; the others run the same measurements for comparison: eshm's ring without the
-// Channel and the minimal ring (ring_transports.cc), a pipe pair, an AF_UNIX socket pair, Boost.Interprocess
-// message_queue, and across hosts over loopback eshm-bridge and ZeroMQ. A transport that cannot run a combination (the minimal ring cannot block) says so with
+// Channel and the minimal ring (ring_transports.cc), a pipe pair, an AF_UNIX socket pair,
+// and across hosts over loopback eshm-bridge and ZeroMQ. A transport that cannot run a combination (the minimal ring cannot block) says so with
 // Unimplemented from Prepare, and that combination is skipped.
 //
 // Life of a transport in one run: Prepare() in the parent before the fork (names, fds, queues), Open() in
@@ -31,8 +31,7 @@ class Channel;
 namespace eshm_bench {
 
 // spin: non-blocking calls polled in a loop (one core busy per waiting side); blocking: the transport's
-// own sleeping wait (eshm: WaitStrategy::Sleep(), a futex at once; fds: blocking read/write; Boost:
-// timed_send/timed_receive).
+// own sleeping wait (eshm: WaitStrategy::Sleep(), a futex at once; fds: blocking read/write).
 enum class Wait { kSpin, kBlocking };
 const char* WaitName(Wait wait);
 
@@ -68,7 +67,7 @@ class Endpoint {
 class Transport {
  public:
   virtual ~Transport() = default;
-  // The name used in flags, tables and JSON: eshm, eshm_ring, minimal_ring, pipe, unix, boost_mq, bridge, zmq.
+  // The name used in flags, tables and JSON: eshm, eshm_ring, minimal_ring, pipe, unix, bridge, zmq.
   virtual std::string name() const = 0;
   virtual absl::Status Prepare(const TransportSpec& spec) = 0;
   // Whether its endpoints can send and receive in place (claim/commit, peek/release).
@@ -89,17 +88,12 @@ eshm::ChannelOptions EshmChannelOptions(const TransportSpec& spec, bool parent);
 
 // Transports by name; an error names the unknown or unavailable one.
 absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name);
-// The comparison transports --compare=all stands for (boost_mq only if compiled in).
-std::vector<std::string> ComparisonTransportNames();
-// Whether Boost.Interprocess was found when this binary was compiled.
-bool BoostAvailable();
 
 std::unique_ptr<Transport> MakeEshmTransport();
 std::unique_ptr<Transport> MakeEshmRingTransport();
 std::unique_ptr<Transport> MakeMinimalRingTransport();
 std::unique_ptr<Transport> MakePipeTransport();
 std::unique_ptr<Transport> MakeUnixSocketTransport();
-std::unique_ptr<Transport> MakeBoostMqTransport();  // nullptr when Boost.Interprocess is unavailable
 // Across hosts, measured on one: eshm channels joined by a pair of eshm-bridge processes over loopback TCP
 // (bridge_transport.cc), and plain ZeroMQ PAIR sockets between the two processes (zmq_transport.cc).
 std::unique_ptr<Transport> MakeBridgeTransport();
