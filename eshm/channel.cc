@@ -273,9 +273,18 @@ void Channel::Close() {
 // ---------------------------------------------------------------------------------------------------------
 // Heartbeat, liveness and reconnection.
 
-std::int64_t Channel::OnTick(std::int64_t now, unsigned events) {
+std::int64_t Channel::OnTick(std::int64_t now, unsigned events, internal::TickHints& hints) {
   std::lock_guard<std::mutex> lock(mu_);
-  return Tick(now, events);
+  const std::int64_t next = Tick(now, events);
+  // The two heartbeat lines: ours (stored every tick, read by the peer in between) and the peer's.
+  if (current_ != nullptr) {
+    const SegmentHeader* h = current_->segment.header();
+    hints.write_line = &h->roles[static_cast<int>(role_)];
+    hints.read_line = &h->roles[static_cast<int>(Other(role_))];
+  } else {
+    hints = {};
+  }
+  return next;
 }
 
 void Channel::InlineTick() {

@@ -286,7 +286,7 @@ class Channel final : private internal::MonitorClient {
 
   // Heartbeat and liveness; run by the process's monitor thread, or inline when use_threads is false.
   // Tick returns when it wants to run next; `events` are the monitor's hints (internal::MonitorEvent).
-  std::int64_t OnTick(std::int64_t now_ns, unsigned events) override;
+  std::int64_t OnTick(std::int64_t now_ns, unsigned events, internal::TickHints& hints) override;
   std::int64_t Tick(std::int64_t now_ns, unsigned events);
   void InlineTick();
   // Whether to ask the kernel whether the peer's role is locked: a system call, so only when a hint says

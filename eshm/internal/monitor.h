@@ -56,11 +56,20 @@ void TouchForMonitors(int fd);
 // monitor watches; a touch through the name reaches them. Needs only write access; a hint like the other.
 void TouchNameForMonitors(const char* path);
 
+// What a client's next tick will touch first that another process writes meanwhile (a channel: its own and
+// its peer's heartbeat lines). Those are cache misses every tick; the monitor prefetches them a few clients
+// ahead within a batch, so that a batch's misses overlap instead of adding up. Only a hint: an address that
+// is stale or unmapped by then costs nothing (a prefetch never faults).
+struct TickHints {
+  const void* write_line = nullptr;  // prefetched for writing
+  const void* read_line = nullptr;
+};
+
 class MonitorClient {
  public:
   // Runs on the monitor thread, never concurrently with itself, without the monitor's lock held. Returns the
-  // monotonic time (ns) of the next tick it wants.
-  virtual std::int64_t OnTick(std::int64_t now_ns, unsigned events) = 0;
+  // monotonic time (ns) of the next tick it wants. `hints` persist between ticks; the client updates them.
+  virtual std::int64_t OnTick(std::int64_t now_ns, unsigned events, TickHints& hints) = 0;
 
  protected:
   ~MonitorClient() = default;
@@ -99,6 +108,7 @@ class Monitor {
     unsigned events = 0;          // gathered for its next tick
     unsigned ticking_events = 0;  // the running tick's (the monitor thread's while running)
     std::int64_t next_ns = 0;     // what the running tick asked for (likewise)
+    TickHints hints;              // the client's (likewise)
     pid_t pid = 0;  // watched, 0 = none
     std::string file_name;
   };

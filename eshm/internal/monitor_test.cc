@@ -28,7 +28,7 @@ class CountingClient final : public MonitorClient {
  public:
   explicit CountingClient(std::int64_t interval_ns) : interval_ns_(interval_ns) {}
   virtual ~CountingClient() = default;
-  std::int64_t OnTick(std::int64_t now_ns, unsigned) override {
+  std::int64_t OnTick(std::int64_t now_ns, unsigned, TickHints&) override {
     if (removed.load(std::memory_order_acquire)) ticked_after_remove.store(true, std::memory_order_release);
     const int n = ticks.fetch_add(1, std::memory_order_acq_rel) + 1;
     if (n == block_at.load(std::memory_order_acquire)) {
