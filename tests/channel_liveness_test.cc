@@ -52,6 +52,11 @@ constexpr absl::Duration kWatchdog = absl::Seconds(20);
 constexpr absl::Duration kSettle = absl::Seconds(5);
 // Detection must happen within this (the target is 50 ms; this only catches "never").
 constexpr double kDetectionWatchdogMs = 2000;
+// The kill -9 tests' stale threshold: a killed process stops beating at once but holds its role lock until
+// the kernel has torn down its memory, which takes over 100 ms for a sanitizer build's huge mappings; in
+// between it is, correctly, unresponsive. These tests are about the death, so that window must not reach
+// the threshold.
+constexpr int kKillTestThresholdMs = 1000;
 Deadline Soon() { return Deadline::AfterMs(10'000); }
 
 using ChannelPtr = std::unique_ptr<Channel>;
@@ -151,7 +156,7 @@ TEST_P(PeerLivenessTest, KillNineIsDetectedAndWakesABlockedRead) {
   const std::string name = NewName();
   Pipe ready, hold;
   Child peer = StartPeer(name, ready, hold, /*read_after_hold=*/false);
-  ChannelPtr survivor = OpenSurvivor(name);
+  ChannelPtr survivor = OpenSurvivor(name, kKillTestThresholdMs);
   ASSERT_NE(survivor, nullptr);
   ASSERT_EQ(survivor->role(), GetParam().survivor);
   ASSERT_TRUE(ready.Receive(kWatchdog, &peer).has_value()) << peer.Describe();
@@ -219,7 +224,7 @@ TEST_P(PeerLivenessTest, KillNineWakesAWriteBlockedOnAFullRing) {
   const std::string name = NewName();
   Pipe ready, hold;
   Child peer = StartPeer(name, ready, hold, /*read_after_hold=*/false);  // never reads
-  ChannelPtr survivor = OpenSurvivor(name);
+  ChannelPtr survivor = OpenSurvivor(name, kKillTestThresholdMs);
   ASSERT_NE(survivor, nullptr);
   ASSERT_TRUE(ready.Receive(kWatchdog, &peer).has_value()) << peer.Describe();
   ASSERT_GE(TimeUntilPeerState(*survivor, PeerState::kAlive, NowNs(), 5000), 0) << "the peer never became alive";
@@ -254,7 +259,7 @@ TEST_P(PeerLivenessTest, KillNineIsDetectedByATryReadLoop) {
   const std::string name = NewName();
   Pipe ready, hold;
   Child peer = StartPeer(name, ready, hold, /*read_after_hold=*/false);
-  ChannelPtr survivor = OpenSurvivor(name);
+  ChannelPtr survivor = OpenSurvivor(name, kKillTestThresholdMs);
   ASSERT_NE(survivor, nullptr);
   ASSERT_TRUE(ready.Receive(kWatchdog, &peer).has_value()) << peer.Describe();
   ASSERT_GE(TimeUntilPeerState(*survivor, PeerState::kAlive, NowNs(), 5000), 0) << "the peer never became alive";
