@@ -40,6 +40,19 @@ std::uint64_t OwnPidNamespace() {
   return ns;
 }
 
+// Makes the monitors watching `segment`'s name look now. Through the name while it names this segment:
+// inotify reports an access through the descriptor of a segment this process created unnamed (O_TMPFILE,
+// then linkat) under the unnamed file's own name ("#<inode>"), which no monitor watches. (Should a
+// successor take the name between the look and the touch, its monitors look once for nothing: a hint, like
+// every touch.)
+void AnnounceToMonitors(const Segment& segment, const SegmentName& name) {
+  if (segment.name_state() == Segment::NameState::kThis) {
+    internal::TouchNameForMonitors(name.path().c_str());
+  } else {
+    internal::TouchForMonitors(segment.fd());
+  }
+}
+
 const char* RoleName(Role role) { return role == Role::kMaster ? "master" : "slave"; }
 Role Other(Role role) { return role == Role::kMaster ? Role::kSlave : Role::kMaster; }
 
@@ -261,7 +274,7 @@ void Channel::Close() {
     me.state.store(0, std::memory_order_release);
     me.pid.store(0, std::memory_order_release);
     me.represented_state.store(0, std::memory_order_relaxed);  // relaxed: see PublishRepresentedState
-    internal::TouchForMonitors(segment.fd());  // the peer's monitor looks now
+    AnnounceToMonitors(segment, name_);  // the peer's monitor looks now
     // Remove the name while still holding the master lock, so we never remove a successor's segment.
     if (options_.auto_cleanup && role_ == Role::kMaster) segment.UnlinkNameIfThis();
   }
@@ -598,7 +611,7 @@ void Channel::TakeRoleControl(Segment& segment) {
   me.state.store(1, std::memory_order_release);
   PublishRepresentedState(segment);  // what we stand for (if anything) comes along to a new segment
   // The peer's monitor may be sleeping long (no peer to watch): tell it we are here.
-  internal::TouchForMonitors(segment.fd());
+  AnnounceToMonitors(segment, name_);
 }
 
 bool Channel::PublishRepresentedState(Segment& segment) {
@@ -618,9 +631,8 @@ void Channel::SetRepresentedPeerState(std::optional<PeerState> state) {
   std::lock_guard<std::mutex> lock(mu_);
   represented_ = value >= 0 && value <= 3 ? static_cast<std::uint32_t>(value) + 1 : 0;
   if (current_ == nullptr) return;  // closed
-  // The peer's monitor may sleep up to a beat interval (or a second, with no peer to watch): wake it, through
-  // the name it watches (see TouchNameForMonitors).
-  if (PublishRepresentedState(current_->segment)) internal::TouchNameForMonitors(name_.path().c_str());
+  // The peer's monitor may sleep up to a beat interval (or a second, with no peer to watch): wake it.
+  if (PublishRepresentedState(current_->segment)) AnnounceToMonitors(current_->segment, name_);
 }
 
 namespace {

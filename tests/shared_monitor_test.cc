@@ -230,6 +230,43 @@ TEST_F(SharedMonitorTest, AMasterThatClosesIsSeenGoneWithoutWaitingForTheBacksto
   EXPECT_LT(ms, 500) << "seen only by the one-second backstop";
 }
 
+// The master created the segment as an unnamed file and then gave it its name (O_TMPFILE, linkat). inotify
+// reports what is done through that first descriptor under the unnamed file's own name ("#<inode>"), which
+// no monitor watches: its announcements must go through the name. With auto_cleanup off the name stays, so
+// nothing else says that the master left; with slow beats only the one-second backstop would.
+TEST_F(SharedMonitorTest, TheCreatorsAnnouncementsReachThePeerThroughTheName) {
+  const std::string name = NewName("creator");
+  Pipe opened;
+  Pipe close_now;
+  Child child = StartChild([&] {
+    ChannelOptions mo = Small(ChannelRole::kMaster);
+    mo.auto_cleanup = false;
+    mo.stale_threshold_ms = 5000;
+    absl::StatusOr<std::unique_ptr<Channel>> ch = Channel::Open(name, mo);
+    if (!ch.ok()) return 2;
+    opened.Send(1);
+    if (!close_now.Receive(kWatchdog).has_value()) return 3;
+    (*ch)->Close();
+    for (;;) pause();  // still running: only the channel closed
+  });
+  ASSERT_TRUE(opened.Receive(kWatchdog, &child).has_value()) << child.Describe();
+  ChannelOptions o = Small(ChannelRole::kSlave);
+  o.stale_threshold_ms = 5000;
+  o.max_reconnect_attempts = 0;
+  absl::StatusOr<std::unique_ptr<Channel>> slave = Channel::Open(name, o);
+  ASSERT_TRUE(slave.ok()) << slave.status();
+  ASSERT_TRUE(PeerStateBecomes(**slave, PeerState::kAlive, absl::Seconds(5)));
+  eshm_test::SleepMs(150);  // past the arrival window, in which the slave looks every millisecond anyway
+  const std::int64_t closed = NowNs();
+  close_now.Send(1);
+  EXPECT_TRUE(PeerStateBecomes(**slave, PeerState::kDead, absl::Seconds(5)));
+  const double ms = MsSince(closed);
+  std::printf("[latency] creator master Close() (name kept) -> slave sees kDead: %.3f ms\n", ms);
+  EXPECT_LT(ms, 300) << "the creator's announcement did not reach the slave's monitor";
+  slave->reset();
+  (void)Segment::Unlink(name);
+}
+
 // The same in one process, with a long stale threshold (slow beats): no pidfd to watch (the peer is us), the
 // name is gone before the lock is released, and nothing announces that release. Repeated, because the
 // slave's monitor looks between the two on some runs only (from Python, 2 runs in 5 took the backstop's
