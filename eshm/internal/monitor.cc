@@ -30,14 +30,13 @@ constexpr std::uint64_t kEventTag = 0;
 constexpr std::uint64_t kInotifyTag = 1;
 constexpr std::uint64_t kPidTagBit = std::uint64_t{1} << 32;
 
-// When a client wants its next tick at `next`, run it at the last multiple of a quarter of its interval
-// before then (never at or before `now`): clients with the same interval tick in a few batches per period,
-// and none ticks later than it asked.
+// When a client wants its next tick at `next`, run it at the last multiple of its interval (next - now) at
+// or before then, which is always after `now`: clients with the same interval tick together, one batch
+// (one wake-up of the thread) per period, and none ticks later than it asked. A client ticked out of step
+// (by an event, or when it was added) ticks once early and is in step again.
 std::int64_t Batched(std::int64_t now, std::int64_t next) {
-  const std::int64_t grid = std::max<std::int64_t>((next - now) / 4, 1);
-  std::int64_t due = next - next % grid;
-  if (due <= now) due = next;
-  return due;
+  const std::int64_t grid = std::max<std::int64_t>(next - now, 1);
+  return next - next % grid;
 }
 
 // How many ticks ahead the lines a tick will miss on are prefetched: far enough for a miss (a line another

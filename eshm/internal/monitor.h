@@ -3,8 +3,8 @@
 // Each open channel must beat its heartbeat and look at its peer a few times per stale threshold. A thread
 // per channel waking every millisecond made idle processes burn whole cores (1,000 channels: both cores).
 // Here one thread serves them all, and sleeps in between on what the kernel can tell it:
-//  * a timer: every client says when it next wants a tick, and the tick is moved earlier onto a grid of a
-//    quarter of its interval, so channels fall into a few batches per period instead of one wake-up each;
+//  * a timer: every client says when it next wants a tick, and the tick is moved earlier onto a grid of its
+//    interval, so channels with the same interval tick in one batch per period instead of one wake-up each;
 //  * pidfds (one per distinct peer process, whatever the number of channels to it): a peer's exit wakes
 //    its channels at once, so death is seen without polling the role lock;
 //  * inotify on the segment directory: a name created, removed or renamed (a master re-creating its
@@ -135,7 +135,7 @@ class Monitor {
   std::condition_variable tick_done_;
   // Elements of an unordered_map keep their addresses: the schedule points at them.
   std::unordered_map<MonitorClient*, Entry> entries_;  // guarded by mu_
-  // Due time -> the clients due then. Ticks fall on a few grid points per period (Batched in monitor.cc),
+  // Due time -> the clients due then. Ticks fall on one grid point per period (Batched in monitor.cc),
   // so the tree holds a handful of times however many clients there are, and a tick moves a pointer
   // between two vectors instead of rebalancing a node per client. The thread runs a whole time's clients
   // with one unlock of mu_.
