@@ -1,9 +1,16 @@
 #include "tools/bridge/bridge.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <utility>
 #include <variant>
 
@@ -34,9 +41,95 @@ std::string AppStateName(int state) {
   return state < 0 ? "unknown (link down)" : PeerStateName(static_cast<PeerState>(state));
 }
 
+// While ZeroMQ refuses frames but says its socket can take some (a ROUTER says so for any far bridge's
+// queue, not only ours), the loop looks again this often rather than sleeping until a timer.
+constexpr std::int64_t kSendRetryNs = 1'000'000;
+
 }  // namespace
 
+// Wakes the loop's WaitSet when the link has news. The loop sleeps in WaitSet::Wait, which watches the
+// local channel's rings but no file descriptor; this thread sleeps in poll() on ZeroMQ's notification
+// descriptors for it. It never touches a ZeroMQ socket or the channel (neither is thread-safe): it only
+// polls descriptors and calls WaitSet::Wake, which any thread may.
+//
+// The handshake, and why no news is lost. ZMQ_FD is edge-like: it is readable while ZeroMQ holds news the
+// socket's thread has not taken in, and taking news in (ZMQ_EVENTS) clears it. The loop, before every
+// sleep, (1) calls Link::Events(), taking in all news, and does not sleep if it shows a frame; then (2)
+// Arm(): it counts one more sleep and notifies this thread; then (3) sleeps in Wait. This thread waits for
+// a count it has not served, then polls. Any news after (1) makes a descriptor readable, so the poll that
+// follows (2) returns at once or when it comes, and Wake() ends the Wait in progress or, if the loop is
+// not in it yet, the next one (WaitSet keeps the request). After one Wake this thread waits for the next
+// Arm, so a descriptor that stays readable until the loop looks costs one extra loop turn, never a spin.
+class Bridge::LinkWatcher {
+ public:
+  LinkWatcher(std::vector<int> fds, WaitSet* set) : fds_(std::move(fds)), set_(set) {
+    stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (stop_fd_ >= 0) thread_ = std::thread([this] { Run(); });
+  }
+  LinkWatcher(const LinkWatcher&) = delete;
+  LinkWatcher& operator=(const LinkWatcher&) = delete;
+  ~LinkWatcher() {
+    if (thread_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        stopping_ = true;
+      }
+      cv_.notify_one();
+      const std::uint64_t one = 1;
+      [[maybe_unused]] const ssize_t n = write(stop_fd_, &one, sizeof one);  // ends its poll
+      thread_.join();
+    }
+    if (stop_fd_ >= 0) close(stop_fd_);
+  }
+  bool ok() const { return thread_.joinable(); }
+
+  // The loop has taken in the link's news and is about to sleep (step 2 above).
+  void Arm() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++armed_;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void Run() {
+    std::vector<pollfd> polled;
+    for (int fd : fds_) polled.push_back(pollfd{fd, POLLIN, 0});
+    polled.push_back(pollfd{stop_fd_, POLLIN, 0});
+    std::uint64_t served = 0;
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stopping_ || armed_ != served; });
+        if (stopping_) return;
+        served = armed_;
+      }
+      for (pollfd& p : polled) p.revents = 0;
+      // A signal (the bridge's own SIGTERM may land on this thread) interrupts the poll: poll again.
+      while (poll(polled.data(), polled.size(), -1) < 0 && errno == EINTR) {
+      }
+      if (polled.back().revents != 0) return;
+      set_->Wake();
+    }
+  }
+
+  const std::vector<int> fds_;
+  WaitSet* const set_;
+  int stop_fd_ = -1;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::uint64_t armed_ = 0;  // guarded by mu_: sleeps the loop announced
+  bool stopping_ = false;    // guarded by mu_
+  std::thread thread_;
+};
+
 Bridge::Bridge(const BridgeOptions& options, WindowFile window) : options_(options), window_(std::move(window)) {}
+
+Bridge::~Bridge() {
+  watcher_.reset();   // first: it wakes the set and polls the link's descriptors
+  wait_set_.reset();  // then the set, which must leave its member channel before that closes
+}
 
 absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Open(const BridgeOptions& options, const std::atomic<bool>& stop) {
   if (options.channel.role == ChannelRole::kAuto) {
@@ -90,6 +183,12 @@ absl::StatusOr<std::unique_ptr<Bridge>> Bridge::Open(const BridgeOptions& option
 
   bridge->send_seq_ = bridge->window_.oldest_seq();
   bridge->accepted_seq_ = bridge->window_.far_delivered_seq();
+
+  bridge->wait_set_ = std::make_unique<WaitSet>(options.channel.wait);
+  absl::Status interest = bridge->UpdateInterest();
+  if (!interest.ok()) return interest;
+  bridge->watcher_ = std::make_unique<LinkWatcher>(bridge->link_->NotificationFds(), bridge->wait_set_.get());
+  if (!bridge->watcher_->ok()) return absl::InternalError("cannot start the bridge's link watcher (eventfd failed)");
   return bridge;
 }
 
@@ -112,12 +211,62 @@ absl::Status Bridge::Run(const std::atomic<bool>& stop) {
     const bool status_sent = SendStatus(now);
     CheckTimers(now);
     if (!*received && !*delivered && !*ingested && !*sent && !status_sent) {
-      // Nothing moved: sleep until a frame arrives, at most a millisecond (the local ring has no file
-      // descriptor to wait on together with the socket).
-      link_->WaitReadable(1);
+      absl::Status slept = Sleep(stop, now);
+      if (!slept.ok()) return slept;
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status Bridge::UpdateInterest() {
+  unsigned interest = 0;
+  // A full window leaves the next message in the ring: waiting for it to be readable would never sleep.
+  // Room in the window comes from an acknowledgement, which the link brings.
+  if (!window_full_) interest |= WaitSet::kReadable;
+  const std::size_t write_size = pending_.empty() ? 0 : std::max<std::size_t>(1, pending_.front().payload.size());
+  if (write_size != 0) interest |= WaitSet::kWritable;
+  if (interest == interest_ && write_size == write_size_) return absl::OkStatus();
+  if (interest_ != 0) {
+    absl::Status removed = wait_set_->Remove(channel_.get());
+    if (!removed.ok()) return removed;
+  }
+  interest_ = 0;
+  write_size_ = 0;
+  if (interest != 0) {
+    absl::Status added = wait_set_->Add(channel_.get(), interest, std::max<std::size_t>(1, write_size));
+    if (!added.ok()) return added;
+    interest_ = interest;
+    write_size_ = write_size;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Bridge::Sleep(const std::atomic<bool>& stop, std::int64_t now_ns) {
+  absl::Status interest = UpdateInterest();
+  if (!interest.ok()) return interest;
+  // Step 1 of LinkWatcher's handshake: take in the link's news; a frame (or an authentication request)
+  // that came meanwhile is served now.
+  const int events = link_->Events();
+  if ((events & ZMQ_POLLIN) != 0) return absl::OkStatus();
+  // The next timer: a heartbeat, the link timeout, a retransmission, a resend request.
+  std::int64_t wake_ns = last_status_sent_ns_ + std::int64_t{options_.heartbeat_ms} * 1'000'000;
+  if (link_up_) wake_ns = std::min(wake_ns, last_frame_ns_ + std::int64_t{options_.link_timeout_ms} * 1'000'000 + 1);
+  if (send_seq_ > ResumeSeq()) {
+    wake_ns = std::min(wake_ns, last_accept_progress_ns_ + std::int64_t{options_.retransmit_ms} * 1'000'000 + 1);
+  }
+  if (resend_wanted_) wake_ns = std::min(wake_ns, last_resend_request_ns_ + kResendRequestIntervalNs);
+  // A refused send is retried when ZeroMQ has room (its descriptor signals that), except that a ROUTER's
+  // POLLOUT does not say which far bridge has room: then poll as the loop did before it could wait.
+  if (link_->TakeSendRefused() && (events & ZMQ_POLLOUT) != 0) wake_ns = std::min(wake_ns, now_ns + kSendRetryNs);
+  if (wake_ns <= NowNs()) return absl::OkStatus();
+  watcher_->Arm();  // step 2
+  // Step 3. With no room in the window and nothing pending the channel is not a member: its application's
+  // state changes then go out with the next heartbeat rather than at once.
+  absl::Status waited = wait_set_->Wait(Deadline::AtMonotonicNs(wake_ns), &ready_, [&stop]() -> absl::Status {
+    return stop.load(std::memory_order_relaxed) ? absl::CancelledError("stopped") : absl::OkStatus();
+  });
+  if (absl::IsCancelled(waited)) return absl::OkStatus();  // the loop looks at the flag
+  return waited;
 }
 
 absl::StatusOr<bool> Bridge::ReceiveFrames(std::int64_t now_ns) {
@@ -309,6 +458,7 @@ absl::StatusOr<bool> Bridge::DeliverPending() {
 
 absl::StatusOr<bool> Bridge::IngestLocal() {
   bool any = false;
+  window_full_ = false;
   for (int i = 0; i < kMaxIngestPerTurn; ++i) {
     std::span<const std::byte> message;
     const IoResult peeked = channel_->TryPeek(&message);
@@ -317,8 +467,13 @@ absl::StatusOr<bool> Bridge::IngestLocal() {
       return absl::Status(channel_->StatusOf(peeked).code(),
                           absl::StrCat("reading channel '", options_.name, "': ", channel_->StatusOf(peeked).message()));
     }
-    // Backpressure: a full window leaves the message in the ring (peeked again next turn).
-    if (!window_.Fits(message.size())) break;
+    // Backpressure: a full window leaves the message in the ring (peeked again once an acknowledgement
+    // makes room).
+    if (!window_.Fits(message.size())) {
+      window_full_ = true;
+      break;
+    }
+    window_full_ = false;
     // The view lies in shared memory: copy first, then trust the copy only once Release() says the segment
     // was intact meanwhile (channel.h). The window is the copy; a record whose Release fails is never sent
     // because the bridge stops.
