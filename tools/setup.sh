@@ -19,6 +19,7 @@ APT_PACKAGES=(
   libboost-dev       # Boost.Interprocess message_queue, one of eshm-bench's --compare transports
   libzmq3-dev        # ZeroMQ: eshm-bridge's link between hosts (tools/bridge/), //third_party:zmq
   cppzmq-dev         # zmq.hpp, the C++ header over libzmq, for the same
+  iptables           # tools/bridge_netns_test.sh (manual): the NFQUEUE rule that feeds bridge_impair
 )
 
 missing=()
