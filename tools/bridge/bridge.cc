@@ -249,12 +249,16 @@ absl::Status Bridge::Sleep(const std::atomic<bool>& stop, std::int64_t now_ns) {
   const int events = link_->Events();
   if ((events & ZMQ_POLLIN) != 0) return absl::OkStatus();
   // The next timer: a heartbeat, the link timeout, a retransmission, a resend request.
-  std::int64_t wake_ns = last_status_sent_ns_ + std::int64_t{options_.heartbeat_ms} * 1'000'000;
+  const std::int64_t heartbeat_ns = std::int64_t{options_.heartbeat_ms} * 1'000'000;
+  std::int64_t wake_ns = last_status_sent_ns_ + heartbeat_ns;
+  if (resend_wanted_) wake_ns = std::min(wake_ns, last_resend_request_ns_ + kResendRequestIntervalNs);
+  // A STATUS the link refused (not connected, no far bridge known, ZeroMQ's queue full) is not retried in
+  // a spin: the watcher wakes the loop when ZeroMQ connects or has room, else the next heartbeat retries.
+  if (last_status_try_ns_ > last_status_sent_ns_) wake_ns = std::max(wake_ns, last_status_try_ns_ + heartbeat_ns);
   if (link_up_) wake_ns = std::min(wake_ns, last_frame_ns_ + std::int64_t{options_.link_timeout_ms} * 1'000'000 + 1);
   if (send_seq_ > ResumeSeq()) {
     wake_ns = std::min(wake_ns, last_accept_progress_ns_ + std::int64_t{options_.retransmit_ms} * 1'000'000 + 1);
   }
-  if (resend_wanted_) wake_ns = std::min(wake_ns, last_resend_request_ns_ + kResendRequestIntervalNs);
   // A refused send is retried when ZeroMQ has room (its descriptor signals that), except that a ROUTER's
   // POLLOUT does not say which far bridge has room: then poll as the loop did before it could wait.
   if (link_->TakeSendRefused() && (events & ZMQ_POLLOUT) != 0) wake_ns = std::min(wake_ns, now_ns + kSendRetryNs);
@@ -527,6 +531,7 @@ bool Bridge::SendStatus(std::int64_t now_ns) {
   status.delivered_seq = window_.far_delivered_seq();
   status.accepted_seq = accepted_seq_;
   status.app_state = static_cast<std::uint8_t>(app_state);
+  last_status_try_ns_ = now_ns;
   if (!link_->Send(EncodeStatus(status))) return false;
   last_status_sent_ns_ = now_ns;
   last_sent_app_state_ = app_state;

@@ -118,6 +118,7 @@ class Bridge {
   bool link_up_ = false;
   std::int64_t last_frame_ns_ = 0;
   std::int64_t last_status_sent_ns_ = 0;
+  std::int64_t last_status_try_ns_ = 0;  // the last STATUS attempt, refused or not
   std::int64_t last_resend_request_ns_ = 0;
   bool ack_dirty_ = true;              // the acknowledgement changed since the last STATUS
   bool resend_wanted_ = false;         // ask the far bridge to send again from our acknowledgement
