@@ -1,15 +1,13 @@
 #include "tools/bridge/bridge.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 #include <utility>
 #include <variant>
@@ -48,79 +46,72 @@ constexpr std::int64_t kSendRetryNs = 1'000'000;
 }  // namespace
 
 // Wakes the loop's WaitSet when the link has news. The loop sleeps in WaitSet::Wait, which watches the
-// local channel's rings but no file descriptor; this thread sleeps in poll() on ZeroMQ's notification
+// local channel's rings but no file descriptor; this thread sleeps in epoll_wait on ZeroMQ's notification
 // descriptors for it. It never touches a ZeroMQ socket or the channel (neither is thread-safe): it only
-// polls descriptors and calls WaitSet::Wake, which any thread may.
+// waits on descriptors and calls WaitSet::Wake, which any thread may.
 //
-// The handshake, and why no news is lost. ZMQ_FD is edge-like: it is readable while ZeroMQ holds news the
-// socket's thread has not taken in, and taking news in (ZMQ_EVENTS) clears it. The loop, before every
-// sleep, (1) calls Link::Events(), taking in all news, and does not sleep if it shows a frame; then (2)
-// Arm(): it counts one more sleep and notifies this thread; then (3) sleeps in Wait. This thread waits for
-// a count it has not served, then polls. Any news after (1) makes a descriptor readable, so the poll that
-// follows (2) returns at once or when it comes, and Wake() ends the Wait in progress or, if the loop is
-// not in it yet, the next one (WaitSet keeps the request). After one Wake this thread waits for the next
-// Arm, so a descriptor that stays readable until the loop looks costs one extra loop turn, never a spin.
+// Why no news is lost. ZeroMQ signals a socket's notification descriptor (ZMQ_FD) whenever it posts news
+// for the socket (a frame after the socket found its queue empty, a connection, room in a full queue) to
+// a socket whose thread has taken in all earlier news; taking news in (ZMQ_EVENTS) is what re-enables the
+// signal. The loop, before every sleep, calls Link::Events(), taking in all news, and does not sleep if it
+// shows a frame; then it sleeps in Wait. The descriptors are registered edge-triggered, so every signal
+// after that call is one epoll event, whether or not the descriptor was still readable from an earlier
+// one, and each event makes this thread call Wake(): that ends the Wait in progress or, if the loop is not
+// in it yet, the next one (WaitSet keeps the request). A signal while the loop is busy costs at most one
+// extra loop turn; the thread never spins, as an edge comes only with new news.
 class Bridge::LinkWatcher {
  public:
-  LinkWatcher(std::vector<int> fds, WaitSet* set) : fds_(std::move(fds)), set_(set) {
+  LinkWatcher(const std::vector<int>& fds, WaitSet* set) : set_(set) {
+    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
     stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (stop_fd_ >= 0) thread_ = std::thread([this] { Run(); });
+    if (epoll_fd_ < 0 || stop_fd_ < 0) return;
+    epoll_event stop{};
+    stop.events = EPOLLIN;
+    stop.data.fd = stop_fd_;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, stop_fd_, &stop) != 0) return;
+    for (int fd : fds) {
+      epoll_event news{};
+      news.events = EPOLLIN | EPOLLET;
+      news.data.fd = fd;
+      if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &news) != 0) return;
+    }
+    thread_ = std::thread([this] { Run(); });
   }
   LinkWatcher(const LinkWatcher&) = delete;
   LinkWatcher& operator=(const LinkWatcher&) = delete;
   ~LinkWatcher() {
     if (thread_.joinable()) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        stopping_ = true;
-      }
-      cv_.notify_one();
       const std::uint64_t one = 1;
-      [[maybe_unused]] const ssize_t n = write(stop_fd_, &one, sizeof one);  // ends its poll
+      [[maybe_unused]] const ssize_t n = write(stop_fd_, &one, sizeof one);  // ends its epoll_wait
       thread_.join();
     }
     if (stop_fd_ >= 0) close(stop_fd_);
+    if (epoll_fd_ >= 0) close(epoll_fd_);
   }
   bool ok() const { return thread_.joinable(); }
 
-  // The loop has taken in the link's news and is about to sleep (step 2 above).
-  void Arm() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++armed_;
-    }
-    cv_.notify_one();
-  }
-
  private:
   void Run() {
-    std::vector<pollfd> polled;
-    for (int fd : fds_) polled.push_back(pollfd{fd, POLLIN, 0});
-    polled.push_back(pollfd{stop_fd_, POLLIN, 0});
-    std::uint64_t served = 0;
+    epoll_event events[4];
     while (true) {
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stopping_ || armed_ != served; });
-        if (stopping_) return;
-        served = armed_;
+      const int n = epoll_wait(epoll_fd_, events, 4, -1);
+      if (n < 0) {
+        if (errno == EINTR) continue;  // a signal (the bridge's own SIGTERM may land on this thread)
+        set_->Wake();                  // cannot happen with valid descriptors; the loop's timers go on
+        return;
       }
-      for (pollfd& p : polled) p.revents = 0;
-      // A signal (the bridge's own SIGTERM may land on this thread) interrupts the poll: poll again.
-      while (poll(polled.data(), polled.size(), -1) < 0 && errno == EINTR) {
+      bool news = false;
+      for (int i = 0; i < n; ++i) {
+        if (events[i].data.fd == stop_fd_) return;
+        news = true;
       }
-      if (polled.back().revents != 0) return;
-      set_->Wake();
+      if (news) set_->Wake();
     }
   }
 
-  const std::vector<int> fds_;
   WaitSet* const set_;
+  int epoll_fd_ = -1;
   int stop_fd_ = -1;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::uint64_t armed_ = 0;  // guarded by mu_: sleeps the loop announced
-  bool stopping_ = false;    // guarded by mu_
   std::thread thread_;
 };
 
@@ -244,8 +235,8 @@ absl::Status Bridge::UpdateInterest() {
 absl::Status Bridge::Sleep(const std::atomic<bool>& stop, std::int64_t now_ns) {
   absl::Status interest = UpdateInterest();
   if (!interest.ok()) return interest;
-  // Step 1 of LinkWatcher's handshake: take in the link's news; a frame (or an authentication request)
-  // that came meanwhile is served now.
+  // Take in the link's news (so that ZeroMQ signals anything later: see LinkWatcher); a frame (or an
+  // authentication request) that came meanwhile is served now.
   const int events = link_->Events();
   if ((events & ZMQ_POLLIN) != 0) return absl::OkStatus();
   // The next timer: a heartbeat, the link timeout, a retransmission, a resend request.
@@ -263,8 +254,7 @@ absl::Status Bridge::Sleep(const std::atomic<bool>& stop, std::int64_t now_ns) {
   // POLLOUT does not say which far bridge has room: then poll as the loop did before it could wait.
   if (link_->TakeSendRefused() && (events & ZMQ_POLLOUT) != 0) wake_ns = std::min(wake_ns, now_ns + kSendRetryNs);
   if (wake_ns <= NowNs()) return absl::OkStatus();
-  watcher_->Arm();  // step 2
-  // Step 3. With no room in the window and nothing pending the channel is not a member: its application's
+  // With no room in the window and nothing pending the channel is not a member: its application's
   // state changes then go out with the next heartbeat rather than at once.
   absl::Status waited = wait_set_->Wait(Deadline::AtMonotonicNs(wake_ns), &ready_, [&stop]() -> absl::Status {
     return stop.load(std::memory_order_relaxed) ? absl::CancelledError("stopped") : absl::OkStatus();
