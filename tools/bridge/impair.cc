@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <random>
@@ -106,6 +107,7 @@ int Configure(int fd, Request& request) {
 
 struct Held {
   std::uint32_t id;
+  std::int64_t arrival_ns;
   std::int64_t release_ns;
 };
 
@@ -187,6 +189,8 @@ int main(int argc, char** argv) {
   std::uniform_real_distribution<double> percent(0.0, 100.0);
   std::deque<Held> held;
   std::uint64_t packets = 0, dropped = 0, released = 0, overruns = 0, max_held = 0;
+  // How long released packets were actually held (from their notification to their verdict).
+  std::int64_t hold_sum_ns = 0, hold_min_ns = INT64_MAX, hold_max_ns = 0;
   std::vector<char> buffer(1 << 16);
   auto verdict = [&](std::uint8_t message, std::uint32_t id, std::uint32_t what) {
     Request request(q, message, 0);
@@ -200,6 +204,10 @@ int main(int argc, char** argv) {
     bool any_due = false;
     while (!held.empty() && held.front().release_ns <= now) {
       last_due = held.front().id;
+      const std::int64_t hold = now - held.front().arrival_ns;
+      hold_sum_ns += hold;
+      hold_min_ns = std::min(hold_min_ns, hold);
+      hold_max_ns = std::max(hold_max_ns, hold);
       any_due = true;
       held.pop_front();
       ++released;
@@ -241,7 +249,8 @@ int main(int argc, char** argv) {
         verdict(NFQNL_MSG_VERDICT, id, NF_DROP);
         continue;
       }
-      held.push_back(Held{id, NowNs() + delay_ns});
+      const std::int64_t arrival = NowNs();
+      held.push_back(Held{id, arrival, arrival + delay_ns});
       if (held.size() > max_held) max_held = held.size();
     }
   }
@@ -250,10 +259,12 @@ int main(int argc, char** argv) {
   Request unbind(q, NFQNL_MSG_CONFIG, 0);
   unbind.Attribute(NFQA_CFG_CMD, nfqnl_msg_config_cmd{NFQNL_CFG_CMD_UNBIND, 0, htons(AF_INET)});
   SendRequest(fd, unbind);
-  printf("bridge_impair: queue %d: packets=%llu dropped=%llu released=%llu overruns=%llu max_held=%llu\n", queue,
-         static_cast<unsigned long long>(packets), static_cast<unsigned long long>(dropped),
+  printf("bridge_impair: queue %d: packets=%llu dropped=%llu released=%llu overruns=%llu max_held=%llu "
+         "hold_ms min=%.3f mean=%.3f max=%.3f\n",
+         queue, static_cast<unsigned long long>(packets), static_cast<unsigned long long>(dropped),
          static_cast<unsigned long long>(released), static_cast<unsigned long long>(overruns),
-         static_cast<unsigned long long>(max_held));
+         static_cast<unsigned long long>(max_held), released > 0 ? hold_min_ns / 1e6 : 0.0,
+         released > 0 ? static_cast<double>(hold_sum_ns) / static_cast<double>(released) / 1e6 : 0.0, hold_max_ns / 1e6);
   fflush(stdout);
   close(fd);
   return 0;
