@@ -1,6 +1,7 @@
 // One eshm-bridge: a local channel joined to a far bridge's over a Link, with the protocol of
 // docs/bridge.md (sequence numbers, cumulative acknowledgements, a bounded window in a WindowFile, replay
-// after reconnection, liveness in STATUS frames). Runs on one thread.
+// after reconnection, liveness in STATUS frames). One loop thread does all the work; a watcher thread only
+// wakes it when ZeroMQ has news (docs/bridge.md section 1, "Waiting").
 #ifndef ESHM_TOOLS_BRIDGE_BRIDGE_H_
 #define ESHM_TOOLS_BRIDGE_BRIDGE_H_
 
