@@ -10,7 +10,8 @@
 # Both apps must receive everything, in order, with at most 4 duplicates per direction, each right after
 # its original: one bridge kill can duplicate at most one message per direction, and one application kill
 # one message it was reading and one it was writing (docs/bridge.md, section 3). Both bridges then stop
-# cleanly on SIGTERM having refused no frame.
+# cleanly on SIGTERM having refused no frame. Then the two windows of an application crash are hit
+# exactly (an app kills itself there): each repeats one message, right after its original.
 # Then the far application's liveness as each app's peer_state() shows it: kill -9 of either app is seen as
 # kDead by the other, a restart as kAlive with one more reconnection, a link down (a bridge stopped) as
 # kUnresponsive and back.
@@ -48,7 +49,7 @@ FAILED=0
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-  rm -f "/dev/shm/eshm_${TAG}_"[abcdefg]
+  rm -f "/dev/shm/eshm_${TAG}_"[abcdefghi]
   if ((OWN_WORK)); then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -192,6 +193,46 @@ for log in bridge_a.log bridge_b.log; do
 done
 
 grep -h 'stopped:' "$WORK"/bridge_*.log
+
+# The two windows of an application crash, hit exactly, through the bridges: app H kills itself after
+# writing message 300 and before recording it (its successor writes 300 again), app I after recording
+# message 600 and before releasing it (its ring gives its successor 600 again). App I must count exactly
+# those two duplicates; app H at most the two its own kill and app I's can make at random points.
+NAME_H="${TAG}_h"
+NAME_I="${TAG}_i"
+crash_flags=(--count=2000 --interval_us=300 --max_duplicates=2 --timeout_s=60 --ring_bytes=65536)
+start app_h.log "$PEER" "$NAME_H" --role=master --progress_file="$WORK/progress_h" --crash_after_write=300 "${crash_flags[@]}"
+APP_H=$STARTED
+start crash_h.log "$BRIDGE" "$NAME_H" --role=slave --listen "tcp://127.0.0.1:*" --state_file="$WORK/state_h" "${bridge_flags[@]}"
+CRASH_H=$STARTED
+wait_for 10 "the crash test's bridge endpoint" grep -qs 'link endpoint tcp://' "$WORK/crash_h.log"
+ENDPOINT=$(grep -o 'link endpoint tcp://[^ ]*' "$WORK/crash_h.log" | head -n 1 | cut -d' ' -f3)
+start crash_i.log "$BRIDGE" "$NAME_I" --role=master --connect "$ENDPOINT" --state_file="$WORK/state_i" \
+  --ring_bytes=65536 "${bridge_flags[@]}"
+CRASH_I=$STARTED
+start app_i.log "$PEER" "$NAME_I" --role=slave --progress_file="$WORK/progress_i" --crash_after_record=600 "${crash_flags[@]}"
+APP_I=$STARTED
+wait "$APP_H" 2>/dev/null
+code=$?
+((code == 137)) || fail "app H did not kill itself after writing message 300 (exit $code)"
+start app_h.log "$PEER" "$NAME_H" --role=master --progress_file="$WORK/progress_h" "${crash_flags[@]}"
+APP_H=$STARTED
+wait "$APP_I" 2>/dev/null
+code=$?
+((code == 137)) || fail "app I did not kill itself after recording message 600 (exit $code)"
+start app_i.log "$PEER" "$NAME_I" --role=slave --progress_file="$WORK/progress_i" "${crash_flags[@]}"
+APP_I=$STARTED
+wait "$APP_H" || fail "the restarted app H exited with $?"
+wait "$APP_I" || fail "the restarted app I exited with $?"
+grep -q '^done sent=2000 received=2000 duplicates=2$' "$WORK/app_i.log" ||
+  fail "app I: $(grep -E '^(done|FAIL)' "$WORK/app_i.log" | tail -n 1)"
+grep -q '^done sent=2000 received=2000 duplicates=[0-2]$' "$WORK/app_h.log" ||
+  fail "app H: $(grep -E '^(done|FAIL)' "$WORK/app_h.log" | tail -n 1)"
+echo "crash windows through the bridges: app I $(grep '^done' "$WORK/app_i.log"); app H $(grep '^done' "$WORK/app_h.log")"
+kill -TERM "$CRASH_H" "$CRASH_I"
+wait "$CRASH_H" || fail "the crash test's listening bridge exited with $?"
+wait "$CRASH_I" || fail "the crash test's connecting bridge exited with $?"
+rm -f "/dev/shm/eshm_${NAME_H}" "/dev/shm/eshm_${NAME_I}"
 
 # 3. CURVE: a connecting bridge with the wrong server key never gets a link (and delivers nothing), nor does
 #    one whose client key is not in the allow-list; one with the right, listed keys carries 2000 checked

@@ -3,9 +3,10 @@
 # channel (no bridge). It must
 #   1. survive a kill -9 of one peer under traffic and its restart with its progress file (both streams
 #      whole, at most one duplicate per direction: the message the killed peer held, the one it wrote);
-#   2. fail on a gap (its writer's progress file skips messages 1 and 2);
-#   3. fail on a message that goes back (its reader's progress file says 10 were received already);
-#   4. fail on a duplicate beyond --max_duplicates.
+#   2. repeat exactly one message for each of the two crash windows when a peer kills itself there;
+#   3. fail on a gap (its writer's progress file skips messages 1 and 2);
+#   4. fail on a message that goes back (its reader's progress file says 10 were received already);
+#   5. fail on a duplicate beyond --max_duplicates.
 # Run: bazel test //tools:bridge_test_peer_test
 set -uo pipefail
 
@@ -91,6 +92,35 @@ resumed=$(grep '^resuming' "$WORK/q.log" | tail -n 1)
   fail "the slave peer did not resume mid-stream: $resumed"
 echo "restart: $resumed; $(grep '^done' "$WORK/q.log"); master: $(grep '^done' "$WORK/p.log")"
 
+# 2. The two windows of an application crash, hit exactly: the master kills itself after writing message
+#    300 and before recording it (its successor writes 300 again), the slave after recording message 600
+#    and before releasing it (the ring gives its successor 600 again). The slave must count exactly those
+#    two duplicates, each right after its original; the master at most the two its own random kills can
+#    make (it was killed mid-read, and the slave mid-write).
+COUNT=2000
+flags=(--count=$COUNT --interval_us=300 --max_duplicates=2 --timeout_s=60)
+start crash_p.log "$PEER" "${TAG}_2" --role=master --progress_file="$WORK/p2" --crash_after_write=300 "${flags[@]}"
+P=$STARTED
+start crash_q.log "$PEER" "${TAG}_2" --role=slave --progress_file="$WORK/q2" --crash_after_record=600 "${flags[@]}"
+Q=$STARTED
+wait "$P" 2>/dev/null
+code=$?
+((code == 137)) || fail "the master peer did not kill itself after writing message 300 (exit $code)"
+start crash_p.log "$PEER" "${TAG}_2" --role=master --progress_file="$WORK/p2" "${flags[@]}"
+P=$STARTED
+wait "$Q" 2>/dev/null
+code=$?
+((code == 137)) || fail "the slave peer did not kill itself after recording message 600 (exit $code)"
+start crash_q.log "$PEER" "${TAG}_2" --role=slave --progress_file="$WORK/q2" "${flags[@]}"
+Q=$STARTED
+wait "$P" || fail "the restarted master peer exited with $?: $(tail -n 1 "$WORK/crash_p.log")"
+wait "$Q" || fail "the restarted slave peer exited with $?: $(tail -n 1 "$WORK/crash_q.log")"
+grep -q "^done sent=$COUNT received=$COUNT duplicates=2\$" "$WORK/crash_q.log" ||
+  fail "slave: $(grep -E '^(done|FAIL)' "$WORK/crash_q.log" | tail -n 1)"
+grep -q "^done sent=$COUNT received=$COUNT duplicates=[0-2]\$" "$WORK/crash_p.log" ||
+  fail "master: $(grep -E '^(done|FAIL)' "$WORK/crash_p.log" | tail -n 1)"
+echo "crash windows: slave $(grep '^done' "$WORK/crash_q.log"); master $(grep '^done' "$WORK/crash_p.log")"
+
 # must_fail <case> <expected FAIL text> <master progress words> <slave progress words>: the slave reads
 # what the master writes and must exit 1 with that text.
 must_fail() {
@@ -110,11 +140,11 @@ must_fail() {
   kill -KILL "$m" 2>/dev/null
   wait "$m" 2>/dev/null
 }
-# 2. The master's writer resumes at 3: the slave sees 3 after 0.
+# 3. The master's writer resumes at 3: the slave sees 3 after 0.
 must_fail gap "message 3 after message 0" "0 0 3" "0 0 0"
-# 3. The slave has received 10 already; the master writes from 1.
+# 4. The slave has received 10 already; the master writes from 1.
 must_fail back "message 1 after message 10" "0 0 1" "10 0 0"
-# 4. The slave has received 1; the master writes 1 again: a duplicate, and none is allowed.
+# 5. The slave has received 1; the master writes 1 again: a duplicate, and none is allowed.
 must_fail duplicate "message 1 after message 1 (0 duplicates so far)" "0 0 1" "1 0 0"
 
 if ((FAILED)); then exit 1; fi

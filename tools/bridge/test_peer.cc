@@ -15,7 +15,8 @@
 // restarted peer with the same file resumes both streams where they were. What a kill can repeat, each
 // right after its original (counted as duplicates, never a gap): the message the reader held (stored but
 // not released: the ring delivers it again, channel.h), and the message the writer had written but not yet
-// recorded (it writes it again).
+// recorded (it writes it again). --crash_after_record and --crash_after_write make the process kill itself
+// at exactly those two points, so that a test can check that each repeats one message.
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -54,6 +55,10 @@ ABSL_FLAG(std::uint64_t, read_pause_after, 0, "stop reading after this many mess
 ABSL_FLAG(int, read_pause_ms, 0, "... for this long, printing \"read_paused\" and \"read_resumed\"");
 ABSL_FLAG(std::string, progress_file, "",
           "keep both streams' positions in this file and resume from it (a restart after kill -9)");
+ABSL_FLAG(std::uint64_t, crash_after_record, 0,
+          "tests: SIGKILL this process once message N is recorded as received and not yet released");
+ABSL_FLAG(std::uint64_t, crash_after_write, 0,
+          "tests: SIGKILL this process once message N is written and not yet recorded as written");
 
 namespace {
 
@@ -216,6 +221,7 @@ int main(int argc, char** argv) {
         return;
       }
       // Written (published): a restart goes on with the next. A kill before this store writes it again.
+      if (seq == absl::GetFlag(FLAGS_crash_after_write)) raise(SIGKILL);
       progress.set_next_to_write(seq + 1);
       if (interval_us > 0) usleep(static_cast<useconds_t>(interval_us));
     }
@@ -264,6 +270,7 @@ int main(int argc, char** argv) {
     } else {
       last = seq;
       progress.set_received(last);
+      if (last == absl::GetFlag(FLAGS_crash_after_record)) raise(SIGKILL);  // before the Release below
     }
     // The view was in shared memory: what Check saw counts only if the segment was intact meanwhile.
     const eshm::IoResult released = channel.Release();
