@@ -4,10 +4,14 @@
 # NAME_B). Both apps write COUNT messages and read COUNT, each one checked by sequence number, length,
 # CRC-32C and content (bridge_test_peer). Under traffic:
 #   1. kill -9 the listening bridge and restart it on the same port and state file;
-#   2. kill -9 the connecting bridge and restart it likewise.
-# Both apps must receive everything, in order, with at most 2 duplicates per direction, each right after
-# its original (one bridge kill can duplicate at most one message per direction: docs/bridge.md, section
-# 3). Both bridges then stop cleanly on SIGTERM having refused no frame.
+#   2. kill -9 the connecting bridge and restart it likewise;
+#   3. kill -9 app B and restart it with its progress file (it resumes both of its streams);
+#   4. kill -9 app A and restart it likewise.
+# Both apps must receive everything, in order, with at most 4 duplicates per direction, each right after
+# its original: one bridge kill can duplicate at most one message per direction, and one application kill
+# one message it was reading and one it was writing (docs/bridge.md, section 3). Both bridges then stop
+# cleanly on SIGTERM having refused no frame. Then the two windows of an application crash are hit
+# exactly (an app kills itself there): each repeats one message, right after its original.
 # Then the far application's liveness as each app's peer_state() shows it: kill -9 of either app is seen as
 # kDead by the other, a restart as kAlive with one more reconnection, a link down (a bridge stopped) as
 # kUnresponsive and back.
@@ -45,7 +49,7 @@ FAILED=0
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-  rm -f "/dev/shm/eshm_${TAG}_"[abcdefg]
+  rm -f "/dev/shm/eshm_${TAG}_"[abcdefghi]
   if ((OWN_WORK)); then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -108,19 +112,25 @@ start_connecting_bridge() {
   BRIDGE_B=$STARTED
 }
 
-# Paced so that both kills land mid-traffic (about 5 s of it) even on a fast machine.
-peer_flags=(--count=$COUNT --interval_us=200 --max_duplicates=2 --timeout_s=60 --ring_bytes=65536)
-start app_a.log "$PEER" "$NAME_A" --role=master "${peer_flags[@]}"
-APP_A=$STARTED
+# Paced so that all four kills land mid-traffic (about 5 s of it) even on a fast machine.
+peer_flags=(--count=$COUNT --interval_us=200 --max_duplicates=4 --timeout_s=90 --ring_bytes=65536)
+start_app_a() {
+  start app_a.log "$PEER" "$NAME_A" --role=master --progress_file="$WORK/progress_a" "${peer_flags[@]}"
+  APP_A=$STARTED
+}
+start_app_b() {
+  start app_b.log "$PEER" "$NAME_B" --role=slave --progress_file="$WORK/progress_b" "${peer_flags[@]}"
+  APP_B=$STARTED
+}
+start_app_a
 start_listening_bridge "tcp://127.0.0.1:*"
 wait_for 10 "the listening bridge's endpoint" grep -qs 'link endpoint tcp://' "$WORK/bridge_a.log"
 ENDPOINT=$(grep -o 'link endpoint tcp://[^ ]*' "$WORK/bridge_a.log" | head -n 1 | cut -d' ' -f3)
 start_connecting_bridge
-start app_b.log "$PEER" "$NAME_B" --role=slave "${peer_flags[@]}"
-APP_B=$STARTED
+start_app_b
 
 # 1. kill -9 the listening bridge under traffic, restart it where it was.
-wait_for 30 "app B to receive 4000 messages" received_at_least app_b.log 4000
+wait_for 30 "app B to receive 3000 messages" received_at_least app_b.log 3000
 kill -KILL "$BRIDGE_A"
 wait "$BRIDGE_A" 2>/dev/null
 echo "killed the listening bridge at app B received=$(received app_b.log), app A received=$(received app_a.log)"
@@ -128,12 +138,30 @@ start_listening_bridge "$ENDPOINT"
 
 # 2. kill -9 the connecting bridge under traffic, restart it.
 before=$(received app_b.log)
-wait_for 30 "app B to receive 4000 more messages" received_at_least app_b.log $((before + 4000))
+wait_for 30 "app B to receive 3000 more messages" received_at_least app_b.log $((before + 3000))
 kill -KILL "$BRIDGE_B"
 wait "$BRIDGE_B" 2>/dev/null
 echo "killed the connecting bridge at app B received=$(received app_b.log), app A received=$(received app_a.log)"
-[[ "$(received app_b.log)" -lt $COUNT ]] || fail "the traffic ended before the second kill: the test proves less than it says"
 start_connecting_bridge
+
+# 3. kill -9 app B (the slave side) under traffic and restart it: it resumes from its progress file.
+before=$(received app_a.log)
+wait_for 30 "app A to receive 3000 more messages" received_at_least app_a.log $((before + 3000))
+kill -KILL "$APP_B"
+wait "$APP_B" 2>/dev/null
+echo "killed app B at app B received=$(received app_b.log), app A received=$(received app_a.log)"
+start_app_b
+
+# 4. kill -9 app A (the master side, which created its channel) likewise.
+before=$(received app_b.log)
+wait_for 30 "app B to receive 3000 more messages" received_at_least app_b.log $((before + 3000))
+kill -KILL "$APP_A"
+wait "$APP_A" 2>/dev/null
+echo "killed app A at app B received=$(received app_b.log), app A received=$(received app_a.log)"
+for log in app_a.log app_b.log; do
+  [[ "$(received $log)" -lt $COUNT ]] || fail "$log: the traffic ended before the last kill: the test proves less than it says"
+done
+start_app_a
 
 # Both apps end by themselves once they received everything.
 both_done() { grep -q '^done' "$WORK/app_a.log" && grep -q '^done' "$WORK/app_b.log"; }
@@ -144,8 +172,12 @@ for app in A B; do
   code=$?
   log="$WORK/app_$(tr 'AB' 'ab' <<<"$app").log"
   ((code == 0)) || fail "app $app exited with $code"
-  grep -q "done sent=$COUNT received=$COUNT duplicates=[0-2]\$" "$log" || fail "app $app: $(tail -n 1 "$log")"
-  echo "app $app: $(grep '^done' "$log")"
+  grep -q "done sent=$COUNT received=$COUNT duplicates=[0-4]\$" "$log" || fail "app $app: $(tail -n 1 "$log")"
+  # The restarted app resumed mid-stream, in both directions.
+  resumed=$(grep '^resuming' "$log" | tail -n 1)
+  [[ "$resumed" =~ received=([0-9]+).*next_to_write=([0-9]+) && ${BASH_REMATCH[1]} -gt 0 && ${BASH_REMATCH[2]} -gt 1 ]] ||
+    fail "app $app was not restarted mid-stream: $resumed"
+  echo "app $app: $resumed; $(grep '^done' "$log")"
 done
 
 # The bridges stop cleanly and never refused a frame from each other.
@@ -161,6 +193,46 @@ for log in bridge_a.log bridge_b.log; do
 done
 
 grep -h 'stopped:' "$WORK"/bridge_*.log
+
+# The two windows of an application crash, hit exactly, through the bridges: app H kills itself after
+# writing message 300 and before recording it (its successor writes 300 again), app I after recording
+# message 600 and before releasing it (its ring gives its successor 600 again). App I must count exactly
+# those two duplicates; app H at most the two its own kill and app I's can make at random points.
+NAME_H="${TAG}_h"
+NAME_I="${TAG}_i"
+crash_flags=(--count=2000 --interval_us=300 --max_duplicates=2 --timeout_s=60 --ring_bytes=65536)
+start app_h.log "$PEER" "$NAME_H" --role=master --progress_file="$WORK/progress_h" --crash_after_write=300 "${crash_flags[@]}"
+APP_H=$STARTED
+start crash_h.log "$BRIDGE" "$NAME_H" --role=slave --listen "tcp://127.0.0.1:*" --state_file="$WORK/state_h" "${bridge_flags[@]}"
+CRASH_H=$STARTED
+wait_for 10 "the crash test's bridge endpoint" grep -qs 'link endpoint tcp://' "$WORK/crash_h.log"
+ENDPOINT=$(grep -o 'link endpoint tcp://[^ ]*' "$WORK/crash_h.log" | head -n 1 | cut -d' ' -f3)
+start crash_i.log "$BRIDGE" "$NAME_I" --role=master --connect "$ENDPOINT" --state_file="$WORK/state_i" \
+  --ring_bytes=65536 "${bridge_flags[@]}"
+CRASH_I=$STARTED
+start app_i.log "$PEER" "$NAME_I" --role=slave --progress_file="$WORK/progress_i" --crash_after_record=600 "${crash_flags[@]}"
+APP_I=$STARTED
+wait "$APP_H" 2>/dev/null
+code=$?
+((code == 137)) || fail "app H did not kill itself after writing message 300 (exit $code)"
+start app_h.log "$PEER" "$NAME_H" --role=master --progress_file="$WORK/progress_h" "${crash_flags[@]}"
+APP_H=$STARTED
+wait "$APP_I" 2>/dev/null
+code=$?
+((code == 137)) || fail "app I did not kill itself after recording message 600 (exit $code)"
+start app_i.log "$PEER" "$NAME_I" --role=slave --progress_file="$WORK/progress_i" "${crash_flags[@]}"
+APP_I=$STARTED
+wait "$APP_H" || fail "the restarted app H exited with $?"
+wait "$APP_I" || fail "the restarted app I exited with $?"
+grep -q '^done sent=2000 received=2000 duplicates=2$' "$WORK/app_i.log" ||
+  fail "app I: $(grep -E '^(done|FAIL)' "$WORK/app_i.log" | tail -n 1)"
+grep -q '^done sent=2000 received=2000 duplicates=[0-2]$' "$WORK/app_h.log" ||
+  fail "app H: $(grep -E '^(done|FAIL)' "$WORK/app_h.log" | tail -n 1)"
+echo "crash windows through the bridges: app I $(grep '^done' "$WORK/app_i.log"); app H $(grep '^done' "$WORK/app_h.log")"
+kill -TERM "$CRASH_H" "$CRASH_I"
+wait "$CRASH_H" || fail "the crash test's listening bridge exited with $?"
+wait "$CRASH_I" || fail "the crash test's connecting bridge exited with $?"
+rm -f "/dev/shm/eshm_${NAME_H}" "/dev/shm/eshm_${NAME_I}"
 
 # 3. CURVE: a connecting bridge with the wrong server key never gets a link (and delivers nothing), nor does
 #    one whose client key is not in the allow-list; one with the right, listed keys carries 2000 checked

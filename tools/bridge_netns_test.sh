@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # eshm-bridge between two network namespaces joined by a veth pair: a link that leaves the process's own
-# network stack, so that it can be cut and throttled. Needs root and iproute2 (ip netns, tc); tagged
-# "manual" in Bazel. Run: bazel build //tools:eshm-bridge //tools:bridge_test_peer && sudo tools/bridge_netns_test.sh
+# network stack, so that it can be cut, delayed, made lossy and throttled. Needs root and iproute2 (ip
+# netns, tc), and where the kernel has no netem, iptables (tools/setup.sh installs it; the NFQUEUE rule
+# feeds bridge_impair); tagged "manual" in Bazel. Run:
+#   bazel build //tools:eshm-bridge //tools:bridge_test_peer //tools:bridge_impair && sudo tools/bridge_netns_test.sh
 #
 #   app A (master of NAME_A) <-> bridge A in namespace A, listening on ADDR_A with CURVE keys
 #     <-> veth <-> bridge B in namespace B, connecting <-> app B (slave of NAME_B)
 #
 # The apps run in the root namespace (the namespaces share /dev/shm, not the network). Both apps write and
-# read COUNT messages, each checked by sequence number, length, CRC-32C and content (bridge_test_peer).
+# read COUNT messages, each checked by sequence number, length, CRC-32C and content (bridge_test_peer, with
+# a progress file so that a killed app resumes both streams when restarted).
 # Under traffic, each step waiting for both apps to receive more messages before the next:
 #   1. kill -9 bridge A, restart it;  2. kill -9 bridge B, restart it;
 #   3. the veth link down for 3 s (app A must see its far application unresponsive), then up;
-#   4. both ends of the veth throttled by tc tbf to 2 Mbit/s with 5 ms of queue (packets beyond it are
-#      dropped: loss and delay for TCP to repair) for 5 s; netem, where the kernel has it, adds 1% loss and
-#      10 ms delay on top.
-# Both apps must receive everything, in order, with at most 2 duplicates per direction (one per bridge
-# kill, docs/bridge.md section 3). Then kill -9 of app B must show as kDead in app A, and of app A as kDead in
-# a restarted app B. Every wait has a deadline; the EXIT trap kills what it started, deletes the
-# namespaces (which deletes the veth) and removes the segments and state files.
+#   4. kill -9 app B, restart it (app A must see it dead, then alive); 5. kill -9 app A, restart it;
+#   6. 1 % loss and 10 ms delay each way for IMPAIR_S seconds: netem where the kernel has it, otherwise
+#      bridge_impair on an NFQUEUE in each namespace (iptables rule on the veth's output);
+#   7. both ends of the veth throttled by tc tbf to 2 Mbit/s with 5 ms of queue (packets beyond it are
+#      dropped) for 5 s.
+# Both apps must receive everything, in order, with at most 4 duplicates per direction (one per bridge
+# kill, and per app kill one the app was reading and one it was writing: docs/bridge.md section 3). Then
+# kill -9 of app B must show as kDead in app A, and of app A as kDead in a restarted app B. Every wait has a
+# deadline; the EXIT trap kills what it started, deletes the namespaces (which deletes the veth and the
+# rules) and removes the segments and state files.
 set -uo pipefail
 
 if [[ $(id -u) -ne 0 ]]; then echo "FAIL: needs root (ip netns, tc)"; exit 1; fi
@@ -33,6 +39,7 @@ find_binary() {
 }
 BRIDGE="$(find_binary eshm-bridge)" || exit 1
 PEER="$(find_binary bridge_test_peer)" || exit 1
+IMPAIR="$(find_binary bridge_impair)" || exit 1
 
 WORK="$(mktemp -d)"
 TAG="bridge_netns_$$_${RANDOM}"
@@ -46,7 +53,8 @@ OCTET=$(($$ % 200 + 20))
 ADDR_A="10.251.${OCTET}.1"
 ADDR_B="10.251.${OCTET}.2"
 PORT=7600
-COUNT=60000
+COUNT=100000
+IMPAIR_S=8
 PIDS=()
 FAILED=0
 
@@ -137,14 +145,24 @@ start_bridge_b() {
   BRIDGE_B=$STARTED
 }
 
-peer_flags=(--count=$COUNT --interval_us=300 --max_duplicates=2 --timeout_s=180 --ring_bytes=65536
+peer_flags=(--count=$COUNT --interval_us=300 --max_duplicates=4 --timeout_s=300 --ring_bytes=65536
   --report_peer_state --linger_s=120)
-start app_a.log "$PEER" "$NAME_A" --role=master "${peer_flags[@]}"
-APP_A=$STARTED
+start_app_a() {
+  start app_a.log "$PEER" "$NAME_A" --role=master --progress_file="$WORK/progress_a" "${peer_flags[@]}"
+  APP_A=$STARTED
+}
+start_app_b() {
+  start app_b.log "$PEER" "$NAME_B" --role=slave --progress_file="$WORK/progress_b" "${peer_flags[@]}"
+  APP_B=$STARTED
+}
+still_flowing() {
+  [[ "$(received app_b.log)" -lt $COUNT && "$(received app_a.log)" -lt $COUNT ]] ||
+    fail "the traffic ended before $1: the test proves less than it says"
+}
+start_app_a
 start_bridge_a
 start_bridge_b
-start app_b.log "$PEER" "$NAME_B" --role=slave "${peer_flags[@]}"
-APP_B=$STARTED
+start_app_b
 mark
 wait_for 60 "the first 2000 messages each way" both_progress 2000
 echo "traffic flows between the namespaces"
@@ -173,19 +191,73 @@ wait_for 30 "app A to see its far application alive after the link came back" st
 echo "link up: app A's peer_state alive after $(ms_since "$t0") ms"
 wait_for 60 "2000 more messages each way after the link came back" both_progress 2000
 
-# 4. Throttled and lossy for 5 s.
+# 4, 5. kill -9 each application under traffic and restart it: it resumes from its progress file, and the
+# other application sees it dead and then alive.
+for side in B A; do
+  other=$(tr 'AB' 'ab' <<<"$([[ $side == A ]] && echo B || echo A)")
+  mark
+  pid_var="APP_$side"
+  t0=$(date +%s%N)
+  kill -KILL "${!pid_var}"
+  wait "${!pid_var}" 2>/dev/null
+  echo "killed app $side at app A received=$(received app_a.log), app B received=$(received app_b.log)"
+  wait_for 10 "app ${other^^} to see the killed app $side dead" state_is "app_$other.log" dead
+  echo "kill -9 app $side under traffic: app ${other^^}'s peer_state dead after $(ms_since "$t0") ms"
+  t0=$(date +%s%N)
+  if [[ $side == A ]]; then start_app_a; else start_app_b; fi
+  wait_for 10 "app ${other^^} to see the restarted app $side alive" state_is "app_$other.log" alive
+  echo "app $side restarted: app ${other^^}'s peer_state alive after $(ms_since "$t0") ms; $(grep '^resuming' "$WORK/app_$(tr 'AB' 'ab' <<<"$side").log" | tail -n 1)"
+  wait_for 60 "2000 more messages each way after the restart of app $side" both_progress 2000
+done
+still_flowing "the application kills were done"
+
+# 6. 1 % loss and 10 ms delay each way.
+mark
+IMPAIRS=()
+if ip netns exec "$NS_A" tc qdisc add dev "$VETH_A" root netem delay 10ms loss 1% 2>/dev/null; then
+  ip netns exec "$NS_B" tc qdisc add dev "$VETH_B" root netem delay 10ms loss 1% || { fail "netem on $VETH_B"; exit 1; }
+  NETEM=1
+  echo "impaired: netem 10 ms delay, 1 % loss, each way"
+else
+  NETEM=0
+  command -v iptables >/dev/null || { fail "no netem in this kernel and no iptables for bridge_impair (tools/setup.sh)"; exit 1; }
+  for end in "$NS_A $VETH_A" "$NS_B $VETH_B"; do
+    read -r ns dev <<<"$end"
+    ip netns exec "$ns" iptables -A OUTPUT -o "$dev" -j NFQUEUE --queue-num 7 --queue-bypass ||
+      { fail "iptables NFQUEUE rule on $dev"; exit 1; }
+    start "impair_$dev.log" ip netns exec "$ns" "$IMPAIR" --queue=7 --delay_ms=10 --loss_percent=1
+    IMPAIRS+=("$STARTED")
+  done
+  echo "impaired: bridge_impair 10 ms delay, 1 % loss, each way (no netem in this kernel)"
+fi
+sleep "$IMPAIR_S"
+if ((NETEM)); then
+  for end in "$NS_A $VETH_A" "$NS_B $VETH_B"; do
+    read -r ns dev <<<"$end"
+    ip netns exec "$ns" tc -s qdisc show dev "$dev" | tr '\n' ' ' | sed 's/  */ /g'
+    echo
+    ip netns exec "$ns" tc qdisc del dev "$dev" root
+  done
+else
+  for pid in "${IMPAIRS[@]}"; do kill -TERM "$pid"; wait "$pid" || fail "bridge_impair exited with $?"; done
+  for end in "$NS_A $VETH_A" "$NS_B $VETH_B"; do
+    read -r ns dev <<<"$end"
+    ip netns exec "$ns" iptables -D OUTPUT -o "$dev" -j NFQUEUE --queue-num 7 --queue-bypass
+  done
+  cat "$WORK"/impair_*.log | grep 'packets='
+fi
+still_flowing "the loss and delay ended"
+echo "during the loss and delay (${IMPAIR_S} s): app A received $(( $(received app_a.log) - MARK_A )), app B $(( $(received app_b.log) - MARK_B )) more"
+wait_for 60 "2000 more messages each way after the loss and delay" both_progress 2000
+
+# 7. Throttled for 5 s.
 mark
 for end in "$NS_A $VETH_A" "$NS_B $VETH_B"; do
   read -r ns dev <<<"$end"
-  if ip netns exec "$ns" tc qdisc add dev "$dev" root netem delay 10ms loss 1% rate 2mbit 2>/dev/null; then
-    NETEM=1
-  else
-    NETEM=0
-    ip netns exec "$ns" tc qdisc add dev "$dev" root tbf rate 2mbit burst 16kb latency 5ms ||
-      { fail "tc qdisc add on $dev"; exit 1; }
-  fi
+  ip netns exec "$ns" tc qdisc add dev "$dev" root tbf rate 2mbit burst 16kb latency 5ms ||
+    { fail "tc qdisc add on $dev"; exit 1; }
 done
-echo "throttled: $( ((NETEM)) && echo "netem 10 ms, 1% loss, 2 Mbit/s" || echo "tbf 2 Mbit/s, 5 ms queue (no netem in this kernel)")"
+echo "throttled: tbf 2 Mbit/s, 5 ms queue"
 sleep 5
 for end in "$NS_A $VETH_A" "$NS_B $VETH_B"; do
   read -r ns dev <<<"$end"
@@ -193,8 +265,7 @@ for end in "$NS_A $VETH_A" "$NS_B $VETH_B"; do
   echo
   ip netns exec "$ns" tc qdisc del dev "$dev" root
 done
-[[ "$(received app_b.log)" -lt $COUNT && "$(received app_a.log)" -lt $COUNT ]] ||
-  fail "the traffic ended before the throttling did: the test proves less than it says"
+still_flowing "the throttling did"
 wait_for 60 "messages to flow again after the throttling" both_progress 500
 echo "during and after the throttling: app A received $(( $(received app_a.log) - MARK_A )), app B $(( $(received app_b.log) - MARK_B )) more"
 
@@ -202,7 +273,7 @@ echo "during and after the throttling: app A received $(( $(received app_a.log) 
 both_done() { grep -q '^done' "$WORK/app_a.log" && grep -q '^done' "$WORK/app_b.log"; }
 wait_for 180 "both apps to finish" both_done
 for app in a b; do
-  grep -q "^done sent=$COUNT received=$COUNT duplicates=[0-2]\$" "$WORK/app_$app.log" ||
+  grep -q "^done sent=$COUNT received=$COUNT duplicates=[0-4]\$" "$WORK/app_$app.log" ||
     fail "app $app: $(grep -E '^(done|FAIL)' "$WORK/app_$app.log" | tail -n 2)"
   echo "app $app: $(grep '^done' "$WORK/app_$app.log")"
 done

@@ -18,6 +18,7 @@ APT_PACKAGES=(
   libclang-rt-14-dev # libFuzzer and sanitizer runtimes for clang-14
   libzmq3-dev        # ZeroMQ: eshm-bridge's link between hosts (tools/bridge/), //third_party:zmq
   cppzmq-dev         # zmq.hpp, the C++ header over libzmq, for the same
+  iptables           # tools/bridge_netns_test.sh (manual): the NFQUEUE rule that feeds bridge_impair
 )
 
 missing=()

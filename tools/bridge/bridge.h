@@ -1,6 +1,7 @@
 // One eshm-bridge: a local channel joined to a far bridge's over a Link, with the protocol of
 // docs/bridge.md (sequence numbers, cumulative acknowledgements, a bounded window in a WindowFile, replay
-// after reconnection, liveness in STATUS frames). Runs on one thread.
+// after reconnection, liveness in STATUS frames). One loop thread does all the work; a watcher thread only
+// wakes it when ZeroMQ has news (docs/bridge.md section 1, "Waiting").
 #ifndef ESHM_TOOLS_BRIDGE_BRIDGE_H_
 #define ESHM_TOOLS_BRIDGE_BRIDGE_H_
 
@@ -15,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "eshm/channel.h"
+#include "eshm/wait_set.h"
 #include "tools/bridge/frame.h"
 #include "tools/bridge/link.h"
 #include "tools/bridge/window_file.h"
@@ -52,6 +54,10 @@ class Bridge {
   // Runs until `stop` becomes true (OK) or something the bridge cannot go on with (the error says what).
   absl::Status Run(const std::atomic<bool>& stop);
 
+  ~Bridge();  // out of line: LinkWatcher is complete only in bridge.cc
+  Bridge(const Bridge&) = delete;
+  Bridge& operator=(const Bridge&) = delete;
+
   const BridgeCounters& counters() const { return counters_; }
   const std::string& link_endpoint() const { return link_->endpoint(); }
 
@@ -61,7 +67,15 @@ class Bridge {
     std::vector<std::byte> payload;
   };
 
+  class LinkWatcher;
+
   explicit Bridge(const BridgeOptions& options, WindowFile window);
+  // Sleeps until the local channel or the link needs the loop, or the next timer is due (docs/bridge.md
+  // section 1, "Waiting").
+  absl::Status Sleep(const std::atomic<bool>& stop, std::int64_t now_ns);
+  // What the loop waits for on the local channel: a message to take (unless the window is full), room for
+  // the next pending message.
+  absl::Status UpdateInterest();
 
   // Each step returns true if it did something (the loop then does not sleep).
   absl::StatusOr<bool> ReceiveFrames(std::int64_t now_ns);
@@ -105,6 +119,7 @@ class Bridge {
   bool link_up_ = false;
   std::int64_t last_frame_ns_ = 0;
   std::int64_t last_status_sent_ns_ = 0;
+  std::int64_t last_status_try_ns_ = 0;  // the last STATUS attempt, refused or not
   std::int64_t last_resend_request_ns_ = 0;
   bool ack_dirty_ = true;              // the acknowledgement changed since the last STATUS
   bool resend_wanted_ = false;         // ask the far bridge to send again from our acknowledgement
@@ -113,6 +128,15 @@ class Bridge {
   std::int64_t last_invalid_log_ns_ = 0;
 
   BridgeCounters counters_;
+
+  // Waiting. Declared last, destroyed first: the watcher uses the set and the link's descriptors, the set
+  // its member channel.
+  bool window_full_ = false;           // IngestLocal left a message in the ring for want of window room
+  unsigned interest_ = 0;              // the channel's WaitSet interest now (0: not a member)
+  std::size_t write_size_ = 0;         // with kWritable: the size of the pending message that must fit
+  std::vector<WaitSet::Ready> ready_;
+  std::unique_ptr<WaitSet> wait_set_;
+  std::unique_ptr<LinkWatcher> watcher_;
 };
 
 }  // namespace eshm::bridge

@@ -225,9 +225,14 @@ bool Link::Send(std::span<const std::byte> header, std::span<const std::byte> pa
   try {
     if (listen_) {
       zmq::message_t id(peer_.data(), peer_.size());
-      if (!socket_.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
+      if (!socket_.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+        send_refused_ = true;
+        return false;
+      }
     }
-    return socket_.send(frame, zmq::send_flags::dontwait).has_value();
+    if (socket_.send(frame, zmq::send_flags::dontwait).has_value()) return true;
+    send_refused_ = true;
+    return false;
   } catch (const zmq::error_t& e) {
     if (e.num() == EHOSTUNREACH) peer_.clear();  // the far bridge's connection is gone
     return false;
@@ -328,15 +333,20 @@ std::optional<Link::Received> Link::TryReceive() {
   return received;
 }
 
-void Link::WaitReadable(int timeout_ms) {
-  zmq::pollitem_t items[2] = {{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0},
-                              {static_cast<void*>(zap_), 0, ZMQ_POLLIN, 0}};
+std::vector<int> Link::NotificationFds() {
+  std::vector<int> fds{socket_.get(zmq::sockopt::fd)};
+  if (zap_) fds.push_back(zap_.get(zmq::sockopt::fd));
+  return fds;
+}
+
+int Link::Events() {
   try {
-    zmq::poll(items, zap_ ? 2 : 1, std::chrono::milliseconds(timeout_ms));
+    int events = socket_.get(zmq::sockopt::events);
+    if (zap_ && (zap_.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0) events |= ZMQ_POLLIN;
+    return events;
   } catch (const zmq::error_t&) {
-    // EINTR: a signal; the caller's loop looks at its stop flag.
+    return ZMQ_POLLIN;  // EINTR: look again rather than sleep on news not taken in
   }
-  ServeAuthentication();
 }
 
 bool Link::SetPeer(const std::string& peer) {

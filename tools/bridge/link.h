@@ -15,6 +15,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -64,8 +65,22 @@ class Link {
   bool Send(std::span<const std::byte> header, std::span<const std::byte> payload = {});
   // The next frame, if one is waiting.
   std::optional<Received> TryReceive();
-  // Waits up to `timeout_ms` for a frame to arrive (answering CURVE authentication requests meanwhile).
-  void WaitReadable(int timeout_ms);
+  // For waiting on the link from another thread without touching its sockets (ZeroMQ sockets are not
+  // thread-safe): the sockets' ZMQ_FD descriptors. One becomes readable when ZeroMQ has news for its socket
+  // (a frame, a connection, room in a full queue) that Events() has not yet taken in; it is not readable
+  // merely because frames are queued.
+  std::vector<int> NotificationFds();
+  // The bridge's thread, before it sleeps: takes in ZeroMQ's news (so that the descriptors signal anything
+  // later) and returns ZMQ_EVENTS of the link's socket, with ZMQ_POLLIN also when an authentication request
+  // waits (it is answered by the next TryReceive).
+  int Events();
+  // Whether ZeroMQ itself refused a Send (its queue full, not connected) since the last call: the bridge
+  // must look again when the socket can take frames.
+  bool TakeSendRefused() {
+    const bool refused = send_refused_;
+    send_refused_ = false;
+    return refused;
+  }
   // Listening side: talk to `peer` from now on (it sent a valid frame). True if it is a new peer.
   bool SetPeer(const std::string& peer);
   // Listening side: forget the current peer (it fell silent); connecting side: nothing to forget.
@@ -78,7 +93,7 @@ class Link {
   Link() = default;
 
   // Answers the ZAP requests waiting on zap_ (listening side with CURVE): each connecting client's key is
-  // looked up in allowed_clients_. Run on the bridge's thread, from TryReceive and WaitReadable, so the
+  // looked up in allowed_clients_. Run on the bridge's thread, from TryReceive, so the
   // handshake of a connecting bridge waits at most one loop turn.
   void ServeAuthentication();
 
@@ -91,6 +106,7 @@ class Link {
   bool listen_ = false;
   std::string endpoint_;
   std::string peer_;  // listening side: the far bridge's routing id
+  bool send_refused_ = false;
 };
 
 }  // namespace eshm::bridge

@@ -8,12 +8,25 @@
 // changes (through a bridge: the far application's liveness); --linger_s keeps the channel open that long
 // after "done" (SIGTERM ends it sooner). --read_pause_after/--read_pause_ms make a slow far reader, and
 // --write_timeout_ms shows the writer being pushed back: "write_timeouts=K" is printed before "done".
+//
+// --progress_file=PATH makes the application restartable after a kill -9, as an application that must not
+// lose its place would be: the reader peeks each message, checks it, stores its sequence number in PATH,
+// and only then releases it; the writer stores the next sequence number after each write returned. A
+// restarted peer with the same file resumes both streams where they were. What a kill can repeat, each
+// right after its original (counted as duplicates, never a gap): the message the reader held (stored but
+// not released: the ring delivers it again, channel.h), and the message the writer had written but not yet
+// recorded (it writes it again). --crash_after_record and --crash_after_write make the process kill itself
+// at exactly those two points, so that a test can check that each repeats one message.
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -40,6 +53,12 @@ ABSL_FLAG(int, write_timeout_ms, 0,
           "message written again, so the stream stays whole");
 ABSL_FLAG(std::uint64_t, read_pause_after, 0, "stop reading after this many messages (0: never) ...");
 ABSL_FLAG(int, read_pause_ms, 0, "... for this long, printing \"read_paused\" and \"read_resumed\"");
+ABSL_FLAG(std::string, progress_file, "",
+          "keep both streams' positions in this file and resume from it (a restart after kill -9)");
+ABSL_FLAG(std::uint64_t, crash_after_record, 0,
+          "tests: SIGKILL this process once message N is recorded as received and not yet released");
+ABSL_FLAG(std::uint64_t, crash_after_write, 0,
+          "tests: SIGKILL this process once message N is written and not yet recorded as written");
 
 namespace {
 
@@ -90,6 +109,41 @@ std::string Check(std::span<const std::byte> message, std::uint64_t* seq) {
   return "";
 }
 
+// Where a peer is in its two streams, in a small file mapped shared: the kernel keeps its page when the
+// process is killed, so the next peer with the file reads what this one stored last. Each word has one
+// writer thread; an aligned 8-byte store cannot be torn by a kill. Relaxed: no other thread reads the
+// words while this process runs, and a successor reads them after this process is gone.
+class Progress {
+ public:
+  // Opens (creating: all zero) the file; a peer without --progress_file keeps its progress in memory.
+  bool Open(const std::string& path) {
+    if (path.empty()) {
+      words_ = local_;
+      return true;
+    }
+    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, sizeof local_) != 0) return false;
+    void* mapped = mmap(nullptr, sizeof local_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (mapped == MAP_FAILED) return false;
+    words_ = static_cast<std::uint64_t*>(mapped);
+    return true;
+  }
+  std::uint64_t received() const { return Load(0); }  // the last message the reader took
+  std::uint64_t duplicates() const { return Load(1); }
+  std::uint64_t next_to_write() const { return std::max<std::uint64_t>(1, Load(2)); }
+  void set_received(std::uint64_t seq) { Store(0, seq); }
+  void set_duplicates(std::uint64_t n) { Store(1, n); }
+  void set_next_to_write(std::uint64_t seq) { Store(2, seq); }
+
+ private:
+  std::uint64_t Load(int i) const { return std::atomic_ref<std::uint64_t>(words_[i]).load(std::memory_order_relaxed); }
+  void Store(int i, std::uint64_t v) { std::atomic_ref<std::uint64_t>(words_[i]).store(v, std::memory_order_relaxed); }
+
+  alignas(8) std::uint64_t local_[3] = {0, 0, 0};
+  std::uint64_t* words_ = nullptr;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -115,6 +169,17 @@ int main(int argc, char** argv) {
   }
   eshm::Channel& channel = **opened;
   signal(SIGTERM, OnTerm);
+  Progress progress;
+  if (!progress.Open(absl::GetFlag(FLAGS_progress_file))) {
+    fprintf(stderr, "cannot open the progress file %s: %s\n", absl::GetFlag(FLAGS_progress_file).c_str(), strerror(errno));
+    return 1;
+  }
+  if (!absl::GetFlag(FLAGS_progress_file).empty()) {
+    printf("resuming received=%llu duplicates=%llu next_to_write=%llu\n",
+           static_cast<unsigned long long>(progress.received()), static_cast<unsigned long long>(progress.duplicates()),
+           static_cast<unsigned long long>(progress.next_to_write()));
+    fflush(stdout);
+  }
 
   std::atomic<bool> finished{false};
   std::thread reporter;
@@ -140,7 +205,7 @@ int main(int argc, char** argv) {
   std::thread writer([&] {
     const int interval_us = absl::GetFlag(FLAGS_interval_us);
     const int write_timeout_ms = absl::GetFlag(FLAGS_write_timeout_ms);
-    for (std::uint64_t seq = 1; seq <= count; ++seq) {
+    for (std::uint64_t seq = progress.next_to_write(); seq <= count; ++seq) {
       const std::vector<std::byte> message = MakeMessage(seq);
       absl::Status written;
       while (true) {
@@ -155,13 +220,15 @@ int main(int argc, char** argv) {
         writer_failed.store(true, std::memory_order_relaxed);  // relaxed: read after join
         return;
       }
+      // Written (published): a restart goes on with the next. A kill before this store writes it again.
+      if (seq == absl::GetFlag(FLAGS_crash_after_write)) raise(SIGKILL);
+      progress.set_next_to_write(seq + 1);
       if (interval_us > 0) usleep(static_cast<useconds_t>(interval_us));
     }
   });
 
-  std::vector<std::byte> buffer(64 << 10);
-  std::uint64_t last = 0;
-  std::uint64_t duplicates = 0;
+  std::uint64_t last = progress.received();
+  std::uint64_t duplicates = progress.duplicates();
   int exit_code = 0;
   const std::uint64_t read_pause_after = absl::GetFlag(FLAGS_read_pause_after);
   while (last < count) {
@@ -172,30 +239,48 @@ int main(int argc, char** argv) {
       printf("read_resumed\n");
       fflush(stdout);
     }
-    absl::StatusOr<std::size_t> read = channel.Read(buffer, deadline);
-    if (!read.ok()) {
+    // Peek, check, record, release: a kill before the record leaves the message to be read again as new;
+    // a kill after it and before the release makes it arrive again as a duplicate right after itself.
+    absl::StatusOr<std::span<const std::byte>> peeked = channel.Peek(deadline);
+    if (!peeked.ok()) {
       fprintf(stderr, "FAIL: read after message %llu: %s\n", static_cast<unsigned long long>(last),
-              read.status().ToString().c_str());
+              peeked.status().ToString().c_str());
       exit_code = 1;
       break;
     }
     std::uint64_t seq = 0;
-    const std::string wrong = Check(std::span<const std::byte>(buffer).first(*read), &seq);
+    const std::string wrong = Check(*peeked, &seq);
     if (!wrong.empty()) {
       fprintf(stderr, "FAIL: %s\n", wrong.c_str());
       exit_code = 1;
       break;
     }
-    if (seq == last && ++duplicates <= absl::GetFlag(FLAGS_max_duplicates)) continue;
-    if (seq != last + 1) {
+    bool duplicate = false;
+    if (seq == last && duplicates < absl::GetFlag(FLAGS_max_duplicates)) {
+      duplicate = true;
+    } else if (seq != last + 1) {
       fprintf(stderr, "FAIL: message %llu after message %llu (%llu duplicates so far)\n",
               static_cast<unsigned long long>(seq), static_cast<unsigned long long>(last),
               static_cast<unsigned long long>(duplicates));
       exit_code = 1;
       break;
     }
-    last = seq;
-    if (last % 1000 == 0) {
+    if (duplicate) {
+      progress.set_duplicates(++duplicates);
+    } else {
+      last = seq;
+      progress.set_received(last);
+      if (last == absl::GetFlag(FLAGS_crash_after_record)) raise(SIGKILL);  // before the Release below
+    }
+    // The view was in shared memory: what Check saw counts only if the segment was intact meanwhile.
+    const eshm::IoResult released = channel.Release();
+    if (released != eshm::IoResult::kOk) {
+      fprintf(stderr, "FAIL: release of message %llu: %s\n", static_cast<unsigned long long>(seq),
+              channel.StatusOf(released).ToString().c_str());
+      exit_code = 1;
+      break;
+    }
+    if (!duplicate && last % 1000 == 0) {
       printf("progress received=%llu\n", static_cast<unsigned long long>(last));
       fflush(stdout);
     }
