@@ -105,26 +105,6 @@ Deadline OpenDeadline(const ChannelOptions& o) {
 
 }  // namespace
 
-class Channel::WriterCall {
- public:
-  explicit WriterCall(Channel& channel) : channel_(channel) {
-    if (channel_.writer_depth_++ != 0) return;
-    // Relaxed, and ordered before this call's read of generation_ by the signal fence here (the compiler)
-    // and the monitor's internal::HeavyFence (the CPU): see writer_busy_ in channel.h.
-    channel_.writer_busy_.store(true, std::memory_order_relaxed);
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-  }
-  WriterCall(const WriterCall&) = delete;
-  WriterCall& operator=(const WriterCall&) = delete;
-  ~WriterCall() {
-    // Release: pairs with the acquire in ReleaseLeftSegments; this call's publications come first.
-    if (--channel_.writer_depth_ == 0) channel_.writer_busy_.store(false, std::memory_order_release);
-  }
-
- private:
-  Channel& channel_;
-};
-
 const char* PeerStateName(PeerState state) {
   switch (state) {
     case PeerState::kAbsent:
@@ -837,19 +817,6 @@ absl::Status Channel::WaitOnRing(const Side& side, absl::FunctionRef<absl::Statu
 // ---------------------------------------------------------------------------------------------------------
 // Write side.
 
-IoResult Channel::TryWrite(std::span<const std::byte> message, Publish publish) {
-  if (closed_) return IoResult::kClosed;
-  WriterCall call(*this);
-  if (!options_.use_threads) InlineTick();
-  SyncSide(writer_);
-  if (lost_ != 0) return ReportLost();
-  // The limit of the segment this side writes to (it can differ from a newer one the monitor attached).
-  if (message.size() > writer_.attachment->producer.max_message_bytes()) return IoResult::kTooLarge;
-  if (writer_.attachment->segment.truncated()) return IoResult::kCorrupt;
-  if (options_.disconnect_behavior == DisconnectBehavior::kImmediately && PeerGone()) return IoResult::kPeerGone;
-  return writer_.attachment->producer.TryWrite(message, publish) ? IoResult::kOk : IoResult::kWouldBlock;
-}
-
 absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadline, Publish publish) {
   if (closed_) return StatusOf(IoResult::kClosed);
   WriterCall call(*this);
@@ -1036,18 +1003,6 @@ IoResult Channel::Release() {
   if (attachment.segment.truncated() || !attachment.segment.TrailerIntact()) return IoResult::kCorrupt;
   attachment.consumer.Release();
   return IoResult::kOk;
-}
-
-// The one read path: the ring's own copying read, with the trailer check between the copy and the release.
-IoResult Channel::TryRead(std::span<std::byte> buffer, std::size_t* size) {
-  if (closed_) return IoResult::kClosed;
-  if (!options_.use_threads) InlineTick();
-  SyncSide(reader_);
-  const Segment& segment = reader_.attachment->segment;
-  if (segment.truncated()) return IoResult::kCorrupt;
-  const ReadResult result = reader_.attachment->consumer.TryRead(
-      buffer, size, [&segment] { return !segment.truncated() && segment.TrailerIntact(); });
-  return result == ReadResult::kOk ? IoResult::kOk : ReadOutcome(result);  // the common case inline
 }
 
 absl::Status Channel::AwaitMessage(Deadline deadline) {
