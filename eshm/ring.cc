@@ -237,32 +237,7 @@ void RingProducer::Abort() {
   claim_position_ = claim_padding_ = kNone;
 }
 
-void RingProducer::Flush() {
-  if (batch_start_ == kNone) return;
-  // SYNC(commit): release pairs with the consumer's acquire in TryPeek: the batch's records, and the
-  // commit words of all but its first, are visible before the first record is.
-  // Which store the consumer needs (ring.h, "Memory ordering"): seq_cst while it may sleep (an odd epoch),
-  // release while it polls. Relaxed: the epoch only selects the order; the ack tells the consumer which
-  // epoch our publications follow. SYNC(sleepy-ack): release pairs with the consumer's acquire in
-  // WaitForData: every earlier publication happens-before the consumer sees this ack.
-  const std::uint32_t epoch = control_->wait.data_sleepy_epoch.load(std::memory_order_relaxed);
-  if (epoch != acked_epoch_) {
-    control_->wait.data_sleepy_ack.store(epoch, std::memory_order_release);
-    acked_epoch_ = epoch;
-  }
-  if (fenced_by_sleepers_ && (epoch & 1) == 0) {
-    HeaderAt(batch_start_)->commit.store(batch_start_ + 1, std::memory_order_release);
-  } else {
-    HeaderAt(batch_start_)->commit.store(batch_start_ + 1, std::memory_order_seq_cst);
-  }
-  batch_start_ = kNone;
-  // For observers only (the consumer follows commit words): relaxed counters, release tail.
-  control_->producer.messages_written.store(messages_written_, std::memory_order_relaxed);
-  control_->producer.tail.store(tail_, std::memory_order_release);
-  WakeConsumerIfSleeping();
-}
-
-void RingProducer::WakeConsumerIfSleeping() {
+void RingProducer::WakeSleepingConsumer() {
   if (WakeIfSleeping(control_->wait.data_futex, control_->wait.data_sleeping, control_->wait.wake_syscalls)) {
     ++wake_syscalls_;
   }

@@ -32,7 +32,7 @@
 // consumer delivers thus depends only on the records published, never on their content, after any number
 // of laps, with claims, shrinks, aborts, deferred batches and padding.
 //
-// Memory ordering (each pair is marked SYNC at both ends in ring.cc):
+// Memory ordering (each pair is marked SYNC at both ends, in ring.cc or in the inline code below):
 //  * Producer commit (release) -> consumer commit load (acquire): everything the producer wrote into a
 //    record, the zeroed commit word after it, and every record staged before the batch's first record
 //    was published, happens-before the consumer reads it.
@@ -181,7 +181,33 @@ class RingProducer {
   bool has_claim() const { return claim_position_ != kNone; }
 
   // Publishes every staged record and wakes the consumer if it sleeps. Cheap when nothing is staged.
-  void Flush();
+  // Inline: a write published at once (Publish::kNow) runs it for every message.
+  void Flush() {
+    if (batch_start_ == kNone) return;
+    // SYNC(commit): release pairs with the consumer's acquire in TryPeek: the batch's records, and the
+    // commit words of all but its first, are visible before the first record is.
+    // Which store the consumer needs ("Memory ordering" above): seq_cst while it may sleep (an odd epoch),
+    // release while it polls. Relaxed: the epoch only selects the order; the ack tells the consumer which
+    // epoch our publications follow. SYNC(sleepy-ack): release pairs with the consumer's acquire in
+    // WaitForData: every earlier publication happens-before the consumer sees this ack.
+    const std::uint32_t epoch = control_->wait.data_sleepy_epoch.load(std::memory_order_relaxed);
+    if (epoch != acked_epoch_) {
+      control_->wait.data_sleepy_ack.store(epoch, std::memory_order_release);
+      acked_epoch_ = epoch;
+    }
+    if (fenced_by_sleepers_ && (epoch & 1) == 0) {
+      HeaderAt(batch_start_)->commit.store(batch_start_ + 1, std::memory_order_release);
+    } else {
+      HeaderAt(batch_start_)->commit.store(batch_start_ + 1, std::memory_order_seq_cst);
+    }
+    batch_start_ = kNone;
+    // For observers only (the consumer follows commit words): relaxed counters, release tail.
+    control_->producer.messages_written.store(messages_written_, std::memory_order_relaxed);
+    control_->producer.tail.store(tail_, std::memory_order_release);
+    // SYNC(sleep-flag): seq_cst load after the publication, see SleepUnlessReady in ring.cc; the call
+    // (which looks again and lets one waker pay for the system call) only when the flag is raised.
+    if (control_->wait.data_sleeping.load(std::memory_order_seq_cst) != 0) WakeSleepingConsumer();
+  }
 
   // Blocking write: waits for space under `strategy` until `deadline`, calling `check` between sleeps.
   // InvalidArgument if the message can never fit; DeadlineExceeded if the ring stayed full.
@@ -256,7 +282,8 @@ class RingProducer {
   // Zeroes every commit word in the free part of the ring (at attach: a dead producer may have left
   // committed-looking records behind its last published one).
   void ScrubFreeSpace();
-  void WakeConsumerIfSleeping();
+  // Wakes the consumer if it raised data_sleeping (out of line: the rare part of Flush).
+  void WakeSleepingConsumer();
 
   RingControl* control_ = nullptr;
   std::byte* data_ = nullptr;
