@@ -74,7 +74,10 @@ if [[ "$ERRORS" != 1 ]] || ! grep -q "error: #error \"eshm needs C++20: compile 
   exit 1
 fi
 grep "error:" "$TMP/cxx17.log"
-if ! ldd ./bazel-bin/hello_eshm | grep -q "libabsl_"; then
+# ldd's output is captured before grep reads it: with pipefail, `ldd | grep -q` fails whenever grep exits at
+# its first match and ldd then dies of SIGPIPE.
+LIBS="$(ldd ./bazel-bin/hello_eshm)"
+if [[ "$LIBS" != *libabsl_* ]]; then
   echo "FAIL: by default hello_eshm should link Debian's libabsl_*.so (the check below would prove nothing)"
   exit 1
 fi
@@ -91,7 +94,8 @@ if ! OUTPUT="$(timeout 60 ./bazel-bin/hello_eshm 2>&1)" || [[ "$OUTPUT" != *OK* 
   echo "FAIL: hello_eshm built with the workspace's abseil failed"
   exit 1
 fi
-if ldd ./bazel-bin/hello_eshm | grep "libabsl_"; then
+LIBS="$(ldd ./bazel-bin/hello_eshm)"
+if grep "libabsl_" <<<"$LIBS"; then
   echo "FAIL: eshm was built against Debian's abseil, not the workspace's @com_google_absl"
   exit 1
 fi
