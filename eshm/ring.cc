@@ -423,8 +423,10 @@ absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline de
   if (!HasData()) return absl::DeadlineExceededError("no message arrived before the deadline");
   // A consumer whose waits keep ending while it polls is not going to sleep soon: let the producer publish
   // without a store-load fence again (relaxed: the next sleep makes the epoch odd again and fences heavily
-  // until the producer acknowledges it).
-  if (sleepy_ && !slept && ++polled_waits_ >= kPolledWaitsToLeaveSleepy) {
+  // until the producer acknowledges it). One that never polls (it sleeps at once) stays: its next wait
+  // sleeps whatever the last ones did, and would pay that heavy fence each time.
+  const bool polls = strategy.spin_ns > 0 || strategy.yield_ns > 0;
+  if (sleepy_ && !slept && polls && ++polled_waits_ >= kPolledWaitsToLeaveSleepy) {
     sleepy_epoch_ += 1;  // even
     control_->wait.data_sleepy_epoch.store(sleepy_epoch_, std::memory_order_relaxed);
     sleepy_ = false;

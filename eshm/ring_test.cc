@@ -682,6 +682,39 @@ TEST(RingTest, ConsumerSwitchingBetweenPollingAndSleepingIsAlwaysWoken) {
   writer.join();
 }
 
+// A consumer whose strategy sleeps at once (Sleep()) sleeps whenever it catches up, so it must stay
+// "sleepy" (odd epoch: the producer publishes with seq_cst stores) however many waits find a message
+// waiting. Leaving after a run of such reads made every later sleep pay a heavy fence (a membarrier
+// system call that interrupts the producer's CPU): streams read with Sleep() lost a quarter of their rate.
+// A consumer that polls first (Adaptive) does leave after a run of waits that did not sleep.
+TEST(RingTest, OnlyAPollingConsumerStopsAskingForFencedPublications) {
+  for (const bool sleeps_at_once : {true, false}) {
+    SCOPED_TRACE(sleeps_at_once ? "Sleep()" : "Adaptive()");
+    HeapRing ring(1 << 16);
+    RingProducer producer = ring.Producer();
+    RingConsumer consumer = ring.Consumer();
+    const WaitStrategy strategy = sleeps_at_once ? WaitStrategy::Sleep() : WaitStrategy::Adaptive();
+    std::byte buffer[64];
+    // Nothing to read: the wait ends in a sleep (until the deadline), which makes the epoch odd.
+    ASSERT_EQ(consumer.Read(buffer, strategy, Deadline::AfterMs(1)).status().code(),
+              absl::StatusCode::kDeadlineExceeded);
+    const std::uint32_t sleepy = ring.control()->wait.data_sleepy_epoch.load();
+    ASSERT_EQ(sleepy % 2, 1u);
+    // Waits that end without sleeping: the message is there by the time the wait looks (as when it lands
+    // between a read that found the ring empty and the wait that follows).
+    for (int i = 0; i < 300; ++i) {
+      ASSERT_TRUE(producer.TryWrite(Message(32, i)));
+      ASSERT_TRUE(consumer.WaitForData(strategy, Deadline::AfterMs(1000), [] { return absl::OkStatus(); }).ok());
+      ASSERT_TRUE(consumer.Read(buffer, strategy, Deadline::AfterMs(1000)).ok());
+    }
+    if (sleeps_at_once) {
+      EXPECT_EQ(ring.control()->wait.data_sleepy_epoch.load(), sleepy);
+    } else {
+      EXPECT_EQ(ring.control()->wait.data_sleepy_epoch.load(), sleepy + 1);
+    }
+  }
+}
+
 TEST(RingTest, AwakeReaderCostsTheWriterNoSystemCalls) {
   HeapRing ring(1 << 20);
   RingProducer producer = ring.Producer();
