@@ -576,6 +576,14 @@ int CommandRm(const std::vector<std::string>& args, bool json) {
       return 1;
     }
     const std::string prefix = absl::GetFlag(FLAGS_match);
+    // A shell pattern would match nothing and report "no stale segments", as if there were none.
+    if (prefix.find_first_of("*?[") != std::string::npos) {
+      absl::FPrintF(stderr,
+                    "eshmctl rm: --match takes the literal start of segment names, not a pattern: '%s' "
+                    "matches nothing; drop the wildcard (e.g. --match=%s)\n",
+                    Printable(prefix), Printable(prefix.substr(0, prefix.find_first_of("*?["))));
+      return 2;
+    }
     for (std::string& name : *listed) {
       if (name.compare(0, prefix.size(), prefix) == 0) names.push_back(std::move(name));
     }

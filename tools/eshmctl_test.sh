@@ -173,6 +173,10 @@ json_check "$OUT" "d['removed'] == [] and sorted(d['refused'][0]['pids']) == sor
   "rm --json: refusal without both pids"
 ctl rm --stale --match="$NAME" --json
 json_check "$OUT" "'$NAME' not in d['removed']" "rm --stale removed a live segment"
+# A shell pattern is refused with the prefix to use, not taken for a prefix that matches nothing.
+ctl rm --stale --match="${NAME}*"
+[[ "$RC" == 2 ]] || fail "rm --stale --match with a wildcard exited $RC, expected 2"
+grep -q "not a pattern.*--match=$NAME" "$WORK/ctl.err" || fail "the wildcard refusal does not say what to use: $(cat "$WORK/ctl.err")"
 [[ -e "$SEGMENT" ]] || fail "$SEGMENT vanished while both sides run"
 
 # The traffic went on undisturbed while eshmctl looked.
