@@ -124,6 +124,8 @@ struct ChannelOptions {
   // threshold of the two sides. A peer is called unresponsive by its own stale threshold either way.
   int heartbeat_interval_ms = 0;
   int reconnect_wait_ms = 5000;
+  // How often a slave waiting for its master (in Open, or for a new segment after the name was removed)
+  // looks at the name again; it also looks as soon as inotify reports the name created or changed.
   int reconnect_retry_interval_ms = 100;
   int max_reconnect_attempts = 50;  // 0 = unlimited
   bool auto_cleanup = true;         // the master removes the segment name when it closes

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "eshm/internal/name_watch.h"
 #include "eshm/internal/segment_file_check.h"
 #include "eshm/internal/sigbus_guard.h"
 #include "eshm/internal/status_macros.h"
@@ -396,15 +397,23 @@ absl::StatusOr<AcquiredSegment> Segment::Acquire(const SegmentName& name, const 
   }
   const std::string& path = name.path();
   const std::int64_t retry_ns = std::int64_t{std::max(options.retry_interval_ms, 1)} * 1'000'000;
-  // Sleeps `ns` (not past the deadline) in slices, asking options.check between them.
-  auto pause = [&](std::int64_t ns) -> absl::Status {
+  // A slave waiting for the name: watched from its first miss on, so it looks again as soon as it appears.
+  std::optional<internal::NameWatch> name_watch;
+  // Sleeps `ns` (not past the deadline) in slices, asking options.check between them; with `watch`, ends
+  // early once the watched name appears.
+  auto pause = [&](std::int64_t ns, internal::NameWatch* watch = nullptr) -> absl::Status {
     constexpr std::int64_t kSliceNs = std::int64_t{kAcquireCheckIntervalMs} * 1'000'000;
     for (std::int64_t left = ns;;) {
       const std::int64_t slice = std::min(left, kSliceNs);
-      SleepAtMost(slice, options.deadline);
+      bool appeared = false;
+      if (watch != nullptr) {
+        appeared = watch->Wait(slice, options.deadline);
+      } else {
+        SleepAtMost(slice, options.deadline);
+      }
       left -= slice;
       if (options.check) ESHM_RETURN_IF_ERROR(options.check());
-      if (left <= 0 || options.deadline.Expired()) return absl::OkStatus();
+      if (appeared || left <= 0 || options.deadline.Expired()) return absl::OkStatus();
     }
   };
   // A segment this call created, master-locked and not yet named; kept across attempts.
@@ -424,7 +433,12 @@ absl::StatusOr<AcquiredSegment> Segment::Acquire(const SegmentName& name, const 
     if (absl::IsNotFound(existing.status())) {
       if (!may_create) {
         if (options.deadline.Expired()) return existing.status();
-        ESHM_RETURN_IF_ERROR(pause(retry_ns));
+        if (!name_watch.has_value()) {
+          // Watch first, then look again: a name created between the look and the watch is found now.
+          name_watch.emplace(name.file_name());
+          continue;
+        }
+        ESHM_RETURN_IF_ERROR(pause(retry_ns, &*name_watch));
         continue;
       }
       if (absl::Status made = make_fresh(); !made.ok()) {

@@ -86,7 +86,8 @@ struct AcquireOptions {
   // How long to wait: a slave for a segment to appear at the name, anyone for another process that is
   // deciding whether to replace the segment there. Nothing else waits.
   Deadline deadline = Deadline::Past();
-  // How often a waiting slave looks at the name again.
+  // How often a waiting slave looks at the name again; it also looks as soon as inotify reports the name
+  // created (internal/name_watch.h), so this is only the backstop where inotify is unavailable.
   int retry_interval_ms = 10;
   // Called at least every kAcquireCheckIntervalMs while Acquire waits; a non-OK status ends the wait with
   // that status (Python raises KeyboardInterrupt through it, eshm_demo stops on SIGINT).

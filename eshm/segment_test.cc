@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1010,6 +1012,29 @@ TEST_F(SegmentTest, AcquireAsSlaveWaitsForTheNameUntilItsDeadline) {
   EXPECT_EQ(slave->role, Role::kSlave);
   EXPECT_TRUE(IsRoleLockedByOther(slave->segment.fd(), Role::kMaster));
   master.Kill();
+}
+
+// A slave waiting for its master's name does not sleep out its retry interval once the name is there: it
+// waits on the directory (inotify) and looks as soon as the name appears.
+TEST_F(SegmentTest, AcquireAsSlaveLooksAsSoonAsTheNameAppears) {
+  AcquireOptions options = Wanting(AcquireRole::kSlave);
+  options.deadline = Deadline::AfterMs(20'000);
+  options.retry_interval_ms = 5'000;  // polling alone would find the name only after 5 s
+  std::atomic<std::int64_t> created_ns{0};
+  std::thread master_thread([&] {
+    eshm_test::SleepMs(200);
+    absl::StatusOr<AcquiredSegment> created = Segment::Acquire(name_, Wanting(AcquireRole::kMaster));
+    created_ns.store(MonotonicNowNs());
+    ASSERT_TRUE(created.ok()) << created.status();
+    eshm_test::SleepMs(1'000);  // holds the master role while the slave attaches
+  });
+  absl::StatusOr<AcquiredSegment> slave = Segment::Acquire(name_, options);
+  const std::int64_t attached_ns = MonotonicNowNs();
+  ASSERT_TRUE(slave.ok()) << slave.status();
+  EXPECT_EQ(slave->role, Role::kSlave);
+  EXPECT_LT(attached_ns - created_ns.load(), std::int64_t{1'000'000'000})
+      << "the slave attached " << (attached_ns - created_ns.load()) / 1'000'000 << " ms after the name appeared";
+  master_thread.join();
 }
 
 TEST_F(SegmentTest, AcquireWaitsForAnotherProcessDecidingAboutTheSegment) {
