@@ -17,7 +17,8 @@ BIN_SANITIZE=-fsanitize=fuzzer,address,undefined
 ABSL_LIBS=($(pkg-config --libs absl_statusor absl_status absl_strings absl_str_format absl_time))
 
 SOURCES=(eshm/segment.cc eshm/segment_name.cc eshm/ring.cc eshm/futex.cc eshm/wait_strategy.cc eshm/role_lock.cc
-         eshm/internal/segment_file_check.cc eshm/internal/sigbus_guard.cc eshm/internal/asymmetric_fence.cc)
+         eshm/internal/segment_file_check.cc eshm/internal/sigbus_guard.cc eshm/internal/asymmetric_fence.cc
+         eshm/internal/name_watch.cc)
 FUZZERS=(segment_open_fuzzer ring_reader_fuzzer)
 
 pids=()
