@@ -254,6 +254,8 @@ void Channel::Close() {
     me.state.store(0, std::memory_order_release);
     me.pid.store(0, std::memory_order_release);
     me.represented_state.store(0, std::memory_order_relaxed);  // relaxed: see PublishRepresentedState
+    me.kernel_watch.store(0, std::memory_order_relaxed);       // relaxed: the state store tells the rest
+    me.monitor_tid.store(0, std::memory_order_relaxed);
     AnnounceToMonitors(segment, name_);  // the peer's monitor looks now
     // Remove the name while still holding the master lock, so we never remove a successor's segment.
     if (options_.auto_cleanup && role_ == Role::kMaster) segment.UnlinkNameIfThis();
@@ -345,6 +347,60 @@ void Channel::UpdatePidWatch(PeerState state, std::uint64_t epoch, bool exited_b
   watched_pid_ = pid_watched_ ? pid : 0;
 }
 
+void Channel::UpdateKernelBeat(PeerState evidence, std::uint64_t epoch, std::int64_t now) {
+  if (!monitored_) return;
+  internal::Monitor& monitor = internal::Monitor::Process();
+  RoleControl& me = current_->segment.header()->roles[static_cast<int>(role_)];
+  const RoleControl& them = current_->segment.header()->roles[static_cast<int>(Other(role_))];
+  // Our monitor thread, for a peer that can watch it (Tick runs on it). Relaxed, like the other words a
+  // holder publishes about itself: each is read on its own.
+  const pid_t tid = internal::CurrentThreadId();
+  if (tid != monitor_tid_published_) {
+    me.monitor_tid.store(static_cast<std::uint32_t>(tid), std::memory_order_relaxed);
+    monitor_tid_published_ = tid;
+  }
+  // The peer's monitor thread: watchable when its pid names it here (pid_watched_: the same pid namespace,
+  // a trusted pid, a pidfd) and it published one. A thread of another process is never under
+  // /proc/PID/task/, so a wrong tid can only fail the watch.
+  const auto peer_tid = static_cast<pid_t>(them.monitor_tid.load(std::memory_order_relaxed));
+  const bool watchable = pid_watched_ && peer_tid > 0 &&
+                         (evidence == PeerState::kAlive || evidence == PeerState::kUnresponsive);
+  if (!watchable) {
+    StopKernelWatch();
+  } else if (!thread_watched_ || thread_watch_epoch_ != epoch || thread_watch_tid_ != peer_tid) {
+    thread_watched_ = monitor.WatchThread(this, watched_pid_, peer_tid,
+                                          std::int64_t{options_.stale_threshold_ms} * kNsPerMs);
+    thread_watch_epoch_ = epoch;
+    thread_watch_tid_ = peer_tid;
+  } else if (!monitor.ThreadProgressOf(this).readable) {
+    StopKernelWatch();
+  }
+  const std::uint64_t word = thread_watched_ ? EncodeKernelWatch(own_attach_epoch_, epoch) : 0;
+  if (word != kernel_watch_published_) {
+    me.kernel_watch.store(word, std::memory_order_relaxed);  // relaxed: a word that checks itself (layout.h)
+    kernel_watch_published_ = word;
+    if (word == 0) {
+      // The peer may be beating once a second: give it a whole threshold from now, and make its monitor
+      // look at once, so that it beats at its full pace again long before that.
+      peer_heartbeat_change_ns_ = now;
+      AnnounceToMonitors(current_->segment, name_);
+    }
+  }
+  // Whether the peer watches ours; if so our monitor thread must keep moving at our beat pace. Without
+  // inotify we would not learn at once that the peer stopped watching, so we keep beating in full then.
+  watched_by_peer_ = monitor.names_watched() &&
+                     them.kernel_watch.load(std::memory_order_relaxed) == EncodeKernelWatch(epoch, own_attach_epoch_);
+  monitor.KeepMoving(this, watched_by_peer_ ? BeatIntervalNs() : 0);
+}
+
+void Channel::StopKernelWatch() {
+  if (!thread_watched_) return;
+  internal::Monitor::Process().UnwatchThread(this);
+  thread_watched_ = false;
+  thread_watch_epoch_ = 0;
+  thread_watch_tid_ = 0;
+}
+
 std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
   if (current_ == nullptr) return now + kLockBackstopNs;
   ReleaseLeftSegments(now, /*force=*/false);
@@ -392,13 +448,22 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
   if (!locked || !announced) {
     evidence = peer_ever_seen_ ? PeerState::kDead : PeerState::kAbsent;
   } else {
+    // With the peer's monitor thread watched, its moves are its beats: it beats here once a second, and we
+    // look here about as rarely, so seeing a beat says little about when it was made.
+    const bool by_thread = thread_watched_ && thread_watch_epoch_ == epoch && epoch == peer_attach_epoch_seen_;
     if (!peer_ever_seen_ || hb != peer_heartbeat_seen_ || epoch != peer_attach_epoch_seen_) {
       restarted = peer_ever_seen_ && epoch != peer_attach_epoch_seen_;
       peer_heartbeat_seen_ = hb;
       peer_attach_epoch_seen_ = epoch;
-      peer_heartbeat_change_ns_ = now;
+      if (!by_thread) peer_heartbeat_change_ns_ = now;
     }
     peer_ever_seen_ = true;
+    if (by_thread) {
+      const internal::ThreadProgress progress = internal::Monitor::Process().ThreadProgressOf(this);
+      if (progress.readable && progress.last_move_ns > peer_heartbeat_change_ns_) {
+        peer_heartbeat_change_ns_ = progress.last_move_ns;
+      }
+    }
     const bool stale = now - peer_heartbeat_change_ns_ > std::int64_t{options_.stale_threshold_ms} * kNsPerMs;
     evidence = stale ? PeerState::kUnresponsive : PeerState::kAlive;
   }
@@ -423,6 +488,7 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
   }
   // From here on, the mechanics follow our own evidence about the peer process.
   UpdatePidWatch(evidence, epoch, exited_but_held);
+  UpdateKernelBeat(evidence, epoch, now);
 
   // The name: a master re-creates it if it was removed; a slave without a master follows a new one. With
   // inotify the monitor says when the name changed; without, look every reconnect_retry_interval_ms.
@@ -452,6 +518,15 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
     arrival_window_end_ns_ = now + kArrivalWindowNs;
   }
   std::int64_t next = now + BeatIntervalNs();
+  // Both sides watch each other's monitor thread: nobody needs our beats here, and the monitor ticks us
+  // when the peer's thread goes still or moves again, or its process exits (pidfd). Look once a second,
+  // and when the thread has gone still, when our own stale threshold will have passed.
+  if (thread_watched_ && watched_by_peer_ && evidence == PeerState::kAlive) {
+    next = now + kLockBackstopNs;
+    if (internal::Monitor::Process().ThreadProgressOf(this).still) {
+      next = std::min(next, peer_heartbeat_change_ns_ + std::int64_t{options_.stale_threshold_ms} * kNsPerMs + kNsPerMs);
+    }
+  }
   // No peer: nobody needs our beats until one arrives, and an arrival announces itself (TouchForMonitors,
   // an inotify event that ticks us at once). Without inotify, keep looking at the beat interval.
   if ((evidence == PeerState::kAbsent || evidence == PeerState::kDead) && names_watched) {
@@ -586,6 +661,12 @@ void Channel::TakeRoleControl(Segment& segment) {
   // would not match our epoch anyway; see layout.h).
   me.represented_state.store(0, std::memory_order_relaxed);
   represented_published_ = 0;
+  // Likewise what it said about its monitor thread and ours (a peer also checks the epochs in the latter).
+  me.monitor_tid.store(0, std::memory_order_relaxed);
+  me.kernel_watch.store(0, std::memory_order_relaxed);
+  monitor_tid_published_ = 0;
+  kernel_watch_published_ = 0;
+  watched_by_peer_ = false;
   me.heartbeat.store(++heartbeat_, std::memory_order_relaxed);
   own_attach_epoch_ = me.attach_epoch.fetch_add(1, std::memory_order_acq_rel) + 1;
   me.state.store(1, std::memory_order_release);

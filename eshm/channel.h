@@ -296,6 +296,10 @@ class Channel final : private internal::MonitorClient {
   bool ShouldCheckLock(std::int64_t now, unsigned events, std::uint64_t epoch, std::uint32_t peer_role_state) const;
   // Watches the peer process's exit through the monitor when its published pid can be trusted to name it.
   void UpdatePidWatch(PeerState state, std::uint64_t epoch, bool exited_but_held);
+  // The kernel as heartbeat (layout.h, RoleControl::monitor_tid): publishes our monitor thread, watches the
+  // peer's when we can (and says so in kernel_watch), and learns whether the peer watches ours.
+  void UpdateKernelBeat(PeerState evidence, std::uint64_t epoch, std::int64_t now);
+  void StopKernelWatch();
   // How long until the next beat: see heartbeat_interval_ms.
   std::int64_t BeatIntervalNs() const;
   bool TryReattach();
@@ -449,6 +453,15 @@ class Channel final : private internal::MonitorClient {
   // A master whose name was removed and could not re-create it yet: retry at reconnect_retry_interval_ms.
   bool name_retry_pending_ = true;
   pid_t own_pid_ = 0;
+  // The kernel as heartbeat: whether the monitor watches the peer's monitor thread for us (for the peer
+  // attachment thread_watch_epoch_, whose thread is thread_watch_tid_), whether the peer says it watches
+  // ours, and what we last published (our monitor thread's id, our kernel_watch word).
+  bool thread_watched_ = false;
+  std::uint64_t thread_watch_epoch_ = 0;
+  pid_t thread_watch_tid_ = 0;
+  bool watched_by_peer_ = false;
+  pid_t monitor_tid_published_ = 0;
+  std::uint64_t kernel_watch_published_ = 0;
 
   // The WaitSets this channel is a member of; guarded by WaitSet's membership lock.
   std::vector<WaitSet*> wait_sets_;

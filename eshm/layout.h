@@ -76,8 +76,8 @@ inline constexpr std::size_t kFalseSharingRange = 128;
 inline constexpr std::uint64_t kSegmentMagic = 0x004745534d485345ull;
 // 2: the producer clears the next commit word before each publication; the consumer publishes its head
 // per message; WaitLine::space_wanted; the SegmentTrailer (and its gap) at the end of the segment.
-// (RoleControl::represented_state took a word that was reserved and zero: readers that ignore it see what
-// they always saw, so it needed no new version.)
+// (RoleControl::represented_state, monitor_tid and kernel_watch took words that were reserved and zero:
+// readers that ignore them see what they always saw, so they needed no new version.)
 inline constexpr std::uint32_t kLayoutVersion = 2;
 
 // Ring capacities are powers of two in this range (per direction).
@@ -112,8 +112,26 @@ struct alignas(kFalseSharingRange) RoleControl {
   // before it could clear it, followed by an engine that does not know the word) and is ignored.
   std::atomic<std::uint32_t> represented_state;
   std::atomic<std::uint64_t> pid_namespace;  // inode of the holder's /proc/self/ns/pid; pid is valid there
-  std::uint8_t reserved[kFalseSharingRange - 40];
+  // The kernel as heartbeat (both words were reserved, zero: an engine that does not know them beats as
+  // before, and never asks its peer to stop). The holder's monitor thread, by its id in the holder's pid
+  // namespace (0 = none: no monitor, or not said). A peer in that namespace can watch the thread's
+  // voluntary context switches (/proc/PID/task/TID/status), which grow each time the monitor sleeps, so
+  // the thread's progress is the holder's heartbeat for all its channels with one read per process.
+  std::atomic<std::uint32_t> monitor_tid;
+  std::uint32_t reserved_word;  // zero
+  // What the holder says about its peer: "I watch your monitor thread through the kernel", so the peer
+  // need not beat in this segment more than once a second. 0 = not watching; otherwise the low 32 bits of
+  // the holder's attach_epoch (high half) and of the watched peer's (low half), so that a word left by a
+  // killed holder, or aimed at an earlier peer, is never taken for a current one (EncodeKernelWatch).
+  std::atomic<std::uint64_t> kernel_watch;
+  std::uint8_t reserved[kFalseSharingRange - 56];
 };
+
+// RoleControl::kernel_watch: who watches whom. Attach epochs start at 1, so a valid word is never 0.
+constexpr std::uint64_t EncodeKernelWatch(std::uint64_t watcher_epoch, std::uint64_t watched_epoch) {
+  return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(watcher_epoch)) << 32) |
+         static_cast<std::uint32_t>(watched_epoch);
+}
 
 // RoleControl::represented_state: the encoding, and its decoding against the holder's attach epoch. The
 // state is a PeerState's value (channel.h), 0..3; anything else decodes as nothing represented.
@@ -258,6 +276,9 @@ static_assert(offsetof(RoleControl, attach_epoch) == 16);
 static_assert(offsetof(RoleControl, stale_threshold_ms) == 24);
 static_assert(offsetof(RoleControl, represented_state) == 28);
 static_assert(offsetof(RoleControl, pid_namespace) == 32);
+static_assert(offsetof(RoleControl, monitor_tid) == 40);
+static_assert(offsetof(RoleControl, kernel_watch) == 48);
+static_assert(EncodeKernelWatch(1, 1) != 0 && EncodeKernelWatch(0x100000001, 2) == 0x0000000100000002);
 
 static_assert(std::is_standard_layout_v<SegmentHeader>);
 static_assert(offsetof(SegmentHeader, magic) == 0);

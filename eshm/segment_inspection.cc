@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -78,6 +80,29 @@ int OpenForInspection(const std::string& path) {
   return fd;
 }
 
+// The holder's monitor thread's voluntary context switches, when its published pid and thread id name
+// them in this pid namespace; -1 otherwise.
+std::int64_t MonitorSwitches(const RoleSnapshot& role) {
+  static const std::uint64_t own_namespace = [] {
+    struct stat st;
+    return stat("/proc/self/ns/pid", &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
+  }();
+  if (role.pid <= 1 || role.monitor_tid == 0 || own_namespace == 0 || role.pid_namespace != own_namespace) return -1;
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%u/task/%u/status", role.pid, role.monitor_tid);
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buffer[4096];
+  const ssize_t n = read(fd, buffer, sizeof(buffer) - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buffer[n] = '\0';
+  static constexpr char kKey[] = "\nvoluntary_ctxt_switches:";
+  const char* at = strstr(buffer, kKey);
+  if (at == nullptr) return -1;
+  return strtoll(at + sizeof(kKey) - 1, nullptr, 10);
+}
+
 // The live words of a checked segment (see the header for the orders).
 void ReadLiveWords(const std::byte* base, const internal::SegmentFileShape& shape, SegmentSnapshot& s) {
   const auto* header = reinterpret_cast<const SegmentHeader*>(base);
@@ -90,6 +115,9 @@ void ReadLiveWords(const std::byte* base, const internal::SegmentFileShape& shap
     s.roles[r].heartbeat = role.heartbeat.load(std::memory_order_relaxed);
     s.roles[r].attach_epoch = role.attach_epoch.load(std::memory_order_relaxed);
     s.roles[r].stale_threshold_ms = role.stale_threshold_ms.load(std::memory_order_relaxed);
+    s.roles[r].monitor_tid = role.monitor_tid.load(std::memory_order_relaxed);
+    s.roles[r].kernel_watch = role.kernel_watch.load(std::memory_order_relaxed);
+    s.roles[r].pid_namespace = role.pid_namespace.load(std::memory_order_relaxed);
   }
   for (int d = 0; d < 2; ++d) {
     const auto* ring = reinterpret_cast<const RingControl*>(base + shape.ring_offset[d]);
@@ -189,7 +217,9 @@ SegmentSnapshot Inspect(std::string path) {
       reinterpret_cast<const SegmentTrailer*>(file.base + check.shape.segment_bytes - kTrailerBytes);
   s.trailer_intact = internal::CanaryIntactAfterLoads(*trailer);
   for (const Role role : {Role::kMaster, Role::kSlave}) {
-    s.roles[static_cast<int>(role)].lock_held = IsRoleLockedByOther(file.fd, role);
+    RoleSnapshot& r = s.roles[static_cast<int>(role)];
+    r.lock_held = IsRoleLockedByOther(file.fd, role);
+    r.monitor_switches = MonitorSwitches(r);
   }
   s.sampled_ns = MonotonicNowNs();
   // A truncation while the words were read: the size changed (a cut inside the trailer's page faults

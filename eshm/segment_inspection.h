@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "eshm/layout.h"
 #include "eshm/segment_name.h"
 
 namespace eshm {
@@ -64,6 +65,18 @@ struct RoleSnapshot {
   std::uint64_t heartbeat = 0;
   std::uint64_t attach_epoch = 0;
   std::uint32_t stale_threshold_ms = 0;  // as the holder published it (0: not said)
+  std::uint32_t monitor_tid = 0;         // the holder's monitor thread (0: not said)
+  std::uint64_t pid_namespace = 0;       // where pid and monitor_tid are valid (0: not said)
+  std::uint64_t kernel_watch = 0;        // whom the holder watches through the kernel (layout.h)
+  // The holder's monitor thread's voluntary context switches (/proc/PID/task/TID/status), or -1 when they
+  // cannot be read here (no thread said, another pid namespace, the thread gone).
+  std::int64_t monitor_switches = -1;
+  // Whether the peer says it watches this holder's monitor thread (so the holder beats here only once a
+  // second, and its thread's switches are its heartbeat).
+  bool WatchedBy(const RoleSnapshot& peer) const {
+    return attach_epoch != 0 && peer.attach_epoch != 0 &&
+           peer.kernel_watch == EncodeKernelWatch(peer.attach_epoch, attach_epoch);
+  }
 };
 
 struct RingSnapshot {

@@ -9,6 +9,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -226,6 +228,158 @@ TEST_F(SharedMonitorTest, APeerThatPublishesAFalsePidIsStillFoundDead) {
     EXPECT_LT(ms, 3000) << "a lying peer's death took too long to see";
     master->reset();
   }
+}
+
+// The words a segment's two holders publish about watching each other's monitor thread (layout.h,
+// RoleControl::kernel_watch), read through a view of the segment as any process could.
+struct KernelWatchView {
+  absl::StatusOr<Segment> segment;
+  explicit KernelWatchView(const std::string& name) : segment(Segment::Open(name, Deadline::AfterMs(5000))) {}
+  const RoleControl& role(Role r) const { return segment->header()->roles[static_cast<int>(r)]; }
+  // Each holder says it watches the other's current attachment.
+  bool BothWatch() const {
+    const std::uint64_t master_epoch = role(Role::kMaster).attach_epoch.load();
+    const std::uint64_t slave_epoch = role(Role::kSlave).attach_epoch.load();
+    return role(Role::kMaster).kernel_watch.load() == EncodeKernelWatch(master_epoch, slave_epoch) &&
+           role(Role::kSlave).kernel_watch.load() == EncodeKernelWatch(slave_epoch, master_epoch);
+  }
+  std::uint64_t Beats() const { return role(Role::kMaster).heartbeat.load() + role(Role::kSlave).heartbeat.load(); }
+};
+
+// Two processes with many channels between them: each watches the other's monitor thread through the kernel
+// (one /proc read per interval for all the channels) instead of both beating in every segment every
+// quarter threshold, which is what idle channels cost. The protocol keeps its meaning: a stopped peer is
+// unresponsive on every channel a threshold after it stopped, alive again when it resumes, dead when killed.
+TEST_F(SharedMonitorTest, ProcessesWatchEachOthersMonitorThreadInsteadOfBeatingInEveryChannel) {
+  constexpr int kChannels = 16;
+  constexpr int kThresholdMs = 200;
+  std::vector<std::string> names;
+  for (int i = 0; i < kChannels; ++i) names.push_back(NewName("kernelbeat"));
+  Pipe opened;
+  Child child = StartChild([&] {
+    std::vector<std::unique_ptr<Channel>> slaves;
+    for (const std::string& name : names) {
+      ChannelOptions o = Small(ChannelRole::kSlave);
+      o.stale_threshold_ms = kThresholdMs;
+      o.max_reconnect_attempts = 0;
+      absl::StatusOr<std::unique_ptr<Channel>> ch = Channel::Open(name, o);
+      if (!ch.ok()) return 2;
+      slaves.push_back(*std::move(ch));
+    }
+    opened.Send(1);
+    for (;;) pause();
+  });
+  std::vector<std::unique_ptr<Channel>> masters;
+  for (const std::string& name : names) {
+    ChannelOptions o = Small(ChannelRole::kMaster);
+    o.stale_threshold_ms = kThresholdMs;
+    absl::StatusOr<std::unique_ptr<Channel>> ch = Channel::Open(name, o);
+    ASSERT_TRUE(ch.ok()) << ch.status();
+    masters.push_back(*std::move(ch));
+  }
+  ASSERT_TRUE(opened.Receive(kWatchdog, &child).has_value()) << child.Describe();
+  std::vector<std::unique_ptr<KernelWatchView>> views;
+  for (const std::string& name : names) {
+    views.push_back(std::make_unique<KernelWatchView>(name));
+    ASSERT_TRUE(views.back()->segment.ok()) << views.back()->segment.status();
+  }
+  for (int i = 0; i < kChannels; ++i) {
+    ASSERT_TRUE(PeerStateBecomes(*masters[i], PeerState::kAlive, absl::Seconds(10)));
+    EXPECT_TRUE(WaitUntil([&] { return views[i]->BothWatch(); }, absl::Seconds(5)))
+        << names[i] << ": the two processes do not say they watch each other's monitor thread";
+  }
+  // Beats, once the arrivals have settled (a side looks every millisecond for a while after someone opens its
+  // file): once a second per side and channel (at most 2 each in a second, 4 with an event) instead of every
+  // 50 ms (40 per channel and second for both sides).
+  eshm_test::SleepMs(300);
+  std::uint64_t before = 0;
+  for (const auto& view : views) before += view->Beats();
+  eshm_test::SleepMs(1000);
+  std::uint64_t after = 0;
+  for (const auto& view : views) after += view->Beats();
+  std::printf("[idle] %d channel pairs across two processes: %llu beats in 1 s (both sides)\n", kChannels,
+              static_cast<unsigned long long>(after - before));
+  EXPECT_LE(after - before, std::uint64_t{kChannels} * 4) << "the channels still beat at the full pace";
+  for (const auto& master : masters) EXPECT_EQ(master->peer_state(), PeerState::kAlive);
+
+  // Stopped: unresponsive everywhere, not before a threshold has passed (less a read interval: the last move
+  // may have been seen that much before the stop) and well within a second after it.
+  ASSERT_EQ(kill(child.pid(), SIGSTOP), 0);
+  const std::int64_t stopped = NowNs();
+  double first_ms = 1e9, last_ms = 0;
+  for (const auto& master : masters) {
+    EXPECT_TRUE(PeerStateBecomes(*master, PeerState::kUnresponsive, absl::Seconds(5)));
+    const double ms = MsSince(stopped);
+    first_ms = std::min(first_ms, ms);
+    last_ms = std::max(last_ms, ms);
+  }
+  std::printf("[latency] SIGSTOP of the peer process -> kUnresponsive on all %d channels: %.1f - %.1f ms "
+              "(threshold %d ms)\n", kChannels, first_ms, last_ms, kThresholdMs);
+  // (A beat every quarter threshold was judged the same way: the last one may come a quarter before the stop.)
+  EXPECT_GE(first_ms, kThresholdMs / 2) << "called unresponsive long before its threshold had passed";
+  EXPECT_LT(last_ms, 2000);
+  ASSERT_EQ(kill(child.pid(), SIGCONT), 0);
+  const std::int64_t resumed = NowNs();
+  for (const auto& master : masters) EXPECT_TRUE(PeerStateBecomes(*master, PeerState::kAlive, absl::Seconds(5)));
+  std::printf("[latency] SIGCONT -> kAlive on all %d channels: %.1f ms\n", kChannels, MsSince(resumed));
+
+  const std::int64_t killed = NowNs();
+  child.Kill();
+  for (const auto& master : masters) EXPECT_TRUE(PeerStateBecomes(*master, PeerState::kDead, absl::Seconds(5)));
+  std::printf("[latency] kill -9 of the peer process -> kDead on all %d channels: %.1f ms\n", kChannels,
+              MsSince(killed));
+}
+
+// A peer that stops watching our monitor thread (here: the thread it was told is not one of ours, so its
+// watch fails) takes back its word and, until we beat at full pace again, gives us a whole threshold: we are
+// never seen unresponsive on the way, and it still finds us unresponsive by our beats when we stop.
+TEST_F(SharedMonitorTest, APeerThatStopsWatchingOurThreadGetsOurBeatsInTime) {
+  constexpr int kThresholdMs = 200;
+  const std::string name = NewName("unwatch");
+  Pipe watched;
+  Pipe lie_now;
+  Child child = StartChild([&] {
+    ChannelOptions o = Small(ChannelRole::kSlave);
+    o.stale_threshold_ms = kThresholdMs;
+    o.max_reconnect_attempts = 0;
+    absl::StatusOr<std::unique_ptr<Channel>> ch = Channel::Open(name, o);
+    if (!ch.ok()) return 2;
+    KernelWatchView view(name);
+    if (!view.segment.ok()) return 3;
+    if (!WaitUntil([&] { return view.BothWatch(); }, absl::Seconds(10))) return 4;
+    watched.Send(1);
+    if (!lie_now.Receive(kWatchdog).has_value()) return 5;
+    // Name a thread that is not ours (pid 1's, which no task directory of ours holds).
+    view.segment->header()->roles[static_cast<int>(Role::kSlave)].monitor_tid.store(1);
+    for (;;) pause();
+  });
+  ChannelOptions o = Small(ChannelRole::kMaster);
+  o.stale_threshold_ms = kThresholdMs;
+  absl::StatusOr<std::unique_ptr<Channel>> master = Channel::Open(name, o);
+  ASSERT_TRUE(master.ok()) << master.status();
+  ASSERT_TRUE(watched.Receive(kWatchdog, &child).has_value()) << child.Describe();
+  KernelWatchView view(name);
+  ASSERT_TRUE(view.segment.ok()) << view.segment.status();
+  ASSERT_EQ((*master)->peer_state(), PeerState::kAlive);
+  lie_now.Send(1);
+  const std::int64_t start = NowNs();
+  std::uint64_t not_alive = 0;
+  while (MsSince(start) < 1500) {
+    if ((*master)->peer_state() != PeerState::kAlive) ++not_alive;
+    eshm_test::SleepMs(1);
+  }
+  EXPECT_EQ(not_alive, 0u) << "seen not alive in " << not_alive << " samples after it stopped watching";
+  const RoleControl& master_role = view.role(Role::kMaster);
+  EXPECT_EQ(master_role.kernel_watch.load(), 0u) << "the master still says it watches the slave's thread";
+  const std::uint64_t slave_beats = view.role(Role::kSlave).heartbeat.load();
+  eshm_test::SleepMs(500);
+  EXPECT_GE(view.role(Role::kSlave).heartbeat.load() - slave_beats, 5u) << "the slave did not return to full beats";
+  ASSERT_EQ(kill(child.pid(), SIGSTOP), 0);
+  const std::int64_t stopped = NowNs();
+  EXPECT_TRUE(PeerStateBecomes(**master, PeerState::kUnresponsive, absl::Seconds(5)));
+  std::printf("[latency] SIGSTOP of a peer we watch by its beats -> kUnresponsive: %.1f ms\n", MsSince(stopped));
+  ASSERT_EQ(kill(child.pid(), SIGCONT), 0);
+  child.Kill();
 }
 
 // A master that closes cleanly does not exit: no pidfd fires. The slave must still see it gone promptly (it

@@ -203,13 +203,23 @@ const char* RoleStateName(RoleState s) {
 }
 
 // `before` may be null (a single sample: a held lock counts as alive). A holder beats at least every quarter
-// of the stale threshold it published: a window shorter than half of it cannot call it unresponsive.
-RoleState Classify(const RoleSnapshot& now, const RoleSnapshot* before, std::int64_t span_ns) {
+// of the stale threshold it published: a window shorter than half of it cannot call it unresponsive. A
+// holder whose peer watches its monitor thread through the kernel beats here only once a second; its
+// thread's voluntary context switches, which grow at least as often as it would beat, stand in for the
+// heartbeat (and when they cannot be read here, nothing says it is unresponsive).
+RoleState Classify(const RoleSnapshot& now, const RoleSnapshot* before, const RoleSnapshot& peer,
+                   std::int64_t span_ns) {
   if (now.lock_held) {
     const bool same_holder = before != nullptr && before->lock_held && before->attach_epoch == now.attach_epoch;
     const bool long_enough = span_ns >= std::int64_t{now.stale_threshold_ms} * 1'000'000 / 2;
-    if (same_holder && before->heartbeat == now.heartbeat && long_enough) return RoleState::kUnresponsive;
-    return RoleState::kAlive;
+    if (!same_holder || !long_enough || before->heartbeat != now.heartbeat) return RoleState::kAlive;
+    if (now.WatchedBy(peer)) {
+      const bool readable = now.monitor_switches >= 0 && before->monitor_switches >= 0 &&
+                            before->monitor_tid == now.monitor_tid;
+      return readable && now.monitor_switches == before->monitor_switches ? RoleState::kUnresponsive
+                                                                          : RoleState::kAlive;
+    }
+    return RoleState::kUnresponsive;
   }
   if (now.state != 0 || now.pid != 0) return RoleState::kDead;
   return RoleState::kVacant;
@@ -253,7 +263,8 @@ double FillPercent(const RingSnapshot& r, std::uint64_t capacity) {
 }
 
 RoleState StateOf(const Report& rep, int role) {
-  return Classify(rep.now.roles[role], rep.before ? &rep.before->roles[role] : nullptr, rep.span_ns());
+  return Classify(rep.now.roles[role], rep.before ? &rep.before->roles[role] : nullptr, rep.now.roles[1 - role],
+                  rep.span_ns());
 }
 
 // A file that is not a whole segment: name, path, status, what is wrong, and its size if it was opened.

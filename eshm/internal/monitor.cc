@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -45,7 +47,29 @@ constexpr std::size_t kPrefetchAhead = 4;
 
 constexpr unsigned kNameEvents = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO;
 
+// The thread's count of voluntary context switches from its open /proc/PID/task/TID/status, or false if
+// the file cannot be read (the thread exited) or says no such thing.
+bool ReadVoluntarySwitches(int fd, std::uint64_t* switches) {
+  char buffer[4096];
+  const ssize_t n = pread(fd, buffer, sizeof(buffer) - 1, 0);
+  if (n <= 0) return false;
+  buffer[n] = '\0';
+  static constexpr char kKey[] = "\nvoluntary_ctxt_switches:";
+  const char* at = strstr(buffer, kKey);
+  if (at == nullptr) return false;
+  char* end = nullptr;
+  const unsigned long long value = strtoull(at + sizeof(kKey) - 1, &end, 10);
+  if (end == at + sizeof(kKey) - 1) return false;
+  *switches = value;
+  return true;
+}
+
 }  // namespace
+
+pid_t CurrentThreadId() {
+  thread_local const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
+  return tid;
+}
 
 void TouchForMonitors(int fd) {
   // Setting the times to now needs write access only (not ownership), which every side has.
@@ -111,6 +135,9 @@ void Monitor::ResetAfterFork() {
   if (thread_.joinable()) thread_.detach();
   for (auto& [pid, watch] : pids_) close(watch.fd);
   pids_.clear();
+  for (auto& [key, watch] : threads_) close(watch.fd);
+  threads_.clear();
+  keep_moving_.clear();
   entries_.clear();
   schedule_.clear();
   batch_.clear();
@@ -160,6 +187,8 @@ void Monitor::Remove(MonitorClient* client) {
     if (it == entries_.end()) return;  // never added, or added before a fork
     tick_done_.wait(lock, [&] { return !it->second.running; });  // its batch may still run others' ticks
     UnwatchPidLocked(client, it->second);
+    UnwatchThreadLocked(client, it->second);
+    SetKeepMovingLocked(it->second, 0);
     if (it->second.scheduled) Unschedule(it->second);
     auto [begin, end] = names_.equal_range(it->second.file_name);
     for (auto n = begin; n != end; ++n) {
@@ -248,6 +277,116 @@ void Monitor::UnwatchPidLocked(MonitorClient* client, Entry& entry) {
   }
 }
 
+bool Monitor::WatchThread(MonitorClient* client, pid_t pid, pid_t tid, std::int64_t still_after_ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(client);
+  if (it == entries_.end() || pid <= 0 || tid <= 0 || still_after_ns <= 0) return false;
+  Entry& entry = it->second;
+  UnwatchThreadLocked(client, entry);
+  const std::pair<pid_t, pid_t> key{pid, tid};
+  auto watch = threads_.find(key);
+  const std::int64_t now = MonotonicNowNs();
+  if (watch == threads_.end()) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/status", static_cast<int>(pid), static_cast<int>(tid));
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ThreadWatch fresh;
+    fresh.fd = fd;
+    if (!ReadVoluntarySwitches(fd, &fresh.switches)) {
+      close(fd);
+      return false;
+    }
+    // Moving as far as anyone knows: seen now, and the count says nothing more until it changes.
+    fresh.progress = ThreadProgress{true, false, now};
+    fresh.next_read_ns = INT64_MAX;
+    watch = threads_.emplace(key, std::move(fresh)).first;
+  } else if (!watch->second.progress.readable) {
+    return false;
+  }
+  watch->second.clients.emplace_back(client, still_after_ns);
+  watch->second.next_read_ns = std::min(watch->second.next_read_ns, now + std::max<std::int64_t>(still_after_ns / 4, 1'000'000));
+  entry.thread = key;
+  WakeThread();  // its next read may be due before the thread's current sleep ends
+  return true;
+}
+
+void Monitor::UnwatchThread(MonitorClient* client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(client);
+  if (it != entries_.end()) UnwatchThreadLocked(client, it->second);
+}
+
+void Monitor::UnwatchThreadLocked(MonitorClient* client, Entry& entry) {
+  if (entry.thread.first == 0) return;
+  auto watch = threads_.find(entry.thread);
+  entry.thread = {0, 0};
+  if (watch == threads_.end()) return;
+  auto& clients = watch->second.clients;
+  clients.erase(std::remove_if(clients.begin(), clients.end(), [&](const auto& c) { return c.first == client; }),
+                clients.end());
+  if (clients.empty()) {
+    close(watch->second.fd);
+    threads_.erase(watch);
+  }
+}
+
+ThreadProgress Monitor::ThreadProgressOf(MonitorClient* client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(client);
+  if (it == entries_.end() || it->second.thread.first == 0) return {};
+  auto watch = threads_.find(it->second.thread);
+  return watch == threads_.end() ? ThreadProgress{} : watch->second.progress;
+}
+
+void Monitor::KeepMoving(MonitorClient* client, std::int64_t interval_ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(client);
+  if (it != entries_.end()) SetKeepMovingLocked(it->second, interval_ns);
+}
+
+void Monitor::SetKeepMovingLocked(Entry& entry, std::int64_t interval_ns) {
+  if (entry.keep_moving_ns == interval_ns) return;
+  if (entry.keep_moving_ns != 0) keep_moving_.erase(keep_moving_.find(entry.keep_moving_ns));
+  entry.keep_moving_ns = interval_ns;
+  if (interval_ns != 0) keep_moving_.insert(interval_ns);
+}
+
+void Monitor::ReadThreads(std::int64_t now) {
+  for (auto& [key, watch] : threads_) {
+    if (watch.next_read_ns > now || !watch.progress.readable) continue;
+    std::int64_t still_after = INT64_MAX;
+    for (const auto& [client, ns] : watch.clients) still_after = std::min(still_after, ns);
+    watch.next_read_ns = now + std::max<std::int64_t>(still_after / 4, 1'000'000);
+    const ThreadProgress before = watch.progress;
+    std::uint64_t switches = 0;
+    if (!ReadVoluntarySwitches(watch.fd, &switches)) {
+      watch.progress.readable = false;
+    } else if (switches != watch.switches) {
+      watch.switches = switches;
+      watch.progress.last_move_ns = now;
+      watch.progress.still = false;
+    } else if (now - watch.progress.last_move_ns > still_after) {
+      watch.progress.still = true;
+    }
+    if (watch.progress.readable == before.readable && watch.progress.still == before.still) continue;
+    for (const auto& [client, ns] : watch.clients) {
+      auto it = entries_.find(client);
+      if (it == entries_.end()) continue;
+      it->second.events |= kThreadChanged;
+      Reschedule(it->second, now);
+    }
+  }
+}
+
+std::int64_t Monitor::NextThreadRead() const {
+  std::int64_t next = INT64_MAX;
+  for (const auto& [key, watch] : threads_) {
+    if (watch.progress.readable) next = std::min(next, watch.next_read_ns);
+  }
+  return next;
+}
+
 void Monitor::HandlePidExit(pid_t pid) {
   auto watch = pids_.find(pid);
   if (watch == pids_.end()) return;
@@ -300,6 +439,7 @@ void Monitor::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
     const std::int64_t now = MonotonicNowNs();
+    ReadThreads(now);  // may make clients due now
     // Every tick due now, earliest time first, a time's clients in one batch. An entry stays valid while its
     // batch runs (Remove waits for it).
     while (!stop_ && !schedule_.empty() && schedule_.begin()->first <= now) {
@@ -336,8 +476,11 @@ void Monitor::Run() {
     }
     if (stop_) break;
     int timeout_ms = -1;
-    if (!schedule_.empty()) {
-      const std::int64_t wait_ns = schedule_.begin()->first - MonotonicNowNs();
+    std::int64_t wake_ns = std::min(schedule_.empty() ? INT64_MAX : schedule_.begin()->first, NextThreadRead());
+    // A peer that watches this thread needs it to sleep and wake at least at its pace.
+    if (!keep_moving_.empty()) wake_ns = std::min(wake_ns, MonotonicNowNs() + *keep_moving_.begin());
+    if (wake_ns != INT64_MAX) {
+      const std::int64_t wait_ns = wake_ns - MonotonicNowNs();
       timeout_ms = wait_ns <= 0 ? 0 : static_cast<int>(std::min<std::int64_t>((wait_ns + 999'999) / 1'000'000, INT_MAX));
     }
     lock.unlock();

@@ -28,10 +28,12 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace eshm::internal {
@@ -46,7 +48,18 @@ enum MonitorEvent : unsigned {
   kFileOpened = 1u << 2,        // someone opened a file under the client's name
   kFileClosed = 1u << 3,        // someone closed one (a process exiting closes its descriptors)
   kFileTouched = 1u << 4,       // its times were set: a peer announcing its arrival or departure
+  kThreadChanged = 1u << 5,     // the thread WatchThread named went still, moved again, or became unreadable
 };
+
+// What the monitor last learned about a thread WatchThread named.
+struct ThreadProgress {
+  bool readable = false;           // false: the thread is gone or its status cannot be read
+  bool still = false;              // it has not slept (moved) for the stale time the client gave
+  std::int64_t last_move_ns = 0;   // when its count of voluntary context switches was last seen to grow
+};
+
+// The id of the calling thread (gettid), cached per thread.
+pid_t CurrentThreadId();
 
 // Makes the monitors watching `fd`'s file look now (an inotify IN_ATTRIB on its name): a side that takes or
 // leaves its role calls it, so a peer's monitor need not poll to notice. Needs only write access.
@@ -97,6 +110,21 @@ class Monitor {
   // Whether name events arrive (inotify works); if not, clients poll their names.
   bool names_watched() const { return inotify_fd_ >= 0; }
 
+  // From OnTick only. Watches thread `tid` of process `pid` for `client` through the kernel: the thread's
+  // count of voluntary context switches (/proc/PID/task/TID/status) grows each time it sleeps, so a thread
+  // that sleeps and wakes periodically (a peer's monitor) shows its process is scheduled. One read per
+  // thread however many clients watch it, every quarter of the smallest `still_after_ns` among them; all of
+  // them are ticked (kThreadChanged) when the count has not grown for that smallest time, when it grows
+  // again, and when the file can no longer be read. Replaces what the client watched before. False if the
+  // thread cannot be read now.
+  bool WatchThread(MonitorClient* client, pid_t pid, pid_t tid, std::int64_t still_after_ns);
+  void UnwatchThread(MonitorClient* client);
+  ThreadProgress ThreadProgressOf(MonitorClient* client);
+  // From OnTick only. While any client asks, the monitor thread sleeps at most `interval_ns` at a time, so
+  // that its own count of voluntary context switches grows at that pace for peers that watch it (0: the
+  // client asks no more).
+  void KeepMoving(MonitorClient* client, std::int64_t interval_ns);
+
 
  private:
   struct Entry {
@@ -110,11 +138,20 @@ class Monitor {
     std::int64_t next_ns = 0;     // what the running tick asked for (likewise)
     TickHints hints;              // the client's (likewise)
     pid_t pid = 0;  // watched, 0 = none
+    std::pair<pid_t, pid_t> thread{0, 0};  // watched (pid, tid), {0, 0} = none
+    std::int64_t keep_moving_ns = 0;       // its KeepMoving request, 0 = none
     std::string file_name;
   };
   struct PidWatch {
     int fd = -1;
     std::vector<MonitorClient*> clients;
+  };
+  struct ThreadWatch {
+    int fd = -1;  // /proc/PID/task/TID/status
+    std::uint64_t switches = 0;
+    ThreadProgress progress;
+    std::int64_t next_read_ns = 0;
+    std::vector<std::pair<MonitorClient*, std::int64_t>> clients;  // with their still_after_ns
   };
 
   Monitor();
@@ -126,6 +163,10 @@ class Monitor {
   void HandleInotify();
   void HandlePidExit(pid_t pid);
   void UnwatchPidLocked(MonitorClient* client, Entry& entry);
+  void UnwatchThreadLocked(MonitorClient* client, Entry& entry);
+  void ReadThreads(std::int64_t now);  // the watched threads whose read is due
+  std::int64_t NextThreadRead() const;
+  void SetKeepMovingLocked(Entry& entry, std::int64_t interval_ns);
   void WakeThread();
   void OpenDescriptors();
   void ResetAfterFork();
@@ -142,6 +183,8 @@ class Monitor {
   std::map<std::int64_t, std::vector<Entry*>> schedule_;  // guarded by mu_
   std::vector<Entry*> batch_;                             // the monitor thread's: the ticks running now
   std::unordered_map<pid_t, PidWatch> pids_;  // guarded by mu_
+  std::map<std::pair<pid_t, pid_t>, ThreadWatch> threads_;  // guarded by mu_
+  std::multiset<std::int64_t> keep_moving_;                  // the clients' KeepMoving paces; guarded by mu_
   std::unordered_multimap<std::string, MonitorClient*> names_;  // guarded by mu_
   bool stop_ = false;                 // guarded by mu_
   std::thread thread_;                // guarded by lifecycle_mu_

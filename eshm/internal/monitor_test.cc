@@ -9,10 +9,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "eshm/deadline.h"
@@ -126,6 +129,130 @@ TEST(MonitorTest, AnEventOnItsNameTicksAClientThatAskedForAMinute) {
   TouchForMonitors(fd);  // what a peer arriving or leaving does
   EXPECT_TRUE(WaitFor([&] { return slow->ticks.load() > before; }, std::chrono::seconds(10)));
   monitor.Remove(slow.get());
+  close(fd);
+  unlink(path.c_str());
+}
+
+// A client that runs `on_tick` inside its ticks (WatchThread and KeepMoving are for OnTick only), asks for a
+// tick a minute later, and records the ticks that came with kThreadChanged.
+class ThreadWatchingClient final : public MonitorClient {
+ public:
+  std::int64_t OnTick(std::int64_t now_ns, unsigned events, TickHints&) override {
+    monitor_tid.store(CurrentThreadId(), std::memory_order_release);
+    std::function<void()> work;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      work = std::exchange(on_tick, nullptr);
+    }
+    if (work) work();
+    if ((events & kThreadChanged) != 0) changes.fetch_add(1, std::memory_order_acq_rel);
+    return now_ns + 60'000 * kMs;
+  }
+  // Runs `work` in the next tick, which it asks for through an event on the client's name.
+  void RunInTick(std::function<void()> work, int fd) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      on_tick = std::move(work);
+    }
+    TouchForMonitors(fd);
+  }
+  std::mutex mu;
+  std::function<void()> on_tick;
+  std::atomic<int> changes{0};
+  std::atomic<pid_t> monitor_tid{0};
+};
+
+std::uint64_t VoluntarySwitchesOf(pid_t tid) {
+  std::ifstream status("/proc/self/task/" + std::to_string(tid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("voluntary_ctxt_switches:", 0) == 0) return std::stoull(line.substr(24));
+  }
+  return 0;
+}
+
+// A watched thread that keeps sleeping and waking is moving; one blocked for good goes still after the time
+// given (its client ticked then), moves again when it resumes (ticked again), and once it has exited it is
+// unreadable (ticked a third time).
+TEST(MonitorTest, AWatchedThreadIsStillWhenItStopsSleepingAndWaking) {
+  Monitor& monitor = Monitor::Process();
+  if (!monitor.names_watched()) GTEST_SKIP() << "no inotify here";
+  const std::string name = UniqueFileName(6000);
+  const std::string path = std::string(kSegmentDirectory) + "/" + name;
+  const int fd = open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  std::mutex gate;
+  std::atomic<bool> quit{false};
+  std::atomic<pid_t> worker_tid{0};
+  std::unique_lock<std::mutex> blocked(gate, std::defer_lock);
+  std::thread worker([&] {
+    worker_tid.store(CurrentThreadId());
+    while (!quit.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      std::lock_guard<std::mutex> pass(gate);  // blocks while the test holds the gate
+    }
+  });
+  ASSERT_TRUE(WaitFor([&] { return worker_tid.load() != 0; }));
+  auto client = std::make_unique<ThreadWatchingClient>();
+  monitor.Add(client.get(), name);
+  std::atomic<int> watched{-1};
+  client->RunInTick([&] { watched = monitor.WatchThread(client.get(), getpid(), worker_tid.load(), 100 * kMs); }, fd);
+  ASSERT_TRUE(WaitFor([&] { return watched.load() != -1; }));
+  ASSERT_EQ(watched.load(), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ThreadProgress progress = monitor.ThreadProgressOf(client.get());
+  EXPECT_TRUE(progress.readable);
+  EXPECT_FALSE(progress.still) << "a thread that sleeps every 5 ms was called still";
+  EXPECT_EQ(client->changes.load(), 0);
+
+  blocked.lock();  // the worker blocks on the gate: one more switch, then none
+  const auto stopped = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor([&] { return client->changes.load() >= 1; }, std::chrono::seconds(10)));
+  const auto still_after = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - stopped);
+  EXPECT_TRUE(monitor.ThreadProgressOf(client.get()).still);
+  EXPECT_GE(still_after.count(), 50) << "still before the time given had passed";
+  blocked.unlock();
+  ASSERT_TRUE(WaitFor([&] { return client->changes.load() >= 2; }, std::chrono::seconds(10)));
+  EXPECT_FALSE(monitor.ThreadProgressOf(client.get()).still);
+
+  quit.store(true);
+  worker.join();
+  ASSERT_TRUE(WaitFor([&] { return client->changes.load() >= 3; }, std::chrono::seconds(10)));
+  EXPECT_FALSE(monitor.ThreadProgressOf(client.get()).readable);
+  // A thread that is not this process's (pid 1's task directory is not under ours) cannot be watched.
+  client->RunInTick([&] { watched = monitor.WatchThread(client.get(), getpid(), 1, 100 * kMs); }, fd);
+  ASSERT_TRUE(WaitFor([&] { return watched.load() == 0; }));
+  monitor.Remove(client.get());
+  close(fd);
+  unlink(path.c_str());
+}
+
+// KeepMoving: while a client asks, the monitor thread sleeps and wakes at that pace even with nothing due
+// (what a peer watching it through the kernel relies on); without, it sleeps until its next tick.
+TEST(MonitorTest, KeepMovingMakesTheThreadSleepAndWakeAtThePaceAsked) {
+  Monitor& monitor = Monitor::Process();
+  if (!monitor.names_watched()) GTEST_SKIP() << "no inotify here";
+  const std::string name = UniqueFileName(7000);
+  const std::string path = std::string(kSegmentDirectory) + "/" + name;
+  const int fd = open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  auto client = std::make_unique<ThreadWatchingClient>();
+  monitor.Add(client.get(), name);
+  ASSERT_TRUE(WaitFor([&] { return client->monitor_tid.load() != 0; }));
+  const pid_t tid = client->monitor_tid.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::uint64_t before = VoluntarySwitchesOf(tid);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const std::uint64_t idle = VoluntarySwitchesOf(tid) - before;
+  std::atomic<bool> asked{false};
+  client->RunInTick([&] { monitor.KeepMoving(client.get(), 10 * kMs); asked = true; }, fd);
+  ASSERT_TRUE(WaitFor([&] { return asked.load(); }));
+  before = VoluntarySwitchesOf(tid);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const std::uint64_t moving = VoluntarySwitchesOf(tid) - before;
+  EXPECT_LE(idle, 5u) << "the thread woke " << idle << " times in 0.5 s with nothing due";
+  EXPECT_GE(moving, 20u) << "asked to move every 10 ms, the thread woke " << moving << " times in 0.5 s";
+  monitor.Remove(client.get());
   close(fd);
   unlink(path.c_str());
 }
