@@ -1,6 +1,5 @@
 #include "eshm/channel.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "eshm/futex.h"
 #include "eshm/internal/asymmetric_fence.h"
+#include "eshm/internal/proc_status.h"
 #include "eshm/internal/staged_messages.h"
 #include "eshm/internal/status_macros.h"
 #include "eshm/role_lock.h"
@@ -30,15 +30,7 @@ constexpr std::int64_t kLockBackstopNs = 1'000'000'000;
 // to announce itself.
 constexpr std::int64_t kArrivalWindowNs = 100'000'000;
 
-// Inode of this process's pid namespace: a peer's published pid names a process here only if the peer
-// published the same one. 0 if /proc cannot say.
-std::uint64_t OwnPidNamespace() {
-  static const std::uint64_t ns = [] {
-    struct stat st;
-    return stat("/proc/self/ns/pid", &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
-  }();
-  return ns;
-}
+using internal::OwnPidNamespace;
 
 // Makes the monitors watching `segment`'s name look now. Through the name while it names this segment:
 // inotify reports an access through the descriptor of a segment this process created unnamed (O_TMPFILE,

@@ -10,14 +10,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "eshm/deadline.h"
+#include "eshm/internal/proc_status.h"
 #include "eshm/internal/segment_file_check.h"
 #include "eshm/internal/sigbus_guard.h"
 #include "eshm/layout.h"
@@ -83,24 +82,14 @@ int OpenForInspection(const std::string& path) {
 // The holder's monitor thread's voluntary context switches, when its published pid and thread id name
 // them in this pid namespace; -1 otherwise.
 std::int64_t MonitorSwitches(const RoleSnapshot& role) {
-  static const std::uint64_t own_namespace = [] {
-    struct stat st;
-    return stat("/proc/self/ns/pid", &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
-  }();
-  if (role.pid <= 1 || role.monitor_tid == 0 || own_namespace == 0 || role.pid_namespace != own_namespace) return -1;
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%u/task/%u/status", role.pid, role.monitor_tid);
-  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  const std::uint64_t own_namespace = internal::OwnPidNamespace();
+  if (role.pid <= 1 || own_namespace == 0 || role.pid_namespace != own_namespace) return -1;
+  const int fd = internal::OpenThreadStatus(static_cast<pid_t>(role.pid), static_cast<pid_t>(role.monitor_tid));
   if (fd < 0) return -1;
-  char buffer[4096];
-  const ssize_t n = read(fd, buffer, sizeof(buffer) - 1);
+  std::uint64_t switches = 0;
+  const bool read = internal::ReadVoluntarySwitches(fd, &switches);
   close(fd);
-  if (n <= 0) return -1;
-  buffer[n] = '\0';
-  static constexpr char kKey[] = "\nvoluntary_ctxt_switches:";
-  const char* at = strstr(buffer, kKey);
-  if (at == nullptr) return -1;
-  return strtoll(at + sizeof(kKey) - 1, nullptr, 10);
+  return read ? static_cast<std::int64_t>(switches) : -1;
 }
 
 // The live words of a checked segment (see the header for the orders).

@@ -12,12 +12,11 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <utility>
 
 #include "eshm/deadline.h"
+#include "eshm/internal/proc_status.h"
 #include "eshm/segment_name.h"
 
 #ifndef SYS_pidfd_open
@@ -46,23 +45,6 @@ std::int64_t Batched(std::int64_t now, std::int64_t next) {
 constexpr std::size_t kPrefetchAhead = 4;
 
 constexpr unsigned kNameEvents = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO;
-
-// The thread's count of voluntary context switches from its open /proc/PID/task/TID/status, or false if
-// the file cannot be read (the thread exited) or says no such thing.
-bool ReadVoluntarySwitches(int fd, std::uint64_t* switches) {
-  char buffer[4096];
-  const ssize_t n = pread(fd, buffer, sizeof(buffer) - 1, 0);
-  if (n <= 0) return false;
-  buffer[n] = '\0';
-  static constexpr char kKey[] = "\nvoluntary_ctxt_switches:";
-  const char* at = strstr(buffer, kKey);
-  if (at == nullptr) return false;
-  char* end = nullptr;
-  const unsigned long long value = strtoull(at + sizeof(kKey) - 1, &end, 10);
-  if (end == at + sizeof(kKey) - 1) return false;
-  *switches = value;
-  return true;
-}
 
 }  // namespace
 
@@ -287,9 +269,7 @@ bool Monitor::WatchThread(MonitorClient* client, pid_t pid, pid_t tid, std::int6
   auto watch = threads_.find(key);
   const std::int64_t now = MonotonicNowNs();
   if (watch == threads_.end()) {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task/%d/status", static_cast<int>(pid), static_cast<int>(tid));
-    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    const int fd = OpenThreadStatus(pid, tid);
     if (fd < 0) return false;
     ThreadWatch fresh;
     fresh.fd = fd;

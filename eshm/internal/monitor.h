@@ -11,6 +11,9 @@
 //    segment, a new master for a slave to follow) or a segment file opened (a peer arriving) wakes the
 //    channels of that name, and so does a side's announcement (TouchForMonitors) and a close of it (a peer exiting closes its descriptor, which catches
 //    a death the pidfd cannot: a peer whose pid means nothing here).
+//  * the peers' monitor threads (WatchThread): one read of a thread's voluntary context switches per
+//    quarter threshold tells whether its process is still scheduled, for all the channels to it, so that
+//    neither side beats in every segment (RoleControl::monitor_tid in layout.h; Channel::UpdateKernelBeat).
 // Everything the kernel says is a hint: the client re-checks the authoritative evidence (its role lock,
 // the file at its name) when woken, and falls back to polling where a hint is unavailable (no pidfd, a peer
 // in another pid namespace, no inotify).
