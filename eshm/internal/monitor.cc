@@ -349,6 +349,9 @@ void Monitor::ReadThreads(std::int64_t now) {
     } else if (now - watch.progress.last_move_ns > still_after) {
       watch.progress.still = true;
     }
+    // A still thread is read every millisecond, so that its process's return is seen at once (as a channel
+    // looks at an unresponsive peer's heartbeat every millisecond).
+    if (watch.progress.still) watch.next_read_ns = now + 1'000'000;
     if (watch.progress.readable == before.readable && watch.progress.still == before.still) continue;
     for (const auto& [client, ns] : watch.clients) {
       auto it = entries_.find(client);

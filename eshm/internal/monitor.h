@@ -116,7 +116,8 @@ class Monitor {
   // From OnTick only. Watches thread `tid` of process `pid` for `client` through the kernel: the thread's
   // count of voluntary context switches (/proc/PID/task/TID/status) grows each time it sleeps, so a thread
   // that sleeps and wakes periodically (a peer's monitor) shows its process is scheduled. One read per
-  // thread however many clients watch it, every quarter of the smallest `still_after_ns` among them; all of
+  // thread however many clients watch it, every quarter of the smallest `still_after_ns` among them (every
+  // millisecond while it is still, so that its return is seen at once); all of
   // them are ticked (kThreadChanged) when the count has not grown for that smallest time, when it grows
   // again, and when the file can no longer be read. Replaces what the client watched before. False if the
   // thread cannot be read now.
