@@ -14,7 +14,8 @@
 //
 // Role states, per master and slave:
 //   alive         the role lock is held (kernel evidence that the holder's open file is still open)
-//   unresponsive  the role lock is held but the heartbeat did not advance over the sampling window
+//   unresponsive  the role lock is held but the heartbeat did not advance over the sampling window (nor the
+//                 holder's monitor thread, for a holder whose peer watches that thread instead)
 //   dead          the lock is free but the role's control block still names a holder (it crashed)
 //   vacant        the lock is free and the control block is clear (never attached, or closed cleanly)
 //
