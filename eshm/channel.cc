@@ -512,8 +512,9 @@ std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
   std::int64_t next = now + BeatIntervalNs();
   // Both sides watch each other's monitor thread: nobody needs our beats here, and the monitor ticks us
   // when the peer's thread goes still or moves again, or its process exits (pidfd). Look once a second,
-  // and when the thread has gone still, when our own stale threshold will have passed.
-  if (thread_watched_ && watched_by_peer_ && evidence == PeerState::kAlive) {
+  // and when the thread has gone still, when our own stale threshold will have passed. (A side given a
+  // heartbeat_interval_ms keeps beating at that pace: someone asked for the counter to move so.)
+  if (thread_watched_ && watched_by_peer_ && evidence == PeerState::kAlive && options_.heartbeat_interval_ms == 0) {
     next = now + kLockBackstopNs;
     if (internal::Monitor::Process().ThreadProgressOf(this).still) {
       next = std::min(next, peer_heartbeat_change_ns_ + std::int64_t{options_.stale_threshold_ms} * kNsPerMs + kNsPerMs);

@@ -121,7 +121,9 @@ struct ChannelOptions {
   DisconnectBehavior disconnect_behavior = DisconnectBehavior::kOnTimeout;
   int stale_threshold_ms = 100;
   // The longest time between two beats of this side; 0 (the default): a quarter of the smaller stale
-  // threshold of the two sides. A peer is called unresponsive by its own stale threshold either way.
+  // threshold of the two sides, or once a second where the peer watches this process's monitor thread
+  // through the kernel instead (docs/design.md §5). A peer is called unresponsive by its own stale
+  // threshold either way.
   int heartbeat_interval_ms = 0;
   int reconnect_wait_ms = 5000;
   // How often a slave waiting for its master (in Open, or for a new segment after the name was removed)

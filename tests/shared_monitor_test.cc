@@ -382,6 +382,40 @@ TEST_F(SharedMonitorTest, APeerThatStopsWatchingOurThreadGetsOurBeatsInTime) {
   child.Kill();
 }
 
+// A side given heartbeat_interval_ms keeps beating at that pace even where its peer watches its monitor
+// thread (someone asked for its counter to move so); a side left at the default beats once a second there.
+TEST_F(SharedMonitorTest, AnExplicitHeartbeatIntervalIsKeptWhereThePeerWatchesTheThread) {
+  const std::string name = NewName("beatpace");
+  Pipe opened;
+  Child child = StartChild([&] {
+    ChannelOptions o = Small(ChannelRole::kSlave);
+    o.max_reconnect_attempts = 0;
+    absl::StatusOr<std::unique_ptr<Channel>> ch = Channel::Open(name, o);
+    if (!ch.ok()) return 2;
+    opened.Send(1);
+    for (;;) pause();
+  });
+  ChannelOptions o = Small(ChannelRole::kMaster);
+  o.heartbeat_interval_ms = 20;
+  absl::StatusOr<std::unique_ptr<Channel>> master = Channel::Open(name, o);
+  ASSERT_TRUE(master.ok()) << master.status();
+  ASSERT_TRUE(opened.Receive(kWatchdog, &child).has_value()) << child.Describe();
+  KernelWatchView view(name);
+  ASSERT_TRUE(view.segment.ok()) << view.segment.status();
+  ASSERT_TRUE(WaitUntil([&] { return view.BothWatch(); }, absl::Seconds(10)));
+  eshm_test::SleepMs(300);  // past the arrival's millisecond looks
+  const std::uint64_t master_before = view.role(Role::kMaster).heartbeat.load();
+  const std::uint64_t slave_before = view.role(Role::kSlave).heartbeat.load();
+  eshm_test::SleepMs(1000);
+  const std::uint64_t master_beats = view.role(Role::kMaster).heartbeat.load() - master_before;
+  const std::uint64_t slave_beats = view.role(Role::kSlave).heartbeat.load() - slave_before;
+  std::printf("[idle] beats in 1 s: master (heartbeat_interval_ms 20) %llu, slave (default) %llu\n",
+              static_cast<unsigned long long>(master_beats), static_cast<unsigned long long>(slave_beats));
+  EXPECT_GE(master_beats, 20u);
+  EXPECT_LE(slave_beats, 4u);
+  child.Kill();
+}
+
 // A master that closes cleanly does not exit: no pidfd fires. The slave must still see it gone promptly (it
 // marks its role vacant; the file's close and the name's removal are events).
 TEST_F(SharedMonitorTest, AMasterThatClosesIsSeenGoneWithoutWaitingForTheBackstop) {
