@@ -359,12 +359,14 @@ void Channel::UpdateKernelBeat(PeerState evidence, std::uint64_t epoch, std::int
                          (evidence == PeerState::kAlive || evidence == PeerState::kUnresponsive);
   if (!watchable) {
     StopKernelWatch();
-  } else if (!thread_watched_ || thread_watch_epoch_ != epoch || thread_watch_tid_ != peer_tid) {
+  } else if (thread_watch_epoch_ != epoch || thread_watch_tid_ != peer_tid) {
+    // Tried once per peer attachment and thread: one that cannot be watched (a thread that is not the
+    // peer's, no descriptor left) is not tried again on every tick; the peer's beats serve instead.
     thread_watched_ = monitor.WatchThread(this, watched_pid_, peer_tid,
                                           std::int64_t{options_.stale_threshold_ms} * kNsPerMs);
     thread_watch_epoch_ = epoch;
     thread_watch_tid_ = peer_tid;
-  } else if (!monitor.ThreadProgressOf(this).readable) {
+  } else if (thread_watched_ && !monitor.ThreadProgressOf(this).readable) {
     StopKernelWatch();
   }
   const std::uint64_t word = thread_watched_ ? EncodeKernelWatch(own_attach_epoch_, epoch) : 0;
@@ -388,9 +390,7 @@ void Channel::UpdateKernelBeat(PeerState evidence, std::uint64_t epoch, std::int
 void Channel::StopKernelWatch() {
   if (!thread_watched_) return;
   internal::Monitor::Process().UnwatchThread(this);
-  thread_watched_ = false;
-  thread_watch_epoch_ = 0;
-  thread_watch_tid_ = 0;
+  thread_watched_ = false;  // (the attachment and thread stay remembered: not tried again, see above)
 }
 
 std::int64_t Channel::Tick(std::int64_t now, unsigned events) {
