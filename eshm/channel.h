@@ -11,7 +11,8 @@
 //
 // Liveness. The peer is dead when its role lock is free (kernel evidence: the lock dies with the
 // process), unresponsive when its heartbeat has not advanced for stale_threshold_ms on this process's
-// monotonic clock, alive otherwise. All channels of a process share one monitor thread
+// monotonic clock (or, where we watch the peer's monitor thread through the kernel, that thread has not
+// slept and woken for that long), alive otherwise. All channels of a process share one monitor thread
 // (internal/monitor.h), which beats and looks at each peer a few times per stale threshold (the smaller of
 // the two sides' thresholds, each side publishes its own) and otherwise sleeps: a peer's exit wakes it
 // through a pidfd, a peer's arrival or a change at the name through inotify, so idle channels cost next
@@ -169,6 +170,8 @@ struct ChannelStats {
   std::uint32_t slave_pid = 0;
   bool master_alive = false;
   bool slave_alive = false;
+  // Each holder's beat counter: it advances every beat interval, or once a second where the holder's peer
+  // watches its monitor thread through the kernel instead (master_alive / slave_alive say what it means).
   std::uint64_t master_heartbeat = 0;
   std::uint64_t slave_heartbeat = 0;
   std::uint64_t m2s_write_count = 0;

@@ -354,10 +354,17 @@ TEST_F(ChannelTest, ForkedMasterAndSlaveExchangeAndReportStats) {
   EXPECT_EQ(s.m2s_capacity, 1u << 20);
   EXPECT_EQ(s.s2m_capacity, 1u << 20);
   EXPECT_EQ(s.epoch, 1u);
-  eshm_test::SleepMs(30);
-  const ChannelStats later = slave->stats();
-  EXPECT_GT(later.master_heartbeat, s.master_heartbeat) << "the child master's heartbeat does not advance";
-  EXPECT_GT(later.slave_heartbeat, s.slave_heartbeat);
+  // Both counters advance: every beat interval, or once a second once the two processes watch each
+  // other's monitor thread through the kernel.
+  ChannelStats later;
+  EXPECT_TRUE(eshm_test::WaitUntil(
+      [&] {
+        later = slave->stats();
+        return later.master_heartbeat > s.master_heartbeat && later.slave_heartbeat > s.slave_heartbeat;
+      },
+      absl::Seconds(5)))
+      << "heartbeats master " << s.master_heartbeat << " -> " << later.master_heartbeat << ", slave "
+      << s.slave_heartbeat << " -> " << later.slave_heartbeat;
   EXPECT_EQ(slave->peer_state(), PeerState::kAlive);
 
   ASSERT_TRUE(to_child.Send(1));
