@@ -382,7 +382,9 @@ void Channel::UpdateKernelBeat(PeerState evidence, std::uint64_t epoch, std::int
   }
   // Whether the peer watches ours; if so our monitor thread must keep moving at our beat pace. Without
   // inotify we would not learn at once that the peer stopped watching, so we keep beating in full then.
+  // (A killed peer leaves its word behind: only a peer that holds its role watches anything.)
   watched_by_peer_ = monitor.names_watched() &&
+                     (evidence == PeerState::kAlive || evidence == PeerState::kUnresponsive) &&
                      them.kernel_watch.load(std::memory_order_relaxed) == EncodeKernelWatch(epoch, own_attach_epoch_);
   monitor.KeepMoving(this, watched_by_peer_ ? BeatIntervalNs() : 0);
 }
