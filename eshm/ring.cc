@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -402,16 +403,28 @@ bool RingConsumer::HasData() {
 
 absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline deadline, WaitCheck check) {
   Backoff backoff(strategy);
+  const bool polls = strategy.spin_ns > 0 || strategy.yield_ns > 0;
+  // A reader that never polls looks once more, after giving up its CPU, when it is reading a stream: its
+  // last sleep woke to a backlog, or its last look found a message. Sleeping whenever it caught up would
+  // cost the writer a FUTEX_WAKE every few dozen messages of a steady stream.
+  bool look = !polls && (last_look_found_ || messages_read_ - read_when_woken_ >= kBacklogOfAStream);
+  bool looked = false;
   bool slept = false;
-  for (std::uint32_t polls = 1; !HasData(); ++polls) {
+  for (std::uint32_t polls_done = 1; !HasData(); ++polls_done) {
     if (backoff.Pause()) {
       // Polling: look at the clock and the caller's check now and then, not on every poll.
-      if (polls % kPollsPerCheck != 0) continue;
+      if (polls_done % kPollsPerCheck != 0) continue;
       if (deadline.Expired()) break;
       if (absl::Status status = check(); !status.ok()) return status;
       continue;
     }
     if (deadline.Expired()) break;
+    if (look) {
+      look = false;
+      looked = true;
+      std::this_thread::yield();
+      continue;  // the loop's condition is the look
+    }
     const bool heavy = BecomeSleepy();
     slept = true;
     if (SleepUnlessReady(control_->wait.data_futex, control_->wait.data_sleeping, SliceOf(deadline),
@@ -420,13 +433,15 @@ absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline de
     }
     if (absl::Status status = check(); !status.ok()) return status;
   }
-  if (!HasData()) return absl::DeadlineExceededError("no message arrived before the deadline");
-  // A consumer whose waits keep ending while it polls is not going to sleep soon: let the producer publish
-  // without a store-load fence again (relaxed: the next sleep makes the epoch odd again and fences heavily
-  // until the producer acknowledges it). One that never polls (it sleeps at once) stays: its next wait
-  // sleeps whatever the last ones did, and would pay that heavy fence each time.
-  const bool polls = strategy.spin_ns > 0 || strategy.yield_ns > 0;
-  if (sleepy_ && !slept && polls && ++polled_waits_ >= kPolledWaitsToLeaveSleepy) {
+  if (slept) read_when_woken_ = messages_read_;
+  const bool found = HasData();
+  last_look_found_ = found && looked && !slept;
+  if (!found) return absl::DeadlineExceededError("no message arrived before the deadline");
+  // A consumer whose waits keep ending while it polls (or looks) is not going to sleep soon: let the
+  // producer publish without a store-load fence again (relaxed: the next sleep makes the epoch odd again and
+  // fences heavily until the producer acknowledges it). One that sleeps at once and does not look stays:
+  // its next wait sleeps whatever the last ones did, and would pay that heavy fence each time.
+  if (sleepy_ && !slept && (polls || looked) && ++polled_waits_ >= kPolledWaitsToLeaveSleepy) {
     sleepy_epoch_ += 1;  // even
     control_->wait.data_sleepy_epoch.store(sleepy_epoch_, std::memory_order_relaxed);
     sleepy_ = false;

@@ -456,6 +456,9 @@ class RingConsumer {
   // Waits that found data while still polling, in a row, after which a sleepy consumer counts as a
   // polling one again: the producer may then publish with release stores.
   static constexpr std::uint32_t kPolledWaitsToLeaveSleepy = 64;
+  // Messages read after a sleep, before the next wait, that show a stream worth a look before sleeping (a
+  // reader answering one message at a time reads one).
+  static constexpr std::uint64_t kBacklogOfAStream = 8;
 
   RingControl* control_ = nullptr;
   const std::byte* data_ = nullptr;
@@ -467,6 +470,8 @@ class RingConsumer {
   bool sleepy_ = false;              // sleepy_epoch_ is odd
   bool acked_ = false;               // the producer acknowledged sleepy_epoch_
   std::uint32_t polled_waits_ = 0;   // while sleepy_: waits in a row that ended without sleeping
+  std::uint64_t read_when_woken_ = 0;  // messages_read_ when the last wait that slept ended
+  bool last_look_found_ = false;     // the last wait ended in its look before sleeping
   std::uint64_t head_ = 0;           // next position to read, stored for the producer after every message
   std::uint64_t peeked_bytes_ = 0;    // record bytes of the peeked message, 0 if none
   std::span<const std::byte> peeked_;  // the peeked message

@@ -7,10 +7,12 @@
 #include <cstring>
 #include <memory>
 #include <numeric>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "eshm/deadline.h"
 #include "eshm/layout.h"
 #include "gtest/gtest.h"
 
@@ -682,9 +684,8 @@ TEST(RingTest, ConsumerSwitchingBetweenPollingAndSleepingIsAlwaysWoken) {
   writer.join();
 }
 
-// A consumer whose strategy sleeps at once (Sleep()) sleeps whenever it catches up, so it must stay
-// "sleepy" (odd epoch: the producer publishes with seq_cst stores) however many waits find a message
-// waiting. Leaving after a run of such reads made every later sleep pay a heavy fence (a membarrier
+// A consumer whose strategy sleeps at once (Sleep()) must stay "sleepy" (odd epoch: the producer publishes
+// with seq_cst stores) however many waits find a message waiting before they look or sleep. Leaving after a run of such reads made every later sleep pay a heavy fence (a membarrier
 // system call that interrupts the producer's CPU): streams read with Sleep() lost a quarter of their rate.
 // A consumer that polls first (Adaptive) does leave after a run of waits that did not sleep.
 TEST(RingTest, OnlyAPollingConsumerStopsAskingForFencedPublications) {
@@ -713,6 +714,49 @@ TEST(RingTest, OnlyAPollingConsumerStopsAskingForFencedPublications) {
       EXPECT_EQ(ring.control()->wait.data_sleepy_epoch.load(), sleepy + 1);
     }
   }
+}
+
+// A reader that sleeps at once (Sleep()) and has just read a backlog looks once more, after yielding its
+// CPU, before it sleeps; a look that finds a message lets the producer publish without a fence again. The
+// message after which the writer pauses must still wake it at once, whichever way its last wait ended: a
+// lost wakeup leaves the read to its 10 ms wait slice. Gaps around the length of a look, so that looks
+// both find and miss messages, and pauses long enough for the reader to fall asleep; every message carries
+// its send time.
+TEST(RingTest, ASleepingReaderThatLooksBeforeSleepingIsWokenByEveryMessage) {
+  HeapRing ring(1 << 16);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  const int kMessages = Scaled(40000);
+  std::thread writer([&] {
+    std::uint32_t x = 4242;
+    for (int i = 0; i < kMessages; ++i) {
+      x = x * 1664525u + 1013904223u;
+      if (x % 64 == 0) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200 + x % 300));
+      } else {
+        const std::int64_t until = MonotonicNowNs() + (x >> 8) % 2000;
+        while (MonotonicNowNs() < until) CpuRelax();
+      }
+      std::int64_t word[2] = {i, MonotonicNowNs()};
+      ASSERT_TRUE(producer.Write(std::as_bytes(std::span(word)), WaitStrategy::Sleep(), Deadline::AfterMs(10000)).ok());
+    }
+  });
+  int late = 0;
+  std::int64_t latest_ns = 0;
+  for (int i = 0; i < kMessages; ++i) {
+    std::int64_t word[2];
+    auto size = consumer.Read(std::as_writable_bytes(std::span(word)), WaitStrategy::Sleep(), Deadline::AfterMs(10000));
+    ASSERT_TRUE(size.ok()) << size.status();
+    ASSERT_EQ(word[0], i);
+    const std::int64_t waited_ns = MonotonicNowNs() - word[1];
+    latest_ns = std::max(latest_ns, waited_ns);
+    if (waited_ns > 5'000'000) ++late;
+  }
+  writer.join();
+  // A wake takes tens of microseconds; a busy machine may delay a few reads by milliseconds, not many.
+  EXPECT_LE(late, kMessages / 400) << "messages read over 5 ms after they were sent (latest "
+                                   << latest_ns / 1000 << " us)";
+  EXPECT_GT(consumer.wait_syscalls(), 0u) << "the reader never slept: the pauses did not test the wake";
 }
 
 TEST(RingTest, AwakeReaderCostsTheWriterNoSystemCalls) {

@@ -24,7 +24,9 @@ struct WaitStrategy {
 
   // Never sleeps: for latency-critical endpoints that own a core.
   static constexpr WaitStrategy Spin() { return WaitStrategy{INT64_MAX, 0, false}; }
-  // Sleeps at once: no CPU spent waiting, every wait is a futex system call.
+  // Never polls: no CPU spent spinning; a wait sleeps on the futex. A reader in the middle of a stream (its
+  // last sleep woke to a backlog, or its last look found a message) first yields its CPU once and looks
+  // again, so that catching up with a steady writer does not cost the writer a wake-up each time.
   static constexpr WaitStrategy Sleep() { return WaitStrategy{0, 0, true}; }
   // The default: spin briefly, yield briefly, then sleep.
   static constexpr WaitStrategy Adaptive() { return WaitStrategy{}; }
