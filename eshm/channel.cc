@@ -810,6 +810,7 @@ absl::Status Channel::PeerGoneError() const {
 
 absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::FunctionRef<bool()> ready) {
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately) return PeerGoneError();
+  deadline = deadline.Started();
   // kOnTimeout gives a peer that went away (exited or unresponsive) reconnect_wait_ms to come back, counted
   // from when this call first sees it gone. A peer that has not attached yet has not gone away: it is
   // waited for as long as the call's own deadline allows, as kNever does.
@@ -912,6 +913,7 @@ absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadlin
       case IoResult::kLost:
         return StatusOf(result, writer_);
     }
+    deadline = deadline.Started();  // once, at the first wait
     if (PeerGone()) {
       // The ring is full and nobody is reading it: whether to wait is the disconnect behaviour's call.
       ESHM_RETURN_IF_ERROR(
@@ -927,6 +929,7 @@ absl::Status Channel::Write(std::span<const std::byte> message, Deadline deadlin
 absl::StatusOr<std::size_t> Channel::WriteBatch(std::span<const std::span<const std::byte>> messages,
                                                 Deadline deadline) {
   WriterCall call(*this);
+  deadline = deadline.Started();  // one deadline for the whole batch
   std::size_t written = 0;
   absl::Status status;
   for (const std::span<const std::byte>& message : messages) {
@@ -969,6 +972,7 @@ absl::StatusOr<std::byte*> Channel::Claim(std::size_t size, Deadline deadline) {
     // Why not, in TryWrite's order (TryClaim synced the side).
     if (size > writer_.attachment->producer.max_message_bytes()) return StatusOf(IoResult::kTooLarge);
     if (writer_.attachment->segment.truncated()) return StatusOf(IoResult::kCorrupt, writer_);
+    deadline = deadline.Started();  // once, at the first wait
     if (PeerGone()) {
       if (options_.disconnect_behavior == DisconnectBehavior::kImmediately) {
         return StatusOf(IoResult::kPeerGone, writer_);
@@ -1082,6 +1086,7 @@ IoResult Channel::Release() {
 }
 
 absl::Status Channel::AwaitMessage(Deadline deadline) {
+  deadline = deadline.Started();
   if (PeerGone()) {
     // Anything the peer published before it went has been delivered by now (the try came first).
     return AwaitPeer(reader_, deadline, [&] { return reader_.attachment->consumer.HasData(); });
@@ -1101,6 +1106,7 @@ absl::StatusOr<std::span<const std::byte>> Channel::Peek(Deadline deadline) {
     const IoResult result = TryPeek(&message);
     if (result == IoResult::kOk) return message;
     if (result != IoResult::kWouldBlock) return StatusOf(result, reader_);
+    deadline = deadline.Started();  // once, at the first wait
     ESHM_RETURN_IF_ERROR(AwaitMessage(deadline));
   }
 }
@@ -1117,6 +1123,7 @@ absl::StatusOr<std::size_t> Channel::Read(std::span<std::byte> buffer, Deadline 
           size, buffer.size(), size));
     }
     if (result != IoResult::kWouldBlock) return StatusOf(result, reader_);
+    deadline = deadline.Started();  // once, at the first wait
     ESHM_RETURN_IF_ERROR(AwaitMessage(deadline));
   }
 }

@@ -203,6 +203,10 @@ class Channel final : private internal::MonitorClient {
   Channel& operator=(const Channel&) = delete;
   ~Channel();
 
+  // The blocking calls below wait until `deadline`. For a per-call timeout pass Deadline::TimeoutMs: it is
+  // counted from the call's first wait, so a call that completes at once never reads the clock (with
+  // Deadline::AfterMs, building the deadline costs a clock read per call).
+
   // ---- Write side ----
   // Copies `message` into the outgoing ring.
   IoResult TryWrite(std::span<const std::byte> message, Publish publish = Publish::kNow);

@@ -253,5 +253,53 @@ TEST(ChannelWaitTest, ClaimUnderImmediatelyFailsAtOnceWithoutAPeer) {
   EXPECT_EQ(claim.status().code(), absl::StatusCode::kUnavailable) << claim.status();
 }
 
+// A Timeout (Deadline::TimeoutMs) is a per-call timeout: made once, given to every call, counted by each
+// from its first wait. Every kind of wait honours it: not before its length (a Timeout made long ago is not
+// already spent), and not much after (a wait that restarted it at each slice or retry would never end).
+TEST(ChannelWaitTest, ATimeoutGivenToEveryCallEndsEachWaitAfterItsLength) {
+  constexpr std::int64_t kTimeoutMs = 60;
+  const Deadline per_call = Deadline::TimeoutMs(kTimeoutMs);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2 * kTimeoutMs));
+  auto expect_one_timeout = [&](const char* what, auto&& call) {
+    SCOPED_TRACE(what);
+    const std::int64_t start = MonotonicNowNs();
+    const absl::Status status = call();
+    const std::int64_t waited_ms = (MonotonicNowNs() - start) / 1'000'000;
+    EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
+    EXPECT_GE(waited_ms, kTimeoutMs);
+    EXPECT_LT(waited_ms, kTimeoutMs + 3000);
+  };
+  std::string buffer(4096, '\0');
+  const auto into = std::as_writable_bytes(std::span(buffer));
+  {
+    // No slave yet: the master's read waits for one to attach.
+    ChannelOptions options = WithRole(ChannelRole::kMaster);
+    auto alone = Channel::Open(UniqueName("timeout_alone"), options);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    expect_one_timeout("Read, no peer", [&] { return (*alone)->Read(into, per_call).status(); });
+  }
+  Pair pair = OpenPair(UniqueName("timeout"));
+  ASSERT_NE(pair.master, nullptr);
+  ASSERT_NE(pair.slave, nullptr);
+  expect_one_timeout("Read", [&] { return pair.slave->Read(into, per_call).status(); });
+  expect_one_timeout("Peek", [&] { return pair.slave->Peek(per_call).status(); });
+  const int queued = Fill(*pair.master);
+  const std::string message(200, 'y');
+  expect_one_timeout("Write", [&] { return pair.master->Write(Bytes(message), per_call); });
+  expect_one_timeout("Claim", [&] { return pair.master->Claim(200, per_call).status(); });
+  const std::span<const std::byte> batch[] = {Bytes(message), Bytes(message)};
+  expect_one_timeout("WriteBatch", [&] { return pair.master->WriteBatch(batch, per_call).status(); });
+  // A call that need not wait completes with the same Timeout, and nothing was lost on the way.
+  for (int i = 0; i < queued; ++i) {
+    auto size = pair.slave->Read(into, per_call);
+    ASSERT_TRUE(size.ok()) << size.status();
+    EXPECT_EQ(buffer.substr(0, *size), std::string(200, 'x'));
+  }
+  EXPECT_EQ(pair.master->Write(Bytes(message), per_call), absl::OkStatus());
+  auto size = pair.slave->Read(into, per_call);
+  ASSERT_TRUE(size.ok()) << size.status();
+  EXPECT_EQ(buffer.substr(0, *size), message);
+}
+
 }  // namespace
 }  // namespace eshm

@@ -58,6 +58,7 @@ const char* FutexResultName(FutexResult result) {
 }
 
 FutexResult FutexWait(const std::atomic<std::uint32_t>* word, std::uint32_t expected, Deadline deadline) {
+  deadline = deadline.Started();
   if (deadline.Expired()) return FutexResult::kTimedOut;
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline (plain FUTEX_WAIT takes a relative one).
   const timespec abs = deadline.ToTimespec();
@@ -68,6 +69,7 @@ FutexResult FutexWait(const std::atomic<std::uint32_t>* word, std::uint32_t expe
 
 FutexResult FutexWaitAny(std::span<const FutexWaiter> waiters, Deadline deadline) {
   if (waiters.size() > kMaxFutexWaiters) return FutexResult::kNotSupported;
+  deadline = deadline.Started();
   if (deadline.Expired()) return FutexResult::kTimedOut;
   // The kernel's struct futex_waitv, spelled out: older headers lack it.
   struct Waitv {

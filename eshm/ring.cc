@@ -248,6 +248,7 @@ absl::Status RingProducer::WaitForSpace(std::size_t size, const WaitStrategy& st
                                         WaitCheck check) {
   const std::uint64_t record_bytes = RecordBytes(size);
   Flush();
+  deadline = deadline.Started();
   Backoff backoff(strategy);
   for (std::uint32_t polls = 1; !HasSpace(record_bytes); ++polls) {
     if (backoff.Pause()) {
@@ -305,6 +306,7 @@ absl::Status RingProducer::Write(std::span<const std::byte> message, const WaitS
     return absl::FailedPreconditionError("Write called while a claim is outstanding: Commit or Abort it first");
   }
   while (!TryWrite(message, publish)) {
+    deadline = deadline.Started();  // once, at the first wait
     if (absl::Status status = WaitForSpace(message.size(), strategy, deadline, check); !status.ok()) {
       return status;
     }
@@ -402,6 +404,7 @@ bool RingConsumer::HasData() {
 }
 
 absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline deadline, WaitCheck check) {
+  deadline = deadline.Started();
   Backoff backoff(strategy);
   const bool polls = strategy.spin_ns > 0 || strategy.yield_ns > 0;
   // A reader that never polls looks once more, after giving up its CPU, when it is reading a stream: its
@@ -499,6 +502,7 @@ absl::StatusOr<std::size_t> RingConsumer::Read(std::span<std::byte> buffer, cons
       case ReadResult::kEmpty:
         break;
     }
+    deadline = deadline.Started();  // once, at the first wait
     if (absl::Status status = WaitForData(strategy, deadline, check); !status.ok()) return status;
   }
 }

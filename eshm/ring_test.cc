@@ -606,6 +606,29 @@ TEST(RingTest, BlockingReadTimesOutWhenNothingArrives) {
   }
 }
 
+// A Timeout counts from the call's first wait, however long ago it was made, and ends the wait.
+TEST(RingTest, BlockingCallsHonourATimeoutFromTheirFirstWait) {
+  HeapRing ring(4096);
+  RingProducer producer = ring.Producer();
+  RingConsumer consumer = ring.Consumer();
+  const Deadline per_call = Deadline::TimeoutMs(40);
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  for (const WaitStrategy& strategy : {WaitStrategy::Spin(), WaitStrategy::Sleep(), WaitStrategy::Adaptive()}) {
+    std::byte buffer[64];
+    std::int64_t start = MonotonicNowNs();
+    EXPECT_EQ(consumer.Read(buffer, strategy, per_call).status().code(), absl::StatusCode::kDeadlineExceeded);
+    EXPECT_GE(MonotonicNowNs() - start, 40'000'000);
+    EXPECT_LT(MonotonicNowNs() - start, 5'000'000'000);
+    while (producer.TryWrite(Message(100, 1))) {
+    }
+    start = MonotonicNowNs();
+    EXPECT_EQ(producer.Write(Message(100, 1), strategy, per_call).code(), absl::StatusCode::kDeadlineExceeded);
+    EXPECT_GE(MonotonicNowNs() - start, 40'000'000);
+    EXPECT_LT(MonotonicNowNs() - start, 5'000'000'000);
+    while (consumer.HasData()) ReadOne(consumer);
+  }
+}
+
 TEST(RingTest, BlockingWriteTimesOutWhenTheRingStaysFull) {
   HeapRing ring(4096);
   RingProducer producer = ring.Producer();

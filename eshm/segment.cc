@@ -54,6 +54,7 @@ absl::Status GuardError(std::string_view call, const SegmentName& name) {
 
 // Sleeps `ns`, or less if `deadline` comes first.
 void SleepAtMost(std::int64_t ns, Deadline deadline) {
+  deadline = deadline.Started();
   const std::int64_t left = deadline.CappedAfterNs(ns).monotonic_ns() - MonotonicNowNs();
   if (left <= 0) return;
   const timespec pause{static_cast<time_t>(left / 1'000'000'000), static_cast<long>(left % 1'000'000'000)};
@@ -320,6 +321,7 @@ absl::StatusOr<Segment> Segment::OpenOnce(const SegmentName& name, bool allow_ot
 }
 
 absl::StatusOr<Segment> Segment::Open(const SegmentName& name, Deadline deadline, bool allow_other_owner) {
+  deadline = deadline.Started();
   for (;;) {
     absl::StatusOr<Segment> segment = OpenOnce(name, allow_other_owner);
     if (!absl::IsNotFound(segment.status()) || deadline.Expired()) return segment;
@@ -396,6 +398,7 @@ absl::StatusOr<AcquiredSegment> Segment::Acquire(const SegmentName& name, const 
     ESHM_RETURN_IF_ERROR(ValidateShape(options.shape, &max_message));
   }
   const std::string& path = name.path();
+  const Deadline deadline = options.deadline.Started();
   const std::int64_t retry_ns = std::int64_t{std::max(options.retry_interval_ms, 1)} * 1'000'000;
   // A slave waiting for the name: watched from its first miss on, so it looks again as soon as it appears.
   std::optional<internal::NameWatch> name_watch;
@@ -407,13 +410,13 @@ absl::StatusOr<AcquiredSegment> Segment::Acquire(const SegmentName& name, const 
       const std::int64_t slice = std::min(left, kSliceNs);
       bool appeared = false;
       if (watch != nullptr) {
-        appeared = watch->Wait(slice, options.deadline);
+        appeared = watch->Wait(slice, deadline);
       } else {
-        SleepAtMost(slice, options.deadline);
+        SleepAtMost(slice, deadline);
       }
       left -= slice;
       if (options.check) ESHM_RETURN_IF_ERROR(options.check());
-      if (appeared || left <= 0 || options.deadline.Expired()) return absl::OkStatus();
+      if (appeared || left <= 0 || deadline.Expired()) return absl::OkStatus();
     }
   };
   // A segment this call created, master-locked and not yet named; kept across attempts.
@@ -432,7 +435,7 @@ absl::StatusOr<AcquiredSegment> Segment::Acquire(const SegmentName& name, const 
     absl::StatusOr<Segment> existing = OpenOnce(name, options.allow_other_owner);
     if (absl::IsNotFound(existing.status())) {
       if (!may_create) {
-        if (options.deadline.Expired()) return existing.status();
+        if (deadline.Expired()) return existing.status();
         if (!name_watch.has_value()) {
           // Watch first, then look again: a name created between the look and the watch is found now.
           name_watch.emplace(name.file_name());
@@ -461,7 +464,7 @@ absl::StatusOr<AcquiredSegment> Segment::Acquire(const SegmentName& name, const 
     // wait a moment and look again (up to the deadline).
     auto wait_for_replacer = [&]() -> absl::Status {
       segment.Reset();
-      if (options.deadline.Expired()) {
+      if (deadline.Expired()) {
         return absl::DeadlineExceededError(absl::StrFormat(
             "%s: another process was still deciding whether to replace this segment, or replacing it (it "
             "holds the segment's replace lock), when the deadline passed; the segment was left as it is",

@@ -218,6 +218,7 @@ absl::Status WaitSet::Wait(Deadline deadline, std::vector<Ready>* ready, WaitChe
       CollectLocked(ready);
     }
     if (!ready->empty() || wake_requested_.exchange(false, std::memory_order_acq_rel)) return absl::OkStatus();
+    deadline = deadline.Started();  // once, at the first wait
     if (backoff.Pause()) {
       if (polls % kPollsPerCheck != 0) continue;
       if (deadline.Expired()) return absl::OkStatus();

@@ -201,6 +201,14 @@ TEST_F(WaitSetTest, ReturnsEmptyAtTheDeadlineAndOnWake) {
   ASSERT_TRUE(set.Wait(Deadline::AfterMs(100), &ready).ok());
   EXPECT_TRUE(ready.empty());
   EXPECT_GE(NowNs() - start, 95'000'000);
+  // A Timeout counts from the wait, however long ago it was made, and ends it.
+  const Deadline per_call = Deadline::TimeoutMs(100);
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  start = NowNs();
+  ASSERT_TRUE(set.Wait(per_call, &ready).ok());
+  EXPECT_TRUE(ready.empty());
+  EXPECT_GE(NowNs() - start, 100'000'000);
+  EXPECT_LT(NowNs() - start, 5'000'000'000);
   std::thread waker([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     set.Wake();

@@ -233,7 +233,7 @@ int RunMaster(eshm::Channel& ch, const RunConfig& run, Totals& totals) {
     if (sending && eshm::MonotonicNowNs() >= next_send_ns) {
       std::string message = absl::StrCat("Hello from master #", totals.sent);
       if (run.nul_terminate) message.push_back('\0');
-      const absl::Status status = ch.Write(Bytes(message), eshm::Deadline::AfterMs(kPollMs));
+      const absl::Status status = ch.Write(Bytes(message), eshm::Deadline::TimeoutMs(kPollMs));
       if (status.ok()) {
         if (ShouldPrint(run, totals.sent)) Line(absl::StrCat("[MASTER] Sent: ", Printable(Bytes(message))));
         ++totals.sent;
@@ -255,7 +255,7 @@ int RunMaster(eshm::Channel& ch, const RunConfig& run, Totals& totals) {
       SleepUntil(std::min(next_send_ns, eshm::MonotonicNowNs() + kPollMs * kNsPerMs));
     } else if (!sending) {
       // Everything sent: wait for the remaining replies (the next pass prints them).
-      absl::StatusOr<std::span<const std::byte>> next = ch.Peek(eshm::Deadline::AfterMs(kPollMs));
+      absl::StatusOr<std::span<const std::byte>> next = ch.Peek(eshm::Deadline::TimeoutMs(kPollMs));
       if (!next.ok() && IsFatal(next.status())) {
         ErrorLine(absl::StrCat("[MASTER] Read failed: ", next.status().ToString()));
         exit_code = 1;
@@ -272,7 +272,7 @@ int RunSlave(eshm::Channel& ch, const RunConfig& run, Totals& totals) {
   RateLimitedLine waiting;
   while (!Stopping() && !TimeUp(run)) {
     peer.Poll(ch);
-    absl::StatusOr<std::span<const std::byte>> message = ch.Peek(eshm::Deadline::AfterMs(kPollMs));
+    absl::StatusOr<std::span<const std::byte>> message = ch.Peek(eshm::Deadline::TimeoutMs(kPollMs));
     if (!message.ok()) {
       if (IsFatal(message.status())) {
         ErrorLine(absl::StrCat("[SLAVE] Read failed: ", message.status().ToString()));
@@ -293,7 +293,7 @@ int RunSlave(eshm::Channel& ch, const RunConfig& run, Totals& totals) {
 
     std::string reply = absl::StrCat("ACK from slave #", totals.sent);
     if (run.nul_terminate) reply.push_back('\0');
-    const absl::Status status = ch.Write(Bytes(reply), eshm::Deadline::AfterMs(kPollMs));
+    const absl::Status status = ch.Write(Bytes(reply), eshm::Deadline::TimeoutMs(kPollMs));
     if (status.ok()) {
       if (ShouldPrint(run, totals.sent)) Line(absl::StrCat("[SLAVE] Sent: ", Printable(Bytes(reply))));
       ++totals.sent;

@@ -53,7 +53,7 @@ class EshmEndpoint final : public Endpoint {
       }
     }
     for (;;) {
-      const absl::Status status = channel_->Write(message, eshm::Deadline::AfterMs(kSliceMs), publish_);
+      const absl::Status status = channel_->Write(message, eshm::Deadline::TimeoutMs(kSliceMs), publish_);
       if (status.code() != absl::StatusCode::kDeadlineExceeded) return status;
       if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm Write");
     }
@@ -70,7 +70,7 @@ class EshmEndpoint final : public Endpoint {
       }
     }
     for (;;) {
-      absl::StatusOr<std::size_t> read = channel_->Read(buffer, eshm::Deadline::AfterMs(kSliceMs));
+      absl::StatusOr<std::size_t> read = channel_->Read(buffer, eshm::Deadline::TimeoutMs(kSliceMs));
       if (read.ok()) {
         *size = *read;
         return absl::OkStatus();
@@ -93,7 +93,7 @@ class EshmEndpoint final : public Endpoint {
       }
     } else {
       for (;;) {
-        absl::StatusOr<std::byte*> claimed = channel_->Claim(size, eshm::Deadline::AfterMs(kSliceMs));
+        absl::StatusOr<std::byte*> claimed = channel_->Claim(size, eshm::Deadline::TimeoutMs(kSliceMs));
         if (claimed.ok()) {
           data = *claimed;
           break;
@@ -118,7 +118,7 @@ class EshmEndpoint final : public Endpoint {
       }
     } else {
       for (;;) {
-        absl::StatusOr<std::span<const std::byte>> peeked = channel_->Peek(eshm::Deadline::AfterMs(kSliceMs));
+        absl::StatusOr<std::span<const std::byte>> peeked = channel_->Peek(eshm::Deadline::TimeoutMs(kSliceMs));
         if (peeked.ok()) {
           message = *peeked;
           break;
@@ -147,7 +147,7 @@ class EshmEndpoint final : public Endpoint {
       const eshm::IoResult result = channel_->TryRead(buffer, size);
       if (result == eshm::IoResult::kOk) return absl::OkStatus();
       if (result != eshm::IoResult::kWouldBlock) return channel_->StatusOf(result);
-      if (absl::Status s = set_->Wait(eshm::Deadline::AfterMs(kSliceMs), &ready_); !s.ok()) return s;
+      if (absl::Status s = set_->Wait(eshm::Deadline::TimeoutMs(kSliceMs), &ready_); !s.ok()) return s;
       if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm WaitSet::Wait");
     }
   }

@@ -60,7 +60,7 @@ class EshmRingEndpoint final : public Endpoint {
       return absl::OkStatus();
     }
     for (;;) {
-      const absl::Status status = out_.Write(message, wait_, eshm::Deadline::AfterMs(kSliceMs), publish_);
+      const absl::Status status = out_.Write(message, wait_, eshm::Deadline::TimeoutMs(kSliceMs), publish_);
       if (status.code() != absl::StatusCode::kDeadlineExceeded) return status;
       if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm_ring Write");
     }
@@ -76,7 +76,7 @@ class EshmRingEndpoint final : public Endpoint {
       }
     }
     for (;;) {
-      absl::StatusOr<std::size_t> read = in_.Read(buffer, wait_, eshm::Deadline::AfterMs(kSliceMs));
+      absl::StatusOr<std::size_t> read = in_.Read(buffer, wait_, eshm::Deadline::TimeoutMs(kSliceMs));
       if (read.ok()) {
         *size = *read;
         return absl::OkStatus();
@@ -98,7 +98,7 @@ class EshmRingEndpoint final : public Endpoint {
         if (watchdog_.SpinExpired()) return watchdog_.Error("eshm_ring TryClaim");
         continue;
       }
-      absl::Status status = out_.WaitForSpace(size, wait_, eshm::Deadline::AfterMs(kSliceMs), NoCheck);
+      absl::Status status = out_.WaitForSpace(size, wait_, eshm::Deadline::TimeoutMs(kSliceMs), NoCheck);
       if (!status.ok() && status.code() != absl::StatusCode::kDeadlineExceeded) return status;
       if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm_ring WaitForSpace");
     }
@@ -117,7 +117,7 @@ class EshmRingEndpoint final : public Endpoint {
         if (watchdog_.SpinExpired()) return watchdog_.Error("eshm_ring TryPeek");
         continue;
       }
-      absl::Status status = in_.WaitForData(wait_, eshm::Deadline::AfterMs(kSliceMs), NoCheck);
+      absl::Status status = in_.WaitForData(wait_, eshm::Deadline::TimeoutMs(kSliceMs), NoCheck);
       if (!status.ok() && status.code() != absl::StatusCode::kDeadlineExceeded) return status;
       if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm_ring WaitForData");
     }

@@ -45,6 +45,7 @@ bool NameWatch::Appeared() {
 }
 
 bool NameWatch::Wait(std::int64_t ns, Deadline deadline) {
+  deadline = deadline.Started();
   const std::int64_t end = deadline.CappedAfterNs(ns).monotonic_ns();
   for (;;) {
     const std::int64_t left = end - MonotonicNowNs();

@@ -53,6 +53,7 @@ class SideLock {
     // then the lock is ours (kept at kContended: the next Unlock may wake nobody, which is harmless).
     // SYNC(side-lock): acquire, pairs with the release in Unlock.
     if (seen != kContended) seen = word_.exchange(kContended, std::memory_order_acquire);
+    deadline = deadline.Started();
     while (seen != kFree) {
       if (stop() || deadline.Expired()) return false;  // the word may stay kContended: see above
       FutexWait(&word_, kContended, deadline.CappedAfterNs(slice_ns));

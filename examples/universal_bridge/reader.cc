@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     // Short reads so the overall deadline is checked.
-    absl::StatusOr<std::size_t> n = (*channel)->Read(buffer, eshm::Deadline::AfterMs(500));
+    absl::StatusOr<std::size_t> n = (*channel)->Read(buffer, eshm::Deadline::TimeoutMs(500));
     if (!n.ok() && absl::IsOutOfRange(n.status())) {
       // The message is larger than the buffer: it stays queued; grow and read it again.
       const std::optional<std::size_t> size = (*channel)->NextMessageSize();
