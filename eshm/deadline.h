@@ -11,6 +11,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cstdint>
 #include <limits>
@@ -67,10 +68,12 @@ class Deadline {
   bool is_infinite() const { return ns_ == std::numeric_limits<std::int64_t>::max(); }
   bool Expired() const { return !is_infinite() && MonotonicNowNs() >= AbsoluteNs(); }
   std::int64_t monotonic_ns() const { return AbsoluteNs(); }
-  // The earlier of this deadline and `ns_from_now` nanoseconds from now.
+  // The earlier of this deadline and `ns_from_now` nanoseconds from now (now itself if that is not positive).
   Deadline CappedAfterNs(std::int64_t ns_from_now) const {
     const std::int64_t absolute = AbsoluteNs();
-    const std::int64_t cap = MonotonicNowNs() + ns_from_now;
+    const std::int64_t now = MonotonicNowNs();
+    if (ns_from_now > std::numeric_limits<std::int64_t>::max() - now) return Deadline(absolute);
+    const std::int64_t cap = now + std::max<std::int64_t>(ns_from_now, 0);
     return cap < absolute ? Deadline(cap) : Deadline(absolute);
   }
   timespec ToTimespec() const {

@@ -61,6 +61,11 @@ TEST(DeadlineTest, CappedAfterNsTakesTheEarlierAndKeepsTheDeadline) {
   EXPECT_LT(capped.monotonic_ns(), deadline.monotonic_ns());
   EXPECT_EQ(deadline.CappedAfterNs(5'000'000'000).monotonic_ns(), deadline.monotonic_ns());
   EXPECT_FALSE(Deadline::Infinite().CappedAfterNs(1'000'000).is_infinite());
+  // Caps beyond the clock's range, or not in the future, never wrap around into a Timeout or the past.
+  EXPECT_TRUE(Deadline::Infinite().CappedAfterNs(std::numeric_limits<std::int64_t>::max()).is_infinite());
+  EXPECT_TRUE(deadline.CappedAfterNs(-std::numeric_limits<std::int64_t>::max()).started());
+  EXPECT_TRUE(deadline.CappedAfterNs(-5).Expired());
+  EXPECT_TRUE(deadline.CappedAfterNs(0).Expired());
 }
 
 }  // namespace
