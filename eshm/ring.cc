@@ -423,10 +423,13 @@ absl::Status RingConsumer::WaitForData(const WaitStrategy& strategy, Deadline de
     }
     if (deadline.Expired()) break;
     if (look) {
+      // Gives the CPU to anything else runnable first, then looks for about a microsecond: less than the
+      // sleep and the writer's wake would cost, and the next message of a steady stream is that close.
       look = false;
       looked = true;
       std::this_thread::yield();
-      continue;  // the loop's condition is the look
+      for (std::uint32_t i = 0; i < kLookPolls && !HasData(); ++i) CpuRelax();
+      continue;  // the loop's condition is the look's last poll
     }
     const bool heavy = BecomeSleepy();
     slept = true;

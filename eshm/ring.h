@@ -459,6 +459,8 @@ class RingConsumer {
   // Messages read after a sleep, before the next wait, that show a stream worth a look before sleeping (a
   // reader answering one message at a time reads one).
   static constexpr std::uint64_t kBacklogOfAStream = 8;
+  // Polls of that look, after a yield (together about 1 us on the test machine: 0.2 us, 0.8 us).
+  static constexpr std::uint32_t kLookPolls = 64;
 
   RingControl* control_ = nullptr;
   const std::byte* data_ = nullptr;

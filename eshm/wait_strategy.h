@@ -24,9 +24,10 @@ struct WaitStrategy {
 
   // Never sleeps: for latency-critical endpoints that own a core.
   static constexpr WaitStrategy Spin() { return WaitStrategy{INT64_MAX, 0, false}; }
-  // Never polls: no CPU spent spinning; a wait sleeps on the futex. A reader in the middle of a stream (its
-  // last sleep woke to a backlog, or its last look found a message) first yields its CPU once and looks
-  // again, so that catching up with a steady writer does not cost the writer a wake-up each time.
+  // Sleeps at once, and again at once after each sleep: no CPU spent spinning while idle. Only a reader in
+  // the middle of a stream (its last sleep woke to a backlog, or its last look found a message) first
+  // yields its CPU once and looks for up to 64 pauses (about 1 us in all), so that catching up with a
+  // steady writer does not cost the writer a wake-up each time.
   static constexpr WaitStrategy Sleep() { return WaitStrategy{0, 0, true}; }
   // The default: spin briefly, yield briefly, then sleep.
   static constexpr WaitStrategy Adaptive() { return WaitStrategy{}; }
@@ -37,7 +38,8 @@ class Backoff {
  public:
   explicit Backoff(const WaitStrategy& strategy) : strategy_(strategy) {}
 
-  // Spends one polling step (a pause or a yield). Returns false once the caller should sleep instead.
+  // Spends one polling step (a pause or a yield). Returns false once the caller should sleep instead, and
+  // from then on.
   bool Pause();
 
  private:
@@ -45,6 +47,7 @@ class Backoff {
   std::int64_t start_ns_ = 0;
   std::uint32_t steps_ = 0;
   bool in_yield_phase_ = false;
+  bool sleeping_ = false;
 };
 
 // A CPU hint that this thread is busy-waiting (PAUSE on x86, YIELD on Arm).
