@@ -810,7 +810,6 @@ absl::Status Channel::PeerGoneError() const {
 
 absl::Status Channel::AwaitPeer(const Side& side, Deadline deadline, absl::FunctionRef<bool()> ready) {
   if (options_.disconnect_behavior == DisconnectBehavior::kImmediately) return PeerGoneError();
-  deadline = deadline.Started();
   // kOnTimeout gives a peer that went away (exited or unresponsive) reconnect_wait_ms to come back, counted
   // from when this call first sees it gone. A peer that has not attached yet has not gone away: it is
   // waited for as long as the call's own deadline allows, as kNever does.
@@ -1086,7 +1085,6 @@ IoResult Channel::Release() {
 }
 
 absl::Status Channel::AwaitMessage(Deadline deadline) {
-  deadline = deadline.Started();
   if (PeerGone()) {
     // Anything the peer published before it went has been delivered by now (the try came first).
     return AwaitPeer(reader_, deadline, [&] { return reader_.attachment->consumer.HasData(); });

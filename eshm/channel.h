@@ -350,13 +350,14 @@ class Channel final : private internal::MonitorClient {
   bool WriteReady(std::size_t size);
   // Waits, per the disconnect behaviour, until the peer is alive. OK when it is, when `ready()` (the call
   // can go on: a message to read, room to write), or when `side`'s segment was found truncated (the
-  // caller's next call reports it).
+  // caller's next call reports it). `deadline` is started (Deadline::Started) by the calling operation.
   absl::Status AwaitPeer(const Side& side, Deadline deadline, absl::FunctionRef<bool()> ready);
   // TryPeek without the trailer check after a message: for the read paths that check after copying.
   // What a read side's ring result means for the caller (an empty ring also looks at the trailer and, under
   // kImmediately, at the peer).
   IoResult ReadOutcome(ReadResult result) const;
-  // Waits for the read side's next message (or for the peer, per the disconnect behaviour).
+  // Waits for the read side's next message (or for the peer, per the disconnect behaviour), until the
+  // started `deadline`.
   absl::Status AwaitMessage(Deadline deadline);
   // Runs a blocking ring wait for `side` (`wait` gets the WaitCheck to pass to the ring) and ends it early,
   // with OK, when the caller must look again: the peer went, the attachment moved, the file was truncated.

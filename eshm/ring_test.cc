@@ -708,8 +708,9 @@ TEST(RingTest, ConsumerSwitchingBetweenPollingAndSleepingIsAlwaysWoken) {
 }
 
 // A consumer whose strategy sleeps at once (Sleep()) must stay "sleepy" (odd epoch: the producer publishes
-// with seq_cst stores) however many waits find a message waiting before they look or sleep. Leaving after a run of such reads made every later sleep pay a heavy fence (a membarrier
-// system call that interrupts the producer's CPU): streams read with Sleep() lost a quarter of their rate.
+// with seq_cst stores) however many waits find a message waiting before they look or sleep. Leaving after
+// a run of such reads made every later sleep pay a heavy fence (a membarrier system call that interrupts
+// the producer's CPU): streams read with Sleep() lost a quarter of their rate.
 // A consumer that polls first (Adaptive) does leave after a run of waits that did not sleep.
 TEST(RingTest, OnlyAPollingConsumerStopsAskingForFencedPublications) {
   for (const bool sleeps_at_once : {true, false}) {

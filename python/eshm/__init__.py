@@ -131,7 +131,8 @@ class ESHM(_eshm.Channel):
 
     wait says how this endpoint's blocking calls wait for data or room: "adaptive" (spin ~20 us, yield
     ~30 us, then sleep on a futex), "spin" (never sleep: the lowest latency, a core busy while waiting) or
-    "sleep" (a futex at once: no CPU while idle, a wake-up on every wait).
+    "sleep" (a futex at once: no CPU while idle; only a reader in the middle of a steady stream yields and
+    looks for about a microsecond first, so that catching up does not cost the writer a wake-up each time).
 
     mode is the segment file's permissions when this endpoint creates it (0o600: this user only; 0o660: the
     file's group too). allow_other_owner=True accepts a segment another user created; by default one is
