@@ -1,17 +1,12 @@
 // eshm across hosts, measured on one: the child is the master of channel A, the parent the slave of channel
-// B, and two eshm-bridge processes join A and B over tcp://127.0.0.1 (docs/bridge.md): bridge A is A's
-// slave and listens, bridge B is B's master (it creates B) and connects. (No master in the parent, as in the
-// eshm transport: eshm-bench's signal handler removes the names and exits, and a master's monitor thread in
-// the parent would re-create its removed name in between.) Every message crosses two rings, two
-// bridges' windows and a TCP connection each way. The Endpoints are the eshm transport's (spin: TryWrite/
-// TryRead; blocking: Write/Read with the spec's wait strategy).
+// B (no master in the parent: see EshmChannelOptions), and two eshm-bridge processes join A and B over
+// tcp://127.0.0.1 (docs/bridge.md): bridge A is A's slave and listens, bridge B is B's master (it creates B)
+// and connects. Every message crosses two rings, two bridges' windows and a TCP connection each way. The
+// Endpoints are the eshm transport's.
 //
-// Prepare starts both bridges (each in a process group of its own, told to stop when eshm-bench dies),
-// Open waits until each side's channel reports its peer alive, which through a bridge means the far
-// application (Channel::SetRepresentedPeerState): the whole path is up. Cleanup stops the bridges (SIGTERM,
-// then SIGKILL) and removes both segments, both state files and the bridges' logs.
-//
-// The eshm-bridge binary: $ESHM_BRIDGE, else the one in eshm-bench's runfiles, else eshm-bridge on PATH.
+// Prepare starts both bridges; Open waits until each side's channel reports its peer alive, which through a
+// bridge means the far application (Channel::SetRepresentedPeerState): the whole path is up. Cleanup stops
+// the bridges and removes both segments, both state files and the bridges' logs.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -20,37 +15,29 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <memory>
-#include <sstream>
-#include <string>
-#include <vector>
 
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "benchmarks/eshm_bench/transport.h"
-#include "eshm/channel.h"
 #include "eshm/segment.h"
-#include "eshm/wait_strategy.h"
 
 namespace eshm_bench {
 namespace {
 
+// $ESHM_BRIDGE, else the one in eshm-bench's runfiles, else eshm-bridge on PATH.
 std::string FindBridgeBinary() {
   if (const char* given = std::getenv("ESHM_BRIDGE"); given != nullptr && *given != '\0') return given;
-  std::vector<std::string> candidates;
-  if (const char* runfiles = std::getenv("RUNFILES_DIR"); runfiles != nullptr) {
-    candidates.push_back(absl::StrCat(runfiles, "/eshm/tools/eshm-bridge"));
-  }
+  std::vector<std::string> runfiles;
+  if (const char* dir = std::getenv("RUNFILES_DIR")) runfiles.push_back(dir);
   char self[4096];
-  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n > 0) candidates.push_back(absl::StrCat(std::string(self, static_cast<std::size_t>(n)), ".runfiles/eshm/tools/eshm-bridge"));
-  for (const std::string& candidate : candidates) {
+  if (const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1); n > 0) {
+    runfiles.push_back(std::string(self, static_cast<std::size_t>(n)) + ".runfiles");
+  }
+  for (const std::string& dir : runfiles) {
+    const std::string candidate = dir + "/eshm/tools/eshm-bridge";
     if (access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   return "eshm-bridge";  // execvp searches PATH
@@ -92,7 +79,7 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::str
   return pid;
 }
 
-// Stops a bridge: SIGTERM (it stops cleanly), SIGKILL after a second.
+// Stops a bridge: SIGTERM (it stops cleanly), SIGKILL (its group too) after a second.
 void Stop(pid_t pid) {
   if (pid <= 0) return;
   kill(pid, SIGTERM);
@@ -109,42 +96,35 @@ void Stop(pid_t pid) {
 class BridgeTransport final : public Transport {
  public:
   ~BridgeTransport() override { Cleanup(); }
-
   std::string name() const override { return "bridge"; }
 
   absl::Status Prepare(const TransportSpec& spec) override {
     spec_ = spec;
     const std::string base = UniqueName();
-    name_a_ = base + "_ba";
-    name_b_ = base + "_bb";
-    for (const char side : {'a', 'b'}) {
-      state_[side - 'a'] = absl::StrCat("/dev/shm/", base, "_bridge_", std::string(1, side), ".state");
-      log_[side - 'a'] = absl::StrCat("/dev/shm/", base, "_bridge_", std::string(1, side), ".log");
-    }
-    for (const std::string& path : {eshm::Segment::PathFor(name_a_), eshm::Segment::PathFor(name_b_), state_[0],
-                                    state_[1], log_[0], log_[1]}) {
-      slots_.push_back(RegisterCleanupPath(path));
-    }
     absl::StatusOr<int> port = FreeLoopbackPort();
     if (!port.ok()) return port.status();
     const std::string endpoint = absl::StrCat("tcp://127.0.0.1:", *port);
     const std::string binary = FindBridgeBinary();
-    const std::string ring = absl::StrCat(RingBytesFor(spec));
-    // (The bridges' own channels call a peer unresponsive after 1 s, as the measured ends do: this VM can
-    // stall a process for milliseconds.)
-    absl::StatusOr<pid_t> a = Spawn({binary, name_a_, "--role=slave", "--listen", endpoint,
-                                     absl::StrCat("--state_file=", state_[0]), "--stale_threshold_ms=1000"},
-                                    log_[0]);
-    if (!a.ok()) return a.status();
-    bridge_[0] = *a;
-    helper_slots_.push_back(RegisterHelperProcess(*a));
-    absl::StatusOr<pid_t> b = Spawn({binary, name_b_, "--role=master", "--connect", endpoint,
-                                     absl::StrCat("--state_file=", state_[1]), absl::StrCat("--ring_bytes=", ring),
-                                     "--stale_threshold_ms=1000"},
-                                    log_[1]);
-    if (!b.ok()) return b.status();
-    bridge_[1] = *b;
-    helper_slots_.push_back(RegisterHelperProcess(*b));
+    for (int i = 0; i < 2; ++i) {
+      Bridge& b = bridges_[i];
+      const std::string side = i == 0 ? "a" : "b";
+      b.channel = absl::StrCat(base, "_b", side);
+      b.state = absl::StrCat("/dev/shm/", base, "_bridge_", side, ".state");
+      b.log = absl::StrCat("/dev/shm/", base, "_bridge_", side, ".log");
+      for (const std::string& path : {eshm::Segment::PathFor(b.channel), b.state, b.log}) {
+        path_slots_.push_back(RegisterCleanupPath(path));
+      }
+      // The bridges' own channels call a peer unresponsive after 1 s, as the measured ends do (this VM can
+      // stall a process for milliseconds). Bridge B creates its channel, with the run's ring size.
+      std::vector<std::string> argv = {binary, b.channel, i == 0 ? "--role=slave" : "--role=master",
+                                       i == 0 ? "--listen" : "--connect", endpoint,
+                                       absl::StrCat("--state_file=", b.state), "--stale_threshold_ms=1000"};
+      if (i == 1) argv.push_back(absl::StrCat("--ring_bytes=", RingBytesFor(spec)));
+      absl::StatusOr<pid_t> pid = Spawn(argv, b.log);
+      if (!pid.ok()) return pid.status();
+      b.pid = *pid;
+      b.helper_slot = RegisterHelperProcess(b.pid);
+    }
     return absl::OkStatus();
   }
 
@@ -153,7 +133,7 @@ class BridgeTransport final : public Transport {
     options.reconnect_retry_interval_ms = 100;
     options.max_reconnect_attempts = 100;  // the slave waits up to 10 s for bridge B to create its channel
     absl::StatusOr<std::unique_ptr<eshm::Channel>> channel =
-        eshm::Channel::Open(parent ? name_b_ : name_a_, options);
+        eshm::Channel::Open(bridges_[parent ? 1 : 0].channel, options);
     if (!channel.ok()) return Failed(channel.status());
     eshm::Channel* c = channel->get();
     // Alive through a bridge is the far application alive: both bridges and the link are up.
@@ -165,37 +145,39 @@ class BridgeTransport final : public Transport {
   }
 
   void Cleanup() override {
-    for (pid_t& pid : bridge_) {
-      Stop(pid);
-      pid = 0;
+    for (Bridge& b : bridges_) {
+      Stop(b.pid);
+      UnregisterHelperProcess(b.helper_slot);
     }
-    for (const int slot : helper_slots_) UnregisterHelperProcess(slot);
-    helper_slots_.clear();
-    for (const std::string& name : {name_a_, name_b_}) {
-      if (!name.empty()) (void)eshm::Segment::Unlink(name);
+    for (Bridge& b : bridges_) {
+      if (!b.channel.empty()) (void)eshm::Segment::Unlink(b.channel);
+      for (const std::string& path : {b.state, b.log}) {
+        if (!path.empty()) unlink(path.c_str());
+      }
+      b = Bridge{};
     }
-    for (const std::string& path : {state_[0], state_[1], log_[0], log_[1]}) {
-      if (!path.empty()) unlink(path.c_str());
-    }
-    for (const int slot : slots_) UnregisterCleanupPath(slot);
-    slots_.clear();
+    for (const int slot : path_slots_) UnregisterCleanupPath(slot);
+    path_slots_.clear();
   }
 
  private:
+  struct Bridge {
+    std::string channel;  // A (the child's) or B (the parent's)
+    std::string state;    // its --state_file
+    std::string log;      // its stdout and stderr
+    pid_t pid = 0;
+    int helper_slot = -1;
+  };
+
   // `status` with what the bridges said (their logs are removed at Cleanup).
   absl::Status Failed(const absl::Status& status) const {
-    return absl::Status(status.code(), absl::StrCat(status.message(), "; bridge A: ", Tail(log_[0]),
-                                                    "; bridge B: ", Tail(log_[1])));
+    return absl::Status(status.code(), absl::StrCat(status.message(), "; bridge A: ", Tail(bridges_[0].log),
+                                                    "; bridge B: ", Tail(bridges_[1].log)));
   }
 
   TransportSpec spec_;
-  std::string name_a_;
-  std::string name_b_;
-  std::string state_[2];
-  std::string log_[2];
-  pid_t bridge_[2] = {0, 0};
-  std::vector<int> slots_;
-  std::vector<int> helper_slots_;
+  Bridge bridges_[2];
+  std::vector<int> path_slots_;
 };
 
 }  // namespace

@@ -12,224 +12,157 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
-#include <cstdint>
 #include <cstring>
-#include <memory>
-#include <string>
-#include <vector>
 
-#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "benchmarks/eshm_bench/transport.h"
 
 namespace eshm_bench {
 namespace {
 
-constexpr std::size_t kReceiveBufferBytes = 256 * 1024;
-
 absl::Status ErrnoError(const std::string& call) {
   return absl::InternalError(absl::StrCat(call, ": ", std::strerror(errno)));
 }
 
-class FdEndpoint final : public Endpoint {
+class FdEndpoint final : public PolledEndpoint {
  public:
-  FdEndpoint(int in_fd, int out_fd, bool spin, std::string what, Watchdog& watchdog)
-      : in_(in_fd), out_(out_fd), spin_(spin), what_(std::move(what)), watchdog_(watchdog),
-        buffer_(kReceiveBufferBytes) {}
+  FdEndpoint(int in_fd, int out_fd, bool spin, const char* what, Watchdog& watchdog)
+      : PolledEndpoint(what, spin, watchdog), in_(in_fd), out_(out_fd), buffer_(256 * 1024) {}
 
   absl::Status Send(std::span<const std::byte> message) override {
-    const std::uint64_t length = message.size();
-    iovec parts[2] = {{const_cast<std::uint64_t*>(&length), sizeof(length)},
-                      {const_cast<std::byte*>(message.data()), message.size()}};
-    std::size_t done = 0;
-    const std::size_t total = sizeof(length) + message.size();
-    while (done < total) {
-      // Skip what was written already (a partial write can end anywhere).
+    std::uint64_t length = message.size();
+    std::size_t done = 0;  // of the length and the message: a partial write can end anywhere
+    return Move("writev", done, sizeof(length) + message.size(), [&] {
       iovec rest[2];
       int count = 0;
-      std::size_t skip = done;
-      for (const iovec& part : parts) {
-        if (skip >= part.iov_len) {
-          skip -= part.iov_len;
-          continue;
-        }
-        rest[count++] = {static_cast<char*>(part.iov_base) + skip, part.iov_len - skip};
-        skip = 0;
-      }
-      const ssize_t n = writev(out_, rest, count);
-      if (n > 0) {
-        done += static_cast<std::size_t>(n);
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        if (spin_ ? watchdog_.SpinExpired() : watchdog_.ExpiredNow()) return watchdog_.Error(what_ + " write");
-        continue;
-      }
-      return ErrnoError(what_ + " writev");
-    }
-    return absl::OkStatus();
+      if (done < sizeof(length)) rest[count++] = {reinterpret_cast<std::byte*>(&length) + done, sizeof(length) - done};
+      const std::size_t from = done < sizeof(length) ? 0 : done - sizeof(length);
+      rest[count++] = {const_cast<std::byte*>(message.data()) + from, message.size() - from};
+      return writev(out_, rest, count);
+    });
   }
 
   absl::Status Receive(std::span<std::byte> out, std::size_t* size) override {
     std::uint64_t length = 0;
-    if (absl::Status s = Fill(sizeof(length)); !s.ok()) return s;
-    std::memcpy(&length, buffer_.data() + begin_, sizeof(length));
-    begin_ += sizeof(length);
-    if (length > out.size()) {
-      return absl::DataLossError(absl::StrCat(what_, ": a ", length, "-byte message for a ", out.size(), "-byte buffer"));
-    }
-    // What is buffered already, then the rest straight into the caller's buffer.
-    const std::size_t buffered = std::min<std::size_t>(length, end_ - begin_);
-    std::memcpy(out.data(), buffer_.data() + begin_, buffered);
-    begin_ += buffered;
-    std::size_t got = buffered;
-    while (got < length) {
-      absl::StatusOr<std::size_t> n = ReadSome(out.data() + got, length - got);
-      if (!n.ok()) return n.status();
-      got += *n;
-    }
-    *size = length;
-    return absl::OkStatus();
-  }
-
- private:
-  // Makes at least `want` bytes available at buffer_[begin_].
-  absl::Status Fill(std::size_t want) {
-    if (end_ - begin_ >= want) return absl::OkStatus();
-    if (begin_ > 0) {
+    if (end_ - begin_ < sizeof(length)) {  // read the length, and as much more as the buffer takes
       std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
       end_ -= begin_;
       begin_ = 0;
+      const absl::Status s = Move("read", end_, sizeof(length), [&] {
+        return read(in_, buffer_.data() + end_, buffer_.size() - end_);
+      });
+      if (!s.ok()) return s;
     }
-    while (end_ < want) {
-      absl::StatusOr<std::size_t> n = ReadSome(buffer_.data() + end_, buffer_.size() - end_);
-      if (!n.ok()) return n.status();
-      end_ += *n;
+    std::memcpy(&length, buffer_.data() + begin_, sizeof(length));
+    begin_ += sizeof(length);
+    if (length > out.size()) {
+      return absl::DataLossError(
+          absl::StrCat(what_, ": a ", length, "-byte message for a ", out.size(), "-byte buffer"));
     }
-    return absl::OkStatus();
+    // What is buffered already, then the rest straight into the caller's buffer.
+    std::size_t got = std::min<std::size_t>(length, end_ - begin_);
+    std::memcpy(out.data(), buffer_.data() + begin_, got);
+    begin_ += got;
+    *size = length;
+    return Move("read", got, length, [&] { return read(in_, out.data() + got, length - got); });
   }
 
-  absl::StatusOr<std::size_t> ReadSome(std::byte* into, std::size_t max) {
-    for (;;) {
-      const ssize_t n = read(in_, into, max);
-      if (n > 0) return static_cast<std::size_t>(n);
-      if (n == 0) return absl::UnavailableError(absl::StrCat(what_, ": the other process closed its end"));
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) return ErrnoError(what_ + " read");
-      if (spin_ ? watchdog_.SpinExpired() : watchdog_.ExpiredNow()) return watchdog_.Error(what_ + " read");
-    }
+ private:
+  // Repeats `io` (`call` for what is left after `done` bytes) until `done` reaches `until`: at once after
+  // progress or EINTR; on EAGAIN (spin: non-blocking descriptors; blocking: a socket's timeout) after the
+  // watchdog's look.
+  template <typename Io>
+  absl::Status Move(const char* call, std::size_t& done, std::size_t until, Io&& io) {
+    return Poll(spin_, call, [&]() -> Attempt {
+      while (done < until) {
+        const ssize_t n = io();
+        if (n > 0) {
+          done += static_cast<std::size_t>(n);
+        } else if (n == 0) {
+          return absl::UnavailableError(absl::StrCat(what_, ": the other process closed its end"));
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          return std::nullopt;
+        } else if (errno != EINTR) {
+          return ErrnoError(absl::StrCat(what_, " ", call));
+        }
+      }
+      return absl::OkStatus();
+    });
   }
 
   const int in_;
   const int out_;
-  const bool spin_;
-  const std::string what_;
-  Watchdog& watchdog_;
-  std::vector<std::byte> buffer_;
-  std::size_t begin_ = 0;  // unread bytes are buffer_[begin_, end_)
+  std::vector<std::byte> buffer_;  // received bytes not yet returned are buffer_[begin_, end_)
+  std::size_t begin_ = 0;
   std::size_t end_ = 0;
 };
 
-absl::Status Configure(int fd, const TransportSpec& spec, bool socket) {
-  const int flags = fcntl(fd, F_GETFL);
-  if (flags < 0) return ErrnoError("fcntl(F_GETFL)");
-  const int wanted = spec.wait == Wait::kSpin ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
-  if (fcntl(fd, F_SETFL, wanted) != 0) return ErrnoError("fcntl(F_SETFL)");
-  if (socket && spec.wait == Wait::kBlocking) {
-    const timeval slice{0, 100'000};
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &slice, sizeof(slice)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &slice, sizeof(slice)) != 0) {
-      return ErrnoError("setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)");
-    }
-  }
-  return absl::OkStatus();
-}
-
-void CloseAll(std::vector<int>& fds) {
-  for (int& fd : fds) {
-    if (fd >= 0) close(fd);
-    fd = -1;
-  }
-}
-
-// Two pipes: parent -> child and child -> parent.
-class PipeTransport final : public Transport {
+// A pair of pipes (`socket` false) or an AF_UNIX stream socket pair.
+class FdTransport final : public Transport {
  public:
-  ~PipeTransport() override { CloseAll(fds_); }
-  std::string name() const override { return "pipe"; }
+  explicit FdTransport(bool socket) : socket_(socket) {}
+  ~FdTransport() override { Cleanup(); }
+  std::string name() const override { return socket_ ? "unix" : "pipe"; }
 
   absl::Status Prepare(const TransportSpec& spec) override {
-    spec_ = spec;
-    int down[2], up[2];
-    if (pipe2(down, O_CLOEXEC) != 0) return ErrnoError("pipe2");
-    if (pipe2(up, O_CLOEXEC) != 0) {
-      close(down[0]);
-      close(down[1]);
-      return ErrnoError("pipe2");
+    spin_ = spec.wait == Wait::kSpin;
+    int a[2], b[2];
+    if (socket_) {
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a) != 0) return ErrnoError("socketpair(AF_UNIX)");
+      fds_ = {a[0], a[0], a[1], a[1]};
+    } else {
+      if (pipe2(a, O_CLOEXEC) != 0) return ErrnoError("pipe2");
+      fds_ = {-1, a[1], a[0], -1};  // a: parent -> child (Cleanup closes it if the second pipe fails)
+      if (pipe2(b, O_CLOEXEC) != 0) return ErrnoError("pipe2");
+      fds_ = {b[0], a[1], a[0], b[1]};  // b: child -> parent
     }
-    fds_ = {down[0], down[1], up[0], up[1]};  // down: parent writes [1], child reads [0]
+    const timeval slice{0, kSliceMs * 1000};
     for (const int fd : fds_) {
-      if (absl::Status s = Configure(fd, spec, /*socket=*/false); !s.ok()) return s;
-    }
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl& /*control*/, Watchdog& watchdog) override {
-    // Close the other side's ends in this process, so the peer's death reads as EOF / EPIPE.
-    const int in = parent ? fds_[2] : fds_[0];
-    const int out = parent ? fds_[1] : fds_[3];
-    for (int& fd : fds_) {
-      if (fd != in && fd != out) {
-        close(fd);
-        fd = -1;
+      const int flags = fcntl(fd, F_GETFL);
+      if (flags < 0) return ErrnoError("fcntl(F_GETFL)");
+      if (fcntl(fd, F_SETFL, spin_ ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK)) != 0) {
+        return ErrnoError("fcntl(F_SETFL)");
+      }
+      if (socket_ && !spin_ &&
+          (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &slice, sizeof(slice)) != 0 ||
+           setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &slice, sizeof(slice)) != 0)) {
+        return ErrnoError("setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)");
       }
     }
-    return std::unique_ptr<Endpoint>(new FdEndpoint(in, out, spec_.wait == Wait::kSpin, "pipe", watchdog));
-  }
-
-  void Cleanup() override { CloseAll(fds_); }
-
- private:
-  TransportSpec spec_;
-  std::vector<int> fds_;
-};
-
-class UnixSocketTransport final : public Transport {
- public:
-  ~UnixSocketTransport() override { CloseAll(fds_); }
-  std::string name() const override { return "unix"; }
-
-  absl::Status Prepare(const TransportSpec& spec) override {
-    spec_ = spec;
-    int pair[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return ErrnoError("socketpair(AF_UNIX)");
-    fds_ = {pair[0], pair[1]};
-    for (const int fd : fds_) {
-      if (absl::Status s = Configure(fd, spec, /*socket=*/true); !s.ok()) return s;
-    }
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl& /*control*/, Watchdog& watchdog) override {
-    const int mine = parent ? fds_[0] : fds_[1];
-    int& theirs = parent ? fds_[1] : fds_[0];
-    close(theirs);
-    theirs = -1;
-    return std::unique_ptr<Endpoint>(new FdEndpoint(mine, mine, spec_.wait == Wait::kSpin, "unix socket", watchdog));
+  absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl&, Watchdog& watchdog) override {
+    // Close the other side's ends in this process, so the peer's death reads as EOF / EPIPE.
+    const int in = fds_[parent ? 0 : 2];
+    const int out = fds_[parent ? 1 : 3];
+    for (const int fd : fds_) {
+      if (fd != in && fd != out) Close(fd);
+    }
+    return std::make_unique<FdEndpoint>(in, out, spin_, socket_ ? "unix socket" : "pipe", watchdog);
   }
 
-  void Cleanup() override { CloseAll(fds_); }
+  void Cleanup() override {
+    for (const int fd : fds_) Close(fd);
+  }
 
  private:
-  TransportSpec spec_;
-  std::vector<int> fds_;
+  // Closes `fd` (if open) and forgets each copy of it in fds_.
+  void Close(int fd) {
+    if (fd >= 0) close(fd);
+    std::replace(fds_.begin(), fds_.end(), fd, -1);
+  }
+
+  const bool socket_;
+  bool spin_ = true;
+  std::array<int, 4> fds_ = {-1, -1, -1, -1};  // the parent's in and out, the child's (a socket is both)
 };
 
 }  // namespace
 
-std::unique_ptr<Transport> MakePipeTransport() { return std::make_unique<PipeTransport>(); }
-std::unique_ptr<Transport> MakeUnixSocketTransport() { return std::make_unique<UnixSocketTransport>(); }
+std::unique_ptr<Transport> MakePipeTransport() { return std::make_unique<FdTransport>(/*socket=*/false); }
+std::unique_ptr<Transport> MakeUnixSocketTransport() { return std::make_unique<FdTransport>(/*socket=*/true); }
 
 }  // namespace eshm_bench

@@ -2,88 +2,49 @@
 // simplest correct ring:
 //
 //   eshm_ring     eshm's RingProducer/RingConsumer on a Segment, without the Channel (no roles, heartbeat or
-//                 moves): spin polls TryWrite/TryRead; blocking waits as the eshm transport does
-//                 (WaitStrategy::Sleep(), or Adaptive() with --eshm_wait=adaptive).
+//                 moves), waiting as the eshm transport does.
 //   minimal_ring  the baseline ring of benchmarks/minimal_ring.h (publishes every message; no blocking wait:
 //                 spin only, a blocking run is skipped).
 //
-// Both map their memory before the fork (the segment's name is removed at once: nothing is left behind if
-// the run is killed), so parent and child share the pages and neither opens anything.
+// Both map their memory before the fork, so parent and child share the pages and neither opens anything.
 #include <sys/mman.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <cstdint>
 #include <cstring>
-#include <memory>
-#include <optional>
-#include <string>
 
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "benchmarks/eshm_bench/transport.h"
 #include "benchmarks/minimal_ring.h"
-#include "eshm/deadline.h"
 #include "eshm/layout.h"
 #include "eshm/ring.h"
 #include "eshm/segment.h"
-#include "eshm/wait_strategy.h"
 
 namespace eshm_bench {
 namespace {
 
-constexpr std::int64_t kSliceMs = 100;
+constexpr eshm::Direction kDown = eshm::Direction::kMasterToSlave;  // parent -> child
+constexpr eshm::Direction kUp = eshm::Direction::kSlaveToMaster;
 
 absl::Status NoCheck() { return absl::OkStatus(); }  // the watchdog is looked at between slices instead
 
-
-// ---- eshm_ring ----
-
-class EshmRingEndpoint final : public Endpoint {
+class EshmRingEndpoint final : public PolledEndpoint {
  public:
   EshmRingEndpoint(const eshm::Segment& segment, bool parent, const TransportSpec& spec, Watchdog& watchdog)
-      : out_(segment.MakeProducer(parent ? eshm::Direction::kMasterToSlave : eshm::Direction::kSlaveToMaster)),
-        in_(segment.MakeConsumer(parent ? eshm::Direction::kSlaveToMaster : eshm::Direction::kMasterToSlave)),
-        spin_(spec.wait == Wait::kSpin),
-        wait_(spin_ ? eshm::WaitStrategy::Spin() : spec.eshm_adaptive ? eshm::WaitStrategy::Adaptive() : eshm::WaitStrategy::Sleep()),
-        publish_(spec.eshm_deferred ? eshm::Publish::kDeferred : eshm::Publish::kNow),
-        control_(segment.ring_control(parent ? eshm::Direction::kMasterToSlave : eshm::Direction::kSlaveToMaster)),
-        in_control_(segment.ring_control(parent ? eshm::Direction::kSlaveToMaster : eshm::Direction::kMasterToSlave)),
-        watchdog_(watchdog) {}
+      : PolledEndpoint("eshm_ring", spec.wait == Wait::kSpin, watchdog),
+        segment_(segment),
+        out_(segment.MakeProducer(parent ? kDown : kUp)),
+        in_(segment.MakeConsumer(parent ? kUp : kDown)),
+        wait_(EshmChannelOptions(spec, parent).wait),  // the eshm transport's
+        publish_(spec.eshm_deferred ? eshm::Publish::kDeferred : eshm::Publish::kNow) {}
 
   absl::Status Send(std::span<const std::byte> message) override {
-    if (spin_) {
-      while (!out_.TryWrite(message, publish_)) {
-        if (watchdog_.SpinExpired()) return watchdog_.Error("eshm_ring TryWrite");
-      }
-      return absl::OkStatus();
-    }
-    for (;;) {
-      const absl::Status status = out_.Write(message, wait_, eshm::Deadline::TimeoutMs(kSliceMs), publish_);
-      if (status.code() != absl::StatusCode::kDeadlineExceeded) return status;
-      if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm_ring Write");
-    }
+    if (spin_) return Poll(true, "TryWrite", [&] { return DoneIf(out_.TryWrite(message, publish_)); });
+    return Poll(false, "Write", [&] { return Sliced(out_.Write(message, wait_, Slice(), publish_)); });
   }
 
   absl::Status Receive(std::span<std::byte> buffer, std::size_t* size) override {
-    if (spin_) {
-      for (;;) {
-        const eshm::ReadResult result = in_.TryRead(buffer, size);
-        if (result == eshm::ReadResult::kOk) return absl::OkStatus();
-        if (result != eshm::ReadResult::kEmpty) return absl::DataLossError("eshm_ring TryRead: not a whole message");
-        if (watchdog_.SpinExpired()) return watchdog_.Error("eshm_ring TryRead");
-      }
-    }
-    for (;;) {
-      absl::StatusOr<std::size_t> read = in_.Read(buffer, wait_, eshm::Deadline::TimeoutMs(kSliceMs));
-      if (read.ok()) {
-        *size = *read;
-        return absl::OkStatus();
-      }
-      if (read.status().code() != absl::StatusCode::kDeadlineExceeded) return read.status();
-      if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm_ring Read");
-    }
+    if (spin_) return Poll(true, "TryRead", [&] { return Done(in_.TryRead(buffer, size), "TryRead"); });
+    return Poll(false, "Read", [&] { return Sliced(in_.Read(buffer, wait_, Slice()), size); });
   }
 
   absl::Status Flush() override {
@@ -91,17 +52,14 @@ class EshmRingEndpoint final : public Endpoint {
     return absl::OkStatus();
   }
 
+  // In place, a blocking try that fails waits (a slice at most) for the ring to change before the next.
   absl::Status SendInPlace(std::size_t size, absl::FunctionRef<void(std::span<std::byte>)> fill) override {
-    std::byte* data;
-    while ((data = out_.TryClaim(size)) == nullptr) {
-      if (spin_) {
-        if (watchdog_.SpinExpired()) return watchdog_.Error("eshm_ring TryClaim");
-        continue;
-      }
-      absl::Status status = out_.WaitForSpace(size, wait_, eshm::Deadline::TimeoutMs(kSliceMs), NoCheck);
-      if (!status.ok() && status.code() != absl::StatusCode::kDeadlineExceeded) return status;
-      if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm_ring WaitForSpace");
-    }
+    std::byte* data = nullptr;
+    const absl::Status claimed = Poll(spin_, spin_ ? "TryClaim" : "WaitForSpace", [&]() -> Attempt {
+      if ((data = out_.TryClaim(size)) != nullptr) return absl::OkStatus();
+      return spin_ ? std::nullopt : Waited(out_.WaitForSpace(size, wait_, Slice(), NoCheck));
+    });
+    if (!claimed.ok()) return claimed;
     fill(std::span<std::byte>(data, size));
     out_.Commit(size, publish_);
     return absl::OkStatus();
@@ -109,112 +67,63 @@ class EshmRingEndpoint final : public Endpoint {
 
   absl::Status ReceiveInPlace(absl::FunctionRef<absl::Status(std::span<const std::byte>)> use) override {
     std::span<const std::byte> message;
-    for (;;) {
-      const eshm::ReadResult result = in_.TryPeek(&message);
-      if (result == eshm::ReadResult::kOk) break;
-      if (result != eshm::ReadResult::kEmpty) return absl::DataLossError("eshm_ring TryPeek: not a whole message");
-      if (spin_) {
-        if (watchdog_.SpinExpired()) return watchdog_.Error("eshm_ring TryPeek");
-        continue;
-      }
-      absl::Status status = in_.WaitForData(wait_, eshm::Deadline::TimeoutMs(kSliceMs), NoCheck);
-      if (!status.ok() && status.code() != absl::StatusCode::kDeadlineExceeded) return status;
-      if (watchdog_.ExpiredNow()) return watchdog_.Error("eshm_ring WaitForData");
-    }
+    const absl::Status peeked = Poll(spin_, spin_ ? "TryPeek" : "WaitForData", [&]() -> Attempt {
+      if (Attempt done = Done(in_.TryPeek(&message), "TryPeek")) return done;
+      return spin_ ? std::nullopt : Waited(in_.WaitForData(wait_, Slice(), NoCheck));
+    });
+    if (!peeked.ok()) return peeked;
     if (absl::Status s = use(message); !s.ok()) return s;
     in_.Release();
     return absl::OkStatus();
   }
 
   std::optional<std::uint64_t> FutexCalls() const override {
-    // Relaxed: counters for a report, read after the run.
     std::uint64_t calls = 0;
-    for (const eshm::RingControl* c : {control_, in_control_}) {
-      calls += c->wait.wake_syscalls.load(std::memory_order_relaxed) + c->wait.wait_syscalls.load(std::memory_order_relaxed);
+    for (const eshm::Direction d : {kDown, kUp}) {
+      const auto& counters = segment_.ring_control(d)->wait;
+      // Relaxed: counters for a report, read after the run.
+      calls += counters.wake_syscalls.load(std::memory_order_relaxed) +
+               counters.wait_syscalls.load(std::memory_order_relaxed);
     }
     return calls;
   }
 
  private:
+  // kEmpty: again; anything but kOk: not a whole message.
+  Attempt Done(eshm::ReadResult result, const char* call) const {
+    if (result == eshm::ReadResult::kEmpty) return std::nullopt;
+    if (result == eshm::ReadResult::kOk) return absl::OkStatus();
+    return absl::DataLossError(absl::StrCat(what_, " ", call, ": not a whole message"));
+  }
+
+  const eshm::Segment& segment_;
   eshm::RingProducer out_;
   eshm::RingConsumer in_;
-  const bool spin_;
   const eshm::WaitStrategy wait_;
   const eshm::Publish publish_;
-  const eshm::RingControl* control_;
-  const eshm::RingControl* in_control_;
-  Watchdog& watchdog_;
 };
 
-class EshmRingTransport final : public Transport {
+class MinimalRingEndpoint final : public PolledEndpoint {
  public:
-  std::string name() const override { return "eshm_ring"; }
-  bool zero_copy() const override { return true; }
-
-  absl::Status Prepare(const TransportSpec& spec) override {
-    spec_ = spec;
-    const std::string name = UniqueName();
-    const std::uint64_t bytes = RingBytesFor(spec);
-    absl::StatusOr<eshm::Segment> segment = eshm::Segment::Create(name, eshm::SegmentOptions{bytes, bytes});
-    if (!segment.ok()) return segment.status();
-    (void)eshm::Segment::Unlink(name);  // the mapping is all the two processes need
-    segment_.emplace(*std::move(segment));
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl&, Watchdog& watchdog) override {
-    return std::unique_ptr<Endpoint>(new EshmRingEndpoint(*segment_, parent, spec_, watchdog));
-  }
-
-  void Cleanup() override { segment_.reset(); }
-
- private:
-  TransportSpec spec_;
-  std::optional<eshm::Segment> segment_;
-};
-
-// ---- minimal_ring ----
-
-// Two rings (parent -> child, child -> parent), each a control block followed by its data, in one shared
-// anonymous mapping.
-struct MinimalRings {
-  std::uint64_t capacity = 0;
-  std::byte* base = nullptr;
-  std::size_t bytes = 0;
-
-  std::size_t RingStride() const { return sizeof(MinimalRingControl) + capacity; }
-  MinimalRingControl* control(int ring) const {
-    return reinterpret_cast<MinimalRingControl*>(base + static_cast<std::size_t>(ring) * RingStride());
-  }
-  std::byte* data(int ring) const { return base + static_cast<std::size_t>(ring) * RingStride() + sizeof(MinimalRingControl); }
-};
-
-class MinimalRingEndpoint final : public Endpoint {
- public:
-  MinimalRingEndpoint(const MinimalRings& rings, bool parent, Watchdog& watchdog)
-      : out_(rings.control(parent ? 0 : 1), rings.data(parent ? 0 : 1), rings.capacity),
-        in_(rings.control(parent ? 1 : 0), rings.data(parent ? 1 : 0), rings.capacity),
-        watchdog_(watchdog) {}
+  // `out` and `in`: a ring each, its control block followed by `capacity` bytes of data.
+  MinimalRingEndpoint(std::byte* out, std::byte* in, std::uint64_t capacity, Watchdog& watchdog)
+      : PolledEndpoint("minimal_ring", /*spin=*/true, watchdog),
+        out_(reinterpret_cast<MinimalRingControl*>(out), out + sizeof(MinimalRingControl), capacity),
+        in_(reinterpret_cast<MinimalRingControl*>(in), in + sizeof(MinimalRingControl), capacity) {}
 
   absl::Status Send(std::span<const std::byte> message) override {
-    while (!out_.TryWrite(message.data(), message.size())) {
-      if (watchdog_.SpinExpired()) return watchdog_.Error("minimal_ring TryWrite");
-    }
-    return absl::OkStatus();
+    return Poll(true, "TryWrite", [&] { return DoneIf(out_.TryWrite(message.data(), message.size())); });
   }
 
   absl::Status Receive(std::span<std::byte> buffer, std::size_t* size) override {
-    while (!in_.TryRead(buffer, size)) {
-      if (watchdog_.SpinExpired()) return watchdog_.Error("minimal_ring TryRead");
-    }
-    return absl::OkStatus();
+    return Poll(true, "TryRead", [&] { return DoneIf(in_.TryRead(buffer, size)); });
   }
 
   absl::Status SendInPlace(std::size_t size, absl::FunctionRef<void(std::span<std::byte>)> fill) override {
-    std::byte* data;
-    while ((data = out_.TryClaim(size)) == nullptr) {
-      if (watchdog_.SpinExpired()) return watchdog_.Error("minimal_ring TryClaim");
-    }
+    std::byte* data = nullptr;
+    const absl::Status claimed =
+        Poll(true, "TryClaim", [&] { return DoneIf((data = out_.TryClaim(size)) != nullptr); });
+    if (!claimed.ok()) return claimed;
     fill(std::span<std::byte>(data, size));
     out_.Commit(size);
     return absl::OkStatus();
@@ -222,9 +131,7 @@ class MinimalRingEndpoint final : public Endpoint {
 
   absl::Status ReceiveInPlace(absl::FunctionRef<absl::Status(std::span<const std::byte>)> use) override {
     std::span<const std::byte> message;
-    while (!in_.TryPeek(&message)) {
-      if (watchdog_.SpinExpired()) return watchdog_.Error("minimal_ring TryPeek");
-    }
+    if (absl::Status s = Poll(true, "TryPeek", [&] { return DoneIf(in_.TryPeek(&message)); }); !s.ok()) return s;
     if (absl::Status s = use(message); !s.ok()) return s;
     in_.Release(message.size());
     return absl::OkStatus();
@@ -233,43 +140,62 @@ class MinimalRingEndpoint final : public Endpoint {
  private:
   MinimalRingProducer out_;
   MinimalRingConsumer in_;
-  Watchdog& watchdog_;
 };
 
-class MinimalRingTransport final : public Transport {
+// eshm_ring maps a Segment whose name it removes at once (nothing is left behind if the run is killed);
+// minimal_ring an anonymous shared mapping of two rings (parent -> child, then child -> parent), each a
+// control block followed by its data.
+class RingTransport final : public Transport {
  public:
-  std::string name() const override { return "minimal_ring"; }
+  explicit RingTransport(bool minimal) : minimal_(minimal) {}
+  std::string name() const override { return minimal_ ? "minimal_ring" : "eshm_ring"; }
   bool zero_copy() const override { return true; }
 
   absl::Status Prepare(const TransportSpec& spec) override {
-    if (spec.wait != Wait::kSpin) {
-      return absl::UnimplementedError("minimal_ring has no blocking wait (spin only)");
+    spec_ = spec;
+    capacity_ = RingBytesFor(spec);
+    if (minimal_) {
+      if (spec.wait != Wait::kSpin) return absl::UnimplementedError("minimal_ring has no blocking wait (spin only)");
+      void* rings = mmap(nullptr, 2 * Stride(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE,
+                         -1, 0);
+      if (rings == MAP_FAILED) return absl::InternalError(absl::StrCat("mmap: ", std::strerror(errno)));
+      rings_ = static_cast<std::byte*>(rings);
+      for (int i = 0; i < 2; ++i) new (Ring(i)) MinimalRingControl{};
+      return absl::OkStatus();
     }
-    rings_.capacity = RingBytesFor(spec);
-    rings_.bytes = 2 * rings_.RingStride();
-    void* base = mmap(nullptr, rings_.bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (base == MAP_FAILED) return absl::InternalError(absl::StrCat("mmap: ", std::strerror(errno)));
-    rings_.base = static_cast<std::byte*>(base);
-    for (int ring = 0; ring < 2; ++ring) new (rings_.control(ring)) MinimalRingControl{};
+    const std::string name = UniqueName();
+    absl::StatusOr<eshm::Segment> segment = eshm::Segment::Create(name, eshm::SegmentOptions{capacity_, capacity_});
+    if (!segment.ok()) return segment.status();
+    (void)eshm::Segment::Unlink(name);  // the mapping is all the two processes need
+    segment_.emplace(*std::move(segment));
     return absl::OkStatus();
   }
 
   absl::StatusOr<std::unique_ptr<Endpoint>> Open(bool parent, RunControl&, Watchdog& watchdog) override {
-    return std::unique_ptr<Endpoint>(new MinimalRingEndpoint(rings_, parent, watchdog));
+    if (!minimal_) return std::make_unique<EshmRingEndpoint>(*segment_, parent, spec_, watchdog);
+    return std::make_unique<MinimalRingEndpoint>(Ring(parent ? 0 : 1), Ring(parent ? 1 : 0), capacity_, watchdog);
   }
 
   void Cleanup() override {
-    if (rings_.base != nullptr) munmap(rings_.base, rings_.bytes);
-    rings_.base = nullptr;
+    segment_.reset();
+    if (rings_ != nullptr) munmap(rings_, 2 * Stride());
+    rings_ = nullptr;
   }
 
  private:
-  MinimalRings rings_;
+  std::size_t Stride() const { return sizeof(MinimalRingControl) + capacity_; }
+  std::byte* Ring(int i) const { return rings_ + static_cast<std::size_t>(i) * Stride(); }
+
+  const bool minimal_;
+  TransportSpec spec_;
+  std::uint64_t capacity_ = 0;
+  std::optional<eshm::Segment> segment_;  // eshm_ring's
+  std::byte* rings_ = nullptr;            // minimal_ring's
 };
 
 }  // namespace
 
-std::unique_ptr<Transport> MakeEshmRingTransport() { return std::make_unique<EshmRingTransport>(); }
-std::unique_ptr<Transport> MakeMinimalRingTransport() { return std::make_unique<MinimalRingTransport>(); }
+std::unique_ptr<Transport> MakeEshmRingTransport() { return std::make_unique<RingTransport>(/*minimal=*/false); }
+std::unique_ptr<Transport> MakeMinimalRingTransport() { return std::make_unique<RingTransport>(/*minimal=*/true); }
 
 }  // namespace eshm_bench

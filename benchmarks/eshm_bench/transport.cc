@@ -5,15 +5,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
-
-#include <algorithm>
-#include <atomic>
-#include <bit>
-#include <memory>
-#include <string>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -44,13 +39,6 @@ eshm::ChannelOptions EshmChannelOptions(const TransportSpec& spec, bool parent) 
   return options;
 }
 
-absl::Status Endpoint::SendInPlace(std::size_t, absl::FunctionRef<void(std::span<std::byte>)>) {
-  return absl::UnimplementedError("this transport cannot send in place");
-}
-absl::Status Endpoint::ReceiveInPlace(absl::FunctionRef<absl::Status(std::span<const std::byte>)>) {
-  return absl::UnimplementedError("this transport cannot receive in place");
-}
-
 absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name) {
   if (name == "eshm") return MakeEshmTransport();
   if (name == "eshm_ring") return MakeEshmRingTransport();
@@ -59,8 +47,8 @@ absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name
   if (name == "unix") return MakeUnixSocketTransport();
   if (name == "bridge") return MakeBridgeTransport();
   if (name == "zmq") return MakeZmqTransport();
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown transport '", name, "': use eshm_ring, minimal_ring, pipe, unix, bridge, zmq, rings, all or net"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown transport '", name, "': use eshm_ring, minimal_ring, pipe, unix, bridge, zmq, rings, all or net"));
 }
 
 std::vector<std::string> NetworkTransportNames() { return {"bridge", "zmq"}; }
@@ -70,18 +58,14 @@ absl::StatusOr<int> FreeLoopbackPort() {
   if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
   sockaddr_in address{};
   address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);  // port 0: the kernel picks a free one
   socklen_t length = sizeof(address);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    const int error = errno;
-    close(fd);
-    return absl::InternalError(absl::StrCat("finding a free port on 127.0.0.1: ", std::strerror(error)));
-  }
+  const bool bound = bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+                     getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+  const int error = errno;
   close(fd);
+  if (!bound) return absl::InternalError(absl::StrCat("finding a free port on 127.0.0.1: ", std::strerror(error)));
   return ntohs(address.sin_port);
 }
-
 
 }  // namespace eshm_bench

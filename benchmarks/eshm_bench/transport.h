@@ -1,8 +1,8 @@
-// A transport: how the two processes of a run exchange length-delimited messages. eshm is measured
-// through its public Channel; the others run the same measurements for comparison: eshm's ring without the
-// Channel and the minimal ring (ring_transports.cc), a pipe pair, an AF_UNIX socket pair,
-// and across hosts over loopback eshm-bridge and ZeroMQ. A transport that cannot run a combination (the minimal ring cannot block) says so with
-// Unimplemented from Prepare, and that combination is skipped.
+// A transport: how the two processes of a run exchange length-delimited messages. eshm is measured through
+// its public Channel; the others run the same measurements for comparison: eshm's ring without the Channel
+// and the minimal ring (ring_transports.cc), a pipe pair, an AF_UNIX socket pair, and across hosts over
+// loopback eshm-bridge and ZeroMQ. A transport that cannot run a combination (the minimal ring cannot block)
+// says so with Unimplemented from Prepare, and that combination is skipped.
 //
 // Life of a transport in one run: Prepare() in the parent before the fork (names, fds, queues), Open() in
 // each process after it, Cleanup() in the parent after the child is reaped (and after errors). Every wait
@@ -21,12 +21,10 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "benchmarks/eshm_bench/process_pair.h"
 #include "eshm/channel.h"
-
-namespace eshm {
-class Channel;
-}  // namespace eshm
+#include "eshm/deadline.h"
 
 namespace eshm_bench {
 
@@ -57,8 +55,12 @@ class Endpoint {
   // Zero-copy streams (--zero_copy): `fill` writes the message of `size` bytes in the transport's own memory,
   // which is then sent; `use` looks at the next message where it lies, which is then released. Only
   // transports whose zero_copy() is true implement them.
-  virtual absl::Status SendInPlace(std::size_t size, absl::FunctionRef<void(std::span<std::byte>)> fill);
-  virtual absl::Status ReceiveInPlace(absl::FunctionRef<absl::Status(std::span<const std::byte>)> use);
+  virtual absl::Status SendInPlace(std::size_t /*size*/, absl::FunctionRef<void(std::span<std::byte>)> /*fill*/) {
+    return absl::UnimplementedError("this transport cannot send in place");
+  }
+  virtual absl::Status ReceiveInPlace(absl::FunctionRef<absl::Status(std::span<const std::byte>)> /*use*/) {
+    return absl::UnimplementedError("this transport cannot receive in place");
+  }
   // Futex system calls (waits and wakes) both processes have made on this connection so far, where the
   // transport counts them in shared memory (eshm); nullopt otherwise.
   virtual std::optional<std::uint64_t> FutexCalls() const { return std::nullopt; }
@@ -77,6 +79,55 @@ class Transport {
   virtual void Cleanup() = 0;
 };
 
+// The endpoints' wait loops. A try returns the call's status once it is done (or failed); nullopt: try again.
+using Attempt = std::optional<absl::Status>;
+
+// A blocking try waits up to a slice; the watchdog is consulted between slices.
+inline constexpr std::int64_t kSliceMs = 100;
+inline eshm::Deadline Slice() { return eshm::Deadline::TimeoutMs(kSliceMs); }
+
+// Tries from a call's result. Done once `ok`.
+inline Attempt DoneIf(bool ok) { return ok ? Attempt(absl::OkStatus()) : std::nullopt; }
+// A call that waits up to a slice: again if the slice ran out, else its status (and its value into `*out`).
+inline Attempt Sliced(absl::Status status) {
+  if (status.code() == absl::StatusCode::kDeadlineExceeded) return std::nullopt;
+  return status;
+}
+template <typename T, typename Out>
+Attempt Sliced(absl::StatusOr<T> result, Out* out) {
+  if (!result.ok()) return Sliced(result.status());
+  *out = *std::move(result);
+  return absl::OkStatus();
+}
+// A wait before the next try (a ring's WaitForSpace/WaitForData, WaitSet::Wait): its error, else again.
+inline Attempt Waited(absl::Status status) {
+  if (status.ok() || status.code() == absl::StatusCode::kDeadlineExceeded) return std::nullopt;
+  return status;
+}
+
+class PolledEndpoint : public Endpoint {
+ protected:
+  // `what` names the transport in errors; `spin`: the spec's Wait is kSpin.
+  PolledEndpoint(const char* what, bool spin, Watchdog& watchdog) : what_(what), spin_(spin), watchdog_(watchdog) {}
+
+  // Repeats `attempt` until it returns a status. Between tries a spin loop steps the watchdog (SpinExpired
+  // looks at the clock every 1024 steps); a blocking loop, whose tries sleep up to a slice each, reads the
+  // clock (ExpiredNow). A template, so each measured call inlines its loop. `call` names it in the error.
+  template <typename AttemptFn>
+  absl::Status Poll(bool spin, const char* call, AttemptFn&& attempt) {
+    for (;;) {
+      if (Attempt done = attempt()) return *std::move(done);
+      if (spin ? watchdog_.SpinExpired() : watchdog_.ExpiredNow()) {
+        return watchdog_.Error(absl::StrCat(what_, " ", call));
+      }
+    }
+  }
+
+  const char* const what_;
+  const bool spin_;
+  Watchdog& watchdog_;
+};
+
 // The ring size every ring transport uses each way: at least 1 MiB, and at least four of the largest
 // message (a ring holds messages of up to half its capacity).
 std::uint64_t RingBytesFor(const TransportSpec& spec);
@@ -88,7 +139,6 @@ eshm::ChannelOptions EshmChannelOptions(const TransportSpec& spec, bool parent);
 
 // Transports by name; an error names the unknown or unavailable one.
 absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name);
-
 std::unique_ptr<Transport> MakeEshmTransport();
 std::unique_ptr<Transport> MakeEshmRingTransport();
 std::unique_ptr<Transport> MakeMinimalRingTransport();
