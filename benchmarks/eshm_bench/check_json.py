@@ -11,8 +11,6 @@ import math
 import sys
 
 PERCENTILES = ["min", "p50", "p90", "p99", "p99.9", "p99.99", "max"]
-LATENCY_KEYS = set(PERCENTILES) | {"mean"}
-FLOOR_NAMES = {"atomic_pingpong", "futex_pingpong", "memcpy"}
 RESULT_KEYS = {"transport", "mode", "wait", "size", "messages", "seconds", "msgs_per_s", "gb_per_s", "latency_ns",
                "latency_kind", "floor", "ratio_to_floor", "baseline", "ratio_to_baseline", "futex_calls_per_message"}
 BASELINE = "minimal_ring"
@@ -21,126 +19,103 @@ SPIN_ONLY = {"minimal_ring"}
 MAX_ATOMIC_PAYLOAD = 120
 
 
-def is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def check_latency(where, latency, problems):
-    if latency is None:
-        return
-    if not isinstance(latency, dict) or set(latency) != LATENCY_KEYS:
-        problems.append(f"{where}: latency_ns keys {sorted(latency) if isinstance(latency, dict) else latency}")
-        return
-    if not all(is_number(latency[k]) and latency[k] >= 0 for k in LATENCY_KEYS):
-        problems.append(f"{where}: latency_ns has a non-number or negative value: {latency}")
-        return
-    values = [latency[k] for k in PERCENTILES]
-    if values != sorted(values):
-        problems.append(f"{where}: percentiles are not monotone: {values}")
-    if not latency["min"] <= latency["mean"] <= latency["max"]:
-        problems.append(f"{where}: mean outside [min, max]: {latency}")
+def number(v, positive=False):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return ok and (v > 0 if positive else v >= 0)
 
 
 def check(doc, args):
     problems = []
-    expect = lambda cond, what: cond or problems.append(what)
+
+    def expect(cond, what):
+        if not cond:
+            problems.append(what)
+
+    def latency(where, lat):
+        if lat is None:
+            return
+        if not isinstance(lat, dict) or set(lat) != set(PERCENTILES) | {"mean"} or not all(map(number, lat.values())):
+            return problems.append(f"{where}: latency_ns is not numbers for {PERCENTILES} and mean: {lat}")
+        values = [lat[k] for k in PERCENTILES]
+        expect(values == sorted(values), f"{where}: percentiles are not monotone: {values}")
+        expect(lat["min"] <= lat["mean"] <= lat["max"], f"{where}: mean outside [min, max]: {lat}")
+
     expect(set(doc) == {"schema", "tool", "command", "machine", "setup", "floors", "results"},
            f"top-level keys: {sorted(doc)}")
-    expect(doc.get("schema") == "eshm-bench/2", "schema is not eshm-bench/2")
-    expect(doc.get("tool") == "eshm-bench", "tool is not eshm-bench")
+    expect(doc.get("schema") == "eshm-bench/2" and doc.get("tool") == "eshm-bench", "schema or tool")
     expect(isinstance(doc.get("command"), str) and "eshm-bench" in doc["command"], "command missing")
     m = doc.get("machine", {})
     expect(set(m) == {"cpu_model", "logical_cpus", "kernel", "clocksource", "hostname"}, f"machine keys: {sorted(m)}")
     expect(isinstance(m.get("logical_cpus"), int) and m["logical_cpus"] >= 1, "machine.logical_cpus")
-    for k in ("cpu_model", "kernel", "clocksource", "hostname"):
-        expect(isinstance(m.get(k), str), f"machine.{k} is not a string")
+    expect(all(isinstance(m.get(k), str) for k in ("cpu_model", "kernel", "clocksource", "hostname")),
+           "machine: a field is not a string")
     s = doc.get("setup", {})
     expect(set(s) == {"ends", "pinned", "cpus", "warmup_s", "repetitions"}, f"setup keys: {sorted(s)}")
-    expect(s.get("ends") == "processes", "setup.ends is not processes")
-    expect(isinstance(s.get("pinned"), bool), "setup.pinned is not a bool")
+    expect(s.get("ends") == "processes" and isinstance(s.get("pinned"), bool), "setup.ends or setup.pinned")
     cpus = s.get("cpus")
     expect(cpus is None or (isinstance(cpus, list) and len(cpus) == 2 and all(isinstance(c, int) for c in cpus)),
            f"setup.cpus: {cpus}")
     expect(s.get("pinned") == (cpus is not None), "setup.pinned disagrees with setup.cpus")
-    expect(is_number(s.get("warmup_s")), "setup.warmup_s")
+    expect(number(s.get("warmup_s")), "setup.warmup_s")
     expect(isinstance(s.get("repetitions"), int) and s["repetitions"] >= 1, "setup.repetitions")
 
     floors = doc.get("floors", [])
     for i, f in enumerate(floors):
         where = f"floors[{i}]"
         expect(set(f) == {"name", "size", "latency_ns", "gb_per_s"}, f"{where} keys: {sorted(f)}")
-        expect(f.get("name") in FLOOR_NAMES, f"{where}: name {f.get('name')}")
-        check_latency(where, f.get("latency_ns"), problems)
-        if f.get("name") == "memcpy":
-            expect(isinstance(f.get("size"), int) and is_number(f.get("gb_per_s")) and f["gb_per_s"] > 0,
-                   f"{where}: memcpy needs a size and gb_per_s")
-        elif f.get("name") == "atomic_pingpong" and f.get("size") is not None:
-            expect(isinstance(f["size"], int) and 8 <= f["size"] <= MAX_ATOMIC_PAYLOAD and
-                   f.get("latency_ns") is not None, f"{where}: atomic ping-pong carrying a payload: shape")
+        latency(where, f.get("latency_ns"))
+        name, size = f.get("name"), f.get("size")
+        if name == "memcpy":
+            expect(isinstance(size, int) and number(f.get("gb_per_s"), True), f"{where}: memcpy needs a size, gb_per_s")
+        elif name in ("atomic_pingpong", "futex_pingpong"):
+            sized = name == "atomic_pingpong" and isinstance(size, int) and 8 <= size <= MAX_ATOMIC_PAYLOAD
+            expect((size is None or sized) and f.get("latency_ns") is not None, f"{where}: ping-pong floor shape")
         else:
-            expect(f.get("size") is None and f.get("latency_ns") is not None, f"{where}: ping-pong floor shape")
+            problems.append(f"{where}: name {name}")
     floor_names = {f.get("name") for f in floors}
     expect({"atomic_pingpong", "futex_pingpong"} <= floor_names, f"ping-pong floors missing: {floor_names}")
 
     results = doc.get("results", [])
-    seen = set()
-    for i, r in enumerate(results):
-        where = f"results[{i}] ({r.get('transport')} {r.get('mode')} {r.get('wait')} {r.get('size')})"
+    seen = {(r.get("transport"), r.get("mode"), r.get("wait"), r.get("size")) for r in results}
+    for r in results:
+        where = f"result ({r.get('transport')} {r.get('mode')} {r.get('wait')} {r.get('size')})"
+        mode, wait = r.get("mode"), r.get("wait")
         expect(set(r) == RESULT_KEYS, f"{where} keys: {sorted(r)}")
-        expect(r.get("mode") in ("pingpong", "stream"), f"{where}: mode")
-        expect(r.get("wait") in ("spin", "blocking"), f"{where}: wait")
-        expect(r.get("latency_kind") == ("round_trip" if r.get("mode") == "pingpong" else "one_way"),
-               f"{where}: latency_kind {r.get('latency_kind')}")
+        expect(mode in ("pingpong", "stream") and wait in ("spin", "blocking"), f"{where}: mode or wait")
+        expect(r.get("latency_kind") == ("round_trip" if mode == "pingpong" else "one_way"), f"{where}: latency_kind")
         for k in ("seconds", "msgs_per_s", "gb_per_s"):
-            expect(is_number(r.get(k)) and r[k] > 0, f"{where}: {k} = {r.get(k)}")
+            expect(number(r.get(k), True), f"{where}: {k} = {r.get(k)}")
         expect(isinstance(r.get("messages"), int) and r["messages"] > 0, f"{where}: messages")
-        if args.messages:
-            expect(r.get("messages") == args.messages, f"{where}: {r.get('messages')} messages, asked {args.messages}")
-        check_latency(where, r.get("latency_ns"), problems)
+        expect(not args.messages or r.get("messages") == args.messages, f"{where}: {r.get('messages')} messages")
         expect(r.get("latency_ns") is not None, f"{where}: no latency")
+        latency(where, r.get("latency_ns"))
         if r.get("floor") is not None:
-            expect(r["floor"] in floor_names, f"{where}: floor {r['floor']} was not measured")
-            expect(is_number(r.get("ratio_to_floor")) and r["ratio_to_floor"] > 0, f"{where}: ratio_to_floor")
-            want = {"pingpong": {"spin": "atomic_pingpong", "blocking": "futex_pingpong"}}.get(
-                r.get("mode"), {"spin": "memcpy", "blocking": "memcpy"})[r.get("wait")]
-            expect(r["floor"] == want, f"{where}: floor {r['floor']}, expected {want}")
+            want = ("atomic_pingpong" if wait == "spin" else "futex_pingpong") if mode == "pingpong" else "memcpy"
+            expect(r["floor"] == want and want in floor_names, f"{where}: floor {r['floor']}, expected {want}")
+            expect(number(r.get("ratio_to_floor"), True), f"{where}: ratio_to_floor")
         else:
             expect(r.get("ratio_to_floor") is None, f"{where}: a ratio without a floor")
-        if r.get("baseline") is not None:
-            expect(r["baseline"] == BASELINE and r.get("transport") != BASELINE, f"{where}: baseline {r['baseline']}")
-            expect(is_number(r.get("ratio_to_baseline")) and r["ratio_to_baseline"] > 0, f"{where}: ratio_to_baseline")
-        else:
-            expect(r.get("ratio_to_baseline") is None, f"{where}: a ratio without a baseline")
+        # Every result beside a baseline result of the same measurement is compared with it.
+        has_baseline = r.get("transport") != BASELINE and (BASELINE, mode, wait, r.get("size")) in seen
+        expect(r.get("baseline") == (BASELINE if has_baseline else None), f"{where}: baseline {r.get('baseline')}")
+        expect((r.get("baseline") is None) == (r.get("ratio_to_baseline") is None) and
+               (r.get("baseline") is None or number(r.get("ratio_to_baseline"), True)), f"{where}: ratio_to_baseline")
         futex = r.get("futex_calls_per_message")
-        if r.get("transport") in COUNTS_FUTEX:
-            expect(is_number(futex) and futex >= 0, f"{where}: futex_calls_per_message = {futex}")
-        else:
-            expect(futex is None, f"{where}: futex calls from a transport that does not count them")
-        seen.add((r.get("transport"), r.get("mode"), r.get("wait"), r.get("size")))
-    # Every result beside a baseline result of the same measurement is compared with it.
-    for r in results:
-        key = (r.get("mode"), r.get("wait"), r.get("size"))
-        has_baseline = (BASELINE, *key) in seen
-        if r.get("transport") != BASELINE:
-            expect((r.get("baseline") is not None) == has_baseline,
-                   f"{r.get('transport')} {key}: baseline {r.get('baseline')} but a {BASELINE} result: {has_baseline}")
+        expect(number(futex) if r.get("transport") in COUNTS_FUTEX else futex is None,
+               f"{where}: futex_calls_per_message = {futex}")
 
     wanted = {(t, m, w, int(z)) for t in args.transports.split(",") for m in args.modes.split(",")
               for w in args.waits.split(",") for z in args.sizes.split(",") if not (t in SPIN_ONLY and w != "spin")}
-    for missing in sorted(wanted - seen):
-        problems.append(f"no result for {missing}")
-    for extra in sorted(seen - wanted):
-        problems.append(f"a result nobody asked for: {extra}")
+    problems += [f"no result for {missing}" for missing in sorted(wanted - seen)]
+    problems += [f"a result nobody asked for: {extra}" for extra in sorted(seen - wanted)]
     return problems
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("file")
-    parser.add_argument("--modes", required=True)
-    parser.add_argument("--waits", required=True)
-    parser.add_argument("--sizes", required=True)
-    parser.add_argument("--transports", required=True)
+    for flag in ("--modes", "--waits", "--sizes", "--transports"):
+        parser.add_argument(flag, required=True)
     parser.add_argument("--messages", type=int, default=0)
     args = parser.parse_args()
     with open(args.file) as f:

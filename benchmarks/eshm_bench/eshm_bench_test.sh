@@ -40,32 +40,40 @@ fail() { echo "FAIL: $*"; FAILED=1; }
 leftovers() { ls /dev/shm 2>/dev/null | grep -E "^(eshm_)?eshmbench_$1_" || true; }
 
 SHORT=(--messages=2000 --warmup_s=0 --repetitions=1 --timeout_s=120)
-COMPARE=(--compare=all)
 TRANSPORTS="eshm,eshm_ring,minimal_ring,pipe,unix"
 
+# run NAME ARGS...: eshm-bench ARGS --json=$WORK/NAME.json, its output in $WORK/NAME.out; it must exit 0 and
+# leave no file in /dev/shm. Its pid stays in $PID.
+run() {
+  local name=$1 rc
+  shift
+  "$BENCH" "$@" --json="$WORK/$name.json" >"$WORK/$name.out" 2>&1 &
+  BG=$!; PID=$BG
+  wait "$BG"; rc=$?; BG=""
+  [[ $rc -eq 0 ]] || { fail "$name run exited $rc"; cat "$WORK/$name.out"; }
+  [[ -z "$(leftovers "$PID")" ]] || fail "$name: files left in /dev/shm: $(leftovers "$PID")"
+}
+# check NAME CHECK_JSON_ARGS...: $WORK/NAME.json holds what was asked for.
+check() { local name=$1; shift; "$PYTHON" "$CHECK" "$WORK/$name.json" "$@" || fail "$name JSON"; }
+# refused ARGS...: eshm-bench ARGS exits 2 at once.
+refused() { local rc; "$BENCH" "$@" >/dev/null 2>&1; rc=$?; [[ $rc -eq 2 ]] || fail "$* exited $rc, expected 2"; }
+said() { grep -q -- "$2" "$WORK/$1.out" || fail "$1: the output does not say '$2'"; }
+
 echo "--- pingpong, spin and blocking, 8 B and 4 KiB, every transport"
-"$BENCH" "${SHORT[@]}" "${COMPARE[@]}" --mode=pingpong --wait=spin,blocking --sizes=8,4096 \
-  --json="$WORK/pingpong.json" >"$WORK/pingpong.out" 2>&1 &
-BG=$!
-PINGPONG_PID=$BG
-wait "$BG"; rc=$?; BG=""
-[[ $rc -eq 0 ]] || { fail "pingpong run exited $rc"; cat "$WORK/pingpong.out"; }
-"$PYTHON" "$CHECK" "$WORK/pingpong.json" --modes=pingpong --waits=spin,blocking --sizes=8,4096 \
-  --transports="$TRANSPORTS" --messages=2000 || fail "pingpong JSON"
-grep -q "two forked processes" "$WORK/pingpong.out" || fail "the table does not say the ends are processes"
+run pingpong "${SHORT[@]}" --compare=all --mode=pingpong --wait=spin,blocking --sizes=8,4096
+check pingpong --modes=pingpong --waits=spin,blocking --sizes=8,4096 --transports="$TRANSPORTS" --messages=2000
+said pingpong "two forked processes"
 grep -q "^ *eshm *pingpong *spin" "$WORK/pingpong.out" || fail "no table row for eshm pingpong spin"
-[[ -z "$(leftovers "$PINGPONG_PID")" ]] || fail "files left in /dev/shm: $(leftovers "$PINGPONG_PID")"
 
 echo "--- stream, spin and blocking, 64 B and 64 KiB, JSON on stdout only"
-"$BENCH" "${SHORT[@]}" "${COMPARE[@]}" --mode=stream --wait=spin,blocking --sizes=64,65536 --json=- \
-  >"$WORK/stream.json" 2>"$WORK/stream.err" &
-BG=$!
-STREAM_PID=$BG
+"$BENCH" "${SHORT[@]}" --compare=all --mode=stream --wait=spin,blocking --sizes=64,65536 --json=- \
+  >"$WORK/stream.json" 2>"$WORK/stream.out" &
+BG=$!; STREAM_PID=$BG
 wait "$BG"; rc=$?; BG=""
-[[ $rc -eq 0 ]] || { fail "stream run exited $rc"; cat "$WORK/stream.err"; }
-"$PYTHON" "$CHECK" "$WORK/stream.json" --modes=stream --waits=spin,blocking --sizes=64,65536 \
-  --transports="$TRANSPORTS" --messages=2000 || fail "stream JSON (stdout must hold only the JSON)"
-grep -q "results" "$WORK/stream.err" || fail "with --json=- the table belongs on stderr"
+[[ $rc -eq 0 ]] || { fail "stream run exited $rc"; cat "$WORK/stream.out"; }
+check stream --modes=stream --waits=spin,blocking --sizes=64,65536 --transports="$TRANSPORTS" --messages=2000
+said stream "results"  # the table, on stderr
+said stream "minimal_ring has no blocking wait"
 [[ -z "$(leftovers "$STREAM_PID")" ]] || fail "files left in /dev/shm: $(leftovers "$STREAM_PID")"
 
 # Under ThreadSanitizer the loopback-TCP transports are left out: Debian's libzmq is not instrumented, so
@@ -75,19 +83,12 @@ if [[ -n "${TSAN_OPTIONS:-}" ]]; then
 else
 echo "--- across hosts over loopback (--compare=net): eshm-bridge and ZeroMQ, both modes and waits, 64 B and 64 KiB"
 # 300 messages a run: a bridged round trip takes milliseconds (ten times that under a sanitizer).
-"$BENCH" "${SHORT[@]}" --messages=300 --compare=net --mode=pingpong,stream --wait=spin,blocking \
-  --sizes=64,65536 --json="$WORK/net.json" >"$WORK/net.out" 2>&1 &
-BG=$!
-NET_PID=$BG
-wait "$BG"; rc=$?; BG=""
-[[ $rc -eq 0 ]] || { fail "--compare=net run exited $rc"; cat "$WORK/net.out"; }
-"$PYTHON" "$CHECK" "$WORK/net.json" --modes=pingpong,stream --waits=spin,blocking --sizes=64,65536 \
-  --transports=eshm,bridge,zmq --messages=300 || fail "--compare=net JSON"
+run net "${SHORT[@]}" --messages=300 --compare=net --mode=pingpong,stream --wait=spin,blocking --sizes=64,65536
+check net --modes=pingpong,stream --waits=spin,blocking --sizes=64,65536 --transports=eshm,bridge,zmq --messages=300
 grep -q "^ *bridge *pingpong *spin" "$WORK/net.out" || fail "no table row for bridge pingpong spin"
 grep -q "^ *zmq *stream *blocking" "$WORK/net.out" || fail "no table row for zmq stream blocking"
-[[ -z "$(leftovers "$NET_PID")" ]] || fail "--compare=net: files left in /dev/shm: $(leftovers "$NET_PID")"
 # The bridges' command lines name the run's segments (eshmbench_<pid>_...): none may outlive it.
-[[ -z "$(ps -eo args= | grep -E "eshm-bridge eshmbench_${NET_PID}_" | grep -v grep)" ]] ||
+[[ -z "$(ps -eo args= | grep -E "eshm-bridge eshmbench_${PID}_" | grep -v grep)" ]] ||
   fail "--compare=net: bridges left running"
 
 echo "--- SIGINT during a bridge run: exit 130, bridges killed, segments and state files removed"
@@ -116,36 +117,19 @@ BG=""
 fi
 
 echo "--- adaptive blocking stream: futex calls per message counted, compared with the ring alone"
-"$BENCH" "${SHORT[@]}" --compare=eshm_ring --mode=stream --wait=blocking --sizes=64 --eshm_wait=adaptive \
-  --json="$WORK/adaptive.json" >"$WORK/adaptive.out" 2>&1; rc=$?
-[[ $rc -eq 0 ]] || { fail "--eshm_wait=adaptive run exited $rc"; cat "$WORK/adaptive.out"; }
-"$PYTHON" "$CHECK" "$WORK/adaptive.json" --modes=stream --waits=blocking --sizes=64 --transports=eshm,eshm_ring \
-  --messages=2000 || fail "--eshm_wait=adaptive JSON"
-grep -q "futex/msg" "$WORK/adaptive.out" || fail "no futex/msg column for a blocking run"
-grep -q "minimal_ring has no blocking wait" "$WORK/stream.err" || fail "the skipped minimal_ring blocking runs are not said"
-"$BENCH" --eshm_wait=never >/dev/null 2>&1; rc=$?
-[[ $rc -eq 2 ]] || fail "--eshm_wait=never exited $rc, expected 2"
+run adaptive "${SHORT[@]}" --compare=eshm_ring --mode=stream --wait=blocking --sizes=64 --eshm_wait=adaptive
+check adaptive --modes=stream --waits=blocking --sizes=64 --transports=eshm,eshm_ring --messages=2000
+said adaptive "futex/msg"
+refused --eshm_wait=never
 echo "--- zero-copy streams: the rings and the Channel in place, the others skipped and said"
-"$BENCH" "${SHORT[@]}" --compare=all --zero_copy --mode=stream --wait=spin --sizes=64,65536 \
-  --json="$WORK/zero_copy.json" >"$WORK/zero_copy.out" 2>&1; rc=$?
-[[ $rc -eq 0 ]] || { fail "--zero_copy run exited $rc"; cat "$WORK/zero_copy.out"; }
-"$PYTHON" "$CHECK" "$WORK/zero_copy.json" --modes=stream --waits=spin --sizes=64,65536 \
-  --transports=eshm,eshm_ring,minimal_ring --messages=2000 || fail "--zero_copy JSON"
-grep -q "pipe has no zero-copy stream" "$WORK/zero_copy.out" || fail "the skipped zero-copy transports are not said"
-"$BENCH" --zero_copy --mode=pingpong >/dev/null 2>&1; rc=$?
-[[ $rc -eq 2 ]] || fail "--zero_copy --mode=pingpong exited $rc, expected 2"
+run zero_copy "${SHORT[@]}" --compare=all --zero_copy --mode=stream --wait=spin --sizes=64,65536
+check zero_copy --modes=stream --waits=spin --sizes=64,65536 --transports=eshm,eshm_ring,minimal_ring --messages=2000
+said zero_copy "pipe has no zero-copy stream"
+refused --zero_copy --mode=pingpong
 echo "--- pingpong through a WaitSet of 200 channels (past one kernel sleep's 128 words), nothing left behind"
-"$BENCH" "${SHORT[@]}" --mode=pingpong --wait=blocking --sizes=64 --eshm_waitset=200 \
-  --json="$WORK/waitset.json" >"$WORK/waitset.out" 2>&1 &
-BG=$!
-WAITSET_PID=$BG
-wait "$BG"; rc=$?; BG=""
-[[ $rc -eq 0 ]] || { fail "--eshm_waitset run exited $rc"; cat "$WORK/waitset.out"; }
-"$PYTHON" "$CHECK" "$WORK/waitset.json" --modes=pingpong --waits=blocking --sizes=64 --transports=eshm \
-  --messages=2000 || fail "--eshm_waitset JSON"
-[[ -z "$(leftovers "$WAITSET_PID")" ]] || fail "files left in /dev/shm: $(leftovers "$WAITSET_PID")"
-"$BENCH" --eshm_waitset=-1 >/dev/null 2>&1; rc=$?
-[[ $rc -eq 2 ]] || fail "--eshm_waitset=-1 exited $rc, expected 2"
+run waitset "${SHORT[@]}" --mode=pingpong --wait=blocking --sizes=64 --eshm_waitset=200
+check waitset --modes=pingpong --waits=blocking --sizes=64 --transports=eshm --messages=2000
+refused --eshm_waitset=-1
 
 echo "--- peer transports: a stand-in for python -m eshm.bench speaking the protocol"
 # --python names it: --peer-list, results eshm-bench must turn into rows exactly, a combination it cannot run
@@ -213,16 +197,10 @@ grep -q "unavailable: py_eshm: /nonexistent/python3 -m eshm.bench --peer-list fa
   fail "a missing interpreter is not said"
 
 echo "--- idle channels: a row per count, every pair alive, nothing left behind"
-"$BENCH" --idle=1,3 --idle_s=0.2 --idle_peers >"$WORK/idle.out" 2>&1 &
-BG=$!
-IDLE_PID=$BG
-wait "$BG"; rc=$?; BG=""
-[[ $rc -eq 0 ]] || { fail "--idle run exited $rc"; cat "$WORK/idle.out"; }
+run idle --idle=1,3 --idle_s=0.2 --idle_peers
 grep -Eq "^ +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +1/1$" "$WORK/idle.out" || fail "no --idle row for 1 pair"
 grep -Eq "^ +3 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +3/3$" "$WORK/idle.out" || fail "no --idle row for 3 pairs"
-[[ -z "$(leftovers "$IDLE_PID")" ]] || fail "--idle left files in /dev/shm: $(leftovers "$IDLE_PID")"
-"$BENCH" --idle=0 >/dev/null 2>&1; rc=$?
-[[ $rc -eq 2 ]] || fail "--idle=0 exited $rc, expected 2"
+refused --idle=0
 
 echo "--- --help lists the flags"
 HELP="$("$BENCH" --help 2>&1)"
@@ -232,12 +210,9 @@ done
 grep -q "No flags matched" <<<"$HELP" && fail "--help says 'No flags matched'"
 
 echo "--- bad flags are refused"
-"$BENCH" --sizes=4 >/dev/null 2>&1; rc=$?
-[[ $rc -eq 2 ]] || fail "--sizes=4 exited $rc, expected 2"
-"$BENCH" --mode=sideways >/dev/null 2>&1; rc=$?
-[[ $rc -eq 2 ]] || fail "--mode=sideways exited $rc, expected 2"
-"$BENCH" --compare=carrier_pigeon >/dev/null 2>&1; rc=$?
-[[ $rc -eq 2 ]] || fail "--compare=carrier_pigeon exited $rc, expected 2"
+refused --sizes=4
+refused --mode=sideways
+refused --compare=carrier_pigeon
 
 echo "--- SIGINT during an eshm run: exit 130, child killed, segment removed"
 "$BENCH" --mode=pingpong --wait=spin --sizes=64 --duration_s=60 --floor_duration_s=0.05 --warmup_s=0 \

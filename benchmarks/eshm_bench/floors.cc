@@ -1,6 +1,5 @@
 #include "benchmarks/eshm_bench/floors.h"
 
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -12,7 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "benchmarks/eshm_bench/clock.h"
+#include "benchmarks/eshm_bench/timing.h"
 #include "eshm/deadline.h"
 #include "eshm/futex.h"
 
@@ -25,25 +24,6 @@ constexpr std::size_t kSlotArea = 1 << 20;
 struct PingPongSlot {
   PaddedU64 ping;  // parent -> child
   PaddedU64 pong;  // child -> parent
-};
-
-// Shared memory made before the fork, so both processes see the same pages.
-class SharedArea {
- public:
-  explicit SharedArea(std::size_t bytes)
-      : bytes_(bytes),
-        base_(mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)) {}
-  ~SharedArea() {
-    if (base_ != MAP_FAILED) munmap(base_, bytes_);
-  }
-  SharedArea(const SharedArea&) = delete;
-  SharedArea& operator=(const SharedArea&) = delete;
-  bool ok() const { return base_ != MAP_FAILED; }
-  std::byte* data() const { return static_cast<std::byte*>(base_); }
-
- private:
-  std::size_t bytes_;
-  void* base_;
 };
 
 // A forked child inherits shared mappings without page-table entries: touch every page before timing.
@@ -97,7 +77,7 @@ bool ChildIsDone(const RunControl& control, std::uint64_t i) {
 
 absl::StatusOr<Floor> MeasureAtomicPingPong(const LoadSpec& load, const PairConfig& pair, std::size_t payload) {
   if (payload > kMaxAtomicPayload) return absl::InvalidArgumentError("atomic ping-pong payload larger than a line");
-  SharedArea area(kSlotArea);
+  SharedMapping area(kSlotArea);
   if (!area.ok()) return absl::InternalError(absl::StrCat("mmap: ", std::strerror(errno)));
   new (area.data()) PingPongSlot[kSlotArea / sizeof(PingPongSlot)]();
   auto latency = std::make_unique<Histogram>();
@@ -185,7 +165,7 @@ absl::StatusOr<Floor> MeasureFutexPingPong(const LoadSpec& load, const PairConfi
 
 absl::StatusOr<Floor> MeasureMemcpy(std::size_t size, const LoadSpec& load) {
   const std::size_t slots = std::max<std::size_t>(4, (std::size_t{4} << 20) / std::max<std::size_t>(size, 1));
-  SharedArea area(slots * size);
+  SharedMapping area(slots * size);
   if (!area.ok()) return absl::InternalError(absl::StrCat("mmap: ", std::strerror(errno)));
   std::vector<std::byte> source(size, std::byte{0x5a});
   Floor floor;

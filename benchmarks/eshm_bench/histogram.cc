@@ -23,14 +23,6 @@ std::uint64_t Histogram::WidthOf(std::size_t index) {
   return std::uint64_t{1} << ((index - kLinear) / kPerOctave + 1);
 }
 
-void Histogram::Merge(const Histogram& other) {
-  for (std::size_t i = 0; i < kBuckets; ++i) counts_[i] += other.counts_[i];
-  count_ += other.count_;
-  sum_ += other.sum_;
-  min_ = std::min(min_, other.min_);
-  max_ = std::max(max_, other.max_);
-}
-
 double Histogram::Percentile(double q) const {
   if (count_ == 0) return 0;
   q = std::clamp(q, 0.0, 1.0);

@@ -34,10 +34,6 @@ class Histogram {
     if (value > max_) max_ = value;
   }
 
-  // Adds every value `other` recorded.
-  void Merge(const Histogram& other);
-  void Reset() { *this = Histogram(); }
-
   std::uint64_t count() const { return count_; }
   std::uint64_t min() const { return count_ == 0 ? 0 : min_; }
   std::uint64_t max() const { return max_; }

@@ -102,18 +102,5 @@ TEST(HistogramTest, ValuesAboveTheRangeKeepAnExactMax) {
   EXPECT_EQ(h.Percentile(0.5), 10);
 }
 
-TEST(HistogramTest, MergeEqualsRecordingEverything) {
-  Histogram a, b, all;
-  for (std::uint64_t v = 1; v < 5000; v += 3) {
-    (v % 2 ? a : b).Record(v * 37);
-    all.Record(v * 37);
-  }
-  a.Merge(b);
-  EXPECT_EQ(a.count(), all.count());
-  EXPECT_EQ(a.min(), all.min());
-  EXPECT_EQ(a.max(), all.max());
-  for (const double q : {0.5, 0.99, 0.999}) EXPECT_EQ(a.Percentile(q), all.Percentile(q));
-}
-
 }  // namespace
 }  // namespace eshm_bench

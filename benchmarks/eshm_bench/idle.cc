@@ -2,7 +2,6 @@
 
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,7 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "benchmarks/eshm_bench/clock.h"
+#include "benchmarks/eshm_bench/timing.h"
 #include "benchmarks/eshm_bench/transport.h"
 #include "eshm/channel.h"
 
@@ -36,13 +35,6 @@ struct SideReport {
   int peers_alive = 0;
   char error[256] = "";
 };
-
-double CpuSeconds() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
-}
 
 double Seconds() { return static_cast<double>(Clock::MonotonicNs()) / 1e9; }
 

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,18 +33,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
-#include "benchmarks/eshm_bench/clock.h"
-#include "benchmarks/eshm_bench/cpu_meter.h"
 #include "benchmarks/eshm_bench/floors.h"
 #include "benchmarks/eshm_bench/idle.h"
-#include "benchmarks/eshm_bench/machine_info.h"
 #include "benchmarks/eshm_bench/peer_transports.h"
 #include "benchmarks/eshm_bench/process_pair.h"
-#include "benchmarks/eshm_bench/progress.h"
-#include "benchmarks/eshm_bench/report.h"
 #include "benchmarks/eshm_bench/results.h"
 #include "benchmarks/eshm_bench/runner.h"
+#include "benchmarks/eshm_bench/timing.h"
 #include "benchmarks/eshm_bench/transport.h"
 
 ABSL_FLAG(std::string, mode, "pingpong,stream", "pingpong (round trip), stream (one way, under full load), or both");
@@ -109,17 +107,11 @@ struct Options {
   std::vector<std::string> unavailable;
   LoadSpec load;
   LoadSpec floor_load;
-  int repetitions = 3;
-  PairConfig pair;
-  Setup setup;
-  std::string json;
-  bool eshm_deferred = false;
-  bool eshm_adaptive = false;
-  bool zero_copy = false;
-  int eshm_waitset = 0;
+  TransportSpec transport;  // its wait is set per run
   int timestamp_every = 0;
-  double max_others = 0.25;
-  int noisy_retries = 0;
+  PairConfig pair;
+  Setup setup;  // repetitions, max_others and noisy_retries are read from here
+  std::string json;
   PeerPrograms peers;
 };
 
@@ -131,21 +123,27 @@ T QuickOr(const absl::Flag<T>& flag, const char* name, T quick_value) {
   return absl::GetFlag(FLAGS_quick) && !given ? quick_value : absl::GetFlag(flag);
 }
 
-std::string ExecutablePath() {
-  char path[4096];
-  const ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
-  return n > 0 ? std::string(path, static_cast<std::size_t>(n)) : std::string();
+std::vector<std::string> SplitList(const std::string& list) {
+  return absl::StrSplit(list, ',', absl::SkipWhitespace());
 }
 
-std::vector<std::string> SplitList(const std::string& list) {
-  std::vector<std::string> items;
-  for (absl::string_view item : absl::StrSplit(list, ',', absl::SkipWhitespace())) items.emplace_back(item);
-  return items;
+// The values of a list flag, each one of `names` (in the order of T's enumerators); "both" = the two names.
+template <typename T>
+absl::Status ParseChoices(const char* flag, const std::string& list, const std::vector<std::string>& names,
+                          std::vector<T>& out) {
+  for (const std::string& item : SplitList(list == "both" ? absl::StrJoin(names, ",") : list)) {
+    const auto it = std::find(names.begin(), names.end(), item);
+    if (it == names.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": unknown '", item, "' (", absl::StrJoin(names, ", "), ")"));
+    }
+    out.push_back(static_cast<T>(it - names.begin()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ParseCpus(Options& o) {
   const std::vector<int> allowed = AllowedCpus();
-  o.setup.pinned = false;
+  o.pair.spin_yield = allowed.size() < 2;
   if (!absl::GetFlag(FLAGS_pin)) {
     o.setup.note = "--nopin";
   } else if (!absl::GetFlag(FLAGS_cpus).empty()) {
@@ -159,45 +157,59 @@ absl::Status ParseCpus(Options& o) {
         return absl::InvalidArgumentError(absl::StrCat("--cpus: CPU ", cpu, " is not available to this process"));
       }
     }
-    o.setup.pinned = true;
     o.setup.cpus = std::make_pair(a, b);
   } else if (allowed.size() >= 2) {
-    o.setup.pinned = true;
     o.setup.cpus = std::make_pair(allowed[0], allowed[1]);
   } else {
     o.setup.note = "only one CPU is available: both processes share it and spin loops yield; spin figures mean little";
   }
-  o.pair.pinned = o.setup.pinned;
-  if (o.setup.pinned) {
-    o.pair.parent_cpu = o.setup.cpus->first;
-    o.pair.child_cpu = o.setup.cpus->second;
+  o.pair.pinned = o.setup.cpus.has_value();
+  if (o.pair.pinned) std::tie(o.pair.parent_cpu, o.pair.child_cpu) = *o.setup.cpus;
+  return absl::OkStatus();
+}
+
+// --compare's names, groups expanded, each once; those that cannot run here go to o.unavailable.
+absl::Status ParseTransports(Options& o) {
+  o.transports = {"eshm"};
+  std::vector<std::string> wanted, peer_names;
+  for (const std::string& name : SplitList(absl::GetFlag(FLAGS_compare))) {
+    std::vector<std::string> group = PeerGroup(name);
+    if (name == "net") group = NetworkTransportNames();
+    if (name == "rings" || name == "all") group = {"eshm_ring", "minimal_ring"};
+    if (name == "all") group.insert(group.end(), {"pipe", "unix"});
+    if (group.empty()) group = {name};
+    for (const std::string& t : group) {
+      if (t == "eshm" || std::find(wanted.begin(), wanted.end(), t) != wanted.end()) continue;
+      wanted.push_back(t);
+      if (IsPeerTransport(t)) peer_names.push_back(t);
+    }
   }
-  o.pair.spin_yield = allowed.size() < 2;
+  // The peers' C ABI (py_ctypes, node_eshm): the libeshm.so built with this binary, unless one is named.
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  const std::string libeshm = absl::StrCat(std::string(exe, n > 0 ? static_cast<std::size_t>(n) : 0),
+                                           ".runfiles/eshm/eshm/libeshm.so");
+  if (access(libeshm.c_str(), R_OK) == 0) setenv("ESHM_LIBESHM", libeshm.c_str(), /*overwrite=*/0);
+  o.peers = {absl::GetFlag(FLAGS_python), absl::GetFlag(FLAGS_node), absl::GetFlag(FLAGS_node_peer)};
+  absl::StatusOr<std::vector<std::string>> peer_reasons = PeersUnavailable(o.peers, peer_names);
+  if (!peer_reasons.ok()) return peer_reasons.status();
+  for (const std::string& name : wanted) {
+    std::string why;
+    if (IsPeerTransport(name)) {
+      why = (*peer_reasons)[static_cast<std::size_t>(
+          std::find(peer_names.begin(), peer_names.end(), name) - peer_names.begin())];
+    } else if (absl::StatusOr<std::unique_ptr<Transport>> t = MakeTransport(name); absl::IsUnavailable(t.status())) {
+      why = std::string(t.status().message());
+    } else if (!t.ok()) {
+      return t.status();
+    }
+    (why.empty() ? o.transports : o.unavailable).push_back(why.empty() ? name : why);
+  }
   return absl::OkStatus();
 }
 
 absl::StatusOr<Options> ParseOptions() {
   Options o;
-  const std::string mode = absl::GetFlag(FLAGS_mode);
-  for (const std::string& m : SplitList(mode == "both" ? "pingpong,stream" : mode)) {
-    if (m == "pingpong") {
-      o.modes.push_back(Mode::kPingPong);
-    } else if (m == "stream") {
-      o.modes.push_back(Mode::kStream);
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("--mode: unknown '", m, "' (pingpong, stream)"));
-    }
-  }
-  const std::string wait = absl::GetFlag(FLAGS_wait);
-  for (const std::string& w : SplitList(wait == "both" ? "spin,blocking" : wait)) {
-    if (w == "spin") {
-      o.waits.push_back(Wait::kSpin);
-    } else if (w == "blocking") {
-      o.waits.push_back(Wait::kBlocking);
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("--wait: unknown '", w, "' (spin, blocking)"));
-    }
-  }
   std::string sizes = QuickOr(FLAGS_sizes, "sizes", std::string("64,65536"));
   if (absl::GetFlag(FLAGS_sweep)) sizes = "8,64,512,4096,65536,262144,1048576";
   for (const std::string& s : SplitList(sizes)) {
@@ -207,92 +219,45 @@ absl::StatusOr<Options> ParseOptions() {
     }
     o.sizes.push_back(size);
   }
+  if (absl::Status s = ParseChoices("--mode", absl::GetFlag(FLAGS_mode), {"pingpong", "stream"}, o.modes); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ParseChoices("--wait", absl::GetFlag(FLAGS_wait), {"spin", "blocking"}, o.waits); !s.ok()) {
+    return s;
+  }
   if (o.modes.empty() || o.waits.empty() || o.sizes.empty()) {
     return absl::InvalidArgumentError("--mode, --wait and --sizes must each name at least one value");
   }
+  if (absl::Status s = ParseTransports(o); !s.ok()) return s;
 
-  o.transports.push_back("eshm");
-  const std::string compare = absl::GetFlag(FLAGS_compare);
-  std::vector<std::string> wanted;
-  for (const std::string& name : SplitList(compare)) {
-    const std::vector<std::string> peers = PeerGroup(name);
-    if (name == "net") {
-      const std::vector<std::string> net = NetworkTransportNames();
-      wanted.insert(wanted.end(), net.begin(), net.end());
-    } else if (name == "all" || name == "rings") {
-      wanted.insert(wanted.end(), {"eshm_ring", "minimal_ring"});
-      if (name == "all") wanted.insert(wanted.end(), {"pipe", "unix"});
-    } else if (!peers.empty()) {
-      wanted.insert(wanted.end(), peers.begin(), peers.end());
-    } else {
-      wanted.push_back(name);
-    }
-  }
-  // The peers' C ABI (py_ctypes, node_eshm): the libeshm.so built with this binary, unless one is named.
-  const std::string libeshm = absl::StrCat(ExecutablePath(), ".runfiles/eshm/eshm/libeshm.so");
-  if (std::getenv("ESHM_LIBESHM") == nullptr && access(libeshm.c_str(), R_OK) == 0) {
-    setenv("ESHM_LIBESHM", libeshm.c_str(), 0);
-  }
-  o.peers.python = absl::GetFlag(FLAGS_python);
-  o.peers.node = absl::GetFlag(FLAGS_node);
-  o.peers.node_peer = absl::GetFlag(FLAGS_node_peer);
-  std::vector<std::string> peer_names;
-  for (const std::string& name : wanted) {
-    if (IsPeerTransport(name)) peer_names.push_back(name);
-  }
-  absl::StatusOr<std::vector<std::string>> peers_unavailable = PeersUnavailable(o.peers, peer_names);
-  if (!peers_unavailable.ok()) return peers_unavailable.status();
-  for (const std::string& name : wanted) {
-    if (name == "eshm" || std::find(o.transports.begin(), o.transports.end(), name) != o.transports.end()) continue;
-    if (IsPeerTransport(name)) {
-      const std::string& why = (*peers_unavailable)[static_cast<std::size_t>(
-          std::find(peer_names.begin(), peer_names.end(), name) - peer_names.begin())];
-      if (why.empty()) {
-        o.transports.push_back(name);
-      } else {
-        o.unavailable.push_back(why);
-      }
-      continue;
-    }
-    absl::StatusOr<std::unique_ptr<Transport>> t = MakeTransport(name);
-    if (absl::IsUnavailable(t.status())) {
-      o.unavailable.push_back(std::string(t.status().message()));
-      continue;
-    }
-    if (!t.ok()) return t.status();
-    o.transports.push_back(name);
-  }
-
-  o.load.warmup_s = QuickOr(FLAGS_warmup_s, "warmup_s", 0.05);
-  o.load.duration_s = QuickOr(FLAGS_duration_s, "duration_s", 0.2);
-  o.load.messages = absl::GetFlag(FLAGS_messages);
-  o.repetitions = absl::GetFlag(FLAGS_repetitions);
+  o.load = {QuickOr(FLAGS_warmup_s, "warmup_s", 0.05), QuickOr(FLAGS_duration_s, "duration_s", 0.2),
+            absl::GetFlag(FLAGS_messages)};
   o.floor_load = o.load;
   if (absl::GetFlag(FLAGS_floor_duration_s) > 0) o.floor_load.duration_s = absl::GetFlag(FLAGS_floor_duration_s);
   o.pair.timeout_s = absl::GetFlag(FLAGS_timeout_s);
-  o.max_others = absl::GetFlag(FLAGS_max_others);
-  o.noisy_retries = std::max(0, absl::GetFlag(FLAGS_noisy_retries));
-  if (o.load.warmup_s < 0 || o.load.duration_s <= 0 || o.load.messages < 0 || o.repetitions < 1 ||
+  o.setup.warmup_s = o.load.warmup_s;
+  o.setup.duration_s = o.load.duration_s;
+  o.setup.messages = o.load.messages;
+  o.setup.repetitions = absl::GetFlag(FLAGS_repetitions);
+  o.setup.max_others = absl::GetFlag(FLAGS_max_others);
+  o.setup.noisy_retries = std::max(0, absl::GetFlag(FLAGS_noisy_retries));
+  if (o.load.warmup_s < 0 || o.load.duration_s <= 0 || o.load.messages < 0 || o.setup.repetitions < 1 ||
       o.pair.timeout_s < 1) {
     return absl::InvalidArgumentError(
         "--warmup_s must be >= 0; --duration_s, --repetitions and --timeout_s positive; --messages >= 0");
   }
   const std::string publish = absl::GetFlag(FLAGS_eshm_publish);
-  if (publish != "now" && publish != "deferred") {
-    return absl::InvalidArgumentError("--eshm_publish: now or deferred");
-  }
-  o.eshm_deferred = publish == "deferred";
   const std::string eshm_wait = absl::GetFlag(FLAGS_eshm_wait);
-  if (eshm_wait != "sleep" && eshm_wait != "adaptive") {
-    return absl::InvalidArgumentError("--eshm_wait: sleep or adaptive");
-  }
-  o.eshm_adaptive = eshm_wait == "adaptive";
-  o.zero_copy = absl::GetFlag(FLAGS_zero_copy);
-  if (o.zero_copy && (o.modes.size() != 1 || o.modes[0] != Mode::kStream)) {
+  if (publish != "now" && publish != "deferred") return absl::InvalidArgumentError("--eshm_publish: now or deferred");
+  if (eshm_wait != "sleep" && eshm_wait != "adaptive") return absl::InvalidArgumentError("--eshm_wait: sleep or adaptive");
+  o.transport.eshm_deferred = publish == "deferred";
+  o.transport.eshm_adaptive = eshm_wait == "adaptive";
+  o.transport.zero_copy = absl::GetFlag(FLAGS_zero_copy);
+  if (o.transport.zero_copy && (o.modes.size() != 1 || o.modes[0] != Mode::kStream)) {
     return absl::InvalidArgumentError("--zero_copy measures streams: use it with --mode=stream");
   }
-  o.eshm_waitset = absl::GetFlag(FLAGS_eshm_waitset);
-  if (o.eshm_waitset < 0 || o.eshm_waitset > 100'000) {
+  o.transport.eshm_waitset = absl::GetFlag(FLAGS_eshm_waitset);
+  if (o.transport.eshm_waitset < 0 || o.transport.eshm_waitset > 100'000) {
     return absl::InvalidArgumentError("--eshm_waitset: a channel count from 0 to 100000");
   }
   o.timestamp_every = absl::GetFlag(FLAGS_timestamp_every);
@@ -301,162 +266,159 @@ absl::StatusOr<Options> ParseOptions() {
   if (clock != "tsc" && clock != "monotonic") return absl::InvalidArgumentError("--clock: tsc or monotonic");
   if (absl::Status s = ParseCpus(o); !s.ok()) return s;
   o.json = absl::GetFlag(FLAGS_json);
-  o.setup.warmup_s = o.load.warmup_s;
-  o.setup.duration_s = o.load.duration_s;
-  o.setup.messages = o.load.messages;
-  o.setup.repetitions = o.repetitions;
-  o.setup.max_others = o.max_others;
-  o.setup.noisy_retries = o.noisy_retries;
   return o;
-}
-
-std::string ShellQuote(const std::string& arg) {
-  if (!arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=.,/:+@%") ==
-                          std::string::npos) {
-    return arg;
-  }
-  std::string quoted = "'";
-  for (const char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
 }
 
 std::string CommandLine(int argc, char** argv) {
   std::vector<std::string> args;
-  for (int i = 0; i < argc; ++i) args.push_back(ShellQuote(argv[i]));
+  for (int i = 0; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (!arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=.,/:+@%")
+                            == std::string::npos) {
+      args.push_back(arg);
+    } else {
+      args.push_back(absl::StrCat("'", absl::StrReplaceAll(arg, {{"'", "'\\''"}}), "'"));
+    }
+  }
   return absl::StrJoin(args, " ");
 }
 
-std::string Describe(const std::string& transport, Mode mode, Wait wait, std::size_t size, int rep, int reps) {
-  return absl::StrFormat("%s %s %s %s, repetition %d/%d", transport, ModeName(mode), WaitName(wait),
-                         FormatBytes(size), rep, reps);
+// A progress line on stderr during long runs: rewritten in place when stderr is a terminal, otherwise a plain
+// line at most every 5 s (logs stay short). Never on stdout, which may carry the JSON.
+class Progress {
+ public:
+  explicit Progress(int total_steps) : total_(total_steps) {}
+  void Step(const std::string& what) {
+    ++done_;
+    const std::uint64_t now = Clock::MonotonicNs();
+    const int elapsed_s = static_cast<int>((now - start_ns_) / 1'000'000'000);
+    if (tty_) {
+      std::fprintf(stderr, "\r\033[K[%d/%d %d:%02d] %s", done_, total_, elapsed_s / 60, elapsed_s % 60, what.c_str());
+      line_shown_ = true;
+    } else if (last_plain_ns_ == 0 || now - last_plain_ns_ >= 5'000'000'000) {
+      std::fprintf(stderr, "eshm-bench: [%d/%d, %d s] %s\n", done_, total_, elapsed_s, what.c_str());
+      last_plain_ns_ = now;
+    }
+    std::fflush(stderr);
+  }
+  void AddStep() { ++total_; }  // a repetition run again
+  // A message (an error, say) on its own line; with `message` empty, only clears the progress line.
+  void Note(const std::string& message) {
+    if (tty_ && line_shown_) std::fprintf(stderr, "\r\033[K");
+    if (!message.empty()) std::fprintf(stderr, "eshm-bench: %s\n", message.c_str());
+    line_shown_ = false;
+    std::fflush(stderr);
+  }
+
+ private:
+  int total_;
+  int done_ = 0;
+  const bool tty_ = isatty(STDERR_FILENO) == 1;
+  const std::uint64_t start_ns_ = Clock::MonotonicNs();
+  std::uint64_t last_plain_ns_ = 0;
+  bool line_shown_ = false;
+};
+
+// One repetition of one measurement, `measure`, run again (while `retries` last) when other processes took
+// more than --max_others cores meanwhile. A failure is noted and reported; Unimplemented (the transport
+// cannot run this combination) is said once among the unavailable.
+template <typename T>
+void Repetition(const Options& o, const std::string& what, int& retries, Progress& progress, Report& report,
+                const std::function<absl::StatusOr<T>()>& measure, std::vector<T>& kept) {
+  for (;;) {
+    progress.Step(what);
+    const CpuMeter meter;
+    absl::StatusOr<T> r = measure();
+    const double others = meter.OthersCores();
+    if (r.ok() && others > o.setup.max_others && retries > 0) {
+      --retries;
+      progress.AddStep();
+      progress.Note(absl::StrFormat("%s: other processes took %.2f cores; run again", what, others));
+      continue;
+    }
+    if (r.ok()) {
+      kept.push_back(*std::move(r));
+    } else if (absl::IsUnimplemented(r.status())) {
+      const std::string why(r.status().message());
+      auto& unavailable = report.unavailable;
+      if (std::find(unavailable.begin(), unavailable.end(), why) == unavailable.end()) unavailable.push_back(why);
+    } else {
+      const std::string failure = absl::StrCat(what, ": ", r.status().ToString());
+      progress.Note(failure);
+      report.failures.push_back(failure);
+    }
+    return;
+  }
 }
 
 // Floors first, then every (size, mode, wait); within each, the repetitions alternate the transports, so
 // slow drift in the machine touches all of them alike.
 void Measure(const Options& o, Report& report) {
-  const bool any_stream = std::find(o.modes.begin(), o.modes.end(), Mode::kStream) != o.modes.end();
-  const bool spin_pingpong = std::find(o.modes.begin(), o.modes.end(), Mode::kPingPong) != o.modes.end() &&
-                             std::find(o.waits.begin(), o.waits.end(), Wait::kSpin) != o.waits.end();
-  const auto carried = [](std::size_t s) { return s <= kMaxAtomicPayload; };
-  const int payload_floors =
-      spin_pingpong ? static_cast<int>(std::count_if(o.sizes.begin(), o.sizes.end(), carried)) : 0;
-  const int floor_steps = (2 + payload_floors) * o.repetitions +
-                          (any_stream ? static_cast<int>(o.sizes.size()) * o.repetitions : 0);
-  const int run_steps = static_cast<int>(o.sizes.size() * o.modes.size() * o.waits.size() * o.transports.size()) *
-                        o.repetitions;
-  Progress progress(floor_steps + run_steps);
-
-  // Floors. Both ping-pongs always (they are short, and say what this pair of CPUs can do); memcpy at the
-  // sizes streams use.
-  using FloorFn = std::function<absl::StatusOr<Floor>()>;
-  const auto floor = [&](const std::string& label, const FloorFn& measure) {
-    std::vector<Floor> reps;
-    int retries = o.noisy_retries;
-    for (int rep = 1; rep <= o.repetitions; ++rep) {
-      progress.Step(absl::StrFormat("floor %s, repetition %d/%d", label, rep, o.repetitions));
-      const CpuMeter meter;
-      absl::StatusOr<Floor> f = measure();
-      const double others = meter.OthersCores();
-      if (f.ok() && others > o.max_others && retries > 0) {
-        --retries;
-        --rep;
-        progress.AddStep();
-        progress.Note(absl::StrFormat("floor %s: others took %.2f cores; run again", label, others));
-        continue;
-      }
-      if (f.ok()) {
-        reps.push_back(*std::move(f));
-      } else {
-        const std::string failure = absl::StrCat("floor ", label, ": ", f.status().ToString());
-        progress.Note(failure);
-        report.failures.push_back(failure);
-      }
-    }
-    if (!reps.empty()) report.floors.push_back(MedianFloor(reps));
-  };
-  floor(kAtomicFloor, [&] { return MeasureAtomicPingPong(o.floor_load, o.pair); });
-  // The atomic ping-pong carrying each spin round trip's message, where it fits in the line.
+  const int reps = o.setup.repetitions;
+  const auto has = [](const auto& list, auto value) { return std::find(list.begin(), list.end(), value) != list.end(); };
+  const bool any_stream = has(o.modes, Mode::kStream);
+  const bool spin_pingpong = has(o.modes, Mode::kPingPong) && has(o.waits, Wait::kSpin);
+  // Floors: both ping-pongs always (they are short, and say what this pair of CPUs can do), the atomic one
+  // also carrying each spin round trip's message where it fits in the line; memcpy at the sizes streams use.
+  std::vector<std::pair<std::string, std::function<absl::StatusOr<Floor>()>>> floors;
+  floors.emplace_back(kAtomicFloor, [&] { return MeasureAtomicPingPong(o.floor_load, o.pair); });
   for (const std::size_t size : o.sizes) {
     if (!spin_pingpong || size > kMaxAtomicPayload) continue;
-    floor(absl::StrCat(kAtomicFloor, " ", FormatBytes(size)),
-          [&] { return MeasureAtomicPingPong(o.floor_load, o.pair, size); });
+    floors.emplace_back(absl::StrCat(kAtomicFloor, " ", FormatBytes(size)),
+                        [&o, size] { return MeasureAtomicPingPong(o.floor_load, o.pair, size); });
   }
-  floor(kFutexFloor, [&] { return MeasureFutexPingPong(o.floor_load, o.pair); });
-  if (any_stream) {
-    for (const std::size_t size : o.sizes) {
-      floor(absl::StrCat(kMemcpyFloor, " ", FormatBytes(size)), [&] { return MeasureMemcpy(size, o.floor_load); });
+  floors.emplace_back(kFutexFloor, [&] { return MeasureFutexPingPong(o.floor_load, o.pair); });
+  for (const std::size_t size : any_stream ? o.sizes : std::vector<std::size_t>{}) {
+    floors.emplace_back(absl::StrCat(kMemcpyFloor, " ", FormatBytes(size)),
+                        [&o, size] { return MeasureMemcpy(size, o.floor_load); });
+  }
+  Progress progress(static_cast<int>(floors.size() + o.sizes.size() * o.modes.size() * o.waits.size() *
+                                                          o.transports.size()) * reps);
+  for (const auto& [label, measure] : floors) {
+    std::vector<Floor> kept;
+    int retries = o.setup.noisy_retries;
+    for (int rep = 1; rep <= reps; ++rep) {
+      Repetition<Floor>(o, absl::StrFormat("floor %s, repetition %d/%d", label, rep, reps), retries, progress,
+                        report, measure, kept);
     }
+    if (!kept.empty()) report.floors.push_back(MedianFloor(kept));
   }
 
   for (const std::size_t size : o.sizes) {
     for (const Mode mode : o.modes) {
       for (const Wait wait : o.waits) {
-        std::vector<std::vector<Result>> reps(o.transports.size());
-        std::vector<int> retries(o.transports.size(), o.noisy_retries);
-        for (int rep = 1; rep <= o.repetitions; ++rep) {
+        RunSpec spec{mode, size, o.transport, o.load, o.timestamp_every};
+        spec.transport.wait = wait;
+        std::vector<std::vector<Result>> kept(o.transports.size());
+        std::vector<int> retries(o.transports.size(), o.setup.noisy_retries);
+        for (int rep = 1; rep <= reps; ++rep) {
           for (std::size_t t = 0; t < o.transports.size(); ++t) {
             const std::string& name = o.transports[t];
-            absl::StatusOr<Result> r = absl::InternalError("not run");
-            // A repetition disturbed by other processes is run again while this measurement has retries.
-            for (bool retry = true; retry;) {
-              progress.Step(Describe(name, mode, wait, size, rep, o.repetitions));
-              RunSpec spec;
-              spec.mode = mode;
-              spec.size = size;
-              spec.transport.wait = wait;
-              spec.transport.eshm_deferred = o.eshm_deferred;
-              spec.transport.eshm_adaptive = o.eshm_adaptive;
-              spec.transport.zero_copy = o.zero_copy;
-              spec.transport.eshm_waitset = o.eshm_waitset;
-              spec.load = o.load;
-              spec.timestamp_every = o.timestamp_every;
-              if (IsPeerTransport(name)) {
-                r = RunPeerOnce(o.peers, name, spec, o.pair);
-              } else {
-                absl::StatusOr<std::unique_ptr<Transport>> transport = MakeTransport(name);
-                r = transport.ok() ? RunOnce(**transport, spec, o.pair) : absl::StatusOr<Result>(transport.status());
-              }
-              retry = r.ok() && r->others_cores > o.max_others && retries[t] > 0;
-              if (retry) {
-                --retries[t];
-                progress.AddStep();
-                progress.Note(absl::StrFormat("%s: other processes took %.2f cores; run again",
-                                              Describe(name, mode, wait, size, rep, o.repetitions), r->others_cores));
-              }
-            }
-            if (absl::IsUnimplemented(r.status())) {
-              // This transport cannot run this combination: said once, not a failure.
-              const std::string why(r.status().message());
-              if (std::find(report.unavailable.begin(), report.unavailable.end(), why) == report.unavailable.end()) {
-                report.unavailable.push_back(why);
-              }
-            } else if (r.ok()) {
-              reps[t].push_back(*std::move(r));
-            } else {
-              const std::string failure =
-                  absl::StrCat(Describe(name, mode, wait, size, rep, o.repetitions), ": ", r.status().ToString());
-              progress.Note(failure);
-              report.failures.push_back(failure);
-            }
+            const auto run = [&]() -> absl::StatusOr<Result> {
+              if (IsPeerTransport(name)) return RunPeerOnce(o.peers, name, spec, o.pair);
+              absl::StatusOr<std::unique_ptr<Transport>> transport = MakeTransport(name);
+              if (!transport.ok()) return transport.status();
+              return RunOnce(**transport, spec, o.pair);
+            };
+            const std::string what = absl::StrFormat("%s %s %s %s, repetition %d/%d", name, ModeName(mode),
+                                                     WaitName(wait), FormatBytes(size), rep, reps);
+            Repetition<Result>(o, what, retries[t], progress, report, run, kept[t]);
           }
         }
         const std::size_t first = report.results.size();
-        for (const std::vector<Result>& transport_reps : reps) {
+        for (const std::vector<Result>& transport_reps : kept) {
           if (transport_reps.empty()) continue;
-          Result median = MedianResult(transport_reps);
-          AttachFloor(report.floors, median);
-          report.results.push_back(std::move(median));
+          report.results.push_back(MedianResult(transport_reps));
+          AttachFloor(report.floors, report.results.back());
         }
         for (std::size_t b = first; b < report.results.size(); ++b) {
           if (report.results[b].transport != kBaselineTransport) continue;
-          for (std::size_t k = first; k < report.results.size(); ++k) {
-            AttachBaseline(report.results[b], report.results[k]);
-          }
+          for (std::size_t k = first; k < report.results.size(); ++k) AttachBaseline(report.results[b], report.results[k]);
         }
       }
     }
   }
-  progress.Done();
+  progress.Note("");
 }
 
 int MainIdle() {
@@ -475,20 +437,15 @@ int MainIdle() {
     return 2;
   }
   InstallSignalHandlers();
+  const bool peers = absl::GetFlag(FLAGS_idle_peers);
   std::vector<IdleResult> results;
-  int failed = 0;
   for (const int n : counts) {
-    absl::StatusOr<IdleResult> r =
-        MeasureIdle(n, window_s, absl::GetFlag(FLAGS_idle_peers), absl::GetFlag(FLAGS_timeout_s));
-    if (r.ok()) {
-      results.push_back(*r);
-    } else {
-      std::fprintf(stderr, "eshm-bench: --idle %d: %s\n", n, r.status().ToString().c_str());
-      ++failed;
-    }
+    absl::StatusOr<IdleResult> r = MeasureIdle(n, window_s, peers, absl::GetFlag(FLAGS_timeout_s));
+    if (!r.ok()) std::fprintf(stderr, "eshm-bench: --idle %d: %s\n", n, r.status().ToString().c_str());
+    if (r.ok()) results.push_back(*r);
   }
-  PrintIdle(stdout, results, window_s, absl::GetFlag(FLAGS_idle_peers));
-  return failed == 0 ? 0 : 1;
+  PrintIdle(stdout, results, window_s, peers);
+  return results.size() == counts.size() ? 0 : 1;
 }
 
 int Main(int argc, char** argv) {
@@ -507,9 +464,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "eshm-bench: %s\n", std::string(options.status().message()).c_str());
     return 2;
   }
-  const bool json_to_stdout = options->json == "-";
-  std::FILE* human = json_to_stdout ? stderr : stdout;
-
+  std::FILE* human = options->json == "-" ? stderr : stdout;
   Clock::Calibrate(absl::GetFlag(FLAGS_clock) == "tsc");
   Report report;
   report.command = CommandLine(argc, argv);
@@ -526,25 +481,20 @@ int Main(int argc, char** argv) {
   InstallSignalHandlers();
   PrintHeader(human, report);
   std::fflush(human);
-
   Measure(*options, report);
-
   PrintFloors(human, report);
   PrintResults(human, report);
   std::fflush(human);
-  if (!options->json.empty()) {
-    const std::string json = ToJson(report);
-    if (json_to_stdout) {
-      std::fwrite(json.data(), 1, json.size(), stdout);
-    } else {
-      std::ofstream out(options->json);
-      out << json;
-      if (!out.good()) {
-        std::fprintf(stderr, "eshm-bench: cannot write %s\n", options->json.c_str());
-        return 1;
-      }
-      std::fprintf(human, "JSON written to %s\n", options->json.c_str());
+  if (options->json == "-") {
+    std::fputs(ToJson(report).c_str(), stdout);
+  } else if (!options->json.empty()) {
+    std::ofstream out(options->json);
+    out << ToJson(report);
+    if (!out.good()) {
+      std::fprintf(stderr, "eshm-bench: cannot write %s\n", options->json.c_str());
+      return 1;
     }
+    std::fprintf(human, "JSON written to %s\n", options->json.c_str());
   }
   return report.failures.empty() ? 0 : 1;
 }

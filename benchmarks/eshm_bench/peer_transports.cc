@@ -20,8 +20,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
-#include "benchmarks/eshm_bench/cpu_meter.h"
 #include "benchmarks/eshm_bench/histogram.h"
+#include "benchmarks/eshm_bench/timing.h"
 #include "benchmarks/eshm_bench/transport.h"
 
 namespace eshm_bench {

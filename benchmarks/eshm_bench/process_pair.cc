@@ -16,7 +16,7 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
-#include "benchmarks/eshm_bench/clock.h"
+#include "benchmarks/eshm_bench/timing.h"
 
 namespace eshm_bench {
 
@@ -67,30 +67,6 @@ void RestoreDefaultSignals() {
 
 std::int64_t NowNs() { return static_cast<std::int64_t>(Clock::MonotonicNs()); }
 
-class ControlMapping {
- public:
-  ControlMapping()
-      : base_(mmap(nullptr, sizeof(RunControl), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE,
-                   -1, 0)) {
-    if (base_ != MAP_FAILED) {
-      RunControl* control = new (base_) RunControl();
-      // Relaxed: written before the fork, which orders them before anything the child does.
-      control->first_timed.value.store(UINT64_MAX, std::memory_order_relaxed);
-      control->total.value.store(UINT64_MAX, std::memory_order_relaxed);
-    }
-  }
-  ~ControlMapping() {
-    if (base_ != MAP_FAILED) munmap(base_, sizeof(RunControl));
-  }
-  ControlMapping(const ControlMapping&) = delete;
-  ControlMapping& operator=(const ControlMapping&) = delete;
-  bool ok() const { return base_ != MAP_FAILED; }
-  RunControl& control() const { return *static_cast<RunControl*>(base_); }
-
- private:
-  void* base_;
-};
-
 [[noreturn]] void RunChild(const PairConfig& config, RunControl& control, pid_t parent, std::int64_t deadline_ns,
                            const SideFn& child) {
   RestoreDefaultSignals();
@@ -124,6 +100,16 @@ absl::Status Reap(const RunControl& control, pid_t pid, bool kill_first) {
 }
 
 }  // namespace
+
+SharedMapping::SharedMapping(std::size_t bytes)
+    : bytes_(bytes),
+      base_(mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)) {
+  if (base_ == MAP_FAILED) base_ = nullptr;
+}
+
+SharedMapping::~SharedMapping() {
+  if (base_ != nullptr) munmap(base_, bytes_);
+}
 
 bool Watchdog::ExpiredNow() {
   const std::int64_t now = NowNs();
@@ -173,10 +159,24 @@ absl::Status PinSelf(int cpu) {
   return absl::OkStatus();
 }
 
+std::vector<int> AllowedCpus() {
+  std::vector<int> cpus;
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
+  }
+  return cpus;
+}
+
 absl::Status RunPair(const PairConfig& config, const SideFn& parent, const SideFn& child, ChildReport* report) {
-  const ControlMapping mapping;
+  const SharedMapping mapping(sizeof(RunControl));
   if (!mapping.ok()) return absl::InternalError(absl::StrCat("mmap: ", std::strerror(errno)));
-  RunControl& control = mapping.control();
+  RunControl& control = *new (mapping.data()) RunControl();
+  // Relaxed: written before the fork, which orders them before anything the child does.
+  control.first_timed.value.store(UINT64_MAX, std::memory_order_relaxed);
+  control.total.value.store(UINT64_MAX, std::memory_order_relaxed);
   std::fflush(stdout);
   std::fflush(stderr);
   const std::int64_t deadline_ns = NowNs() + std::int64_t{config.timeout_s} * 1'000'000'000;

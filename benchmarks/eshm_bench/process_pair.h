@@ -34,6 +34,21 @@ struct alignas(kLine) PaddedU64 {
   std::atomic<std::uint64_t> value{0};
 };
 
+// An anonymous shared mapping (populated), made before a fork so that both processes see the same pages.
+class SharedMapping {
+ public:
+  explicit SharedMapping(std::size_t bytes);
+  ~SharedMapping();
+  SharedMapping(const SharedMapping&) = delete;
+  SharedMapping& operator=(const SharedMapping&) = delete;
+  bool ok() const { return base_ != nullptr; }
+  std::byte* data() const { return static_cast<std::byte*>(base_); }
+
+ private:
+  std::size_t bytes_;
+  void* base_;
+};
+
 // What the measured side (the child in streams) hands back. Written by the child before it stores
 // RunControl::child_done (release); read by the parent after its acquire load of it, or after waitpid.
 struct ChildReport {
@@ -129,8 +144,9 @@ struct ProgramRun {
 // captures its output. The group is killed at the deadline (an error) and by SIGINT, SIGTERM and SIGHUP.
 absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int timeout_s);
 
-// Pins the calling process to `cpu`.
+// Pins the calling process to `cpu`; the CPUs it may run on (sched_getaffinity), ascending.
 absl::Status PinSelf(int cpu);
+std::vector<int> AllowedCpus();
 
 // Files (/dev/shm/...) that a signal, or the end of the run, must remove. Fixed slots, so the signal handler
 // can read them; Register returns the slot to pass to Unregister (or -1 when full).

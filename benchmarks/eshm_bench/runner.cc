@@ -12,8 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "benchmarks/eshm_bench/clock.h"
-#include "benchmarks/eshm_bench/cpu_meter.h"
+#include "benchmarks/eshm_bench/timing.h"
 
 namespace eshm_bench {
 namespace {

@@ -11,7 +11,7 @@
 #include <cstddef>
 
 #include "absl/status/statusor.h"
-#include "benchmarks/eshm_bench/load.h"
+#include "benchmarks/eshm_bench/timing.h"
 #include "benchmarks/eshm_bench/process_pair.h"
 #include "benchmarks/eshm_bench/results.h"
 #include "benchmarks/eshm_bench/transport.h"
