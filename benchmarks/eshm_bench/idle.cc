@@ -1,5 +1,6 @@
 #include "benchmarks/eshm_bench/idle.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -108,20 +109,22 @@ absl::StatusOr<Side> StartSide(const std::string& prefix, int channels, double w
   return Side{pid, ready[0], go[1]};
 }
 
-// Reads exactly `size` bytes, within the deadline.
+// Reads exactly `size` bytes within `timeout_s`; false if the side exits, fails or hangs first.
 bool ReadWithin(int fd, void* data, std::size_t size, int timeout_s) {
-  const auto deadline = absl::Now() + absl::Seconds(timeout_s);
-  std::size_t got = 0;
-  while (got < size && absl::Now() < deadline) {
-    const ssize_t n = read(fd, static_cast<char*>(data) + got, size - got);
-    if (n == 0) return false;  // the side exited without reporting
-    if (n < 0) {
-      if (errno == EINTR) continue;
+  const std::uint64_t deadline_ns = Clock::MonotonicNs() + std::uint64_t{1'000'000'000} * timeout_s;
+  for (std::size_t got = 0; got < size;) {
+    const std::uint64_t now = Clock::MonotonicNs();
+    pollfd readable = {fd, POLLIN, 0};
+    if (now >= deadline_ns || poll(&readable, 1, static_cast<int>((deadline_ns - now) / 1'000'000) + 1) < 0) {
+      if (now < deadline_ns && errno == EINTR) continue;
       return false;
     }
-    got += static_cast<std::size_t>(n);
+    if (readable.revents == 0) continue;
+    const ssize_t n = read(fd, static_cast<char*>(data) + got, size - got);
+    if (n == 0 || (n < 0 && errno != EINTR)) return false;  // the side exited without reporting
+    got += n > 0 ? static_cast<std::size_t>(n) : 0;
   }
-  return got == size;
+  return true;
 }
 
 }  // namespace

@@ -72,18 +72,8 @@ absl::StatusOr<std::unique_ptr<Endpoint>> OpenAndSignal(Transport& transport, bo
   return endpoint;
 }
 
-// The parent waits for the child's report before closing its end (a stream's receiver may still be
-// draining what the sender queued).
-absl::Status AwaitChildDone(RunControl& control, Watchdog& watchdog) {
-  // acquire: pairs with the child's release store in FinishChild; its report is complete.
-  if (!watchdog.SleepUntil([&] { return control.child_done.value.load(std::memory_order_acquire) != 0; })) {
-    return watchdog.Error("waiting for the child to finish");
-  }
-  return absl::OkStatus();
-}
-
 void FinishChild(RunControl& control) {
-  // release: pairs with the parent's acquire load in AwaitChildDone.
+  // release: pairs with the parent's acquire load in FinishParent; the child's report is complete.
   control.child_done.value.store(1, std::memory_order_release);
 }
 
@@ -102,10 +92,14 @@ struct Timed {
   std::optional<std::uint64_t> futex_calls;  // of the whole run, where the transport counts them
 };
 
-// After the run, with the child done: the transport's futex calls over the whole run.
+// The parent waits for the child's report before closing its end (a stream's receiver may still be
+// draining what the sender queued); then the transport's futex calls over the whole run.
 absl::Status FinishParent(Endpoint& endpoint, RunControl& control, Watchdog& watchdog, std::uint64_t sent,
                           Timed& timed) {
-  if (absl::Status s = AwaitChildDone(control, watchdog); !s.ok()) return s;
+  // acquire: pairs with the child's release store in FinishChild.
+  if (!watchdog.SleepUntil([&] { return control.child_done.value.load(std::memory_order_acquire) != 0; })) {
+    return watchdog.Error("waiting for the child to finish");
+  }
   timed.sent = sent;
   timed.futex_calls = endpoint.FutexCalls();
   return absl::OkStatus();
