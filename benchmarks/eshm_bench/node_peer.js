@@ -1,15 +1,11 @@
 #!/usr/bin/env node
 'use strict';
 // eshm-bench's node_eshm transport: the eshm Node package (node/, koffi over $ESHM_LIBESHM or the loader's
-// libeshm.so), synchronous write()/read(). eshm-bench starts, for each run,
-//
+// libeshm.so), synchronous write()/read(), with the protocol of `python -m eshm.bench --peer` (python/eshm/bench.py):
 //   node node_peer.js --peer=node_eshm --mode=stream|pingpong --wait=spin|blocking --size=BYTES
 //       --warmup_s=S --duration_s=S [--messages=N] [--eshm_wait=sleep|adaptive] [--cpus=A,B] --samples=PATH
-//
-// the protocol of `python -m eshm.bench --peer` (python/eshm/bench.py): this process is the parent (the
-// master: the stream's writer, the round trips' client) and starts the child (--side=child, pinned to B with
-// taskset); the last line on stdout is `messages=N seconds=S`; pingpong round trips (ns, unsigned 64-bit)
-// go to PATH.
+// This process, the parent (the master: the stream's writer, the round trips' client), starts the child (--side=child,
+// pinned to B by taskset); the last line on stdout is `messages=N seconds=S`; round trips (ns, uint64) go to PATH.
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -28,57 +24,38 @@ function parse(argv) {
     if (!m) throw new Error(`node_peer.js: unknown argument ${arg}`);
     o[m[1]] = ['size', 'warmup_s', 'duration_s', 'messages'].includes(m[1]) ? Number(m[2]) : m[2];
   }
-  if (o.peer !== 'node_eshm' || !['stream', 'pingpong'].includes(o.mode) ||
-      !['spin', 'blocking'].includes(o.wait) || !(o.size >= 8)) {
+  const ok = o.peer === 'node_eshm' && ['stream', 'pingpong'].includes(o.mode) && ['spin', 'blocking'].includes(o.wait);
+  if (!ok || !(o.size >= 8)) {
     throw new Error('node_peer.js: needs --peer=node_eshm --mode=stream|pingpong --wait=spin|blocking --size>=8');
   }
+  o.waits = o.wait === 'spin' ? { allowSleep: false } : o.eshm_wait === 'sleep' ? { spinNs: 0, yieldNs: 0 } : {};
   return o;
 }
 
-function waits(o) {
-  if (o.wait === 'spin') return { allowSleep: false };
-  return o.eshm_wait === 'sleep' ? { spinNs: 0, yieldNs: 0 } : {};
-}
-
-function ringBytes(size) {
-  // As eshm-bench's other ring transports: at least 1 MiB, four of the largest message, a power of two.
-  let bytes = 1 << 20;
-  while (bytes < 4 * (size + 64)) bytes *= 2;
-  return bytes;
-}
-
-// (seconds, messages or 0, marker) of the warm-up and the measured phase.
-function phases(o) {
-  return [[o.warmup_s, 0, WARM_END], [o.duration_s, o.messages, END]];
-}
-
-function sleepMs(ms) {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-function parent(o) {
+async function parent(o) {
   const name = `eshmbench_node_${process.pid}_${Date.now() % 1e9}`;
-  const capacity = ringBytes(o.size);
-  const ch = Channel.open(name, { role: Role.MASTER, m2sCapacity: capacity, s2mCapacity: capacity, ...waits(o) });
+  let capacity = 1 << 20; // as eshm-bench's ring transports: at least 1 MiB, four of the largest message, 2^n
+  while (capacity < 4 * (o.size + 64)) capacity *= 2;
+  const ch = Channel.open(name, { role: Role.MASTER, m2sCapacity: capacity, s2mCapacity: capacity, ...o.waits });
   const childArgs = [__filename, ...process.argv.slice(2), '--side=child', `--name=${name}`];
-  const cpus = o.cpus ? o.cpus.split(',') : null;
-  const child = cpus ? spawn('taskset', ['-c', cpus[1], process.execPath, ...childArgs])
-                     : spawn(process.execPath, childArgs);
+  const child = o.cpus ? spawn('taskset', ['-c', o.cpus.split(',')[1], process.execPath, ...childArgs])
+                       : spawn(process.execPath, childArgs);
   let childOut = '';
   child.stdout.on('data', (d) => { childOut += d; });
   child.stderr.on('data', (d) => process.stderr.write(d));
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(signal || code)));
   try {
-    const setup = Date.now() + TIMEOUT_MS;
-    while (!ch.isRemoteAlive()) {
+    for (const setup = Date.now() + TIMEOUT_MS; !ch.isRemoteAlive();) {
       if (Date.now() > setup) throw new Error('node_eshm: the child did not attach');
-      sleepMs(1);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1); // sleeps 1 ms
     }
     const message = Buffer.alloc(o.size, 0x78);
     const options = { timeoutMs: TIMEOUT_MS };
     const samples = [];
     let sent = 0;
-    for (const [phase, [seconds, count, marker]] of phases(o).entries()) {
+    // (seconds, messages or 0, marker) of the warm-up and the measured phase; a stream reads the clock every 64.
+    const phases = [[o.warmup_s, 0, WARM_END], [o.duration_s, o.messages, END]];
+    for (const [phase, [seconds, count, marker]] of phases.entries()) {
       sent = 0;
       const stop = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
       let t = process.hrtime.bigint();
@@ -96,48 +73,40 @@ function parent(o) {
       }
       if (o.mode === 'stream' || phase === 1) ch.write(marker, options);
     }
-    return exited.then((status) => {
-      if (status !== 0) throw new Error(`node_eshm: the child exited with ${status}`);
-      if (o.mode === 'pingpong') {
-        fs.writeFileSync(o.samples, Buffer.from(BigUint64Array.from(samples).buffer));
-        const total = samples.reduce((a, b) => a + b, 0n);
-        return `messages=${samples.length} seconds=${(Number(total) / 1e9).toFixed(9)}`;
-      }
-      const m = /messages=(\d+) seconds=(\S+)/.exec(childOut);
-      if (!m || Number(m[1]) !== sent) {
-        throw new Error(`node_eshm: the writer sent ${sent} messages, the reader reported: ${childOut.trim()}`);
-      }
-      return m[0];
-    }).finally(() => ch.close());
+    const status = await exited;
+    if (status !== 0) throw new Error(`node_eshm: the child exited with ${status}`);
+    if (o.mode === 'pingpong') {
+      fs.writeFileSync(o.samples, Buffer.from(BigUint64Array.from(samples).buffer));
+      return `messages=${samples.length} seconds=${(Number(samples.reduce((a, b) => a + b, 0n)) / 1e9).toFixed(9)}`;
+    }
+    const m = /messages=(\d+) seconds=(\S+)/.exec(childOut);
+    if (!m || Number(m[1]) !== sent) {
+      throw new Error(`node_eshm: the writer sent ${sent} messages, the reader reported: ${childOut.trim()}`);
+    }
+    return m[0];
   } catch (e) {
-    child.kill('SIGKILL');
-    ch.close();
+    child.kill('SIGKILL'); // a no-op once it has exited
     throw e;
+  } finally {
+    ch.close();
   }
 }
 
 function childSide(o) {
   const ch = Channel.open(o.name, { role: Role.SLAVE, maxReconnectAttempts: 300, reconnectRetryIntervalMs: 10,
-                                    ...waits(o) });
+                                    ...o.waits });
+  const options = { timeoutMs: TIMEOUT_MS };
   try {
-    const options = { timeoutMs: TIMEOUT_MS };
     if (o.mode === 'pingpong') {
-      for (;;) {
-        const m = ch.read(options);
-        if (m.length !== o.size) return;
-        ch.write(m, options);
-      }
+      for (let m = ch.read(options); m.length === o.size; m = ch.read(options)) ch.write(m, options);
+      return;
     }
     let m;
     do m = ch.read(options); while (m.length === o.size);
     if (!m.equals(WARM_END)) throw new Error(`node_eshm: a message of ${m.length} bytes`);
     const t0 = process.hrtime.bigint();
     let n = 0;
-    for (;;) {
-      m = ch.read(options);
-      if (m.length !== o.size) break;
-      n++;
-    }
+    while ((m = ch.read(options)).length === o.size) n++;
     if (!m.equals(END)) throw new Error(`node_eshm: a message of ${m.length} bytes`);
     console.log(`messages=${n} seconds=${(Number(process.hrtime.bigint() - t0) / 1e9).toFixed(9)}`);
   } finally {
@@ -145,17 +114,11 @@ function childSide(o) {
   }
 }
 
-try {
+(async () => {
   const o = parse(process.argv.slice(2));
-  if (o.side === 'child') {
-    childSide(o);
-  } else {
-    parent(o).then((line) => console.log(line), (e) => {
-      process.stderr.write(`${e.message}\n`);
-      process.exitCode = 1;
-    });
-  }
-} catch (e) {
+  if (o.side === 'child') childSide(o);
+  else console.log(await parent(o));
+})().catch((e) => {
   process.stderr.write(`${e.message}\n`);
   process.exitCode = 1;
-}
+});
