@@ -184,12 +184,15 @@ absl::Status ParseTransports(Options& o) {
       if (IsPeerTransport(t)) peer_names.push_back(t);
     }
   }
-  // The peers' C ABI (py_ctypes, node_eshm): the libeshm.so built with this binary, unless one is named.
-  char exe[4096];
-  const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  const std::string libeshm = absl::StrCat(std::string(exe, n > 0 ? static_cast<std::size_t>(n) : 0),
-                                           ".runfiles/eshm/eshm/libeshm.so");
-  if (access(libeshm.c_str(), R_OK) == 0) setenv("ESHM_LIBESHM", libeshm.c_str(), /*overwrite=*/0);
+  // The peers' C ABI (py_ctypes, node_eshm): the libeshm.so built with this binary, unless one is named: in
+  // its runfiles, or beside it in a runfiles tree or output tree that holds it (python -m eshm.bench's).
+  char exe_path[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
+  const std::string exe(exe_path, n > 0 ? static_cast<std::size_t>(n) : 0);
+  const std::string tree = exe.substr(0, exe.size() - std::min(exe.size(), sizeof("benchmarks/eshm_bench/eshm-bench")));
+  for (const std::string& libeshm : {absl::StrCat(exe, ".runfiles/eshm/eshm/libeshm.so"), tree + "/eshm/libeshm.so"}) {
+    if (access(libeshm.c_str(), R_OK) == 0) setenv("ESHM_LIBESHM", libeshm.c_str(), /*overwrite=*/0);
+  }
   o.peers = {absl::GetFlag(FLAGS_python), absl::GetFlag(FLAGS_node), absl::GetFlag(FLAGS_node_peer)};
   absl::StatusOr<std::vector<std::string>> peer_reasons = PeersUnavailable(o.peers, peer_names);
   if (!peer_reasons.ok()) return peer_reasons.status();

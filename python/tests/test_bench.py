@@ -138,10 +138,13 @@ def test_the_front_end_runs_eshm_bench_with_python_transports(tmp_path):
     # The tool below the working directory: the recorded command must name it relatively, and name no
     # directory of this machine for the interpreter either.
     (tmp_path / "eshm-bench").symlink_to(tool)
+    # py_ctypes loads the libeshm.so built with eshm-bench, found without $ESHM_LIBESHM.
+    env = {k: v for k, v in os.environ.items() if k != "ESHM_LIBESHM"}
     done = subprocess.run(
-        PEER + [f"--eshm-bench={tmp_path / 'eshm-bench'}", "--compare=py_eshm,py_pipe,py_eshm_batch", "--mode=stream,pingpong",
-                "--wait=spin", "--sizes=64", "--messages=300", "--warmup_s=0", "--repetitions=1",
-                "--json=bench.json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        PEER + [f"--eshm-bench={tmp_path / 'eshm-bench'}", "--compare=py_eshm,py_pipe,py_eshm_batch,py_ctypes",
+                "--mode=stream,pingpong", "--wait=spin", "--sizes=64", "--messages=300", "--warmup_s=0",
+                "--repetitions=1", "--json=bench.json"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     doc = json.loads(out.read_text())
     assert doc["schema"] == "eshm-bench/2"
@@ -152,7 +155,8 @@ def test_the_front_end_runs_eshm_bench_with_python_transports(tmp_path):
     assert str(tmp_path) not in doc["command"]
     rows = {(r["transport"], r["mode"]): r for r in doc["results"]}
     assert set(rows) == {("eshm", "stream"), ("eshm", "pingpong"), ("py_eshm", "stream"), ("py_eshm", "pingpong"),
-                         ("py_pipe", "stream"), ("py_pipe", "pingpong"), ("py_eshm_batch", "stream")}
+                         ("py_pipe", "stream"), ("py_pipe", "pingpong"), ("py_eshm_batch", "stream"),
+                         ("py_ctypes", "stream"), ("py_ctypes", "pingpong")}
     for (transport, mode), r in rows.items():
         assert r["messages"] == 300 and r["msgs_per_s"] > 0, r
         if mode == "pingpong":
