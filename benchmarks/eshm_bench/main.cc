@@ -134,7 +134,8 @@ absl::Status ParseChoices(const char* flag, const std::string& list, const std::
   for (const std::string& item : SplitList(list == "both" ? absl::StrJoin(names, ",") : list)) {
     const auto it = std::find(names.begin(), names.end(), item);
     if (it == names.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(flag, ": unknown '", item, "' (", absl::StrJoin(names, ", "), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": unknown '", item, "' (", absl::StrJoin(names, ", "), ")"));
     }
     out.push_back(static_cast<T>(it - names.begin()));
   }
@@ -252,7 +253,9 @@ absl::StatusOr<Options> ParseOptions() {
   const std::string publish = absl::GetFlag(FLAGS_eshm_publish);
   const std::string eshm_wait = absl::GetFlag(FLAGS_eshm_wait);
   if (publish != "now" && publish != "deferred") return absl::InvalidArgumentError("--eshm_publish: now or deferred");
-  if (eshm_wait != "sleep" && eshm_wait != "adaptive") return absl::InvalidArgumentError("--eshm_wait: sleep or adaptive");
+  if (eshm_wait != "sleep" && eshm_wait != "adaptive") {
+    return absl::InvalidArgumentError("--eshm_wait: sleep or adaptive");
+  }
   o.transport.eshm_deferred = publish == "deferred";
   o.transport.eshm_adaptive = eshm_wait == "adaptive";
   o.transport.zero_copy = absl::GetFlag(FLAGS_zero_copy);
@@ -276,8 +279,8 @@ std::string CommandLine(int argc, char** argv) {
   std::vector<std::string> args;
   for (int i = 0; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (!arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=.,/:+@%")
-                            == std::string::npos) {
+    constexpr char kPlain[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=.,/:+@%";
+    if (!arg.empty() && arg.find_first_not_of(kPlain) == std::string::npos) {
       args.push_back(arg);
     } else {
       args.push_back(absl::StrCat("'", absl::StrReplaceAll(arg, {{"'", "'\\''"}}), "'"));
@@ -358,7 +361,7 @@ void Repetition(const Options& o, const std::string& what, int& retries, Progres
 // slow drift in the machine touches all of them alike.
 void Measure(const Options& o, Report& report) {
   const int reps = o.setup.repetitions;
-  const auto has = [](const auto& list, auto value) { return std::find(list.begin(), list.end(), value) != list.end(); };
+  const auto has = [](const auto& list, auto v) { return std::find(list.begin(), list.end(), v) != list.end(); };
   const bool any_stream = has(o.modes, Mode::kStream);
   const bool spin_pingpong = has(o.modes, Mode::kPingPong) && has(o.waits, Wait::kSpin);
   // Floors: both ping-pongs always (they are short, and say what this pair of CPUs can do), the atomic one
@@ -416,7 +419,9 @@ void Measure(const Options& o, Report& report) {
         }
         for (std::size_t b = first; b < report.results.size(); ++b) {
           if (report.results[b].transport != kBaselineTransport) continue;
-          for (std::size_t k = first; k < report.results.size(); ++k) AttachBaseline(report.results[b], report.results[k]);
+          for (std::size_t k = first; k < report.results.size(); ++k) {
+            AttachBaseline(report.results[b], report.results[k]);
+          }
         }
       }
     }

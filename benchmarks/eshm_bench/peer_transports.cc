@@ -29,13 +29,6 @@ namespace {
 
 constexpr int kUnsupportedExit = 3;
 
-// The group --compare=python stands for: eshm's binding beside the usual Python IPC.
-const std::vector<std::string>& PythonTransports() {
-  static const auto* names = new std::vector<std::string>{
-      "py_eshm", "py_eshm_batch", "py_pipe", "py_queue", "py_faster_fifo", "py_zmq", "py_iceoryx2"};
-  return *names;
-}
-
 std::vector<std::string> Command(const PeerPrograms& programs, const std::string& name) {
   if (absl::StartsWith(name, "node_")) return {programs.node, programs.node_peer};
   return {programs.python, "-m", "eshm.bench"};
@@ -59,13 +52,9 @@ std::string Tail(const std::string& text) {
 absl::StatusOr<std::uint64_t> ReadSamples(const std::string& path, Histogram& histogram) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::DataLossError(absl::StrCat("the peer wrote no round trips to ", path));
-  std::uint64_t count = 0;
   std::uint64_t ns = 0;
-  while (in.read(reinterpret_cast<char*>(&ns), sizeof(ns))) {
-    histogram.Record(ns);
-    ++count;
-  }
-  return count;
+  while (in.read(reinterpret_cast<char*>(&ns), sizeof(ns))) histogram.Record(ns);
+  return histogram.count();
 }
 
 }  // namespace
@@ -75,7 +64,10 @@ bool IsPeerTransport(const std::string& name) {
 }
 
 std::vector<std::string> PeerGroup(const std::string& group) {
-  if (group == "python") return PythonTransports();
+  // eshm's binding beside the usual Python IPC.
+  if (group == "python") {
+    return {"py_eshm", "py_eshm_batch", "py_pipe", "py_queue", "py_faster_fifo", "py_zmq", "py_iceoryx2"};
+  }
   if (group == "py_arrays") return {"py_eshm_array", "py_eshm_array_view", "py_shm_pipe_array", "py_zmq_array"};
   if (group == "py_asyncio") return {"py_eshm_read_async", "py_eshm_to_thread", "py_zmq_asyncio"};
   if (group == "bindings") return {"py_eshm", "py_eshm_batch", "py_ctypes", "node_eshm"};
@@ -127,7 +119,8 @@ absl::StatusOr<Result> RunPeerOnce(const PeerPrograms& programs, const std::stri
   }
   const bool pingpong = spec.mode == Mode::kPingPong;
   const char* tmp = std::getenv("TMPDIR");
-  const std::string samples = absl::StrCat(tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp", "/", UniqueName(), ".samples");
+  const std::string samples =
+      absl::StrCat(tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp", "/", UniqueName(), ".samples");
   std::vector<std::string> argv = Command(programs, name);
   argv.insert(argv.end(), {absl::StrCat("--peer=", name), absl::StrCat("--mode=", ModeName(spec.mode)),
                            absl::StrCat("--wait=", WaitName(spec.transport.wait)),
@@ -161,18 +154,8 @@ absl::StatusOr<Result> RunPeerOnce(const PeerPrograms& programs, const std::stri
   if (pingpong && *round_trips != messages) {
     return absl::DataLossError(absl::StrCat(name, " reported ", messages, " round trips and wrote ", *round_trips));
   }
-  Result r;
-  r.transport = name;
-  r.mode = spec.mode;
-  r.wait = spec.transport.wait;
-  r.size = spec.size;
-  r.messages = messages;
-  r.seconds = seconds;
-  r.msgs_per_s = seconds > 0 ? static_cast<double>(messages) / seconds : 0;
-  r.gb_per_s = r.msgs_per_s * static_cast<double>(spec.size) / 1e9;
-  if (latency->count() > 0) r.latency = Summarize(*latency);
-  r.others_cores = others_cores;
-  return r;
+  return MakeResult(name, spec.mode, spec.transport.wait, spec.size, messages, messages, seconds, *latency,
+                    others_cores);
 }
 
 }  // namespace eshm_bench

@@ -140,6 +140,22 @@ LatencySummary Summarize(const Histogram& h) {
                         h.Percentile(0.9999),        static_cast<double>(h.max())};
 }
 
+Result MakeResult(const std::string& transport, Mode mode, Wait wait, std::size_t size, std::uint64_t messages,
+                  std::uint64_t counted, double seconds, const Histogram& latency, double others_cores) {
+  Result r;
+  r.transport = transport;
+  r.mode = mode;
+  r.wait = wait;
+  r.size = size;
+  r.messages = messages;
+  r.seconds = seconds;
+  r.msgs_per_s = seconds > 0 ? static_cast<double>(counted) / seconds : 0;
+  r.gb_per_s = r.msgs_per_s * static_cast<double>(size) / 1e9;
+  if (latency.count() > 0) r.latency = Summarize(latency);
+  r.others_cores = others_cores;
+  return r;
+}
+
 Result MedianResult(const std::vector<Result>& reps) {
   if (reps.empty()) return Result{};
   Result m = reps.front();

@@ -50,6 +50,10 @@ struct Result {
   double others_cores = -1;  // CPU other processes took during the run (CpuMeter); table only
 };
 
+// A run's figures: `messages` timed messages (round trips), of which the rate counts `counted` over `seconds`.
+Result MakeResult(const std::string& transport, Mode mode, Wait wait, std::size_t size, std::uint64_t messages,
+                  std::uint64_t counted, double seconds, const Histogram& latency, double others_cores);
+
 // Floor names, as in the JSON, and the transport other transports' ratio_to_baseline is measured against.
 inline constexpr char kAtomicFloor[] = "atomic_pingpong";
 inline constexpr char kFutexFloor[] = "futex_pingpong";

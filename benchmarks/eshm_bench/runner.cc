@@ -41,22 +41,16 @@ bool CheckPing(std::span<const std::byte> message, std::size_t size, std::size_t
 }
 
 // Stream: the send time first (0 when the message is not timestamped), then the sequence (twice) when there
-// is room. Zero-copy streams touch only the first two words in place (StampHead, CheckHead).
-void StampStream(std::span<std::byte> message, std::uint64_t sequence, std::uint64_t ticks) {
+// is room. Zero-copy streams (`whole` false) touch only the first two words, in place.
+void StampStream(std::span<std::byte> message, std::uint64_t sequence, std::uint64_t ticks, bool whole) {
   Put(message, 0, ticks);
   if (message.size() >= 16) Put(message, 8, sequence);
-  if (message.size() >= 24) Put(message, message.size() - 8, sequence);
+  if (whole && message.size() >= 24) Put(message, message.size() - 8, sequence);
 }
-bool CheckStream(std::span<const std::byte> message, std::size_t size, std::size_t expected, std::uint64_t sequence) {
+bool CheckStream(std::span<const std::byte> message, std::size_t size, std::size_t expected, std::uint64_t sequence,
+                 bool whole) {
   return size == expected && (size < 16 || Get(message, 8) == sequence) &&
-         (size < 24 || Get(message, size - 8) == sequence);
-}
-void StampHead(std::span<std::byte> message, std::uint64_t sequence, std::uint64_t ticks) {
-  Put(message, 0, ticks);
-  if (message.size() >= 16) Put(message, 8, sequence);
-}
-bool CheckHead(std::span<const std::byte> message, std::size_t expected, std::uint64_t sequence) {
-  return message.size() == expected && (message.size() < 16 || Get(message, 8) == sequence);
+         (!whole || size < 24 || Get(message, size - 8) == sequence);
 }
 
 absl::StatusOr<std::unique_ptr<Endpoint>> OpenAndSignal(Transport& transport, bool parent, RunControl& control,
@@ -181,10 +175,10 @@ absl::Status StreamParent(Transport& transport, const RunSpec& spec, RunControl&
     const std::uint64_t ticks = stamp ? now : 0;
     if (spec.transport.zero_copy) {
       const absl::Status s = (*endpoint)->SendInPlace(
-          spec.size, [&](std::span<std::byte> in_place) { StampHead(in_place, i, ticks); });
+          spec.size, [&](std::span<std::byte> in_place) { StampStream(in_place, i, ticks, false); });
       if (!s.ok()) return s;
     } else {
-      StampStream(message, i, ticks);
+      StampStream(message, i, ticks, true);
       if (absl::Status s = (*endpoint)->Send(message); !s.ok()) return s;
     }
     if (step == LoadPlan::Step::kLast) break;
@@ -207,14 +201,14 @@ absl::Status StreamChild(Transport& transport, const RunSpec& spec, RunControl& 
     if (spec.transport.zero_copy) {
       const absl::Status s = (*endpoint)->ReceiveInPlace([&](std::span<const std::byte> in_place) {
         size = in_place.size();
-        if (!CheckHead(in_place, spec.size, i)) return Mismatch("zero-copy stream", i, size, spec.size);
+        if (!CheckStream(in_place, size, spec.size, i, false)) return Mismatch("zero-copy stream", i, size, spec.size);
         sent = Get(in_place, 0);
         return absl::OkStatus();
       });
       if (!s.ok()) return s;
     } else {
       if (absl::Status s = (*endpoint)->Receive(buffer, &size); !s.ok()) return s;
-      if (!CheckStream(buffer, size, spec.size, i)) return Mismatch("stream", i, size, spec.size);
+      if (!CheckStream(buffer, size, spec.size, i, true)) return Mismatch("stream", i, size, spec.size);
       sent = Get(buffer, 0);
     }
     const bool sampled = sent != 0;
@@ -279,21 +273,12 @@ absl::StatusOr<Result> RunOnce(Transport& transport, const RunSpec& spec, const 
   transport.Cleanup();
   if (!status.ok()) return status;
 
-  Result r;
-  r.transport = transport.name();
-  r.mode = spec.mode;
-  r.wait = spec.transport.wait;
-  r.size = spec.size;
-  const Histogram& latency = pingpong ? *parent_latency : report->latency;
-  r.messages = pingpong ? timed.messages : report->messages;
   const std::uint64_t start = pingpong ? timed.start_ticks : report->first_ticks;
   const std::uint64_t end = pingpong ? timed.end_ticks : report->last_ticks;
-  r.seconds = end > start ? Clock::ToNs(end - start) / 1e9 : 0;
-  const std::uint64_t counted = pingpong ? timed.messages : report->counted;
-  r.msgs_per_s = r.seconds > 0 ? static_cast<double>(counted) / r.seconds : 0;
-  r.gb_per_s = r.msgs_per_s * static_cast<double>(spec.size) / 1e9;
-  if (latency.count() > 0) r.latency = Summarize(latency);
-  r.others_cores = others_cores;
+  Result r = MakeResult(transport.name(), spec.mode, spec.transport.wait, spec.size,
+                        pingpong ? timed.messages : report->messages, pingpong ? timed.messages : report->counted,
+                        end > start ? Clock::ToNs(end - start) / 1e9 : 0,
+                        pingpong ? *parent_latency : report->latency, others_cores);
   if (timed.futex_calls.has_value() && timed.sent > 0) {
     r.futex_calls_per_message = static_cast<double>(*timed.futex_calls) / static_cast<double>(timed.sent);
   }
