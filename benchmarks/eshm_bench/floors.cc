@@ -1,6 +1,5 @@
 #include "benchmarks/eshm_bench/floors.h"
 
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -39,38 +38,47 @@ PingPongSlot& SlotFor(std::byte* area, std::uint64_t i) {
   return reinterpret_cast<PingPongSlot*>(area)[i % (kSlotArea / sizeof(PingPongSlot))];
 }
 
-void MarkChildReady(RunControl& control) {
-  // release: pairs with the parent's acquire load in AwaitChildReady.
-  control.child_ready.value.store(1, std::memory_order_release);
-}
-bool AwaitChildReady(RunControl& control, Watchdog& watchdog) {
-  return watchdog.SleepUntil([&] { return control.child_ready.value.load(std::memory_order_acquire) != 0; });
-}
-
-// The parent's loop shared by both ping-pongs: `round_trip(i)` makes one; the plan decides how many.
-template <typename RoundTrip>
-absl::Status TimeRoundTrips(const LoadSpec& load, RunControl& control, Histogram& latency, Floor& floor,
-                            RoundTrip&& round_trip) {
-  LoadPlan plan(load);
-  std::uint64_t last = Clock::Ticks();
-  plan.Start(last);
-  for (std::uint64_t i = 1;; ++i) {
-    const LoadPlan::Step step = plan.Next(last);
-    // release: pairs with the child's acquire load; the child stops after round trip `i`.
-    if (step == LoadPlan::Step::kLast) control.total.value.store(i, std::memory_order_release);
-    if (absl::Status s = round_trip(i); !s.ok()) return s;
-    const std::uint64_t now = Clock::Ticks();
-    if (step != LoadPlan::Step::kWarmup) latency.Record(static_cast<std::uint64_t>(Clock::ToNs(now - last)));
-    last = now;
-    if (step == LoadPlan::Step::kLast) break;
-  }
-  floor.messages = plan.timed();
-  return absl::OkStatus();
-}
-
-bool ChildIsDone(const RunControl& control, std::uint64_t i) {
-  // acquire: pairs with the parent's release store of `total`, made before round trip i began.
-  return control.total.value.load(std::memory_order_acquire) == i;
+// A ping-pong between the pair: the child answers ping i with `echo(i, control, watchdog)` for i = 1, 2, ...
+// until the parent's last; the parent times each `round_trip(i, control, watchdog)` as the plan says.
+// `prepare` runs first on both sides.
+template <typename Prepare, typename Echo, typename RoundTrip>
+absl::StatusOr<Floor> MeasurePingPong(Floor floor, const LoadSpec& load, const PairConfig& pair, Prepare prepare,
+                                      Echo echo, RoundTrip round_trip) {
+  auto latency = std::make_unique<Histogram>();
+  const SideFn child = [&](RunControl& control, Watchdog& watchdog) -> absl::Status {
+    prepare();
+    // release: pairs with the parent's acquire load below.
+    control.child_ready.value.store(1, std::memory_order_release);
+    for (std::uint64_t i = 1;; ++i) {
+      if (!echo(i, control, watchdog)) return watchdog.Error(absl::StrCat(floor.name, " echo"));
+      // acquire: pairs with the parent's release store of `total`, made before round trip i began.
+      if (control.total.value.load(std::memory_order_acquire) == i) return absl::OkStatus();
+    }
+  };
+  const SideFn parent = [&](RunControl& control, Watchdog& watchdog) -> absl::Status {
+    prepare();
+    if (!watchdog.SleepUntil([&] { return control.child_ready.value.load(std::memory_order_acquire) != 0; })) {
+      return watchdog.Error("waiting for the child");
+    }
+    LoadPlan plan(load);
+    std::uint64_t last = Clock::Ticks();
+    plan.Start(last);
+    for (std::uint64_t i = 1;; ++i) {
+      const LoadPlan::Step step = plan.Next(last);
+      // release: pairs with the child's acquire load; the child stops after round trip `i`.
+      if (step == LoadPlan::Step::kLast) control.total.value.store(i, std::memory_order_release);
+      if (!round_trip(i, control, watchdog)) return watchdog.Error(floor.name);
+      const std::uint64_t now = Clock::Ticks();
+      if (step != LoadPlan::Step::kWarmup) latency->Record(static_cast<std::uint64_t>(Clock::ToNs(now - last)));
+      last = now;
+      if (step == LoadPlan::Step::kLast) break;
+    }
+    floor.messages = plan.timed();
+    return absl::OkStatus();
+  };
+  if (absl::Status s = RunPair(pair, parent, child, nullptr); !s.ok()) return s;
+  floor.latency = Summarize(*latency);
+  return floor;
 }
 
 }  // namespace
@@ -80,51 +88,36 @@ absl::StatusOr<Floor> MeasureAtomicPingPong(const LoadSpec& load, const PairConf
   SharedMapping area(kSlotArea);
   if (!area.ok()) return absl::InternalError(absl::StrCat("mmap: ", std::strerror(errno)));
   new (area.data()) PingPongSlot[kSlotArea / sizeof(PingPongSlot)]();
-  auto latency = std::make_unique<Histogram>();
   Floor floor;
   floor.name = kAtomicFloor;
   if (payload > 0) floor.size = payload;
   std::byte message[kMaxAtomicPayload] = {};
-  const SideFn child = [&](RunControl& control, Watchdog& watchdog) -> absl::Status {
-    Prefault(area.data(), kSlotArea);
-    MarkChildReady(control);
-    for (std::uint64_t i = 1;; ++i) {
-      PingPongSlot& slot = SlotFor(area.data(), i);
-      // acquire: pairs with the parent's release store of ping.
-      if (!watchdog.SpinUntil([&] { return slot.ping.value.load(std::memory_order_acquire) == i; })) {
-        return watchdog.Error("atomic ping-pong echo");
-      }
-      // Copied out and back in, as a transport's receiver and sender do.
-      std::memcpy(message, PayloadOf(slot.ping), payload);
-      std::memcpy(PayloadOf(slot.pong), message, payload);
-      // release: pairs with the parent's acquire load of pong.
-      slot.pong.value.store(i, std::memory_order_release);
-      if (ChildIsDone(control, i)) return absl::OkStatus();
-    }
+  const auto prefault = [&] { Prefault(area.data(), kSlotArea); };
+  const auto echo = [&](std::uint64_t i, RunControl&, Watchdog& watchdog) {
+    PingPongSlot& slot = SlotFor(area.data(), i);
+    // acquire: pairs with the parent's release store of ping.
+    if (!watchdog.SpinUntil([&] { return slot.ping.value.load(std::memory_order_acquire) == i; })) return false;
+    // Copied out and back in, as a transport's receiver and sender do.
+    std::memcpy(message, PayloadOf(slot.ping), payload);
+    std::memcpy(PayloadOf(slot.pong), message, payload);
+    // release: pairs with the parent's acquire load of pong.
+    slot.pong.value.store(i, std::memory_order_release);
+    return true;
   };
-  const SideFn parent = [&](RunControl& control, Watchdog& watchdog) -> absl::Status {
-    Prefault(area.data(), kSlotArea);
-    if (!AwaitChildReady(control, watchdog)) return watchdog.Error("waiting for the child");
-    return TimeRoundTrips(load, control, *latency, floor, [&](std::uint64_t i) -> absl::Status {
-      PingPongSlot& slot = SlotFor(area.data(), i);
-      std::memcpy(PayloadOf(slot.ping), message, payload);
-      // release: pairs with the child's acquire load of ping.
-      slot.ping.value.store(i, std::memory_order_release);
-      // acquire: pairs with the child's release store of pong.
-      if (!watchdog.SpinUntil([&] { return slot.pong.value.load(std::memory_order_acquire) == i; })) {
-        return watchdog.Error("atomic ping-pong");
-      }
-      std::memcpy(message, PayloadOf(slot.pong), payload);
-      return absl::OkStatus();
-    });
+  const auto round_trip = [&](std::uint64_t i, RunControl&, Watchdog& watchdog) {
+    PingPongSlot& slot = SlotFor(area.data(), i);
+    std::memcpy(PayloadOf(slot.ping), message, payload);
+    // release: pairs with the child's acquire load of ping.
+    slot.ping.value.store(i, std::memory_order_release);
+    // acquire: pairs with the child's release store of pong.
+    if (!watchdog.SpinUntil([&] { return slot.pong.value.load(std::memory_order_acquire) == i; })) return false;
+    std::memcpy(message, PayloadOf(slot.pong), payload);
+    return true;
   };
-  if (absl::Status s = RunPair(pair, parent, child, nullptr); !s.ok()) return s;
-  floor.latency = Summarize(*latency);
-  return floor;
+  return MeasurePingPong(floor, load, pair, prefault, echo, round_trip);
 }
 
 absl::StatusOr<Floor> MeasureFutexPingPong(const LoadSpec& load, const PairConfig& pair) {
-  auto latency = std::make_unique<Histogram>();
   Floor floor;
   floor.name = kFutexFloor;
   // Waits in 100 ms slices so the watchdog runs between them. `word` holds the last round trip sent.
@@ -137,30 +130,21 @@ absl::StatusOr<Floor> MeasureFutexPingPong(const LoadSpec& load, const PairConfi
       if (word.load(std::memory_order_acquire) != want && watchdog.ExpiredNow()) return false;
     }
   };
-  const SideFn child = [&](RunControl& control, Watchdog& watchdog) -> absl::Status {
-    MarkChildReady(control);
-    for (std::uint32_t i = 1;; ++i) {
-      if (!await(control.futex_ping.value, i, watchdog)) return watchdog.Error("futex ping-pong echo");
-      // release: pairs with the parent's acquire load in await().
-      control.futex_pong.value.store(i, std::memory_order_release);
-      eshm::FutexWake(&control.futex_pong.value, 1);
-      if (ChildIsDone(control, i)) return absl::OkStatus();
-    }
+  // Each side stores its word (release: pairs with the other's acquire load in await()), then wakes it.
+  const auto send = [](std::atomic<std::uint32_t>& word, std::uint64_t i) {
+    word.store(static_cast<std::uint32_t>(i), std::memory_order_release);
+    eshm::FutexWake(&word, 1);
   };
-  const SideFn parent = [&](RunControl& control, Watchdog& watchdog) -> absl::Status {
-    if (!AwaitChildReady(control, watchdog)) return watchdog.Error("waiting for the child");
-    return TimeRoundTrips(load, control, *latency, floor, [&](std::uint64_t i) -> absl::Status {
-      const auto word = static_cast<std::uint32_t>(i);
-      // release: pairs with the child's acquire load in await().
-      control.futex_ping.value.store(word, std::memory_order_release);
-      eshm::FutexWake(&control.futex_ping.value, 1);
-      if (!await(control.futex_pong.value, word, watchdog)) return watchdog.Error("futex ping-pong");
-      return absl::OkStatus();
-    });
+  const auto echo = [&](std::uint64_t i, RunControl& control, Watchdog& watchdog) {
+    if (!await(control.futex_ping.value, static_cast<std::uint32_t>(i), watchdog)) return false;
+    send(control.futex_pong.value, i);
+    return true;
   };
-  if (absl::Status s = RunPair(pair, parent, child, nullptr); !s.ok()) return s;
-  floor.latency = Summarize(*latency);
-  return floor;
+  const auto round_trip = [&](std::uint64_t i, RunControl& control, Watchdog& watchdog) {
+    send(control.futex_ping.value, i);
+    return await(control.futex_pong.value, static_cast<std::uint32_t>(i), watchdog);
+  };
+  return MeasurePingPong(floor, load, pair, [] {}, echo, round_trip);
 }
 
 absl::StatusOr<Floor> MeasureMemcpy(std::size_t size, const LoadSpec& load) {
