@@ -1,18 +1,12 @@
-// The baseline ring for eshm's throughput benchmarks: the smallest correct single-producer/single-consumer
-// ring of variable-length messages, written the classic way (Lamport's queue with cached indices, as in
-// rigtorp's SPSCQueue, but over bytes instead of fixed slots).
+// The baseline ring of eshm's benchmarks (eshm-bench's minimal_ring): the smallest correct single-producer/
+// single-consumer ring of variable-length messages, the classic way (Lamport's queue with cached indices, as in
+// rigtorp's SPSCQueue, over bytes instead of slots). What anyone would write first, it publishes EVERY message:
+// a release store of `tail` (producer) and of `head` (consumer) each, so the two index lines bounce between the
+// cores once per message. No validation, blocking or crash recovery: a floor, not a library.
 //
-// Why it is the baseline: it is what anyone would write first, and it publishes EVERY message: the producer
-// does one release store of `tail` per message and the consumer one release store of `head` per message, so
-// the two index lines bounce between the cores once per message (the cached copies only spare the reloads).
-// eshm-bench measures it as the transport minimal_ring (benchmarks/eshm_bench/ring_transports.cc), on the
-// same cores and message sizes as eshm, and reports eshm's ratio to it. It does no validation, blocking or
-// crash recovery: it is a floor, not a library. Each side keeps a private copy of the other side's index and
-// reloads it only when the copy says full/empty.
-//
-// Record format: a u64 length, the payload, then padding up to 8 bytes. A record never wraps: if it does not
-// fit before the end of the data area, the producer writes kPaddingLength there and starts at offset 0.
-// Positions are byte counts that only grow; `capacity` is a power of two.
+// Record: a u64 length, the payload, padding up to 8 bytes. A record never wraps: if it does not fit before
+// the end of the data area, the producer writes kPaddingLength there and starts at offset 0. Positions are
+// byte counts that only grow; `capacity` is a power of two.
 #ifndef ESHM_BENCHMARKS_MINIMAL_RING_H_
 #define ESHM_BENCHMARKS_MINIMAL_RING_H_
 
@@ -24,34 +18,25 @@
 
 namespace eshm_bench {
 
-inline constexpr std::size_t kMinimalLine = 128;  // keep producer and consumer words a prefetch pair apart
-
-// Shared between the two sides; the data area follows it (any 8-aligned address).
+// Shared by the two sides, its words a prefetch pair (128 bytes) apart; the data area follows it (8-aligned).
 struct MinimalRingControl {
-  alignas(kMinimalLine) std::atomic<std::uint64_t> tail;  // written by the producer only
-  alignas(kMinimalLine) std::atomic<std::uint64_t> head;  // written by the consumer only
+  alignas(128) std::atomic<std::uint64_t> tail;  // written by the producer only
+  alignas(128) std::atomic<std::uint64_t> head;  // written by the consumer only
 };
 
 inline constexpr std::uint64_t kMinimalHeaderBytes = 8;
 inline constexpr std::uint64_t kPaddingLength = ~std::uint64_t{0};
 
-constexpr std::uint64_t MinimalRecordBytes(std::uint64_t payload) {
-  return kMinimalHeaderBytes + ((payload + 7) & ~std::uint64_t{7});
-}
-
-// Largest payload that always fits once the ring drains, wherever the wrap falls.
-constexpr std::uint64_t MinimalMaxPayload(std::uint64_t capacity) { return capacity / 2 - kMinimalHeaderBytes; }
-
+constexpr std::uint64_t MinimalRecordBytes(std::uint64_t size) { return kMinimalHeaderBytes + (size + 7) / 8 * 8; }
 
 class MinimalRingProducer {
  public:
   MinimalRingProducer(MinimalRingControl* control, std::byte* data, std::uint64_t capacity)
       : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
 
-  // Zero-copy: room for a message of `size` bytes, or nullptr if the ring is full now (or the message is too
-  // large). Commit publishes it.
+  // Zero-copy: room for a message of `size` bytes, which Commit publishes; nullptr if full now (or too large).
   std::byte* TryClaim(std::size_t size) {
-    if (size > MinimalMaxPayload(capacity_)) return nullptr;
+    if (size > capacity_ / 2 - kMinimalHeaderBytes) return nullptr;  // more might never fit, wherever the wrap falls
     const std::uint64_t record = MinimalRecordBytes(size);
     const std::uint64_t to_end = capacity_ - (tail_ & mask_);
     const std::uint64_t needed = record <= to_end ? record : to_end + record;
@@ -60,11 +45,8 @@ class MinimalRingProducer {
       cached_head_ = control_->head.load(std::memory_order_acquire);
       if (tail_ + needed - cached_head_ > capacity_) return nullptr;
     }
-    claimed_ = tail_;
-    if (record > to_end) {
-      std::memcpy(data_ + (claimed_ & mask_), &kPaddingLength, kMinimalHeaderBytes);
-      claimed_ += to_end;
-    }
+    if (record > to_end) std::memcpy(data_ + (tail_ & mask_), &kPaddingLength, kMinimalHeaderBytes);
+    claimed_ = tail_ + needed - record;  // past the padding, if any
     const std::uint64_t length = size;
     std::byte* at = data_ + (claimed_ & mask_);
     std::memcpy(at, &length, kMinimalHeaderBytes);
@@ -123,8 +105,7 @@ class MinimalRingConsumer {
     control_->head.store(head_, std::memory_order_release);
   }
 
-  // Copies the next message into `buffer` (truncating if it is larger) and sets `*size` to its length.
-  // False if the ring is empty.
+  // Copies the next message into `buffer` (truncated to fit), its length into `*size`; false if empty.
   bool TryRead(std::span<std::byte> buffer, std::size_t* size) {
     std::span<const std::byte> message;
     if (!TryPeek(&message)) return false;

@@ -1,12 +1,10 @@
 // eshm across hosts, measured on one: the child is the master of channel A, the parent the slave of channel
-// B (no master in the parent: see EshmChannelOptions), and two eshm-bridge processes join A and B over
-// tcp://127.0.0.1 (docs/bridge.md): bridge A is A's slave and listens, bridge B is B's master (it creates B)
-// and connects. Every message crosses two rings, two bridges' windows and a TCP connection each way. The
-// Endpoints are the eshm transport's.
-//
-// Prepare starts both bridges; Open waits until each side's channel reports its peer alive, which through a
-// bridge means the far application (Channel::SetRepresentedPeerState): the whole path is up. Cleanup stops
-// the bridges and removes both segments, both state files and the bridges' logs.
+// B (see EshmChannelOptions), and two eshm-bridge processes join A and B over tcp://127.0.0.1 (docs/bridge.md):
+// bridge A is A's slave and listens, bridge B is B's master (it creates B) and connects. Every message crosses
+// two rings, two bridges' windows and a TCP connection each way; the Endpoints are the eshm transport's.
+// Prepare starts both bridges; Open waits until the far application is alive (through a bridge, the channel's
+// peer state is the far end's: Channel::SetRepresentedPeerState), so the whole path is up. Cleanup stops the
+// bridges and removes both segments, both state files and the bridges' logs.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -14,10 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -62,7 +59,7 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::str
   args.push_back(nullptr);
   const pid_t parent = getpid();
   const pid_t pid = fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  if (pid < 0) return ErrnoError("fork");
   if (pid == 0) {
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -109,16 +106,16 @@ class BridgeTransport final : public Transport {
       Bridge& b = bridges_[i];
       const std::string side = i == 0 ? "a" : "b";
       b.channel = absl::StrCat(base, "_b", side);
-      b.state = absl::StrCat("/dev/shm/", base, "_bridge_", side, ".state");
+      const std::string state = absl::StrCat("/dev/shm/", base, "_bridge_", side, ".state");
       b.log = absl::StrCat("/dev/shm/", base, "_bridge_", side, ".log");
-      for (const std::string& path : {eshm::Segment::PathFor(b.channel), b.state, b.log}) {
-        path_slots_.push_back(RegisterCleanupPath(path));
+      for (const std::string& path : {eshm::Segment::PathFor(b.channel), state, b.log}) {
+        files_.emplace_back(path, RegisterCleanupPath(path));
       }
       // The bridges' own channels call a peer unresponsive after 1 s, as the measured ends do (this VM can
       // stall a process for milliseconds). Bridge B creates its channel, with the run's ring size.
       std::vector<std::string> argv = {binary, b.channel, i == 0 ? "--role=slave" : "--role=master",
                                        i == 0 ? "--listen" : "--connect", endpoint,
-                                       absl::StrCat("--state_file=", b.state), "--stale_threshold_ms=1000"};
+                                       absl::StrCat("--state_file=", state), "--stale_threshold_ms=1000"};
       if (i == 1) argv.push_back(absl::StrCat("--ring_bytes=", RingBytesFor(spec)));
       absl::StatusOr<pid_t> pid = Spawn(argv, b.log);
       if (!pid.ok()) return pid.status();
@@ -148,22 +145,18 @@ class BridgeTransport final : public Transport {
     for (Bridge& b : bridges_) {
       Stop(b.pid);
       UnregisterHelperProcess(b.helper_slot);
-    }
-    for (Bridge& b : bridges_) {
-      if (!b.channel.empty()) (void)eshm::Segment::Unlink(b.channel);
-      for (const std::string& path : {b.state, b.log}) {
-        if (!path.empty()) unlink(path.c_str());
-      }
       b = Bridge{};
     }
-    for (const int slot : path_slots_) UnregisterCleanupPath(slot);
-    path_slots_.clear();
+    for (const auto& [path, slot] : files_) {  // once both bridges are stopped
+      unlink(path.c_str());
+      UnregisterCleanupPath(slot);
+    }
+    files_.clear();
   }
 
  private:
   struct Bridge {
     std::string channel;  // A (the child's) or B (the parent's)
-    std::string state;    // its --state_file
     std::string log;      // its stdout and stderr
     pid_t pid = 0;
     int helper_slot = -1;
@@ -177,7 +170,7 @@ class BridgeTransport final : public Transport {
 
   TransportSpec spec_;
   Bridge bridges_[2];
-  std::vector<int> path_slots_;
+  std::vector<std::pair<std::string, int>> files_;  // the bridges' segments, state files and logs, with slots
 };
 
 }  // namespace

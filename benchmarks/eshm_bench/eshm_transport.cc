@@ -15,18 +15,25 @@ namespace {
 class EshmEndpoint final : public PolledEndpoint {
  public:
   // `count_futex`: false where this channel's futex calls are not the connection's (a bridge joins two).
-  EshmEndpoint(std::unique_ptr<eshm::Channel> channel, const TransportSpec& spec, Watchdog& watchdog,
-               bool count_futex, std::vector<std::unique_ptr<eshm::Channel>> idle = {},
-               std::unique_ptr<eshm::WaitSet> set = nullptr)
+  EshmEndpoint(std::unique_ptr<eshm::Channel> channel, const TransportSpec& spec, Watchdog& watchdog, bool count_futex)
       : PolledEndpoint("eshm", spec.wait == Wait::kSpin, watchdog),
         channel_(std::move(channel)),
         count_futex_(count_futex),
-        publish_(spec.eshm_deferred ? eshm::Publish::kDeferred : eshm::Publish::kNow),
-        idle_(std::move(idle)),
-        set_(std::move(set)) {}
-  ~EshmEndpoint() override {
-    set_.reset();
-    channel_->Close();
+        publish_(spec.eshm_deferred ? eshm::Publish::kDeferred : eshm::Publish::kNow) {}
+
+  // From now on receives through a WaitSet (see above) of `n` channels: idle ones named `prefix`1..., then this.
+  absl::Status ReceiveThroughWaitSet(int n, const std::string& prefix, eshm::WaitStrategy wait) {
+    set_ = std::make_unique<eshm::WaitSet>(wait);
+    eshm::ChannelOptions options;
+    options.role = eshm::ChannelRole::kMaster;
+    options.m2s_capacity = options.s2m_capacity = 4096;
+    for (int i = 1; i < n; ++i) {
+      absl::StatusOr<std::unique_ptr<eshm::Channel>> idle = eshm::Channel::Open(absl::StrCat(prefix, i), options);
+      if (!idle.ok()) return idle.status();
+      idle_.push_back(*std::move(idle));
+      if (absl::Status s = set_->Add(idle_.back().get(), eshm::WaitSet::kReadable); !s.ok()) return s;
+    }
+    return set_->Add(channel_.get(), eshm::WaitSet::kReadable);
   }
 
   absl::Status Send(std::span<const std::byte> message) override {
@@ -88,7 +95,7 @@ class EshmEndpoint final : public PolledEndpoint {
   const bool count_futex_;
   const eshm::Publish publish_;
   std::vector<std::unique_ptr<eshm::Channel>> idle_;
-  std::unique_ptr<eshm::WaitSet> set_;  // before channel_ and idle_ close: declared after them
+  std::unique_ptr<eshm::WaitSet> set_;  // destroyed before the channels close: declared after them
   std::vector<eshm::WaitSet::Ready> ready_;
 };
 
@@ -118,24 +125,12 @@ class EshmTransport final : public Transport {
     if (!parent) control.master_ready.value.store(1, std::memory_order_release);
     eshm::Channel* c = channel->get();
     if (!watchdog.SleepUntil([c] { return c->IsRemoteAlive(); })) return watchdog.Error("waiting for the eshm peer");
-    std::vector<std::unique_ptr<eshm::Channel>> idle;
-    std::unique_ptr<eshm::WaitSet> set;
+    auto endpoint = std::make_unique<EshmEndpoint>(*std::move(channel), spec_, watchdog, /*count_futex=*/true);
     if (spec_.eshm_waitset > 0) {
-      set = std::make_unique<eshm::WaitSet>(options.wait);
-      eshm::ChannelOptions idle_options;
-      idle_options.role = eshm::ChannelRole::kMaster;
-      idle_options.m2s_capacity = idle_options.s2m_capacity = 4096;
-      for (int i = 1; i < spec_.eshm_waitset; ++i) {
-        absl::StatusOr<std::unique_ptr<eshm::Channel>> extra =
-            eshm::Channel::Open(absl::StrCat(name_, parent ? "_p" : "_c", i), idle_options);
-        if (!extra.ok()) return extra.status();
-        if (absl::Status s = set->Add(extra->get(), eshm::WaitSet::kReadable); !s.ok()) return s;
-        idle.push_back(*std::move(extra));
-      }
-      if (absl::Status s = set->Add(c, eshm::WaitSet::kReadable); !s.ok()) return s;
+      const std::string prefix = absl::StrCat(name_, parent ? "_p" : "_c");
+      if (absl::Status s = endpoint->ReceiveThroughWaitSet(spec_.eshm_waitset, prefix, options.wait); !s.ok()) return s;
     }
-    return std::make_unique<EshmEndpoint>(*std::move(channel), spec_, watchdog, /*count_futex=*/true, std::move(idle),
-                                          std::move(set));
+    return endpoint;
   }
 
   void Cleanup() override {

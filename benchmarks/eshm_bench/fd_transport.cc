@@ -22,10 +22,6 @@
 namespace eshm_bench {
 namespace {
 
-absl::Status ErrnoError(const std::string& call) {
-  return absl::InternalError(absl::StrCat(call, ": ", std::strerror(errno)));
-}
-
 class FdEndpoint final : public PolledEndpoint {
  public:
   FdEndpoint(int in_fd, int out_fd, bool spin, const char* what, Watchdog& watchdog)
@@ -99,7 +95,6 @@ class FdEndpoint final : public PolledEndpoint {
   std::size_t end_ = 0;
 };
 
-// A pair of pipes (`socket` false) or an AF_UNIX stream socket pair.
 class FdTransport final : public Transport {
  public:
   explicit FdTransport(bool socket) : socket_(socket) {}
@@ -109,25 +104,22 @@ class FdTransport final : public Transport {
   absl::Status Prepare(const TransportSpec& spec) override {
     spin_ = spec.wait == Wait::kSpin;
     int a[2], b[2];
-    if (socket_) {
-      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a) != 0) return ErrnoError("socketpair(AF_UNIX)");
-      fds_ = {a[0], a[0], a[1], a[1]};
-    } else {
-      if (pipe2(a, O_CLOEXEC) != 0) return ErrnoError("pipe2");
+    if (!socket_) {
+      const int flags = O_CLOEXEC | (spin_ ? O_NONBLOCK : 0);
+      if (pipe2(a, flags) != 0) return ErrnoError("pipe2");
       fds_ = {-1, a[1], a[0], -1};  // a: parent -> child (Cleanup closes it if the second pipe fails)
-      if (pipe2(b, O_CLOEXEC) != 0) return ErrnoError("pipe2");
+      if (pipe2(b, flags) != 0) return ErrnoError("pipe2");
       fds_ = {b[0], a[1], a[0], b[1]};  // b: child -> parent
+      return absl::OkStatus();
     }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (spin_ ? SOCK_NONBLOCK : 0), 0, a) != 0) {
+      return ErrnoError("socketpair(AF_UNIX)");
+    }
+    fds_ = {a[0], a[0], a[1], a[1]};
     const timeval slice{0, kSliceMs * 1000};
-    for (const int fd : fds_) {
-      const int flags = fcntl(fd, F_GETFL);
-      if (flags < 0) return ErrnoError("fcntl(F_GETFL)");
-      if (fcntl(fd, F_SETFL, spin_ ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK)) != 0) {
-        return ErrnoError("fcntl(F_SETFL)");
-      }
-      if (socket_ && !spin_ &&
-          (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &slice, sizeof(slice)) != 0 ||
-           setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &slice, sizeof(slice)) != 0)) {
+    for (const int fd : a) {
+      if (!spin_ && (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &slice, sizeof(slice)) != 0 ||
+                     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &slice, sizeof(slice)) != 0)) {
         return ErrnoError("setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)");
       }
     }
@@ -162,7 +154,6 @@ class FdTransport final : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> MakePipeTransport() { return std::make_unique<FdTransport>(/*socket=*/false); }
-std::unique_ptr<Transport> MakeUnixSocketTransport() { return std::make_unique<FdTransport>(/*socket=*/true); }
+std::unique_ptr<Transport> MakeFdTransport(bool socket) { return std::make_unique<FdTransport>(socket); }
 
 }  // namespace eshm_bench

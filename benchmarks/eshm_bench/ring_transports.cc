@@ -1,17 +1,10 @@
-// Ring-level transports, for what the Channel costs on top of the ring and what the ring costs on top of the
-// simplest correct ring:
-//
-//   eshm_ring     eshm's RingProducer/RingConsumer on a Segment, without the Channel (no roles, heartbeat or
-//                 moves), waiting as the eshm transport does.
-//   minimal_ring  the baseline ring of benchmarks/minimal_ring.h (publishes every message; no blocking wait:
-//                 spin only, a blocking run is skipped).
-//
-// Both map their memory before the fork, so parent and child share the pages and neither opens anything.
-#include <sys/mman.h>
-
-#include <cerrno>
-#include <cstring>
-
+// Ring-level transports: eshm_ring, eshm's RingProducer/RingConsumer without the Channel (no roles, heartbeat
+// or moves), waiting as the eshm transport does, for what the Channel costs on top of the ring; minimal_ring,
+// the baseline ring of benchmarks/minimal_ring.h (spin only: a blocking run is skipped), for what the ring costs
+// on top of the simplest correct ring. Both map their memory before the fork, so neither opens anything:
+// eshm_ring a Segment whose name it removes at once (nothing is left behind if the run is killed),
+// minimal_ring an anonymous shared mapping of two rings (parent -> child, then child -> parent), each a
+// control block followed by its data.
 #include "absl/strings/str_cat.h"
 #include "benchmarks/eshm_bench/transport.h"
 #include "benchmarks/minimal_ring.h"
@@ -142,9 +135,6 @@ class MinimalRingEndpoint final : public PolledEndpoint {
   MinimalRingConsumer in_;
 };
 
-// eshm_ring maps a Segment whose name it removes at once (nothing is left behind if the run is killed);
-// minimal_ring an anonymous shared mapping of two rings (parent -> child, then child -> parent), each a
-// control block followed by its data.
 class RingTransport final : public Transport {
  public:
   explicit RingTransport(bool minimal) : minimal_(minimal) {}
@@ -156,10 +146,7 @@ class RingTransport final : public Transport {
     capacity_ = RingBytesFor(spec);
     if (minimal_) {
       if (spec.wait != Wait::kSpin) return absl::UnimplementedError("minimal_ring has no blocking wait (spin only)");
-      void* rings = mmap(nullptr, 2 * Stride(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE,
-                         -1, 0);
-      if (rings == MAP_FAILED) return absl::InternalError(absl::StrCat("mmap: ", std::strerror(errno)));
-      rings_ = static_cast<std::byte*>(rings);
+      if (!rings_.emplace(2 * Stride()).ok()) return ErrnoError("mmap");
       for (int i = 0; i < 2; ++i) new (Ring(i)) MinimalRingControl{};
       return absl::OkStatus();
     }
@@ -178,24 +165,22 @@ class RingTransport final : public Transport {
 
   void Cleanup() override {
     segment_.reset();
-    if (rings_ != nullptr) munmap(rings_, 2 * Stride());
-    rings_ = nullptr;
+    rings_.reset();
   }
 
  private:
   std::size_t Stride() const { return sizeof(MinimalRingControl) + capacity_; }
-  std::byte* Ring(int i) const { return rings_ + static_cast<std::size_t>(i) * Stride(); }
+  std::byte* Ring(int i) const { return rings_->data() + static_cast<std::size_t>(i) * Stride(); }
 
   const bool minimal_;
   TransportSpec spec_;
   std::uint64_t capacity_ = 0;
   std::optional<eshm::Segment> segment_;  // eshm_ring's
-  std::byte* rings_ = nullptr;            // minimal_ring's
+  std::optional<SharedMapping> rings_;    // minimal_ring's
 };
 
 }  // namespace
 
-std::unique_ptr<Transport> MakeEshmRingTransport() { return std::make_unique<RingTransport>(/*minimal=*/false); }
-std::unique_ptr<Transport> MakeMinimalRingTransport() { return std::make_unique<RingTransport>(/*minimal=*/true); }
+std::unique_ptr<Transport> MakeRingTransport(bool minimal) { return std::make_unique<RingTransport>(minimal); }
 
 }  // namespace eshm_bench

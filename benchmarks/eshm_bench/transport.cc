@@ -14,11 +14,22 @@
 
 namespace eshm_bench {
 
+// The transports' factories, each in its transport's file.
+std::unique_ptr<Transport> MakeEshmTransport();
+std::unique_ptr<Transport> MakeRingTransport(bool minimal);  // eshm_ring, minimal_ring
+std::unique_ptr<Transport> MakeFdTransport(bool socket);     // pipe, unix
+std::unique_ptr<Transport> MakeBridgeTransport();
+std::unique_ptr<Transport> MakeZmqTransport();
+
 const char* WaitName(Wait wait) { return wait == Wait::kSpin ? "spin" : "blocking"; }
 
 std::string UniqueName() {
   static int counter = 0;  // the parent names everything before it forks: one thread
   return absl::StrCat("eshmbench_", getpid(), "_", counter++);
+}
+
+absl::Status ErrnoError(const std::string& call) {
+  return absl::InternalError(absl::StrCat(call, ": ", std::strerror(errno)));
 }
 
 std::uint64_t RingBytesFor(const TransportSpec& spec) {
@@ -41,10 +52,8 @@ eshm::ChannelOptions EshmChannelOptions(const TransportSpec& spec, bool parent) 
 
 absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name) {
   if (name == "eshm") return MakeEshmTransport();
-  if (name == "eshm_ring") return MakeEshmRingTransport();
-  if (name == "minimal_ring") return MakeMinimalRingTransport();
-  if (name == "pipe") return MakePipeTransport();
-  if (name == "unix") return MakeUnixSocketTransport();
+  if (name == "eshm_ring" || name == "minimal_ring") return MakeRingTransport(name == "minimal_ring");
+  if (name == "pipe" || name == "unix") return MakeFdTransport(name == "unix");
   if (name == "bridge") return MakeBridgeTransport();
   if (name == "zmq") return MakeZmqTransport();
   return absl::InvalidArgumentError(absl::StrCat(
@@ -55,7 +64,7 @@ std::vector<std::string> NetworkTransportNames() { return {"bridge", "zmq"}; }
 
 absl::StatusOr<int> FreeLoopbackPort() {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  if (fd < 0) return ErrnoError("socket");
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);  // port 0: the kernel picks a free one

@@ -1,12 +1,9 @@
-// A transport: how the two processes of a run exchange length-delimited messages. eshm is measured through
-// its public Channel; the others run the same measurements for comparison: eshm's ring without the Channel
-// and the minimal ring (ring_transports.cc), a pipe pair, an AF_UNIX socket pair, and across hosts over
-// loopback eshm-bridge and ZeroMQ. A transport that cannot run a combination (the minimal ring cannot block)
-// says so with Unimplemented from Prepare, and that combination is skipped.
-//
-// Life of a transport in one run: Prepare() in the parent before the fork (names, fds, queues), Open() in
-// each process after it, Cleanup() in the parent after the child is reaped (and after errors). Every wait
-// inside an Endpoint is bounded by the Watchdog given to Open.
+// A transport: how the two processes of a run exchange length-delimited messages (eshm's Channel, and the
+// others it is compared with: Transport::name). One that cannot run a combination (the minimal ring cannot
+// block) says so with Unimplemented from Prepare, and that combination is skipped. In one run: Prepare() in
+// the parent before the fork (names, fds, queues), Open() in each process after it, Cleanup() in the parent
+// after the child is reaped (and after errors). Every wait inside an Endpoint is bounded by the Watchdog
+// given to Open.
 #ifndef ESHM_BENCHMARKS_ESHM_BENCH_TRANSPORT_H_
 #define ESHM_BENCHMARKS_ESHM_BENCH_TRANSPORT_H_
 
@@ -69,7 +66,8 @@ class Endpoint {
 class Transport {
  public:
   virtual ~Transport() = default;
-  // The name used in flags, tables and JSON: eshm, eshm_ring, minimal_ring, pipe, unix, bridge, zmq.
+  // The name used in flags, tables and JSON: eshm; eshm_ring, minimal_ring (ring_transports.cc); pipe, unix
+  // (fd_transport.cc); across hosts over loopback, bridge (eshm-bridge) and zmq (ZeroMQ).
   virtual std::string name() const = 0;
   virtual absl::Status Prepare(const TransportSpec& spec) = 0;
   // Whether its endpoints can send and receive in place (claim/commit, peek/release).
@@ -86,7 +84,6 @@ using Attempt = std::optional<absl::Status>;
 inline constexpr std::int64_t kSliceMs = 100;
 inline eshm::Deadline Slice() { return eshm::Deadline::TimeoutMs(kSliceMs); }
 
-// Tries from a call's result. Done once `ok`.
 inline Attempt DoneIf(bool ok) { return ok ? Attempt(absl::OkStatus()) : std::nullopt; }
 // A call that waits up to a slice: again if the slice ran out, else its status (and its value into `*out`).
 inline Attempt Sliced(absl::Status status) {
@@ -139,15 +136,6 @@ eshm::ChannelOptions EshmChannelOptions(const TransportSpec& spec, bool parent);
 
 // Transports by name; an error names the unknown or unavailable one.
 absl::StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& name);
-std::unique_ptr<Transport> MakeEshmTransport();
-std::unique_ptr<Transport> MakeEshmRingTransport();
-std::unique_ptr<Transport> MakeMinimalRingTransport();
-std::unique_ptr<Transport> MakePipeTransport();
-std::unique_ptr<Transport> MakeUnixSocketTransport();
-// Across hosts, measured on one: eshm channels joined by a pair of eshm-bridge processes over loopback TCP
-// (bridge_transport.cc), and plain ZeroMQ PAIR sockets between the two processes (zmq_transport.cc).
-std::unique_ptr<Transport> MakeBridgeTransport();
-std::unique_ptr<Transport> MakeZmqTransport();
 // The network comparison --compare=net stands for (not part of all: it needs the bridge binary and TCP).
 std::vector<std::string> NetworkTransportNames();
 
@@ -162,6 +150,9 @@ absl::StatusOr<int> FreeLoopbackPort();
 
 // A name no other run (of this or a concurrent process) uses: "eshmbench_<pid>_<counter>".
 std::string UniqueName();
+
+// InternalError "`call`: strerror(errno)", for a failed system call.
+absl::Status ErrnoError(const std::string& call);
 
 }  // namespace eshm_bench
 

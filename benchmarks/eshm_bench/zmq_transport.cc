@@ -61,7 +61,7 @@ class ZmqEndpoint final : public PolledEndpoint {
 class ZmqTransport final : public Transport {
  public:
   std::string name() const override { return "zmq"; }
-  void Cleanup() override {}
+  void Cleanup() override {}  // each process's endpoint closes its socket and context
 
   absl::Status Prepare(const TransportSpec& spec) override {
     spin_ = spec.wait == Wait::kSpin;
@@ -80,13 +80,9 @@ class ZmqTransport final : public Transport {
     if (!made.ok()) return made;
     // A pingpong's last echo may still be queued when the child closes its socket: linger long enough for
     // it to leave (zmq_ctx_term waits that long at most; 0 would drop it and fail the parent's last receive).
-    const int linger = 5000;
-    const int slice = kSliceMs;
-    if (zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger)) != 0) {
-      return ZmqError(absl::StrCat("setsockopt(ZMQ_LINGER) ", address_));
-    }
-    if (!spin_ && (zmq_setsockopt(socket, ZMQ_SNDTIMEO, &slice, sizeof(slice)) != 0 ||
-                   zmq_setsockopt(socket, ZMQ_RCVTIMEO, &slice, sizeof(slice)) != 0)) {
+    const auto set = [socket](int option, int value) { return zmq_setsockopt(socket, option, &value, sizeof(value)); };
+    if (set(ZMQ_LINGER, 5000) != 0) return ZmqError(absl::StrCat("setsockopt(ZMQ_LINGER) ", address_));
+    if (!spin_ && (set(ZMQ_SNDTIMEO, kSliceMs) != 0 || set(ZMQ_RCVTIMEO, kSliceMs) != 0)) {
       return ZmqError(absl::StrCat("setsockopt(timeouts) ", address_));
     }
     // The parent binds (the port was free in Prepare); the child connects, and ZeroMQ retries until the
