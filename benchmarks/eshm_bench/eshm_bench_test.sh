@@ -201,6 +201,29 @@ run idle --idle=1,3 --idle_s=0.2 --idle_peers
 grep -Eq "^ +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +1/1$" "$WORK/idle.out" || fail "no --idle row for 1 pair"
 grep -Eq "^ +3 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +3/3$" "$WORK/idle.out" || fail "no --idle row for 3 pairs"
 refused --idle=0
+echo "--- --idle with its processes stopped: an error within --timeout_s and the window, not a hang"
+"$BENCH" --idle=1 --idle_peers --idle_s=0.5 --timeout_s=2 >"$WORK/idle_stopped.out" 2>&1 &
+BG=$!
+SIDES=""
+for _ in $(seq 1 200); do  # the two sides, as soon as they are forked
+  SIDES=$(pgrep -P "$BG" | tr '\n' ' ')
+  if [[ $(wc -w <<<"$SIDES") -ge 2 ]]; then break; fi
+  sleep 0.01
+done
+kill -STOP $SIDES 2>/dev/null
+rc=""
+for _ in $(seq 1 150); do  # 15 s; the run must give up after at most 2 + 0.5 + 1 s
+  if ! kill -0 "$BG" 2>/dev/null; then wait "$BG"; rc=$?; break; fi
+  sleep 0.1
+done
+if [[ "$rc" != 1 ]]; then
+  fail "--idle with stopped sides: exit code '$rc' (empty: still running), expected 1"
+  kill -KILL "$BG"
+fi
+said idle_stopped "took over 2 s\|did not report within"
+kill -KILL $SIDES 2>/dev/null
+[[ -z "$(leftovers "$BG")" ]] || fail "--idle with stopped sides: files left in /dev/shm: $(leftovers "$BG")"
+BG=""
 
 echo "--- --help lists the flags"
 HELP="$("$BENCH" --help 2>&1)"

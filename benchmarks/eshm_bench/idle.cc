@@ -155,8 +155,10 @@ absl::StatusOr<IdleResult> MeasureIdle(int channels, double window_s, bool peers
     for (const Side& side : sides) WriteAll(side.go, "g", 1);
     for (std::size_t i = 0; i < sides.size(); ++i) {
       if (i == 1) WriteAll(sides[i].go, "c", 1);  // the masters have reported: the slaves may close
-      if (status.ok() && !ReadWithin(sides[i].ready, &reports[i], sizeof(SideReport), timeout_s + 60)) {
-        status = absl::InternalError("an idle process did not report");
+      // The window, then --timeout_s to close the channels and report.
+      const int report_s = timeout_s + static_cast<int>(window_s) + 1;
+      if (status.ok() && !ReadWithin(sides[i].ready, &reports[i], sizeof(SideReport), report_s)) {
+        status = absl::DeadlineExceededError(absl::StrCat("an idle process did not report within ", report_s, " s"));
       }
     }
   }

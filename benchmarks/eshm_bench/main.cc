@@ -35,6 +35,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "benchmarks/eshm_bench/floors.h"
 #include "benchmarks/eshm_bench/idle.h"
 #include "benchmarks/eshm_bench/peer_transports.h"
@@ -190,8 +191,12 @@ absl::Status ParseTransports(Options& o) {
   char exe_path[4096];
   const ssize_t n = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
   const std::string exe(exe_path, n > 0 ? static_cast<std::size_t>(n) : 0);
-  const std::string tree = exe.substr(0, exe.size() - std::min(exe.size(), sizeof("benchmarks/eshm_bench/eshm-bench")));
-  for (const std::string& libeshm : {absl::StrCat(exe, ".runfiles/eshm/eshm/libeshm.so"), tree + "/eshm/libeshm.so"}) {
+  std::vector<std::string> candidates = {absl::StrCat(exe, ".runfiles/eshm/eshm/libeshm.so")};
+  absl::string_view tree = exe;  // only a tree that holds this binary at its usual place: never a guess
+  if (absl::ConsumeSuffix(&tree, "/benchmarks/eshm_bench/eshm-bench")) {
+    candidates.push_back(absl::StrCat(tree, "/eshm/libeshm.so"));
+  }
+  for (const std::string& libeshm : candidates) {
     if (access(libeshm.c_str(), R_OK) == 0) setenv("ESHM_LIBESHM", libeshm.c_str(), /*overwrite=*/0);
   }
   o.peers = {absl::GetFlag(FLAGS_python), absl::GetFlag(FLAGS_node), absl::GetFlag(FLAGS_node_peer)};
