@@ -121,10 +121,17 @@ run adaptive "${SHORT[@]}" --compare=eshm_ring --mode=stream --wait=blocking --s
 check adaptive --modes=stream --waits=blocking --sizes=64 --transports=eshm,eshm_ring --messages=2000
 said adaptive "futex/msg"
 refused --eshm_wait=never
-echo "--- zero-copy streams: the rings and the Channel in place, the others skipped and said"
-run zero_copy "${SHORT[@]}" --compare=all --zero_copy --mode=stream --wait=spin --sizes=64,65536
-check zero_copy --modes=stream --waits=spin --sizes=64,65536 --transports=eshm,eshm_ring,minimal_ring --messages=2000
+echo "--- zero-copy streams, spin and blocking: the rings and the Channel in place, the others skipped and said"
+run zero_copy "${SHORT[@]}" --compare=all --zero_copy --mode=stream --wait=spin,blocking --sizes=64,65536
+check zero_copy --modes=stream --waits=spin,blocking --sizes=64,65536 --transports=eshm,eshm_ring,minimal_ring \
+  --messages=2000
 said zero_copy "pipe has no zero-copy stream"
+echo "--- deferred publication: every message arrives, in order, also when the sender stops without a full batch"
+run deferred "${SHORT[@]}" --messages=2001 --compare=eshm_ring --eshm_publish=deferred --mode=stream \
+  --wait=spin,blocking --sizes=64,65536
+check deferred --modes=stream --waits=spin,blocking --sizes=64,65536 --transports=eshm,eshm_ring --messages=2001
+refused --eshm_publish=later
+refused --eshm_publish=deferred --mode=pingpong,stream  # a staged ping would wait for the watchdog
 refused --zero_copy --mode=pingpong
 echo "--- pingpong through a WaitSet of 200 channels (past one kernel sleep's 128 words), nothing left behind"
 run waitset "${SHORT[@]}" --mode=pingpong --wait=blocking --sizes=64 --eshm_waitset=200

@@ -86,7 +86,8 @@ ABSL_FLAG(std::string, clock, "tsc", "timestamps: tsc (if invariant and the kern
 ABSL_FLAG(int, timestamp_every, 0,
           "streams: timestamp every Nth message (latency is of those); 0 = every message from 1 KiB, every 16th below");
 ABSL_FLAG(std::string, eshm_publish, "now",
-          "eshm streams: now (every message visible at once) or deferred (batched publication, Flush at the end)");
+          "eshm and eshm_ring streams (--mode=stream): now (every message visible at once) or deferred (batched, "
+          "Flush at the end)");
 ABSL_FLAG(std::string, eshm_wait, "sleep",
           "eshm and eshm_ring blocking waits: sleep (a futex at once) or adaptive (spin, yield, then sleep: the "
           "default of eshm::ChannelOptions); futex/msg counts their system calls");
@@ -264,8 +265,13 @@ absl::StatusOr<Options> ParseOptions() {
   o.transport.eshm_deferred = publish == "deferred";
   o.transport.eshm_adaptive = eshm_wait == "adaptive";
   o.transport.zero_copy = absl::GetFlag(FLAGS_zero_copy);
-  if (o.transport.zero_copy && (o.modes.size() != 1 || o.modes[0] != Mode::kStream)) {
-    return absl::InvalidArgumentError("--zero_copy measures streams: use it with --mode=stream");
+  // Both change how a stream's sender hands messages over; a round trip's ping must be visible at once.
+  const bool streams_only = o.modes.size() == 1 && o.modes[0] == Mode::kStream;
+  for (const auto& [given, flag] : {std::pair{o.transport.zero_copy, "--zero_copy"},
+                                    std::pair{o.transport.eshm_deferred, "--eshm_publish=deferred"}}) {
+    if (given && !streams_only) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, " measures streams: use it with --mode=stream"));
+    }
   }
   o.transport.eshm_waitset = absl::GetFlag(FLAGS_eshm_waitset);
   if (o.transport.eshm_waitset < 0 || o.transport.eshm_waitset > 100'000) {
