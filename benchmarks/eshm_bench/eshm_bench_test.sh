@@ -42,12 +42,13 @@ leftovers() { ls /dev/shm 2>/dev/null | grep -E "^(eshm_)?eshmbench_$1_" || true
 SHORT=(--messages=2000 --warmup_s=0 --repetitions=1 --timeout_s=120)
 TRANSPORTS="eshm,eshm_ring,minimal_ring,pipe,unix"
 
-# run NAME ARGS...: eshm-bench ARGS --json=$WORK/NAME.json, its output in $WORK/NAME.out; it must exit 0 and
-# leave no file in /dev/shm. Its pid stays in $PID.
+# run NAME ARGS...: eshm-bench ARGS --json=$WORK/NAME.json (not with --idle), its output in $WORK/NAME.out; it
+# must exit 0 and leave no file in /dev/shm. Its pid stays in $PID.
 run() {
-  local name=$1 rc
+  local name=$1 rc json="--json=$WORK/$1.json"
   shift
-  "$BENCH" "$@" --json="$WORK/$name.json" >"$WORK/$name.out" 2>&1 &
+  [[ "$*" == *--idle=* ]] && json=()
+  "$BENCH" "$@" "${json[@]}" >"$WORK/$name.out" 2>&1 &
   BG=$!; PID=$BG
   wait "$BG"; rc=$?; BG=""
   [[ $rc -eq 0 ]] || { fail "$name run exited $rc"; cat "$WORK/$name.out"; }
@@ -137,6 +138,9 @@ echo "--- pingpong through a WaitSet of 200 channels (past one kernel sleep's 12
 run waitset "${SHORT[@]}" --mode=pingpong --wait=blocking --sizes=64 --eshm_waitset=200
 check waitset --modes=pingpong --waits=blocking --sizes=64 --transports=eshm --messages=2000
 refused --eshm_waitset=-1
+echo "--- a zero-copy stream through a WaitSet of 3 channels"
+run waitset_zero_copy "${SHORT[@]}" --zero_copy --mode=stream --wait=blocking --sizes=64 --eshm_waitset=3
+check waitset_zero_copy --modes=stream --waits=blocking --sizes=64 --transports=eshm --messages=2000
 
 echo "--- peer transports: a stand-in for python -m eshm.bench speaking the protocol"
 # --python names it: --peer-list, results eshm-bench must turn into rows exactly, a combination it cannot run
@@ -208,6 +212,7 @@ run idle --idle=1,3 --idle_s=0.2 --idle_peers
 grep -Eq "^ +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +1/1$" "$WORK/idle.out" || fail "no --idle row for 1 pair"
 grep -Eq "^ +3 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +3/3$" "$WORK/idle.out" || fail "no --idle row for 3 pairs"
 refused --idle=0
+refused --idle=1 --json=-
 echo "--- --idle with its processes stopped: an error within --timeout_s and the window, not a hang"
 "$BENCH" --idle=1 --idle_peers --idle_s=0.5 --timeout_s=2 >"$WORK/idle_stopped.out" 2>&1 &
 BG=$!

@@ -69,8 +69,13 @@ class EshmEndpoint final : public PolledEndpoint {
 
   absl::Status ReceiveInPlace(absl::FunctionRef<absl::Status(std::span<const std::byte>)> use) override {
     std::span<const std::byte> message;
-    const absl::Status peeked = spin_ ? Poll(true, "TryPeek", [&] { return Done(channel_->TryPeek(&message)); })
-                                      : Poll(false, "Peek", [&] { return Sliced(channel_->Peek(Slice()), &message); });
+    const absl::Status peeked =
+        set_ != nullptr ? Poll(false, "WaitSet::Wait", [&] {
+          if (Attempt done = Done(channel_->TryPeek(&message))) return done;
+          return Waited(set_->Wait(Slice(), &ready_));
+        })
+        : spin_ ? Poll(true, "TryPeek", [&] { return Done(channel_->TryPeek(&message)); })
+                : Poll(false, "Peek", [&] { return Sliced(channel_->Peek(Slice()), &message); });
     if (!peeked.ok()) return peeked;
     if (absl::Status s = use(message); !s.ok()) return s;
     return StatusOf(channel_->Release());

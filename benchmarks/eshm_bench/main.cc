@@ -450,6 +450,10 @@ int MainIdle() {
     }
     counts.push_back(n);
   }
+  if (!absl::GetFlag(FLAGS_json).empty()) {
+    std::fprintf(stderr, "eshm-bench: --idle prints a table and writes no JSON: leave out --json\n");
+    return 2;
+  }
   const double window_s = absl::GetFlag(FLAGS_idle_s);
   if (window_s <= 0) {
     std::fprintf(stderr, "eshm-bench: --idle_s must be positive\n");
