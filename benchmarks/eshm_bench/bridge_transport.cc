@@ -7,7 +7,6 @@
 // bridges and removes both segments, both state files and the bridges' logs.
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,28 +50,13 @@ std::string Tail(const std::string& path) {
   return lines.empty() ? "(empty log)" : absl::StrJoin(lines, " | ");
 }
 
-// Starts `argv` with stdout and stderr into `log`, in a process group of its own; it gets SIGTERM when this
-// process dies however it dies (a signal eshm-bench handles kills it first: RegisterHelperProcess).
+// Starts `argv` with stdout and stderr into `log`; it gets SIGTERM when this process dies however it dies (a
+// signal eshm-bench handles kills it first: RegisterHelperProcess).
 absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& log) {
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) return ErrnoError("fork");
-  if (pid == 0) {
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) _exit(127);  // the parent died before the line above
-    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-      dup2(fd, STDOUT_FILENO);
-      dup2(fd, STDERR_FILENO);
-    }
-    execvp(args[0], args.data());
-    _exit(127);
-  }
-  setpgid(pid, pid);  // also here: whichever runs first, the group exists before a signal needs it
+  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError(absl::StrCat("open ", log));
+  absl::StatusOr<pid_t> pid = StartProgram(argv, fd, SIGTERM);
+  close(fd);
   return pid;
 }
 

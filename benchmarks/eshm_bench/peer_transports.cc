@@ -85,9 +85,9 @@ absl::StatusOr<std::vector<std::string>> PeersUnavailable(const PeerPrograms& pr
     if (!run.ok()) return run.status();
     if (run->exit_code != 0) {
       python_problem = absl::StrCat(programs.python, " -m eshm.bench --peer-list failed (is the eshm package ",
-                                    "importable? --python names the interpreter): ", Tail(run->err));
+                                    "importable? --python names the interpreter): ", Tail(run->output));
     }
-    for (absl::string_view line : absl::StrSplit(run->out, '\n', absl::SkipEmpty())) {
+    for (absl::string_view line : absl::StrSplit(run->output, '\n', absl::SkipEmpty())) {
       const std::vector<std::string> fields = absl::StrSplit(line, '\t');
       if (fields.size() >= 2) python[fields[0]] = fields[1];
     }
@@ -139,8 +139,8 @@ absl::StatusOr<Result> RunPeerOnce(const PeerPrograms& programs, const std::stri
   std::remove(samples.c_str());
   UnregisterCleanupPath(slot);
   if (!run.ok()) return run.status();
-  if (run->exit_code == kUnsupportedExit) return absl::UnimplementedError(Tail(run->err));
-  const absl::string_view line = LastLine(run->out, "messages=");
+  if (run->exit_code == kUnsupportedExit) return absl::UnimplementedError(Tail(run->output));
+  const absl::string_view line = LastLine(run->output, "messages=");
   std::uint64_t messages = 0;
   double seconds = 0;
   const std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
@@ -148,7 +148,7 @@ absl::StatusOr<Result> RunPeerOnce(const PeerPrograms& programs, const std::stri
                                                                      &messages) ||
       !absl::SimpleAtod(absl::StripPrefix(fields[1], "seconds="), &seconds)) {
     return absl::InternalError(absl::StrCat(name, " exited with ", run->exit_code, " and no result line: ",
-                                            Tail(run->err + run->out)));
+                                            Tail(run->output)));
   }
   if (!round_trips.ok()) return round_trips.status();
   if (pingpong && *round_trips != messages) {

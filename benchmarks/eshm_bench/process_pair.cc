@@ -198,74 +198,62 @@ absl::Status RunPair(const PairConfig& config, const SideFn& parent, const SideF
   return absl::OkStatus();
 }
 
-absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int timeout_s) {
-  int out_pipe[2], err_pipe[2];
-  if (pipe2(out_pipe, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
-  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
-    close(out_pipe[0]);
-    close(out_pipe[1]);
-    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
-  }
+absl::StatusOr<pid_t> StartProgram(const std::vector<std::string>& argv, int output_fd, int death_signal) {
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
   std::fflush(stdout);
   std::fflush(stderr);
+  const pid_t parent = getpid();
   const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
   if (pid == 0) {
     RestoreDefaultSignals();
     signal(SIGPIPE, SIG_DFL);
     setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    dup2(out_pipe[1], STDOUT_FILENO);
-    dup2(err_pipe[1], STDERR_FILENO);
+    prctl(PR_SET_PDEATHSIG, death_signal);
+    if (getppid() != parent) _exit(127);  // the parent died before the line above
+    dup2(output_fd, STDOUT_FILENO);
+    dup2(output_fd, STDERR_FILENO);
     execvp(args[0], args.data());
     std::fprintf(stderr, "cannot run %s: %s\n", args[0], std::strerror(errno));
     _exit(127);
   }
-  close(out_pipe[1]);
-  close(err_pipe[1]);
-  if (pid < 0) {
-    close(out_pipe[0]);
-    close(err_pipe[0]);
-    return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
-  }
   setpgid(pid, pid);  // also here: whichever of the two runs first, the group exists before a signal
+  return pid;
+}
+
+absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int timeout_s) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  const absl::StatusOr<pid_t> pid = StartProgram(argv, out[1], SIGKILL);
+  close(out[1]);
+  if (!pid.ok()) {
+    close(out[0]);
+    return pid.status();
+  }
   g_child_is_group = 1;
-  g_child_pid = pid;
+  g_child_pid = *pid;
   ProgramRun run;
-  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-  std::string* sinks[2] = {&run.out, &run.err};
+  // Until the end of the output: the program, and whatever it started, have exited (or closed it).
   const std::int64_t deadline_ns = NowNs() + std::int64_t{timeout_s} * 1'000'000'000;
   bool timed_out = false;
-  for (int open_fds = 2; open_fds > 0;) {
+  for (;;) {
     const std::int64_t left_ms = (deadline_ns - NowNs()) / 1'000'000;
-    if (left_ms <= 0) {
-      timed_out = true;
-      break;
-    }
-    if (poll(fds, 2, static_cast<int>(std::min<std::int64_t>(left_ms, 1000))) < 0 && errno != EINTR) break;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buffer[4096];
-      const ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
-      if (n > 0) {
-        sinks[i]->append(buffer, static_cast<std::size_t>(n));
-      } else if (n == 0 || errno != EINTR) {
-        close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_fds;
-      }
-    }
+    if ((timed_out = left_ms <= 0)) break;
+    pollfd readable = {out[0], POLLIN, 0};
+    if (poll(&readable, 1, static_cast<int>(std::min<std::int64_t>(left_ms, 1000))) <= 0) continue;
+    char buffer[4096];
+    const ssize_t n = read(out[0], buffer, sizeof(buffer));
+    if (n > 0) run.output.append(buffer, static_cast<std::size_t>(n));
+    if (n == 0 || (n < 0 && errno != EINTR)) break;
   }
-  if (timed_out) kill(-pid, SIGKILL);
-  for (const pollfd& fd : fds) {
-    if (fd.fd >= 0) close(fd.fd);
-  }
+  close(out[0]);
+  if (timed_out) kill(-*pid, SIGKILL);
   int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  while (waitpid(*pid, &wstatus, 0) < 0 && errno == EINTR) {
   }
-  kill(-pid, SIGKILL);  // whatever the program left running in its group
+  kill(-*pid, SIGKILL);  // whatever the program left running in its group
   g_child_pid = 0;
   g_child_is_group = 0;
   if (timed_out) {

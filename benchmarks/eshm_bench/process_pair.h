@@ -133,15 +133,18 @@ using SideFn = std::function<absl::Status(RunControl& control, Watchdog& watchdo
 // failed). Returns the first error; `*report` receives the child's report.
 absl::Status RunPair(const PairConfig& config, const SideFn& parent, const SideFn& child, ChildReport* report);
 
-// What a program run by RunProgram printed, and how it ended.
+// Starts `argv` (searched on PATH) in a process group of its own, which the processes it starts join, with its
+// stdout and stderr into `output_fd`; the program gets `death_signal` when this process dies, however it dies.
+absl::StatusOr<pid_t> StartProgram(const std::vector<std::string>& argv, int output_fd, int death_signal);
+
+// What a program run by RunProgram printed (stdout and stderr as they came), and how it ended.
 struct ProgramRun {
   int exit_code = -1;  // -1: killed by a signal
-  std::string out;
-  std::string err;
+  std::string output;
 };
 
-// Runs `argv` (searched on PATH) in a process group of its own, which the processes it starts join, and
-// captures its output. The group is killed at the deadline (an error) and by SIGINT, SIGTERM and SIGHUP.
+// Runs `argv` with StartProgram and captures its output. The group is killed when the program ends (what it
+// left running), at the deadline (an error) and by SIGINT, SIGTERM and SIGHUP.
 absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int timeout_s);
 
 // Pins the calling process to `cpu`; the CPUs it may run on (sched_getaffinity), ascending.
