@@ -7,8 +7,6 @@
 // bridges and removes both segments, both state files and the bridges' logs.
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -58,20 +56,6 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::str
   absl::StatusOr<pid_t> pid = StartProgram(argv, fd, SIGTERM);
   close(fd);
   return pid;
-}
-
-// Stops a bridge: SIGTERM (it stops cleanly), SIGKILL (its group too) after a second.
-void Stop(pid_t pid) {
-  if (pid <= 0) return;
-  kill(pid, SIGTERM);
-  for (int i = 0; i < 100; ++i) {
-    if (waitpid(pid, nullptr, WNOHANG) == pid) return;
-    const timespec ten_ms{0, 10'000'000};
-    nanosleep(&ten_ms, nullptr);
-  }
-  kill(-pid, SIGKILL);
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
 }
 
 class BridgeTransport final : public Transport {
@@ -127,7 +111,7 @@ class BridgeTransport final : public Transport {
 
   void Cleanup() override {
     for (Bridge& b : bridges_) {
-      Stop(b.pid);
+      if (b.pid > 0) StopGroup(b.pid);  // it stops cleanly on SIGTERM
       UnregisterHelperProcess(b.helper_slot);
       b = Bridge{};
     }

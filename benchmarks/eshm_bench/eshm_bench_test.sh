@@ -237,6 +237,15 @@ kill -KILL $SIDES 2>/dev/null
 [[ -z "$(leftovers "$BG")" ]] || fail "--idle with stopped sides: files left in /dev/shm: $(leftovers "$BG")"
 BG=""
 
+echo "--- runs longer than --timeout_s are stopped at it"
+START=$SECONDS
+"$BENCH" --mode=pingpong,stream --wait=spin --sizes=64 --duration_s=30 --floor_duration_s=0.05 --warmup_s=0 \
+  --repetitions=1 --timeout_s=2 >"$WORK/overrun.out" 2>&1; rc=$?
+[[ $rc -eq 1 ]] || fail "runs longer than --timeout_s: exit $rc, expected 1"
+[[ $(grep -c "^FAILED: eshm .*timed out (see --timeout_s)" "$WORK/overrun.out") -eq 2 ]] || fail "overrun runs not reported"
+# Two 2 s runs; the backstop behind the watchdog (--timeout_s + 10 s a run) would take 24 s.
+(( SECONDS - START < 20 )) || fail "runs longer than --timeout_s took $((SECONDS - START)) s to stop"
+
 echo "--- --help lists the flags"
 HELP="$("$BENCH" --help 2>&1)"
 for flag in --mode --sizes --wait --compare --json --quick --python --idle; do

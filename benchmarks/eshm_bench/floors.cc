@@ -64,6 +64,7 @@ absl::StatusOr<Floor> MeasurePingPong(Floor floor, const LoadSpec& load, const P
     std::uint64_t last = Clock::Ticks();
     plan.Start(last);
     for (std::uint64_t i = 1;; ++i) {
+      if (watchdog.Overran(i)) return watchdog.Error(floor.name);
       const LoadPlan::Step step = plan.Next(last);
       // release: pairs with the child's acquire load; the child stops after round trip `i`.
       if (step == LoadPlan::Step::kLast) control.total.value.store(i, std::memory_order_release);

@@ -3,7 +3,7 @@
 // eshm-bench's node_eshm transport: the eshm Node package (node/, koffi over $ESHM_LIBESHM or the loader's
 // libeshm.so), synchronous write()/read(), with the protocol of `python -m eshm.bench --peer` (python/eshm/bench.py):
 //   node node_peer.js --peer=node_eshm --mode=stream|pingpong --wait=spin|blocking --size=BYTES
-//       --warmup_s=S --duration_s=S [--messages=N] [--eshm_wait=sleep|adaptive] [--cpus=A,B] --samples=PATH
+//       --warmup_s=S --duration_s=S [--messages=N] [--eshm_wait=sleep|adaptive] [--cpus=A,B] --samples=PATH [--name=N]
 // This process, the parent (the master: the stream's writer, the round trips' client), starts the child (--side=child,
 // pinned to B by taskset); the last line on stdout is `messages=N seconds=S`; round trips (ns, uint64) go to PATH.
 
@@ -33,7 +33,7 @@ function parse(argv) {
 }
 
 async function parent(o) {
-  const name = `eshmbench_node_${process.pid}_${Date.now() % 1e9}`;
+  const name = o.name || `eshmbench_node_${process.pid}_${Date.now() % 1e9}`;
   let capacity = 1 << 20; // as eshm-bench's ring transports: at least 1 MiB, four of the largest message, 2^n
   while (capacity < 4 * (o.size + 64)) capacity *= 2;
   const ch = Channel.open(name, { role: Role.MASTER, m2sCapacity: capacity, s2mCapacity: capacity, ...o.waits });

@@ -23,6 +23,7 @@
 #include "benchmarks/eshm_bench/histogram.h"
 #include "benchmarks/eshm_bench/timing.h"
 #include "benchmarks/eshm_bench/transport.h"
+#include "eshm/segment.h"
 
 namespace eshm_bench {
 namespace {
@@ -118,6 +119,9 @@ absl::StatusOr<Result> RunPeerOnce(const PeerPrograms& programs, const std::stri
         absl::StrCat(name, " measures its own calls: no --zero_copy, --eshm_publish=deferred or --eshm_waitset"));
   }
   const bool pingpong = spec.mode == Mode::kPingPong;
+  // The peer's channel has a name of this run, so that it can be removed here if the peer is stopped mid-run.
+  const std::string channel = UniqueName();
+  const std::string segment = eshm::Segment::PathFor(channel);
   const char* tmp = std::getenv("TMPDIR");
   const std::string samples =
       absl::StrCat(tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp", "/", UniqueName(), ".samples");
@@ -128,16 +132,16 @@ absl::StatusOr<Result> RunPeerOnce(const PeerPrograms& programs, const std::stri
                            absl::StrCat("--duration_s=", spec.load.duration_s),
                            absl::StrCat("--messages=", spec.load.messages),
                            absl::StrCat("--eshm_wait=", spec.transport.eshm_adaptive ? "adaptive" : "sleep"),
-                           absl::StrCat("--samples=", samples)});
+                           absl::StrCat("--samples=", samples), absl::StrCat("--name=", channel)});
   if (pair.pinned) argv.push_back(absl::StrCat("--cpus=", pair.parent_cpu, ",", pair.child_cpu));
-  const int slot = RegisterCleanupPath(samples);
+  const int slots[] = {RegisterCleanupPath(samples), RegisterCleanupPath(segment)};
   const CpuMeter meter;
   absl::StatusOr<ProgramRun> run = RunProgram(argv, pair.timeout_s);
   const double others_cores = meter.OthersCores();
   auto latency = std::make_unique<Histogram>();
   absl::StatusOr<std::uint64_t> round_trips = pingpong ? ReadSamples(samples, *latency) : std::uint64_t{0};
-  std::remove(samples.c_str());
-  UnregisterCleanupPath(slot);
+  for (const std::string& path : {samples, segment}) std::remove(path.c_str());  // the segment: if stopped
+  for (const int slot : slots) UnregisterCleanupPath(slot);
   if (!run.ok()) return run.status();
   if (run->exit_code == kUnsupportedExit) return absl::UnimplementedError(Tail(run->output));
   const absl::string_view line = LastLine(run->output, "messages=");

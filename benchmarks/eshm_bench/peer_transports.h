@@ -5,10 +5,12 @@
 // tables and the JSON) and turns what it reports into a Result.
 //
 // The protocol, for each run: PROGRAM --peer=NAME --mode=stream|pingpong --wait=spin|blocking --size=BYTES
-// --warmup_s=S --duration_s=S --messages=N --eshm_wait=sleep|adaptive [--cpus=A,B] --samples=PATH. The last
-// line on its stdout is `messages=N seconds=S` (stream: messages the reader counted over its own time, equal
-// to what the writer sent; pingpong: round trips, whose nanoseconds it wrote to PATH as native unsigned
-// 64-bit integers). Exit status 3: the transport cannot run this combination (stderr says why).
+// --warmup_s=S --duration_s=S --messages=N --eshm_wait=sleep|adaptive [--cpus=A,B] --samples=PATH --name=NAME.
+// NAME names its channels and files (eshm-bench removes the eshm segment NAME itself if the run is stopped);
+// SIGTERM asks it to remove what it created and exit. The last line on its stdout is `messages=N seconds=S`
+// (stream: messages the reader counted over its own time, equal to what the writer sent; pingpong: round
+// trips, whose nanoseconds it wrote to PATH as native unsigned 64-bit integers). Exit status 3: the transport
+// cannot run this combination (stderr says why).
 #ifndef ESHM_BENCHMARKS_ESHM_BENCH_PEER_TRANSPORTS_H_
 #define ESHM_BENCHMARKS_ESHM_BENCH_PEER_TRANSPORTS_H_
 

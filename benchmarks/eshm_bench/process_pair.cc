@@ -7,6 +7,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,19 +31,31 @@ char g_cleanup_paths[kCleanupSlots][256] = {};
 constexpr int kHelperSlots = 4;
 volatile sig_atomic_t g_helper_pids[kHelperSlots] = {};  // each leads a process group; 0 = free slot
 
+}  // namespace
+
+void StopGroup(pid_t pid) {
+  kill(-pid, SIGTERM);
+  for (int i = 0; i < 200 && waitpid(pid, nullptr, WNOHANG) == 0; ++i) {
+    const timespec ten_ms{0, 10'000'000};
+    nanosleep(&ten_ms, nullptr);
+  }
+  kill(-pid, SIGKILL);
+  waitpid(pid, nullptr, 0);  // if the loop has not reaped it
+}
+
+namespace {
+
 void OnFatalSignal(int signal_number) {
   const pid_t child = g_child_pid;
-  if (child > 0) {
-    kill(g_child_is_group ? -child : child, SIGKILL);
+  if (child > 0 && g_child_is_group) {
+    StopGroup(child);  // a program: it removes what it created
+  } else if (child > 0) {
+    kill(child, SIGKILL);  // the pair's child: its names are registered here
     waitpid(child, nullptr, 0);  // reap it: an orphaned zombie would be left to init
   }
   // Helpers too, and before the names go: a helper holding a master role would re-create its removed name.
   for (const auto& helper : g_helper_pids) {
-    const pid_t pid = helper;
-    if (pid > 0) {
-      kill(-pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
+    if (helper > 0) StopGroup(helper);
   }
   static const char kMessage[] = "\neshm-bench: stopped by a signal; child killed, segments removed\n";
   if (write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1) < 0) {
@@ -248,12 +261,15 @@ absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int 
     if (n > 0) run.output.append(buffer, static_cast<std::size_t>(n));
     if (n == 0 || (n < 0 && errno != EINTR)) break;
   }
-  close(out[0]);
-  if (timed_out) kill(-*pid, SIGKILL);
   int wstatus = 0;
-  while (waitpid(*pid, &wstatus, 0) < 0 && errno == EINTR) {
+  if (timed_out) {
+    StopGroup(*pid);
+  } else {
+    while (waitpid(*pid, &wstatus, 0) < 0 && errno == EINTR) {
+    }
+    kill(-*pid, SIGKILL);  // whatever the program left running in its group
   }
-  kill(-*pid, SIGKILL);  // whatever the program left running in its group
+  close(out[0]);
   g_child_pid = 0;
   g_child_is_group = 0;
   if (timed_out) {

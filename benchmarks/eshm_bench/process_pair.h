@@ -92,6 +92,8 @@ class Watchdog {
   }
   // For waits that sleep in slices: reads the clock now, checks the peer at most every 10 ms.
   bool ExpiredNow();
+  // For a measured loop that never waits long (a run longer than --timeout_s): looks every 4096th message.
+  bool Overran(std::uint64_t message) { return (message & 0xfff) == 0 && ExpiredNow(); }
   absl::Status Error(const std::string& what) const;
 
   // Spins until `ready()`; false if the watchdog fires first.
@@ -137,6 +139,10 @@ absl::Status RunPair(const PairConfig& config, const SideFn& parent, const SideF
 // stdout and stderr into `output_fd`; the program gets `death_signal` when this process dies, however it dies.
 absl::StatusOr<pid_t> StartProgram(const std::vector<std::string>& argv, int output_fd, int death_signal);
 
+// Stops the process group `pid` leads: SIGTERM (a program then removes what it created, as eshm-bridge and the
+// peers do), SIGKILL to the group if its leader has not exited within 2 s; reaps the leader. Async-signal-safe.
+void StopGroup(pid_t pid);
+
 // What a program run by RunProgram printed (stdout and stderr as they came), and how it ended.
 struct ProgramRun {
   int exit_code = -1;  // -1: killed by a signal
@@ -144,7 +150,7 @@ struct ProgramRun {
 };
 
 // Runs `argv` with StartProgram and captures its output. The group is killed when the program ends (what it
-// left running), at the deadline (an error) and by SIGINT, SIGTERM and SIGHUP.
+// left running), and stopped (StopGroup) at the deadline (an error) and by SIGINT, SIGTERM and SIGHUP.
 absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int timeout_s);
 
 // Pins the calling process to `cpu`; the CPUs it may run on (sched_getaffinity), ascending.
@@ -161,9 +167,9 @@ void UnregisterCleanupPath(int slot);
 int RegisterHelperProcess(pid_t pid);
 void UnregisterHelperProcess(int slot);
 
-// SIGINT, SIGTERM, SIGHUP and SIGALRM kill and reap the child and the helpers, remove registered files and
-// exit 128+signal;
-// SIGPIPE is ignored (a dead peer's pipe reports EPIPE instead).
+// SIGINT, SIGTERM, SIGHUP and SIGALRM kill and reap the pair's child, stop RunProgram's program and the helpers
+// (StopGroup), remove registered files and exit 128+signal; SIGPIPE is ignored (a dead peer's pipe reports
+// EPIPE instead).
 void InstallSignalHandlers();
 
 }  // namespace eshm_bench

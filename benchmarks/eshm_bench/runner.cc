@@ -110,6 +110,7 @@ absl::Status PingPongParent(Transport& transport, const RunSpec& spec, RunContro
   plan.Start(last);
   std::uint64_t i = 0;
   for (;; ++i) {
+    if (watchdog.Overran(i)) return watchdog.Error("the run");
     const LoadPlan::Step step = plan.Next(last);
     if (step != LoadPlan::Step::kWarmup && timed.start_ticks == 0) timed.start_ticks = last;
     // release: pairs with IsLast in the child; stored before the last ping is sent.
@@ -157,6 +158,7 @@ absl::Status StreamParent(Transport& transport, const RunSpec& spec, RunControl&
   bool timing = false;
   std::uint64_t i = 0;
   for (;; ++i) {
+    if (watchdog.Overran(i)) return watchdog.Error("the run");
     // Between samples the plan sees the last clock reading: a run may end up to `every` messages late.
     const bool periodic = i % every == 0;
     if (periodic) now = Clock::Ticks();

@@ -4,11 +4,13 @@ Without --peer, execs eshm-bench (--eshm-bench=PATH, $ESHM_BENCH, on PATH, Bazel
 bazel-bin's) with this interpreter's transports (--compare=python unless given); --peer-list prints each transport,
 `ok` or why it cannot run here, and what it measures. eshm-bench runs one (peer_transports.cc) as `python -m
 eshm.bench --peer=NAME --mode=stream|pingpong --wait=spin|blocking --size=BYTES --warmup_s=S --duration_s=S
-[--messages=N] [--eshm_wait=sleep|adaptive] [--cpus=A,B] --samples=PATH`: it forks the second process, runs both
-sides and prints `messages=N seconds=S` last. stream: the parent writes for warmup_s, a marker, for duration_s (or
-N messages), an end marker; the child counts the messages between the markers over its own time (the counts must
-agree, every message must have its size). pingpong: the child echoes; each round trip's nanoseconds go to PATH
-(uint64, native order). Exit status 3: this transport cannot run this combination (why, on stderr).
+[--messages=N] [--eshm_wait=sleep|adaptive] [--cpus=A,B] --samples=PATH [--name=NAME]`: it forks the second process,
+runs both sides and prints `messages=N seconds=S` last. NAME (default: one of its own) names its channels and files;
+on SIGTERM both processes close their ends, removing what they created, and exit. stream: the parent writes for
+warmup_s, a marker, for duration_s (or N messages), an end marker; the child counts the messages between the markers
+over its own time (the counts must agree, every message must have its size). pingpong: the child echoes; each round
+trip's nanoseconds go to PATH (uint64, native order). Exit status 3: this transport cannot run this combination
+(why, on stderr).
 """
 
 import argparse
@@ -19,6 +21,7 @@ import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -483,7 +486,7 @@ def run_peer(o):
     to_parent, to_child = multiprocessing.Pipe()
     pid = os.fork()
     if pid == 0:  # the child: opens its end, says so, runs its side, reports, waits until the parent is done
-        code = 1
+        code, end = 1, None
         try:
             if o.cpus:
                 os.sched_setaffinity(0, {o.cpus[1]})
@@ -491,12 +494,15 @@ def run_peer(o):
             to_parent.send(("ok", None))
             to_parent.send(("ok", child_side(end, o)))
             to_parent.poll(60)
-            end.close()
             code = 0
         except BaseException as e:  # reported to the parent, which fails the run
             to_parent.send(("error", f"{type(e).__name__}: {e}"))
         finally:
-            os._exit(code)
+            try:
+                if end is not None:
+                    end.close()
+            finally:
+                os._exit(code)
     def from_child(timeout_s, late):
         status, value = to_child.recv() if to_child.poll(timeout_s) else ("error", f"{late} within {timeout_s} s")
         if status != "ok":
@@ -536,6 +542,7 @@ def _parse_peer(argv):
     ap.add_argument("--eshm_wait", choices=["sleep", "adaptive"], default="sleep", help="eshm's blocking waits")
     ap.add_argument("--cpus", type=lambda s: [int(c) for c in s.split(",")], help="A,B: parent on A, child on B")
     ap.add_argument("--samples", help="pingpong: where the round trips go")
+    ap.add_argument("--name", help="of the run's channels and files (default: one of this process)")
     o = ap.parse_args(argv)
     if o.cpus and len(o.cpus) != 2:
         ap.error("--cpus takes two CPU numbers: A,B")
@@ -546,7 +553,7 @@ def _parse_peer(argv):
     # What transports and sides share: a name, eshm's rings as eshm-bench's C++ transports' (at least 1 MiB, four
     # of the largest message, a power of two), the other queues' depth, (seconds, messages or 0, marker) of the
     # warm-up and the measured phase.
-    o.name = f"eshmbench_py_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    o.name = o.name or f"eshmbench_py_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     o.ring_bytes = 1 << (max(1 << 20, 4 * (o.size + 64)) - 1).bit_length()
     o.in_flight = max(16, IN_FLIGHT_BYTES // (o.size + 64))
     o.phases = ((o.warmup_s, 0, _WARM_END), (o.duration_s, o.messages, _END))
@@ -561,6 +568,8 @@ def main(argv=None):
         return 0
     if any(a.startswith("--peer") for a in argv):
         o = _parse_peer(argv)
+        # SIGTERM (eshm-bench stopping the run) unwinds both processes through their ends' close().
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         reason = unavailable_reason(o.peer, o)
         if reason:
             print(reason, file=sys.stderr)

@@ -7,8 +7,10 @@ import array
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -187,6 +189,51 @@ def test_eshm_bench_gives_the_peers_the_libeshm_built_beside_it(tmp_path):
     rows = {(r["transport"], r["mode"]) for r in json.loads((tmp_path / "bench.json").read_text())["results"]}
     assert ("py_ctypes", "stream") in rows, done.stdout
     assert not _leftovers()
+
+
+def _files_of(pid, tmp_path):
+    """What a run of eshm-bench with process id `pid` could leave: its names in /dev/shm (eshm segments, samples),
+    and any file in `tmp_path`, the run's $TMPDIR (a zmq peer's socket file)."""
+    return sorted(f for f in os.listdir("/dev/shm") if f"eshmbench_{pid}_" in f or "eshmbench_py_" in f) + \
+        sorted(os.listdir(tmp_path))
+
+
+@pytest.mark.parametrize("stop", ["timeout", "SIGINT"])
+def test_a_peer_stopped_mid_run_leaves_no_file(tmp_path, stop):
+    """A Python peer run stopped by --timeout_s, or eshm-bench stopped by SIGINT while a peer runs: the peer's
+    eshm segment and its zmq socket file are removed, whatever the peer was doing."""
+    tool = _eshm_bench()
+    if tool is None:
+        pytest.skip("eshm-bench is not built beside the tests (bazel test //python:bench_test has it)")
+    transports = _runnable(["py_eshm", "py_zmq"])
+    work = tmp_path / "tmp"
+    work.mkdir()
+    # 30 s runs stopped after 3 s: the eshm run by the watchdog, then each peer's run.
+    proc = subprocess.Popen(
+        PEER + [f"--eshm-bench={tool}", f"--compare={','.join(transports)}", "--mode=pingpong", "--wait=blocking",
+                "--sizes=64", "--duration_s=30", "--floor_duration_s=0.01", "--warmup_s=0", "--repetitions=1",
+                "--timeout_s=3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(work)})
+    try:
+        if stop == "SIGINT":  # once the first peer's segment is there (the eshm run's is eshmbench_<pid>_0)
+            for _ in range(300):
+                if any(f.startswith("eshm_") and f != f"eshm_eshmbench_{proc.pid}_0" for f in _files_of(proc.pid, work)):
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the peer's run never started")
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == (130 if stop == "SIGINT" else 1), out
+    if stop == "timeout":
+        for transport in transports:
+            assert f"FAILED: {transport} pingpong blocking 64 B" in out and "did not finish within 3 s" in out, out
+    assert _files_of(proc.pid, work) == [], out
 
 
 def test_the_front_end_says_how_to_get_eshm_bench(tmp_path):
