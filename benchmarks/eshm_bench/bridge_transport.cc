@@ -51,7 +51,7 @@ std::string Tail(const std::string& path) {
 // Starts `argv` with stdout and stderr into `log`; it gets SIGTERM when this process dies however it dies (a
 // signal eshm-bench handles kills it first: RegisterHelperProcess).
 absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& log) {
-  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError(absl::StrCat("open ", log));
   absl::StatusOr<pid_t> pid = StartProgram(argv, fd, SIGTERM);
   close(fd);

@@ -202,6 +202,16 @@ alive() { [[ -n "$(ps -o stat= -p "$1" 2>/dev/null | grep -v Z)" ]]; }  # a kill
 for child in $(cat "$HUNG_CHILDREN"); do
   if alive "$child"; then fail "the hanging peer's child $child survived"; kill -KILL "$child"; fi
 done
+echo "--- links planted at the names a run would use without its random part are never followed"
+mkdir -p "$WORK/tmp"
+echo original >"$WORK/target"
+# bash -c execs eshm-bench: its pid, $$, is known before it starts.
+PLANT='for i in $(seq 0 30); do ln -s "$1" "$2/eshmbench_$$_$i.samples"; done; shift 2; exec "$@"'
+TMPDIR="$WORK/tmp" bash -c "$PLANT" \
+  _ "$WORK/target" "$WORK/tmp" "$BENCH" "${SHORT[@]}" --python="$FAKE" --compare=py_eshm --mode=pingpong --wait=spin \
+  --sizes=64 >"$WORK/planted.out" 2>&1 || { fail "the run beside planted links failed"; cat "$WORK/planted.out"; }
+[[ "$(cat "$WORK/target")" == original ]] || fail "a planted link was followed: the file it names was overwritten"
+[[ -z "$(find "$WORK/tmp" -type f)" ]] || fail "files left in \$TMPDIR: $(find "$WORK/tmp" -type f)"
 "$BENCH" --python=/nonexistent/python3 --compare=py_eshm >"$WORK/nopython.out" 2>&1; rc=$?
 [[ $rc -eq 0 ]] || fail "a missing interpreter failed the run ($rc) instead of skipping its transports"
 grep -q "unavailable: py_eshm: /nonexistent/python3 -m eshm.bench --peer-list failed" "$WORK/nopython.out" ||
@@ -242,7 +252,8 @@ START=$SECONDS
 "$BENCH" --mode=pingpong,stream --wait=spin --sizes=64 --duration_s=30 --floor_duration_s=0.05 --warmup_s=0 \
   --repetitions=1 --timeout_s=2 >"$WORK/overrun.out" 2>&1; rc=$?
 [[ $rc -eq 1 ]] || fail "runs longer than --timeout_s: exit $rc, expected 1"
-[[ $(grep -c "^FAILED: eshm .*timed out (see --timeout_s)" "$WORK/overrun.out") -eq 2 ]] || fail "overrun runs not reported"
+[[ $(grep -c "^FAILED: eshm .*timed out (see --timeout_s)" "$WORK/overrun.out") -eq 2 ]] ||
+  fail "overrun runs not reported"
 # Two 2 s runs; the backstop behind the watchdog (--timeout_s + 10 s a run) would take 24 s.
 (( SECONDS - START < 20 )) || fail "runs longer than --timeout_s took $((SECONDS - START)) s to stop"
 

@@ -1,5 +1,6 @@
 #include "benchmarks/eshm_bench/peer_transports.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -134,6 +135,10 @@ absl::StatusOr<Result> RunPeerOnce(const PeerPrograms& programs, const std::stri
                            absl::StrCat("--eshm_wait=", spec.transport.eshm_adaptive ? "adaptive" : "sleep"),
                            absl::StrCat("--samples=", samples), absl::StrCat("--name=", channel)});
   if (pair.pinned) argv.push_back(absl::StrCat("--cpus=", pair.parent_cpu, ",", pair.child_cpu));
+  // Created here, never through a link someone planted: the peer then writes into this file.
+  const int fd = open(samples.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError(absl::StrCat("creating ", samples));
+  close(fd);
   const int slots[] = {RegisterCleanupPath(samples), RegisterCleanupPath(segment)};
   const CpuMeter meter;
   absl::StatusOr<ProgramRun> run = RunProgram(argv, pair.timeout_s);

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +12,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "benchmarks/eshm_bench/timing.h"
 
 namespace eshm_bench {
 
@@ -24,8 +27,14 @@ std::unique_ptr<Transport> MakeZmqTransport();
 const char* WaitName(Wait wait) { return wait == Wait::kSpin ? "spin" : "blocking"; }
 
 std::string UniqueName() {
+  // The random part: /dev/shm and the temporary directory are shared, and nobody may plant a file or a link at
+  // a name a run is going to use.
+  static const std::uint32_t tag = [] {
+    std::uint32_t t = 0;
+    return getrandom(&t, sizeof(t), 0) == sizeof(t) ? t : static_cast<std::uint32_t>(Clock::MonotonicNs());
+  }();
   static int counter = 0;  // the parent names everything before it forks: one thread
-  return absl::StrCat("eshmbench_", getpid(), "_", counter++);
+  return absl::StrFormat("eshmbench_%d_%08x_%d", getpid(), tag, counter++);
 }
 
 absl::Status ErrnoError(const std::string& call) {

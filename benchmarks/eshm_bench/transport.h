@@ -148,7 +148,8 @@ std::unique_ptr<Endpoint> MakeEshmChannelEndpoint(std::unique_ptr<eshm::Channel>
 // another process starts.
 absl::StatusOr<int> FreeLoopbackPort();
 
-// A name no other run (of this or a concurrent process) uses: "eshmbench_<pid>_<counter>".
+// A name no other run (of this or a concurrent process) uses, and nobody can guess:
+// "eshmbench_<pid>_<random, 8 hex digits>_<counter>".
 std::string UniqueName();
 
 // InternalError "`call`: strerror(errno)", for a failed system call.
