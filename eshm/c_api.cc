@@ -274,6 +274,12 @@ eshm::Deadline DeadlineFor(int timeout_ms) {
   return timeout_ms < 0 ? eshm::Deadline::Infinite() : eshm::Deadline::AfterMs(timeout_ms);
 }
 
+// eshm_write's and eshm_read's one budget: started by the first wait (for the side, else in the channel), so
+// a call that waits for neither never reads the clock, and one that waits for both waits timeout_ms in all.
+eshm::Deadline TimeoutFor(int timeout_ms) {
+  return timeout_ms < 0 ? eshm::Deadline::Infinite() : eshm::Deadline::TimeoutMs(timeout_ms);
+}
+
 int FailClosedMeanwhile(const char* function) {
   return Failf(ESHM_ERROR_CLOSED, "%s: the handle is being closed (eshm_close was called on another thread)",
                function);
@@ -687,14 +693,16 @@ int eshm_write(eshm_handle* handle, const void* data, size_t len, int timeout_ms
     if (int rc = CheckWriteArgs(kFn, handle, data, len); rc != ESHM_SUCCESS) return rc;
     if (int rc = CheckTimeout(kFn, timeout_ms); rc != ESHM_SUCCESS) return rc;
     SideGuard side(handle, handle->writer);
+    eshm::Deadline deadline = TimeoutFor(timeout_ms);
     if (!side.TryTake()) {
-      if (int rc = side.Take(kFn, DeadlineFor(timeout_ms), "write"); rc != ESHM_SUCCESS) return rc;
+      deadline = deadline.Started();
+      if (int rc = side.Take(kFn, deadline, "write"); rc != ESHM_SUCCESS) return rc;
     }
     if (handle->closing.load(std::memory_order_acquire)) return FailClosedMeanwhile(kFn);
     eshm::Channel& ch = *handle->channel;
-    // The common case first, without reading the clock: there is room.
+    // The common case first: there is room.
     if (ch.TryWrite(Bytes(data, len)) == eshm::IoResult::kOk) return ESHM_SUCCESS;
-    const absl::Status status = ch.Write(Bytes(data, len), DeadlineFor(timeout_ms));
+    const absl::Status status = ch.Write(Bytes(data, len), deadline);
     if (status.ok()) return ESHM_SUCCESS;
     return FailBlocked(kFn, handle, status, Operation::kWrite);
   });
@@ -724,16 +732,18 @@ int eshm_read(eshm_handle* handle, void* buf, size_t cap, size_t* out_len, int t
     *out_len = 0;
     if (int rc = CheckTimeout(kFn, timeout_ms); rc != ESHM_SUCCESS) return rc;
     SideGuard side(handle, handle->reader);
+    eshm::Deadline deadline = TimeoutFor(timeout_ms);
     if (!side.TryTake()) {
-      if (int rc = side.Take(kFn, DeadlineFor(timeout_ms), "read"); rc != ESHM_SUCCESS) return rc;
+      deadline = deadline.Started();
+      if (int rc = side.Take(kFn, deadline, "read"); rc != ESHM_SUCCESS) return rc;
     }
     if (handle->closing.load(std::memory_order_acquire)) return FailClosedMeanwhile(kFn);
     eshm::Channel& ch = *handle->channel;
     std::size_t size = 0;
-    // The common case first, without reading the clock: a message is queued.
+    // The common case first: a message is queued.
     const eshm::IoResult result = ch.TryRead(Writable(buf, cap), &size);
     if (result != eshm::IoResult::kWouldBlock) return ReadOutcome(kFn, handle, result, size, cap, out_len);
-    absl::StatusOr<std::size_t> read = ch.Read(Writable(buf, cap), DeadlineFor(timeout_ms));
+    absl::StatusOr<std::size_t> read = ch.Read(Writable(buf, cap), deadline);
     if (read.ok()) {
       *out_len = *read;
       return ESHM_SUCCESS;

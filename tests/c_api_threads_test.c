@@ -8,6 +8,8 @@
  *  - TestCloseEndsBlockedCalls: threads blocked in eshm_read (an empty ring), in eshm_write (a full ring)
  *    and waiting for a side another thread holds: eshm_close on another thread ends them all with
  *    ESHM_ERROR_CLOSED and returns once they have left.
+ *  - TestATimeoutCoversTheWaitForTheSide: a call that waits for its turn on a side, then for a message or
+ *    room, ends at its one timeout.
  *
  * A watchdog thread fails the test (and removes its segments) if it makes no progress for 30 s. Meaningful
  * under --config=tsan too: without the library's serialization, ThreadSanitizer reports the race on the
@@ -376,6 +378,87 @@ static void TestCloseEndsBlockedCalls(void) {
   printf("eshm_close ended 2 blocked reads and 2 blocked writes\n");
 }
 
+typedef struct {
+  eshm_handle* handle;
+  int write;
+  int timeout_ms;
+  atomic_int started;
+  atomic_int rc;
+} TimedArgs;
+
+static void* TimedThread(void* p) {
+  TimedArgs* a = (TimedArgs*)p;
+  char buffer[64] = {0};
+  size_t n = 0;
+  atomic_store(&a->started, 1);
+  const int rc = a->write ? eshm_write(a->handle, buffer, sizeof buffer, a->timeout_ms)
+                          : eshm_read(a->handle, buffer, sizeof buffer, &n, a->timeout_ms);
+  atomic_store(&a->rc, rc);
+  atomic_fetch_add(&g_progress, 1);
+  return NULL;
+}
+
+static long NowMs(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* One timeout covers a call's whole wait: the wait for its turn on the side and then for room or a message.
+ * Another thread holds the side for ~600 ms (its own call waiting 600 ms); a call with a 700 ms timeout
+ * must end within about 700 ms, not 600 + 700. */
+static void TestATimeoutCoversTheWaitForTheSide(void) {
+  const char* name = NewName();
+  eshm_config cfg;
+  eshm_config_init(&cfg);
+  cfg.role = ESHM_ROLE_MASTER;
+  cfg.s2m_capacity = 4096;
+  cfg.disconnect_behavior = ESHM_DISCONNECT_NEVER;
+  eshm_handle* master = NULL;
+  eshm_handle* slave = NULL;
+  if (eshm_open(name, &cfg, &master) != ESHM_SUCCESS) {
+    FAIL("eshm_open(master): %s", eshm_last_error());
+    return;
+  }
+  cfg.role = ESHM_ROLE_SLAVE;
+  if (eshm_open(name, &cfg, &slave) != ESHM_SUCCESS) {
+    FAIL("eshm_open(slave): %s", eshm_last_error());
+    eshm_close(master);
+    return;
+  }
+  char fill[64] = {0};
+  while (eshm_try_write(slave, fill, sizeof fill) == ESHM_SUCCESS) {
+  }
+  for (int write = 0; write <= 1; ++write) {  /* the slave's reads find nothing; its writes find no room */
+    TimedArgs holder;
+    holder.handle = slave;
+    holder.write = write;
+    holder.timeout_ms = 600;
+    atomic_init(&holder.started, 0);
+    atomic_init(&holder.rc, 1);
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, TimedThread, &holder) != 0) abort();
+    while (!atomic_load(&holder.started)) SleepMs(1);
+    SleepMs(20);
+    const long start = NowMs();
+    char buffer[64] = {0};
+    size_t n = 0;
+    const int rc = write ? eshm_write(slave, buffer, sizeof buffer, 700)
+                         : eshm_read(slave, buffer, sizeof buffer, &n, 700);
+    const long took = NowMs() - start;
+    pthread_join(thread, NULL);
+    if (rc != ESHM_ERROR_TIMEOUT) FAIL("eshm_%s returned %d (%s)", write ? "write" : "read", rc, eshm_strerror(rc));
+    if (took < 650 || took > 1000) {
+      FAIL("eshm_%s with a 700 ms timeout, its side busy for ~580 ms of it, took %ld ms", write ? "write" : "read",
+           took);
+    }
+    printf("eshm_%s with a 700 ms timeout behind another thread's turn ended after %ld ms\n",
+           write ? "write" : "read", took);
+  }
+  eshm_close(slave);
+  eshm_close(master);
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   atomic_init(&g_progress, 0);
@@ -384,6 +467,7 @@ int main(void) {
   if (pthread_create(&watchdog, NULL, Watchdog, NULL) != 0) abort();
   TestManyWritersManyReaders();
   TestCloseEndsBlockedCalls();
+  TestATimeoutCoversTheWaitForTheSide();
   atomic_store(&g_done, 1);
   pthread_join(watchdog, NULL);
   RemoveSegments();
