@@ -217,6 +217,23 @@ TMPDIR="$WORK/tmp" bash -c "$PLANT" \
 grep -q "unavailable: py_eshm: /nonexistent/python3 -m eshm.bench --peer-list failed" "$WORK/nopython.out" ||
   fail "a missing interpreter is not said"
 
+echo "--- the Node peer: a package that does not load, or no node, is said unavailable"
+FAKE_NODE="$WORK/fake_node"
+cat >"$FAKE_NODE" <<'NODE'
+#!/usr/bin/env bash
+[[ $2 == --peer-list ]] && printf 'node_eshm\tnode_eshm: the Node package does not load\tx\n'
+NODE
+chmod +x "$FAKE_NODE"
+# node_skipped NAME NODE: a run of node_eshm with --node=NODE succeeds, saying it could not run node_eshm.
+node_skipped() {
+  "$BENCH" "${SHORT[@]}" --node="$2" --compare=node_eshm --mode=stream --wait=spin --sizes=64 >"$WORK/$1.out" 2>&1 ||
+    { fail "a node_eshm that cannot run failed the run ($2)"; cat "$WORK/$1.out"; }
+}
+node_skipped node "$FAKE_NODE"
+said node "unavailable: node_eshm: the Node package does not load"
+node_skipped no_node /nonexistent/node
+said no_node "unavailable: node_eshm: /nonexistent/node .*--peer-list failed"
+
 echo "--- idle channels: a row per count, every pair alive, nothing left behind"
 run idle --idle=1,3 --idle_s=0.2 --idle_peers
 grep -Eq "^ +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +1/1$" "$WORK/idle.out" || fail "no --idle row for 1 pair"

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 'use strict';
 // eshm-bench's node_eshm transport: the eshm Node package (node/, koffi over $ESHM_LIBESHM or the loader's
-// libeshm.so), synchronous write()/read(), with the protocol of `python -m eshm.bench --peer` (python/eshm/bench.py):
+// libeshm.so), synchronous write()/read(), with the protocol of `python -m eshm.bench --peer` (python/eshm/bench.py),
+// --peer-list too:
 //   node node_peer.js --peer=node_eshm --mode=stream|pingpong --wait=spin|blocking --size=BYTES
 //       --warmup_s=S --duration_s=S [--messages=N] [--eshm_wait=sleep|adaptive] [--cpus=A,B] --samples=PATH [--name=N]
 // This process, the parent (the master: the stream's writer, the round trips' client), starts the child (--side=child,
@@ -11,7 +12,12 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const { Channel, Role } = require(path.resolve(__dirname, '..', '..', 'node'));
+let Channel, Role, loadError; // loadError: why the package does not load (npm ci in node/ installs what it needs)
+try {
+  ({ Channel, Role } = require(path.resolve(__dirname, '..', '..', 'node')));
+} catch (e) {
+  loadError = e;
+}
 
 const TIMEOUT_MS = 30000;
 const WARM_END = Buffer.from('W');
@@ -115,6 +121,13 @@ function childSide(o) {
 }
 
 (async () => {
+  if (process.argv[2] === '--peer-list') { // as python -m eshm.bench --peer-list: name, ok or why not, what
+    const why = loadError ? `node_eshm: the Node package does not load (npm ci in node/): ${loadError.message
+      .split('\n')[0]}` : 'ok';
+    console.log(`node_eshm\t${why}\tthe Node package: write() / read()`);
+    return;
+  }
+  if (loadError) throw loadError;
   const o = parse(process.argv.slice(2));
   if (o.side === 'child') childSide(o);
   else console.log(await parent(o));

@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
@@ -78,36 +79,37 @@ std::vector<std::string> PeerGroup(const std::string& group) {
 
 absl::StatusOr<std::vector<std::string>> PeersUnavailable(const PeerPrograms& programs,
                                                           const std::vector<std::string>& names) {
-  std::map<std::string, std::string> python;  // name -> "ok" or why not
-  const bool any_python = std::any_of(names.begin(), names.end(),
-                                      [](const std::string& n) { return absl::StartsWith(n, "py_"); });
-  std::string python_problem;
-  if (any_python) {
-    absl::StatusOr<ProgramRun> run = RunProgram({programs.python, "-m", "eshm.bench", "--peer-list"}, 60);
+  // Each program asked (--peer-list) which of its transports can run here: name -> "ok" or why not.
+  std::map<std::string, std::string> listed;
+  std::map<std::string, std::string> failed;  // program (py_, node_) -> why it could not say
+  std::map<std::string, std::string> asked;   // program -> its command
+  for (const std::string& name : names) {
+    const std::string program = absl::StartsWith(name, "node_") ? "node_" : "py_";
+    if (asked.count(program) != 0) continue;
+    std::vector<std::string> argv = Command(programs, name);
+    argv.push_back("--peer-list");
+    asked[program] = absl::StrJoin(argv, " ");
+    absl::StatusOr<ProgramRun> run = RunProgram(argv, 60);
     if (!run.ok()) return run.status();
     if (run->exit_code != 0) {
-      python_problem = absl::StrCat(programs.python, " -m eshm.bench --peer-list failed (is the eshm package ",
-                                    "importable? --python names the interpreter): ", Tail(run->output));
+      failed[program] = absl::StrCat(asked[program], " failed (", program == "py_" ? "is the eshm package importable? "
+                                     "--python names the interpreter" : "--node and --node_peer name them",
+                                     "): ", Tail(run->output));
     }
     for (absl::string_view line : absl::StrSplit(run->output, '\n', absl::SkipEmpty())) {
       const std::vector<std::string> fields = absl::StrSplit(line, '\t');
-      if (fields.size() >= 2) python[fields[0]] = fields[1];
+      if (fields.size() >= 2) listed[fields[0]] = fields[1];
     }
   }
   std::vector<std::string> reasons;
   for (const std::string& name : names) {
-    if (absl::StartsWith(name, "node_")) {
-      reasons.push_back(access(programs.node_peer.c_str(), R_OK) == 0
-                            ? ""
-                            : absl::StrCat(name, ": ", programs.node_peer,
-                                           " not found (run from the eshm checkout, or pass --node_peer)"));
-    } else if (!python_problem.empty()) {
-      reasons.push_back(absl::StrCat(name, ": ", python_problem));
-    } else if (python.count(name) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("no transport ", name, " (python -m eshm.bench --peer-list ",
-                                                     "lists them)"));
+    const std::string program = absl::StartsWith(name, "node_") ? "node_" : "py_";
+    if (failed.count(program) != 0) {
+      reasons.push_back(absl::StrCat(name, ": ", failed[program]));
+    } else if (listed.count(name) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("no transport ", name, " (", asked[program], " lists them)"));
     } else {
-      reasons.push_back(python[name] == "ok" ? "" : python[name]);
+      reasons.push_back(listed[name] == "ok" ? "" : listed[name]);
     }
   }
   return reasons;

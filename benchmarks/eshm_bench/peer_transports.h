@@ -36,7 +36,8 @@ bool IsPeerTransport(const std::string& name);
 // `group` is not one.
 std::vector<std::string> PeerGroup(const std::string& group);
 
-// For each of `names`: "" when it can run here, else why not. An error when the programs cannot be asked.
+// For each of `names`: "" when it can run here, else why not, as its program's --peer-list says (one line per
+// transport: name, a tab, "ok" or why not, a tab, what it measures). An error when a program cannot be started.
 absl::StatusOr<std::vector<std::string>> PeersUnavailable(const PeerPrograms& programs,
                                                           const std::vector<std::string>& names);
 

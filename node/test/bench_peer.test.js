@@ -53,3 +53,9 @@ test('bad arguments are refused', () => {
   assert.notEqual(done.status, 0);
   assert.match(done.stderr, /--mode=stream\|pingpong/);
 });
+
+test('--peer-list says node_eshm can run here', () => {
+  const done = spawnSync(process.execPath, [PEER, '--peer-list'], { encoding: 'utf8', timeout: 60000 });
+  assert.equal(done.status, 0, done.stderr);
+  assert.match(done.stdout, /^node_eshm\tok\t/);
+});
