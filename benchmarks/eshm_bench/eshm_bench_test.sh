@@ -286,33 +286,43 @@ refused --sizes=4
 refused --mode=sideways
 refused --compare=carrier_pigeon
 
-echo "--- SIGINT during an eshm run: exit 130, child killed, segment removed"
-"$BENCH" --mode=pingpong --wait=spin --sizes=64 --duration_s=60 --floor_duration_s=0.05 --warmup_s=0 \
-  --repetitions=1 >"$WORK/interrupted.out" 2>&1 &
-BG=$!
-for _ in $(seq 1 300); do  # up to 30 s for the eshm run (its segment) to start
-  if [[ -n "$(ls /dev/shm 2>/dev/null | grep -E "^eshm_eshmbench_${BG}_")" ]]; then break; fi
-  sleep 0.1
-done
-[[ -n "$(leftovers "$BG")" ]] || fail "SIGINT: the eshm run never started"
-CHILDREN=$(pgrep -P "$BG" | tr '\n' ' ')
-kill -INT "$BG"
-rc=""
-for _ in $(seq 1 100); do
-  if ! kill -0 "$BG" 2>/dev/null; then wait "$BG"; rc=$?; break; fi
-  sleep 0.1
-done
-if [[ -z "$rc" ]]; then
-  fail "eshm-bench still running 10 s after SIGINT"
-else
-  [[ $rc -eq 130 ]] || fail "SIGINT: exit code $rc, expected 130"
-  grep -q "stopped by a signal" "$WORK/interrupted.out" || fail "SIGINT: no message"
-fi
-[[ -z "$(leftovers "$BG")" ]] || fail "SIGINT: files left in /dev/shm: $(leftovers "$BG")"
-for child in $CHILDREN; do
-  if kill -0 "$child" 2>/dev/null; then fail "SIGINT: child $child survived"; fi
-done
-BG=""
+# interrupted NAME FILES ARGS...: eshm-bench ARGS, sent SIGINT once it has FILES files in /dev/shm, must exit 130
+# within 10 s, saying so, with no child process or file left.
+interrupted() {
+  local name=$1 files=$2 rc="" children
+  shift 2
+  "$BENCH" "$@" >"$WORK/$name.out" 2>&1 &
+  BG=$!
+  for _ in $(seq 1 300); do  # up to 30 s for the run to start
+    if [[ $(leftovers "$BG" | wc -l) -ge $files ]]; then break; fi
+    sleep 0.1
+  done
+  [[ $(leftovers "$BG" | wc -l) -ge $files ]] || fail "$name: the run never started"
+  sleep 0.3
+  children=$(pgrep -P "$BG" | tr '\n' ' ')
+  kill -INT "$BG"
+  for _ in $(seq 1 100); do
+    if ! kill -0 "$BG" 2>/dev/null; then wait "$BG"; rc=$?; break; fi
+    sleep 0.1
+  done
+  if [[ -z "$rc" ]]; then
+    fail "$name: eshm-bench still running 10 s after SIGINT"
+    kill -KILL "$BG"
+  else
+    [[ $rc -eq 130 ]] || fail "$name: exit code $rc after SIGINT, expected 130"
+    said "$name" "stopped by a signal"
+  fi
+  [[ -z "$(leftovers "$BG")" ]] || fail "$name: files left in /dev/shm after SIGINT: $(leftovers "$BG" | head -3)"
+  for child in $children; do
+    if kill -0 "$child" 2>/dev/null; then fail "$name: child $child survived SIGINT"; fi
+  done
+  BG=""
+}
+echo "--- SIGINT during an eshm run, one through a WaitSet of 20 channels, and --idle: exit 130, nothing left"
+LONG=(--mode=pingpong --sizes=64 --duration_s=60 --floor_duration_s=0.05 --warmup_s=0 --repetitions=1)
+interrupted interrupted 1 "${LONG[@]}" --wait=spin
+interrupted interrupted_waitset 39 "${LONG[@]}" --wait=blocking --eshm_waitset=20
+interrupted interrupted_idle 50 --idle=50 --idle_peers --idle_s=30
 
 if ((FAILED)); then echo "FAILED"; exit 1; fi
 echo "PASSED"

@@ -4,6 +4,8 @@
 // between them. With --eshm_waitset=N each side receives through a WaitSet of N channels: N - 1 idle ones
 // (masters of their own, no peer) and the measured one, added last (the worst place: past the words one
 // kernel sleep takes when N > 127).
+#include <array>
+
 #include "absl/strings/str_cat.h"
 #include "benchmarks/eshm_bench/transport.h"
 #include "eshm/segment.h"
@@ -112,7 +114,11 @@ class EshmTransport final : public Transport {
   absl::Status Prepare(const TransportSpec& spec) override {
     spec_ = spec;
     name_ = UniqueName();
-    cleanup_slot_ = RegisterCleanupPath(eshm::Segment::PathFor(name_));
+    slots_[0] = RegisterCleanupPath(eshm::Segment::PathFor(name_));
+    if (spec.eshm_waitset > 1) {  // each side's idle WaitSet channels: `name_`_p1, ... and _c1, ...
+      slots_[1] = RegisterCleanupPath(eshm::Segment::PathFor(name_ + "_p"), 1, spec.eshm_waitset - 1);
+      slots_[2] = RegisterCleanupPath(eshm::Segment::PathFor(name_ + "_c"), 1, spec.eshm_waitset - 1);
+    }
     return absl::OkStatus();
   }
 
@@ -139,18 +145,16 @@ class EshmTransport final : public Transport {
   }
 
   void Cleanup() override {
-    (void)eshm::Segment::Unlink(name_);  // the master removes it on Close; this covers a failed run
-    for (int i = 1; i < spec_.eshm_waitset; ++i) {
-      for (const char* side : {"_p", "_c"}) (void)eshm::Segment::Unlink(absl::StrCat(name_, side, i));
+    for (int& slot : slots_) {  // the masters remove theirs on Close; this covers a failed run
+      RemoveCleanupPath(slot);
+      slot = -1;
     }
-    UnregisterCleanupPath(cleanup_slot_);
-    cleanup_slot_ = -1;
   }
 
  private:
   TransportSpec spec_;
   std::string name_;
-  int cleanup_slot_ = -1;
+  std::array<int, 3> slots_ = {-1, -1, -1};
 };
 
 }  // namespace

@@ -21,9 +21,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "benchmarks/eshm_bench/process_pair.h"
 #include "benchmarks/eshm_bench/timing.h"
 #include "benchmarks/eshm_bench/transport.h"
 #include "eshm/channel.h"
+#include "eshm/segment.h"
 
 namespace eshm_bench {
 namespace {
@@ -92,6 +94,7 @@ struct Side {
   pid_t pid = -1;
   int ready = -1;  // read end: the side's byte, then its report
   int go = -1;     // write end
+  int helper_slot = -1;
 };
 
 absl::StatusOr<Side> StartSide(const std::string& prefix, int channels, double window_s, bool master, bool peers) {
@@ -100,13 +103,15 @@ absl::StatusOr<Side> StartSide(const std::string& prefix, int channels, double w
   const pid_t pid = fork();
   if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
   if (pid == 0) {
+    setpgid(0, 0);  // a group of its own: a signal's handler stops it as a helper (StopGroup)
     close(ready[0]);
     close(go[1]);
     RunSide(prefix, channels, window_s, master, peers, ready[1], go[0]);
   }
+  setpgid(pid, pid);  // also here: whichever of the two runs first, the group exists before a signal
   close(ready[1]);
   close(go[0]);
-  return Side{pid, ready[0], go[1]};
+  return Side{pid, ready[0], go[1], RegisterHelperProcess(pid)};
 }
 
 // Reads exactly `size` bytes within `timeout_s`; false if the side exits, fails or hangs first.
@@ -131,6 +136,8 @@ bool ReadWithin(int fd, void* data, std::size_t size, int timeout_s) {
 
 absl::StatusOr<IdleResult> MeasureIdle(int channels, double window_s, bool peers, int timeout_s) {
   const std::string prefix = UniqueName();
+  // A signal stops the sides and removes their channels (the masters' segments, `prefix`_0 ...).
+  const int names = RegisterCleanupPath(eshm::Segment::PathFor(prefix + "_"), 0, channels);
   std::vector<Side> sides;
   absl::Status status = absl::OkStatus();
   for (const bool master : {true, false}) {
@@ -165,14 +172,12 @@ absl::StatusOr<IdleResult> MeasureIdle(int channels, double window_s, bool peers
   for (const Side& side : sides) {
     if (!status.ok()) kill(side.pid, SIGKILL);
     waitpid(side.pid, nullptr, 0);
+    UnregisterHelperProcess(side.helper_slot);
     close(side.ready);
     close(side.go);
   }
-  if (!status.ok()) {
-    // Killed sides closed nothing: their segment names are ours to remove.
-    for (int i = 0; i < channels; ++i) unlink(absl::StrCat("/dev/shm/eshm_", prefix, "_", i).c_str());
-    return status;
-  }
+  RemoveCleanupPath(names);  // sides that closed their channels removed them; killed ones closed nothing
+  if (!status.ok()) return status;
   for (const SideReport& r : reports) {
     if (r.error[0] != '\0') return absl::InternalError(r.error);
   }

@@ -27,7 +27,31 @@ namespace {
 volatile sig_atomic_t g_child_pid = 0;
 volatile sig_atomic_t g_child_is_group = 0;  // RunProgram's child leads a process group: kill all of it
 constexpr int kCleanupSlots = 16;
-char g_cleanup_paths[kCleanupSlots][256] = {};
+struct CleanupSlot {
+  char path[256];  // "" = free
+  int first;       // with count > 0: the names path<first> .. path<first + count - 1>
+  int count;
+};
+CleanupSlot g_cleanup[kCleanupSlots] = {};
+
+// Removes a slot's files. Async-signal-safe: no allocation, no formatting library.
+void UnlinkSlot(const CleanupSlot& slot) {
+  if (slot.count <= 0) {
+    unlink(slot.path);
+    return;
+  }
+  char name[sizeof(slot.path) + 12];
+  const std::size_t length = std::strlen(slot.path);
+  std::memcpy(name, slot.path, length);
+  for (int i = slot.first; i < slot.first + slot.count; ++i) {
+    char digits[12];
+    int n = 0;
+    for (int v = i; n == 0 || v > 0; v /= 10) digits[n++] = static_cast<char>('0' + v % 10);
+    for (int k = 0; k < n; ++k) name[length + k] = digits[n - 1 - k];
+    name[length + n] = '\0';
+    unlink(name);
+  }
+}
 constexpr int kHelperSlots = 4;
 volatile sig_atomic_t g_helper_pids[kHelperSlots] = {};  // each leads a process group; 0 = free slot
 
@@ -65,8 +89,8 @@ void OnFatalSignal(int signal_number) {
   // name from inotify at once and re-creates it, so nothing may run between the unlinks and the exit. (A
   // sanitizer's _exit runs its own finalization first, hence exit_group by raw syscall: it ends every
   // thread at once.)
-  for (auto& path : g_cleanup_paths) {
-    if (path[0] != '\0') unlink(path);
+  for (const CleanupSlot& slot : g_cleanup) {
+    if (slot.path[0] != '\0') UnlinkSlot(slot);
   }
   syscall(SYS_exit_group, 128 + signal_number);
   _exit(128 + signal_number);  // not reached
@@ -279,10 +303,13 @@ absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int 
   return run;
 }
 
-int RegisterCleanupPath(const std::string& path) {
+int RegisterCleanupPath(const std::string& path, int first, int count) {
   for (int i = 0; i < kCleanupSlots; ++i) {
-    if (g_cleanup_paths[i][0] == '\0') {
-      std::snprintf(g_cleanup_paths[i], sizeof(g_cleanup_paths[i]), "%s", path.c_str());
+    CleanupSlot& slot = g_cleanup[i];
+    if (slot.path[0] == '\0' && path.size() < sizeof(slot.path)) {
+      slot.first = first;
+      slot.count = count;
+      std::memcpy(slot.path, path.c_str(), path.size() + 1);  // the path last: the slot is in use from here
       return i;
     }
   }
@@ -290,7 +317,13 @@ int RegisterCleanupPath(const std::string& path) {
 }
 
 void UnregisterCleanupPath(int slot) {
-  if (slot >= 0 && slot < kCleanupSlots) g_cleanup_paths[slot][0] = '\0';
+  if (slot >= 0 && slot < kCleanupSlots) g_cleanup[slot].path[0] = '\0';
+}
+
+void RemoveCleanupPath(int slot) {
+  if (slot < 0 || slot >= kCleanupSlots || g_cleanup[slot].path[0] == '\0') return;
+  UnlinkSlot(g_cleanup[slot]);
+  UnregisterCleanupPath(slot);
 }
 
 int RegisterHelperProcess(pid_t pid) {

@@ -157,10 +157,13 @@ absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int 
 absl::Status PinSelf(int cpu);
 std::vector<int> AllowedCpus();
 
-// Files (/dev/shm/...) that a signal, or the end of the run, must remove. Fixed slots, so the signal handler
-// can read them; Register returns the slot to pass to Unregister (or -1 when full).
-int RegisterCleanupPath(const std::string& path);
+// Files (/dev/shm/...) that a signal, or the end of the run, must remove: `path`, or with count > 0 the names
+// `path`<first> .. `path`<first + count - 1> (a run's many idle channels). Fixed slots, so the signal handler
+// can read them; Register returns the slot to pass to Unregister (or -1 when full). Remove removes the files
+// now and frees the slot.
+int RegisterCleanupPath(const std::string& path, int first = 0, int count = 0);
 void UnregisterCleanupPath(int slot);
+void RemoveCleanupPath(int slot);
 
 // Processes a transport started beside the pair (eshm-bridge), each leading a process group of its own,
 // that a signal must kill (with their groups) and reap before the files are removed. Fixed slots as above.
