@@ -93,8 +93,8 @@ absl::StatusOr<std::vector<std::string>> PeersUnavailable(const PeerPrograms& pr
     if (!run.ok()) return run.status();
     if (run->exit_code != 0) {
       failed[program] = absl::StrCat(asked[program], " failed (", program == "py_" ? "is the eshm package importable? "
-                                     "--python names the interpreter" : "--node and --node_peer name them",
-                                     "): ", Tail(run->output));
+                                     "--python names the interpreter" : "run from the eshm checkout, or name them "
+                                     "with --node and --node_peer", "): ", Tail(run->output));
     }
     for (absl::string_view line : absl::StrSplit(run->output, '\n', absl::SkipEmpty())) {
       const std::vector<std::string> fields = absl::StrSplit(line, '\t');

@@ -279,7 +279,9 @@ absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int 
     const std::int64_t left_ms = (deadline_ns - NowNs()) / 1'000'000;
     if ((timed_out = left_ms <= 0)) break;
     pollfd readable = {out[0], POLLIN, 0};
-    if (poll(&readable, 1, static_cast<int>(std::min<std::int64_t>(left_ms, 1000))) <= 0) continue;
+    const int ready = poll(&readable, 1, static_cast<int>(std::min<std::int64_t>(left_ms, 1000)));
+    if (ready < 0 && errno != EINTR) break;
+    if (ready <= 0) continue;
     char buffer[4096];
     const ssize_t n = read(out[0], buffer, sizeof(buffer));
     if (n > 0) run.output.append(buffer, static_cast<std::size_t>(n));
