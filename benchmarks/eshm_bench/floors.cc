@@ -63,8 +63,9 @@ absl::StatusOr<Floor> MeasurePingPong(Floor floor, const LoadSpec& load, const P
     LoadPlan plan(load);
     std::uint64_t last = Clock::Ticks();
     plan.Start(last);
+    const std::uint64_t deadline = watchdog.DeadlineTicks();
     for (std::uint64_t i = 1;; ++i) {
-      if (watchdog.Overran(i)) return watchdog.Error(floor.name);
+      if (last >= deadline && watchdog.ExpiredNow()) return watchdog.Error(floor.name);
       const LoadPlan::Step step = plan.Next(last);
       // release: pairs with the child's acquire load; the child stops after round trip `i`.
       if (step == LoadPlan::Step::kLast) control.total.value.store(i, std::memory_order_release);

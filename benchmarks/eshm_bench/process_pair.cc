@@ -167,6 +167,11 @@ bool Watchdog::ExpiredNow() {
   return true;
 }
 
+std::uint64_t Watchdog::DeadlineTicks() const {
+  const std::int64_t left_ns = std::max<std::int64_t>(0, deadline_ns_ - NowNs());
+  return Clock::Ticks() + Clock::FromNs(static_cast<double>(left_ns));
+}
+
 absl::Status Watchdog::Error(const std::string& what) const {
   return absl::DeadlineExceededError(absl::StrCat(what, ": ", reason_));
 }

@@ -92,8 +92,9 @@ class Watchdog {
   }
   // For waits that sleep in slices: reads the clock now, checks the peer at most every 10 ms.
   bool ExpiredNow();
-  // For a measured loop that never waits long (a run longer than --timeout_s): looks every 4096th message.
-  bool Overran(std::uint64_t message) { return (message & 0xfff) == 0 && ExpiredNow(); }
+  // The deadline on Clock's ticks, for a measured loop that never waits long: it compares the clock readings
+  // it takes anyway with this, and asks ExpiredNow() once past it (a run longer than --timeout_s).
+  std::uint64_t DeadlineTicks() const;
   absl::Status Error(const std::string& what) const;
 
   // Spins until `ready()`; false if the watchdog fires first.

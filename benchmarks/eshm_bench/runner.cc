@@ -108,9 +108,10 @@ absl::Status PingPongParent(Transport& transport, const RunSpec& spec, RunContro
   LoadPlan plan(spec.load);
   std::uint64_t last = Clock::Ticks();
   plan.Start(last);
+  const std::uint64_t deadline = watchdog.DeadlineTicks();
   std::uint64_t i = 0;
   for (;; ++i) {
-    if (watchdog.Overran(i)) return watchdog.Error("the run");
+    if (last >= deadline && watchdog.ExpiredNow()) return watchdog.Error("the run");
     const LoadPlan::Step step = plan.Next(last);
     if (step != LoadPlan::Step::kWarmup && timed.start_ticks == 0) timed.start_ticks = last;
     // release: pairs with IsLast in the child; stored before the last ping is sent.
@@ -155,13 +156,16 @@ absl::Status StreamParent(Transport& transport, const RunSpec& spec, RunControl&
   LoadPlan plan(spec.load);
   std::uint64_t now = Clock::Ticks();
   plan.Start(now);
+  const std::uint64_t deadline = watchdog.DeadlineTicks();
   bool timing = false;
   std::uint64_t i = 0;
   for (;; ++i) {
-    if (watchdog.Overran(i)) return watchdog.Error("the run");
     // Between samples the plan sees the last clock reading: a run may end up to `every` messages late.
     const bool periodic = i % every == 0;
-    if (periodic) now = Clock::Ticks();
+    if (periodic) {
+      now = Clock::Ticks();
+      if (now >= deadline && watchdog.ExpiredNow()) return watchdog.Error("the run");
+    }
     const LoadPlan::Step step = plan.Next(now);
     const bool first = step != LoadPlan::Step::kWarmup && !timing;
     if (first) {
