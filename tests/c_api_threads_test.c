@@ -305,7 +305,8 @@ static void TestManyWritersManyReaders(void) {
 
 typedef struct {
   eshm_handle* handle;
-  int write;  /* 1: eshm_write of a message that cannot fit now; 0: eshm_read */
+  int write;       /* 1: eshm_write of a message that cannot fit now; 0: eshm_read */
+  int timeout_ms;  /* -1: until the close */
   atomic_int started;
   atomic_int rc;
 } BlockedArgs;
@@ -315,50 +316,60 @@ static void* BlockedThread(void* p) {
   char buffer[64] = {0};
   size_t n = 0;
   atomic_store(&a->started, 1);
-  const int rc = a->write ? eshm_write(a->handle, buffer, sizeof buffer, -1)
-                          : eshm_read(a->handle, buffer, sizeof buffer, &n, -1);
+  const int rc = a->write ? eshm_write(a->handle, buffer, sizeof buffer, a->timeout_ms)
+                          : eshm_read(a->handle, buffer, sizeof buffer, &n, a->timeout_ms);
   atomic_store(&a->rc, rc);
   atomic_fetch_add(&g_progress, 1);
   return NULL;
 }
 
-static void TestCloseEndsBlockedCalls(void) {
+/* Starts a thread making `a`'s call; returns once it has begun. */
+static pthread_t StartBlocked(BlockedArgs* a, eshm_handle* handle, int write, int timeout_ms) {
+  a->handle = handle;
+  a->write = write;
+  a->timeout_ms = timeout_ms;
+  atomic_init(&a->started, 0);
+  atomic_init(&a->rc, 1);
+  pthread_t thread;
+  if (pthread_create(&thread, NULL, BlockedThread, a) != 0) abort();
+  while (!atomic_load(&a->started)) SleepMs(1);
+  return thread;
+}
+
+/* A master and a slave whose outgoing ring is full (the master never reads it), so that the slave's reads
+ * find nothing and its writes find no room. 0 if they could not be opened (the failure is recorded). */
+static int OpenBlockedPair(eshm_handle** master, eshm_handle** slave) {
   const char* name = NewName();
   eshm_config cfg;
   eshm_config_init(&cfg);
   cfg.role = ESHM_ROLE_MASTER;
   cfg.s2m_capacity = 4096;
   cfg.disconnect_behavior = ESHM_DISCONNECT_NEVER;
-  eshm_handle* master = NULL;
-  eshm_handle* slave = NULL;
-  if (eshm_open(name, &cfg, &master) != ESHM_SUCCESS) {
+  if (eshm_open(name, &cfg, master) != ESHM_SUCCESS) {
     FAIL("eshm_open(master): %s", eshm_last_error());
-    return;
+    return 0;
   }
   cfg.role = ESHM_ROLE_SLAVE;
-  if (eshm_open(name, &cfg, &slave) != ESHM_SUCCESS) {
+  if (eshm_open(name, &cfg, slave) != ESHM_SUCCESS) {
     FAIL("eshm_open(slave): %s", eshm_last_error());
-    eshm_close(master);
-    return;
+    eshm_close(*master);
+    return 0;
   }
-  /* Fill the slave's outgoing ring: the master never reads it. */
   char fill[64] = {0};
   int filled = 0;
-  while (eshm_try_write(slave, fill, sizeof fill) == ESHM_SUCCESS) ++filled;
+  while (eshm_try_write(*slave, fill, sizeof fill) == ESHM_SUCCESS) ++filled;
   if (filled == 0) FAIL("could not fill the ring");
+  return 1;
+}
+
+static void TestCloseEndsBlockedCalls(void) {
+  eshm_handle* master = NULL;
+  eshm_handle* slave = NULL;
+  if (!OpenBlockedPair(&master, &slave)) return;
   /* Two blocked reads (one holds the read side, one waits for it) and two blocked writes, alike. */
   BlockedArgs args[4];
   pthread_t threads[4];
-  for (int i = 0; i < 4; ++i) {
-    args[i].handle = slave;
-    args[i].write = i % 2;
-    atomic_init(&args[i].started, 0);
-    atomic_init(&args[i].rc, 1);
-    if (pthread_create(&threads[i], NULL, BlockedThread, &args[i]) != 0) abort();
-  }
-  for (int i = 0; i < 4; ++i) {
-    while (!atomic_load(&args[i].started)) SleepMs(1);
-  }
+  for (int i = 0; i < 4; ++i) threads[i] = StartBlocked(&args[i], slave, i % 2, -1);
   SleepMs(200); /* long enough for every call to be inside its wait */
   for (int i = 0; i < 4; ++i) {
     if (atomic_load(&args[i].rc) != 1) FAIL("call %d returned %d before the close", i, atomic_load(&args[i].rc));
@@ -378,26 +389,6 @@ static void TestCloseEndsBlockedCalls(void) {
   printf("eshm_close ended 2 blocked reads and 2 blocked writes\n");
 }
 
-typedef struct {
-  eshm_handle* handle;
-  int write;
-  int timeout_ms;
-  atomic_int started;
-  atomic_int rc;
-} TimedArgs;
-
-static void* TimedThread(void* p) {
-  TimedArgs* a = (TimedArgs*)p;
-  char buffer[64] = {0};
-  size_t n = 0;
-  atomic_store(&a->started, 1);
-  const int rc = a->write ? eshm_write(a->handle, buffer, sizeof buffer, a->timeout_ms)
-                          : eshm_read(a->handle, buffer, sizeof buffer, &n, a->timeout_ms);
-  atomic_store(&a->rc, rc);
-  atomic_fetch_add(&g_progress, 1);
-  return NULL;
-}
-
 static long NowMs(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -408,37 +399,12 @@ static long NowMs(void) {
  * Another thread holds the side for ~600 ms (its own call waiting 600 ms); a call with a 700 ms timeout
  * must end within about 700 ms, not 600 + 700. */
 static void TestATimeoutCoversTheWaitForTheSide(void) {
-  const char* name = NewName();
-  eshm_config cfg;
-  eshm_config_init(&cfg);
-  cfg.role = ESHM_ROLE_MASTER;
-  cfg.s2m_capacity = 4096;
-  cfg.disconnect_behavior = ESHM_DISCONNECT_NEVER;
   eshm_handle* master = NULL;
   eshm_handle* slave = NULL;
-  if (eshm_open(name, &cfg, &master) != ESHM_SUCCESS) {
-    FAIL("eshm_open(master): %s", eshm_last_error());
-    return;
-  }
-  cfg.role = ESHM_ROLE_SLAVE;
-  if (eshm_open(name, &cfg, &slave) != ESHM_SUCCESS) {
-    FAIL("eshm_open(slave): %s", eshm_last_error());
-    eshm_close(master);
-    return;
-  }
-  char fill[64] = {0};
-  while (eshm_try_write(slave, fill, sizeof fill) == ESHM_SUCCESS) {
-  }
-  for (int write = 0; write <= 1; ++write) {  /* the slave's reads find nothing; its writes find no room */
-    TimedArgs holder;
-    holder.handle = slave;
-    holder.write = write;
-    holder.timeout_ms = 600;
-    atomic_init(&holder.started, 0);
-    atomic_init(&holder.rc, 1);
-    pthread_t thread;
-    if (pthread_create(&thread, NULL, TimedThread, &holder) != 0) abort();
-    while (!atomic_load(&holder.started)) SleepMs(1);
+  if (!OpenBlockedPair(&master, &slave)) return;
+  for (int write = 0; write <= 1; ++write) {
+    BlockedArgs holder;
+    const pthread_t thread = StartBlocked(&holder, slave, write, 600);
     SleepMs(20);
     const long start = NowMs();
     char buffer[64] = {0};
@@ -447,6 +413,8 @@ static void TestATimeoutCoversTheWaitForTheSide(void) {
                          : eshm_read(slave, buffer, sizeof buffer, &n, 700);
     const long took = NowMs() - start;
     pthread_join(thread, NULL);
+    if (atomic_load(&holder.rc) != ESHM_ERROR_TIMEOUT) FAIL("the holding eshm_%s returned %d", write ? "write" : "read",
+                                                             atomic_load(&holder.rc));
     if (rc != ESHM_ERROR_TIMEOUT) FAIL("eshm_%s returned %d (%s)", write ? "write" : "read", rc, eshm_strerror(rc));
     if (took < 650 || took > 1000) {
       FAIL("eshm_%s with a 700 ms timeout, its side busy for ~580 ms of it, took %ld ms", write ? "write" : "read",
