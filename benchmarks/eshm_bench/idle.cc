@@ -176,8 +176,11 @@ absl::StatusOr<IdleResult> MeasureIdle(int channels, double window_s, bool peers
     close(side.ready);
     close(side.go);
   }
-  RemoveCleanupPath(names);  // sides that closed their channels removed them; killed ones closed nothing
-  if (!status.ok()) return status;
+  if (!status.ok()) {
+    RemoveCleanupPath(names);  // killed sides closed nothing
+    return status;
+  }
+  UnregisterCleanupPath(names);  // the masters removed their segments when they closed them
   for (const SideReport& r : reports) {
     if (r.error[0] != '\0') return absl::InternalError(r.error);
   }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -28,11 +29,14 @@ volatile sig_atomic_t g_child_pid = 0;
 volatile sig_atomic_t g_child_is_group = 0;  // RunProgram's child leads a process group: kill all of it
 constexpr int kCleanupSlots = 16;
 struct CleanupSlot {
-  char path[256];  // "" = free
-  int first;       // with count > 0: the names path<first> .. path<first + count - 1>
+  // Set once path, first and count are written; lock-free, so the signal handler may read it.
+  std::atomic<bool> used{false};
+  char path[256];
+  int first;  // with count > 0: the names path<first> .. path<first + count - 1>
   int count;
 };
-CleanupSlot g_cleanup[kCleanupSlots] = {};
+static_assert(std::atomic<bool>::is_always_lock_free);
+CleanupSlot g_cleanup[kCleanupSlots];
 
 // Removes a slot's files. Async-signal-safe: no allocation, no formatting library.
 void UnlinkSlot(const CleanupSlot& slot) {
@@ -90,7 +94,8 @@ void OnFatalSignal(int signal_number) {
   // sanitizer's _exit runs its own finalization first, hence exit_group by raw syscall: it ends every
   // thread at once.)
   for (const CleanupSlot& slot : g_cleanup) {
-    if (slot.path[0] != '\0') UnlinkSlot(slot);
+    // acquire: pairs with the release store in RegisterCleanupPath; the slot's fields are complete.
+    if (slot.used.load(std::memory_order_acquire)) UnlinkSlot(slot);
   }
   syscall(SYS_exit_group, 128 + signal_number);
   _exit(128 + signal_number);  // not reached
@@ -313,22 +318,25 @@ absl::StatusOr<ProgramRun> RunProgram(const std::vector<std::string>& argv, int 
 int RegisterCleanupPath(const std::string& path, int first, int count) {
   for (int i = 0; i < kCleanupSlots; ++i) {
     CleanupSlot& slot = g_cleanup[i];
-    if (slot.path[0] == '\0' && path.size() < sizeof(slot.path)) {
-      slot.first = first;
-      slot.count = count;
-      std::memcpy(slot.path, path.c_str(), path.size() + 1);  // the path last: the slot is in use from here
-      return i;
-    }
+    // Relaxed: only this thread registers; the handler reads the flag with acquire.
+    if (slot.used.load(std::memory_order_relaxed) || path.size() >= sizeof(slot.path)) continue;
+    slot.first = first;
+    slot.count = count;
+    std::memcpy(slot.path, path.c_str(), path.size() + 1);
+    // release: pairs with the handler's acquire load; it never sees a half-written slot.
+    slot.used.store(true, std::memory_order_release);
+    return i;
   }
   return -1;
 }
 
 void UnregisterCleanupPath(int slot) {
-  if (slot >= 0 && slot < kCleanupSlots) g_cleanup[slot].path[0] = '\0';
+  // Relaxed: the handler either still removes the files or no longer does; both are right here.
+  if (slot >= 0 && slot < kCleanupSlots) g_cleanup[slot].used.store(false, std::memory_order_relaxed);
 }
 
 void RemoveCleanupPath(int slot) {
-  if (slot < 0 || slot >= kCleanupSlots || g_cleanup[slot].path[0] == '\0') return;
+  if (slot < 0 || slot >= kCleanupSlots || !g_cleanup[slot].used.load(std::memory_order_relaxed)) return;
   UnlinkSlot(g_cleanup[slot]);
   UnregisterCleanupPath(slot);
 }
